@@ -1,0 +1,3 @@
+from cryptonorm.cli import main
+
+main()

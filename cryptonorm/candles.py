@@ -1,0 +1,291 @@
+"""The OHLCV frame: columns, timeframes, cleaning, gap report, and the parquet store.
+
+A candle frame has exactly the columns in `COLUMNS`: `timestamp` (int64 ms since the epoch, UTC, candle
+open) and float64 `open, high, low, close, volume`, sorted by timestamp with no duplicates. Gaps (missing
+bars) are detected and reported, never filled here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cryptonorm.errors import DataError
+
+COLUMNS = ["timestamp", "open", "high", "low", "close", "volume"]
+PRICE_COLUMNS = ["open", "high", "low", "close"]
+
+_TF_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000,
+               "M": 2_592_000_000, "y": 31_536_000_000}
+
+
+def timeframe_ms(timeframe: str) -> int:
+    """Length of one bar in milliseconds ('1h' -> 3_600_000), as ccxt's parse_timeframe."""
+    m = re.match(r"^(\d+)([smhdwMy])$", timeframe)
+    if not m or int(m.group(1)) < 1:
+        raise DataError(f"timeframe {timeframe!r} is not valid; use e.g. 1m, 15m, 1h, 4h, 1d")
+    return int(m.group(1)) * _TF_UNIT_MS[m.group(2)]
+
+
+def bars_per_year(timeframe: str) -> float:
+    """Crypto trades every day: 365 days a year (8,760 bars for 1h)."""
+    return 365 * 86_400_000 / timeframe_ms(timeframe)
+
+
+def parse_date(text: str) -> int:
+    """ISO date or datetime (UTC unless it says otherwise) -> ms since the epoch."""
+    s = str(text).strip()
+    try:
+        dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{s!r} is not an ISO date; write e.g. 2024-01-31 or 2024-01-31T12:00") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp() * 1000)
+
+
+def format_ms(ms: int | float | None) -> str:
+    """ms since the epoch -> 'YYYY-MM-DD HH:MM' (UTC)."""
+    if ms is None or (isinstance(ms, float) and np.isnan(ms)):
+        return "-"
+    return datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def empty_frame() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="int64" if c == "timestamp" else "float64") for c in COLUMNS})
+
+
+def from_rows(rows: list[list[float]] | np.ndarray) -> pd.DataFrame:
+    """ccxt's [[ts, o, h, l, c, v], ...] -> a candle frame (not yet cleaned)."""
+    if len(rows) == 0:
+        return empty_frame()
+    arr = np.asarray(rows, dtype="float64")
+    if arr.ndim != 2 or arr.shape[1] < 6:
+        raise DataError(f"candles must have 6 fields [timestamp, open, high, low, close, volume], "
+                        f"got shape {arr.shape}")
+    df = pd.DataFrame(arr[:, :6], columns=COLUMNS)
+    df["timestamp"] = df["timestamp"].astype("int64")
+    return df
+
+
+def clean(df: pd.DataFrame, timeframe: str | None = None, *, strict: bool = False) -> pd.DataFrame:
+    """Sort, drop duplicate timestamps (keeping the last seen), check values.
+
+    With `strict`, rows that are off the timeframe grid, NaN or inconsistent raise a DataError instead of
+    being dropped (used for user files, where silently dropping would hide a problem).
+    """
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"candles lack column(s) {', '.join(missing)}; need {', '.join(COLUMNS)}")
+    out = df[COLUMNS].copy()
+    if len(out) == 0:
+        return empty_frame()
+    for c in PRICE_COLUMNS + ["volume"]:
+        out[c] = pd.to_numeric(out[c], errors="coerce").astype("float64")
+    vals = out[PRICE_COLUMNS + ["volume"]].to_numpy()
+    bad = ~np.isfinite(vals).all(axis=1)
+    if bad.any():
+        if strict:
+            i = int(np.argmax(bad))
+            raise DataError(f"{int(bad.sum())} candle(s) have NaN or infinite values (first at row {i}); "
+                            "remove or repair those rows")
+        out = out[~bad]
+    out = out.sort_values("timestamp", kind="stable")
+    dup = out["timestamp"].duplicated(keep="last")
+    if dup.any() and strict:
+        ts = int(out.loc[dup, "timestamp"].iloc[0])
+        raise DataError(f"{int(dup.sum())} duplicated timestamp(s), first {format_ms(ts)}; "
+                        "deduplicate the file")
+    out = out[~dup]
+    o, h, low, c = (out[k].to_numpy() for k in PRICE_COLUMNS)
+    inconsistent = (h < np.maximum(o, c) - 1e-12 * np.abs(h)) | (low > np.minimum(o, c) + 1e-12 * np.abs(low))
+    inconsistent |= (low <= 0) | (out["volume"].to_numpy() < 0)
+    if inconsistent.any():
+        if strict:
+            i = int(np.argmax(inconsistent))
+            raise DataError(
+                f"{int(inconsistent.sum())} candle(s) are inconsistent (high < max(open, close), "
+                f"low > min(open, close), a non-positive price or negative volume), first at "
+                f"{format_ms(int(out['timestamp'].iloc[i]))}; repair the file"
+            )
+        out = out[~inconsistent]
+    if timeframe is not None:
+        off = out["timestamp"].to_numpy() % timeframe_ms(timeframe) != 0
+        if timeframe_ms(timeframe) <= 86_400_000 and off.any():
+            if strict:
+                i = int(np.argmax(off))
+                raise DataError(f"{int(off.sum())} timestamp(s) are not on the {timeframe} grid, first "
+                                f"{format_ms(int(out['timestamp'].iloc[i]))}; check data.timeframe")
+            out = out[~off]
+    return out.reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Missing bars: `after` is the last candle before the gap."""
+
+    after: int  # ms
+    missing: int  # bars
+
+
+def find_gaps(timestamps: np.ndarray, timeframe: str) -> list[Gap]:
+    """Every place where consecutive candles are more than one bar apart."""
+    ts = np.asarray(timestamps, dtype="int64")
+    if len(ts) < 2:
+        return []
+    step = timeframe_ms(timeframe)
+    d = np.diff(ts)
+    idx = np.flatnonzero(d > step)
+    return [Gap(int(ts[i]), int(d[i] // step - 1)) for i in idx]
+
+
+def gap_flags(timestamps: np.ndarray, timeframe: str) -> np.ndarray:
+    """Boolean per row: True where the bar does NOT directly follow the previous one (a gap before it)."""
+    ts = np.asarray(timestamps, dtype="int64")
+    flags = np.zeros(len(ts), dtype=bool)
+    if len(ts) > 1:
+        flags[1:] = np.diff(ts) != timeframe_ms(timeframe)
+    return flags
+
+
+# ---------------------------------------------------------------- files
+
+
+def store_path(data_dir: str | Path, exchange: str, symbol: str, timeframe: str) -> Path:
+    """DIR/<exchange>/<BASE_QUOTE>-<timeframe>.parquet (':' of derivatives symbols becomes '_')."""
+    safe = re.sub(r"[/:]", "_", symbol)
+    return Path(data_dir) / exchange / f"{safe}-{timeframe}.parquet"
+
+
+def read_store(path: Path) -> pd.DataFrame:
+    """Read a stored candle file (empty frame if absent)."""
+    if not path.exists():
+        return empty_frame()
+    try:
+        df = pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises many types for a damaged file
+        raise DataError(f"candle file {path} is unreadable ({type(e).__name__}); delete it and fetch again") from e
+    return clean(df)
+
+
+def write_atomic(df: pd.DataFrame, path: Path) -> None:
+    """Write parquet to a temp file in the same folder, fsync, then rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            df.to_parquet(f, index=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def locked(path: Path, timeout: float = 600.0) -> Iterator[None]:
+    """Inter-process lock for updates of one store file (a sibling .lock file)."""
+    from filelock import FileLock, Timeout
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path) + ".lock")
+    try:
+        with lock.acquire(timeout=timeout):
+            yield
+    except Timeout:
+        raise DataError(f"{path} is locked by another cryptonorm process for over {timeout:.0f}s; "
+                        "wait for it to finish or remove the stale .lock file") from None
+
+
+def merge(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """Union of two candle frames; where both have a timestamp, the newer download wins."""
+    if len(old) == 0:
+        return clean(new)
+    if len(new) == 0:
+        return old
+    return clean(pd.concat([old, new], ignore_index=True))
+
+
+def append_to_store(path: Path, new: pd.DataFrame) -> pd.DataFrame:
+    """Merge `new` into the file at `path` under the lock, atomically. Returns the stored frame."""
+    with locked(path):
+        merged = merge(read_store(path), new)
+        write_atomic(merged, path)
+    return merged
+
+
+def read_user_file(path: str | Path, timeframe: str) -> pd.DataFrame:
+    """Load a user's CSV/parquet (timestamps in ms or ISO), validated strictly."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"data.file {str(p)!r} not found; give the path of a CSV or parquet of OHLCV candles")
+    if p.is_dir():
+        raise DataError(f"data.file {str(p)!r} is a directory; give a CSV or parquet file")
+    name = p.name.lower()
+    try:
+        if name.endswith(".parquet") or name.endswith(".pq"):
+            df = pd.read_parquet(p)
+        elif name.endswith((".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz", ".txt")):
+            df = pd.read_csv(p)
+        else:
+            raise DataError(f"data.file {str(p)!r}: unknown format; use .csv, .csv.gz or .parquet")
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"data.file {str(p)!r} cannot be read as {'parquet' if 'parq' in name else 'CSV'}: "
+                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    if len(df) == 0:
+        raise DataError(f"data.file {str(p)!r} has no rows; it needs OHLCV candles")
+    df.columns = [str(c).strip().lower() for c in df.columns]
+    if "timestamp" not in df.columns:
+        for alt in ("datetime", "date", "time", "open_time"):
+            if alt in df.columns:
+                df = df.rename(columns={alt: "timestamp"})
+                break
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"data.file {str(p)!r} lacks column(s) {', '.join(missing)}; "
+                        f"need {', '.join(COLUMNS)} (timestamp in ms or ISO 8601)")
+    df = df.copy()
+    df["timestamp"] = _to_ms(df["timestamp"], p)
+    try:
+        return clean(df, timeframe, strict=True)
+    except DataError as e:
+        raise DataError(f"data.file {str(p)!r}: {e}") from None
+
+
+def _to_ms(col: pd.Series, p: Path) -> pd.Series:
+    if pd.api.types.is_numeric_dtype(col):
+        if col.isna().any():
+            raise DataError(f"data.file {str(p)!r}: {int(col.isna().sum())} empty timestamp(s)")
+        v = col.astype("float64")
+        if len(v) and v.abs().max() < 1e11:  # seconds, not ms
+            v = v * 1000
+        return v.round().astype("int64")
+    try:
+        dt = pd.to_datetime(col, utc=True, format="mixed")
+    except (ValueError, TypeError) as e:
+        raise DataError(f"data.file {str(p)!r}: timestamps are neither ms numbers nor ISO dates ({e})") from None
+    if dt.isna().any():
+        raise DataError(f"data.file {str(p)!r}: {int(dt.isna().sum())} empty or unparseable timestamp(s)")
+    return pd.Series(dt.dt.as_unit("ms").astype("int64").to_numpy(), index=col.index)
+
+
+def data_hash(df: pd.DataFrame) -> str:
+    """sha256 of the candle values, to record exactly which data a run saw."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(df["timestamp"].to_numpy(dtype="int64")).tobytes())
+    h.update(np.ascontiguousarray(df[["open", "high", "low", "close", "volume"]].to_numpy("float64")).tobytes())
+    return h.hexdigest()[:16]

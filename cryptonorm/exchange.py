@@ -1,0 +1,175 @@
+"""The only module that talks to ccxt: opening an exchange, paged download, retry, error translation.
+
+`open_source` returns either a ccxt exchange or the offline `SyntheticExchange`; both answer
+`load_markets()` and `fetch_ohlcv(symbol, timeframe, since, limit)`, so `download` serves both.
+ccxt's exceptions are translated where they arrive: network errors, time-outs and rate limits become
+`TransientExchangeError` (retried with bounded exponential backoff), everything else `ExchangeError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from cryptonorm.candles import timeframe_ms
+from cryptonorm.config import DataConfig
+from cryptonorm.errors import ConfigError, ExchangeError, TransientExchangeError
+
+
+class Source(Protocol):
+    id: str
+
+    def load_markets(self) -> dict[str, Any]: ...
+
+    def fetch_ohlcv(self, symbol: str, timeframe: str = ..., since: int | None = ...,
+                    limit: int | None = ..., params: dict[str, Any] = ...) -> list[list[float]]: ...
+
+    def milliseconds(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Bounded exponential backoff for transient faults."""
+
+    attempts: int = 6  # tries per request, the first included
+    base: float = 0.5  # seconds before the 2nd try; doubles each time
+    cap: float = 30.0  # longest single wait
+    sleep: Callable[[float], None] = time.sleep
+
+
+def _secrets_from_env(exchange_id: str) -> dict[str, str]:
+    """API credentials only from the environment: CRYPTONORM_<EXCHANGE>_API_KEY / _SECRET / _PASSWORD."""
+    prefix = f"CRYPTONORM_{exchange_id.upper()}_"
+    out = {}
+    for env, key in (("API_KEY", "apiKey"), ("SECRET", "secret"), ("PASSWORD", "password")):
+        if os.environ.get(prefix + env):
+            out[key] = os.environ[prefix + env]
+    return out
+
+
+def open_source(data: DataConfig) -> Source:
+    """The exchange named by `data.exchange`, configured by `data.exchange_options` (+ env secrets)."""
+    if data.exchange == "synthetic":
+        from cryptonorm.synthetic import SyntheticExchange
+
+        return SyntheticExchange(data.synthetic)
+    import ccxt
+
+    if data.exchange not in ccxt.exchanges:
+        close = difflib.get_close_matches(data.exchange, ccxt.exchanges, n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ConfigError(f"data.exchange: unknown exchange {data.exchange!r}; {hint}"
+                          "use a ccxt exchange id (see ccxt.exchanges) or 'synthetic'")
+    options: dict[str, Any] = {"enableRateLimit": True, "timeout": 30_000}
+    options.update(data.exchange_options)
+    options.update(_secrets_from_env(data.exchange))
+    try:
+        exchange = getattr(ccxt, data.exchange)(options)
+    except Exception as e:  # ccxt validates options in the constructor
+        raise ConfigError(f"data.exchange_options rejected by {data.exchange}: {e}") from e
+    if not exchange.has.get("fetchOHLCV"):
+        raise ExchangeError(f"{data.exchange} does not offer OHLCV candles through ccxt; choose another exchange")
+    return exchange  # type: ignore[no-any-return]
+
+
+def _translate(e: Exception, what: str, source_id: str) -> Exception:
+    """ccxt exception -> ours (transient or not); other exceptions pass through unchanged."""
+    try:
+        import ccxt
+    except ImportError:  # pragma: no cover - ccxt is a dependency
+        return e
+    if isinstance(e, (ccxt.RateLimitExceeded, ccxt.DDoSProtection, ccxt.RequestTimeout,
+                      ccxt.ExchangeNotAvailable, ccxt.NetworkError)):
+        return TransientExchangeError(f"{source_id}: {what}: {type(e).__name__}: {_short(e)}")
+    if isinstance(e, ccxt.BadSymbol):
+        return ExchangeError(f"{source_id}: {what}: bad symbol: {_short(e)}")
+    if isinstance(e, ccxt.AuthenticationError):
+        return ExchangeError(f"{source_id}: {what}: authentication failed; check "
+                             f"CRYPTONORM_{source_id.upper()}_API_KEY / _SECRET in the environment")
+    if isinstance(e, ccxt.BaseError):
+        return ExchangeError(f"{source_id}: {what}: {type(e).__name__}: {_short(e)}")
+    return e
+
+
+def _short(e: Exception, limit: int = 200) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def call(source: Source, what: str, fn: Callable[[], Any], retry: Retry = Retry()) -> Any:
+    """Run one exchange request, retrying transient faults with bounded exponential backoff."""
+    for attempt in range(1, retry.attempts + 1):
+        try:
+            return fn()
+        except Exception as raw:
+            e = _translate(raw, what, source.id)
+            if not isinstance(e, TransientExchangeError):
+                if e is raw:
+                    raise
+                raise e from raw
+            if attempt == retry.attempts:
+                raise TransientExchangeError(f"{e} (gave up after {retry.attempts} tries; check the network "
+                                             "or raise data.exchange_options.timeout)") from raw
+            retry.sleep(min(retry.cap, retry.base * 2 ** (attempt - 1)))
+    raise AssertionError("unreachable")
+
+
+def check_symbol(source: Source, symbol: str, timeframe: str, retry: Retry = Retry()) -> None:
+    """Fail at once, naming close matches, if the exchange lacks the market or the timeframe."""
+    markets = call(source, "load markets", source.load_markets, retry)
+    if symbol not in markets:
+        close = difflib.get_close_matches(symbol, list(markets), n=3, cutoff=0.5)
+        hint = f"close matches: {', '.join(close)}" if close else f"it lists {len(markets)} markets"
+        raise ExchangeError(f"{source.id} has no market {symbol!r}; {hint}")
+    timeframes = getattr(source, "timeframes", None)
+    if timeframes and timeframe not in timeframes:
+        raise ExchangeError(f"{source.id} has no timeframe {timeframe!r}; it offers {', '.join(timeframes)}")
+
+
+def page_limit(source: Source) -> int:
+    """Candles per request: the exchange's own maximum where ccxt knows it, else 1000."""
+    limit = getattr(source, "page_limit", None)
+    if isinstance(limit, int) and limit > 0:
+        return limit
+    features = getattr(source, "features", None) or {}
+    try:
+        spot = features.get("spot") or {}
+        n = (spot.get("fetchOHLCV") or {}).get("limit")
+        if isinstance(n, int) and n > 0:
+            return n
+    except AttributeError:
+        pass
+    return 1000
+
+
+def pages(source: Source, symbol: str, timeframe: str, since: int, until: int | None,
+          retry: Retry = Retry()) -> Iterator[list[list[float]]]:
+    """Yield pages of closed candles in [since, until), advancing by the last timestamp received.
+
+    Stops at `until`, at the last closed candle, on an empty page, or on a page that brings nothing
+    newer than the one before (so a misbehaving exchange can never make it loop forever).
+    """
+    step = timeframe_ms(timeframe)
+    limit = page_limit(source)
+    cursor = since
+    while True:
+        now = source.milliseconds()
+        closed_end = (now // step) * step  # candles opening at or after this are still forming
+        end = closed_end if until is None else min(until, closed_end)
+        if cursor >= end:
+            return
+        raw = call(source, f"fetch {symbol} {timeframe} candles",
+                   lambda c=cursor: source.fetch_ohlcv(symbol, timeframe, c, limit), retry)
+        rows = [r for r in raw or [] if _valid_row(r) and cursor <= r[0] < end]
+        if not rows:  # empty, or only candles we already have: the exchange has nothing newer
+            return
+        yield rows
+        cursor = max(int(r[0]) for r in rows) + step  # strictly increases: rows are all >= cursor
+
+
+def _valid_row(r: Any) -> bool:
+    return isinstance(r, (list, tuple)) and len(r) >= 6 and isinstance(r[0], (int, float)) and r[0] == r[0]
