@@ -25,6 +25,12 @@ from cryptonorm.errors import DataError
 COLUMNS = ["timestamp", "open", "high", "low", "close", "volume"]
 PRICE_COLUMNS = ["open", "high", "low", "close"]
 
+# mkstemp creates files 0600; give finished files the usual mode under the user's umask
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+_FILE_MODE = FILE_MODE
+
 _TF_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000,
                "M": 2_592_000_000, "y": 31_536_000_000}
 
@@ -187,6 +193,7 @@ def write_atomic(df: pd.DataFrame, path: Path) -> None:
             df.to_parquet(f, index=False)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -1,0 +1,512 @@
+"""The pipeline steps: fetch, features, audit, train, predict, backtest, run.
+
+This module owns paths, run directories and what is written to disk; the computation lives in the core
+modules. Every step can be called from Python with a `Config` (see `config.load_config`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from cryptonorm import __version__
+from cryptonorm.candles import (
+    FILE_MODE as _FILE_MODE,
+    Gap,
+    data_hash,
+    empty_frame,
+    find_gaps,
+    from_rows,
+    locked,
+    parse_date,
+    read_store,
+    read_user_file,
+    store_path,
+    timeframe_ms,
+    write_atomic,
+)
+from cryptonorm.config import Config, build_config, dump_yaml, read_yaml
+from cryptonorm.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from cryptonorm.exchange import Retry
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+# ---------------------------------------------------------------- small file helpers
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text to a temp file in the same folder, then rename: readers see old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def json_safe(obj: Any) -> Any:
+    """Floats that are NaN/inf become None; numpy scalars become Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if np.isfinite(v) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
+
+
+def write_csv(path: Path, df: pd.DataFrame) -> None:
+    write_text_atomic(path, df.to_csv(index=False))
+
+
+# ---------------------------------------------------------------- fetch
+
+
+@dataclass
+class FetchSummary:
+    """What one fetch left in the store for one market."""
+
+    exchange: str
+    symbol: str
+    timeframe: str
+    path: Path
+    rows: int
+    new_rows: int
+    first: int | None
+    last: int | None
+    gaps: list[Gap] = field(default_factory=list)
+    source: str = "store"  # "store", or "file" for data.file
+
+    @property
+    def missing_bars(self) -> int:
+        return sum(g.missing for g in self.gaps)
+
+
+FLUSH_PAGES = 20  # consolidate the journal into the main file every this many pages
+
+
+def _journal_dir(path: Path) -> Path:
+    return path.parent / f".{path.name}.journal"
+
+
+def _journal_parts(path: Path) -> list[Path]:
+    j = _journal_dir(path)
+    return sorted(j.glob("*.parquet")) if j.exists() else []
+
+
+def consolidate(path: Path) -> pd.DataFrame:
+    """Merge pending journal pages into the main store file (under the file lock), atomically."""
+    with locked(path):
+        parts = _journal_parts(path)
+        frame = read_store(path)
+        if not parts:
+            return frame
+        pieces = [frame]
+        for p in parts:
+            with contextlib.suppress(Exception):  # a part is complete or absent; skip unreadable leftovers
+                pieces.append(pd.read_parquet(p))
+        merged = append_to_store_unlocked(path, pieces)
+        for p in parts:
+            with contextlib.suppress(OSError):
+                p.unlink()
+        return merged
+
+
+def append_to_store_unlocked(path: Path, pieces: list[pd.DataFrame]) -> pd.DataFrame:
+    from cryptonorm.candles import clean
+
+    non_empty = [p for p in pieces if len(p)]
+    merged = clean(pd.concat(non_empty, ignore_index=True)) if non_empty else empty_frame()
+    write_atomic(merged, path)
+    return merged
+
+
+def fetch(cfg: Config, *, progress: ProgressFn | None = None, retry: Retry | None = None) -> list[FetchSummary]:
+    """Download every `data.symbol` into the store (incremental, resumable), or validate `data.file`."""
+    from cryptonorm.exchange import Retry, check_symbol, open_source, pages
+
+    data = cfg.data
+    if data.file:
+        df = _filter_range(read_user_file(data.file, data.timeframe), cfg)
+        if len(df) == 0:
+            raise DataError(f"data.file {data.file!r} has no candles between data.since and data.until")
+        ts = df["timestamp"].to_numpy()
+        return [FetchSummary("file", data.symbols[0], data.timeframe, Path(data.file), len(df), 0,
+                             int(ts[0]), int(ts[-1]), find_gaps(ts, data.timeframe), source="file")]
+    retry = retry or Retry()
+    source = open_source(data)
+    step = timeframe_ms(data.timeframe)
+    until = parse_date(data.until) if data.until else None
+    out = []
+    for symbol in data.symbols:
+        check_symbol(source, symbol, data.timeframe, retry)
+        path = store_path(data.dir, source.id, symbol, data.timeframe)
+        stored = consolidate(path)  # a killed earlier run may have left journal pages: keep them
+        before = len(stored)
+        since = parse_date(data.since) if data.since else _first_available(source, stored)
+        ranges: list[tuple[int, int | None]] = []
+        if len(stored):
+            first, last = int(stored["timestamp"].iloc[0]), int(stored["timestamp"].iloc[-1])
+            if since < first:
+                ranges.append((since, first))  # prepend what an earlier `since` asks for
+            if until is None or last + step < until:
+                ranges.append((max(since, last + step), until))
+        else:
+            ranges.append((since, until))
+        now = source.milliseconds()
+        expected = sum(((min(u, now) if u else now) - s) // step for s, u in ranges if (u or now) > s)
+        got = 0
+        journal = _journal_dir(path)
+        for s, u in ranges:
+            n_pages = 0
+            for rows in pages(source, symbol, data.timeframe, s, u, retry):
+                frame = from_rows(rows)
+                journal.mkdir(parents=True, exist_ok=True)
+                write_atomic(frame, journal / f"{int(frame['timestamp'].min()):015d}.parquet")
+                got += len(frame)
+                n_pages += 1
+                if n_pages % FLUSH_PAGES == 0:
+                    consolidate(path)
+                if progress:
+                    progress({"symbol": symbol, "candles": got, "expected": max(expected, got), "pages": n_pages})
+        final = consolidate(path)
+        with contextlib.suppress(OSError):
+            journal.rmdir()
+        ts = final["timestamp"].to_numpy()
+        out.append(FetchSummary(source.id, symbol, data.timeframe, path, len(final), len(final) - before,
+                                int(ts[0]) if len(ts) else None, int(ts[-1]) if len(ts) else None,
+                                find_gaps(ts, data.timeframe)))
+    return out
+
+
+def _first_available(source: Any, stored: pd.DataFrame) -> int:
+    """With no data.since: the synthetic market's start, or the exchange's earliest candle (since=0)."""
+    start = getattr(source, "start_ms", None)
+    if callable(start):
+        return int(start("1m"))
+    return int(stored["timestamp"].iloc[0]) if len(stored) else 0
+
+
+def _filter_range(df: pd.DataFrame, cfg: Config) -> pd.DataFrame:
+    ts = df["timestamp"]
+    mask = pd.Series(True, index=df.index)
+    if cfg.data.since:
+        mask &= ts >= parse_date(cfg.data.since)
+    if cfg.data.until:
+        mask &= ts < parse_date(cfg.data.until)
+    return df[mask].reset_index(drop=True)
+
+
+def candle_path(cfg: Config) -> Path:
+    """The store file (or data.file) that train/backtest read for this config."""
+    if cfg.data.file:
+        return Path(cfg.data.file)
+    return store_path(cfg.data.dir, cfg.data.exchange, _one_symbol(cfg), cfg.data.timeframe)
+
+
+def _one_symbol(cfg: Config) -> str:
+    syms = cfg.data.symbols
+    if len(syms) != 1:
+        raise ConfigError(f"data.symbol lists {len(syms)} markets; training and backtests take one: "
+                          f"set data.symbol to one of {', '.join(syms)}")
+    return syms[0]
+
+
+def load_candles(cfg: Config) -> pd.DataFrame:
+    """The candles an experiment uses: data.file, or the store, cut to [data.since, data.until)."""
+    if cfg.data.file:
+        df = read_user_file(cfg.data.file, cfg.data.timeframe)
+    else:
+        path = candle_path(cfg)
+        if not path.exists() and not _journal_parts(path):
+            raise DataError(f"no candles stored at {path}; run `cryptonorm fetch -c CONFIG` first "
+                            "(or `cryptonorm run CONFIG`, which fetches what is missing)")
+        df = consolidate(path) if _journal_parts(path) else read_store(path)
+    df = _filter_range(df, cfg)
+    if len(df) == 0:
+        raise DataError(f"no candles in {candle_path(cfg)} between data.since={cfg.data.since} and "
+                        f"data.until={cfg.data.until}; widen the range or fetch again")
+    return df
+
+
+def have_candles(cfg: Config) -> bool:
+    if cfg.data.file:
+        return True
+    try:
+        load_candles(cfg)
+    except DataError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- features and audit
+
+
+def features(cfg: Config, out: Path) -> tuple[Path, int, int]:
+    """Write the raw (unscaled) feature table with timestamp and OHLCV to `out` (.parquet or .csv)."""
+    from cryptonorm.indicators import compute_features
+
+    suffix = out.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        raise ConfigError(f"-o {out}: use a .parquet or .csv file name")
+    table = compute_features(load_candles(cfg), cfg.features)
+    if suffix == ".parquet":
+        write_atomic(table, out)
+    else:
+        write_csv(out, table)
+    return out, len(table), table.shape[1]
+
+
+def audit(cfg: Config) -> Any:
+    """Run the look-ahead audit on the user's own config and data."""
+    from cryptonorm.dataset import audit as run_audit
+
+    return run_audit(load_candles(cfg), cfg)
+
+
+# ---------------------------------------------------------------- train
+
+
+def new_run_dir(cfg: Config, root: Path = Path("runs")) -> Path:
+    """runs/<name>-<UTC timestamp>[-n]: never reuses an existing directory."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = root / f"{cfg.name}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    path.mkdir(parents=True)
+    return path
+
+
+def versions() -> dict[str, str]:
+    import torch
+
+    out = {"cryptonorm": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
+           "torch": torch.__version__, "numpy": np.__version__, "pandas": pd.__version__}
+    with contextlib.suppress(Exception):
+        import ccxt
+
+        out["ccxt"] = ccxt.__version__
+    return out
+
+
+@dataclass
+class TrainSummary:
+    run_dir: Path
+    metrics: dict[str, Any]
+    device: str
+    stopped: str
+    best_epoch: int
+    seconds: float
+
+
+def train(cfg: Config, out: Path | None = None, *, progress: ProgressFn | None = None,
+          candles: pd.DataFrame | None = None) -> TrainSummary:
+    """Train one model; write config, checkpoint, scaler, history, metrics and forecasts to a run dir."""
+    from cryptonorm import dataset, training
+    from cryptonorm.metrics import forecast_metrics
+
+    t0 = time.time()
+    candles = load_candles(cfg) if candles is None else candles
+    prep = dataset.prepare(candles, cfg)
+    ds = dataset.split(prep, cfg)
+    device = training.resolve_device(cfg.train.device)
+    run_dir = Path(out) if out is not None else new_run_dir(cfg)
+    _check_run_dir(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "config.yaml", dump_yaml(cfg))
+    training.seed_everything(cfg.seed, cfg.train.deterministic)
+    res = training.fit(ds, cfg, device, progress=progress, checkpoint=run_dir / "model.pt")
+    write_csv(run_dir / "history.csv", pd.DataFrame(res.history))
+    write_json(run_dir / "scaler.json", {"scaler": ds.scaler.to_dict(), "features": ds.feature_names,
+                                          "window": ds.window})
+    kind = cfg.target.kind
+    metrics: dict[str, Any] = {"target": kind, "horizon": cfg.target.horizon, "stopped": res.stopped,
+                               "best_epoch": res.best_epoch, "samples": {}, "dropped": ds.dropped}
+    forecasts = np.full(len(ds.y), np.nan)
+    split_of = np.full(len(ds.y), "", dtype=object)
+    for name in ("train", "val", "test"):
+        idx = getattr(ds, f"{name}_idx")
+        metrics["samples"][name] = len(idx)
+        if len(idx) == 0:
+            continue
+        pred = training.predict(res.model, ds, idx, device)
+        forecasts[idx] = pred
+        split_of[idx] = name
+        if name != "train":
+            metrics[name] = forecast_metrics(pred, ds.y[idx].astype("float64"), kind)
+            metrics[name]["persistence"] = _persistence_metrics(ds, idx, kind)
+    write_json(run_dir / "metrics.json", metrics)
+    _write_forecasts(run_dir, ds, forecasts, split_of)
+    run_info = {"seed": cfg.seed, "device": str(device), "versions": versions(),
+                "data": {"path": str(candle_path(cfg)), "hash": data_hash(candles), "rows": len(candles),
+                         "first": int(candles["timestamp"].iloc[0]), "last": int(candles["timestamp"].iloc[-1])},
+                "seconds": round(time.time() - t0, 3), "stopped": res.stopped,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write_json(run_dir / "run.json", run_info)
+    return TrainSummary(run_dir, metrics, str(device), res.stopped, res.best_epoch, time.time() - t0)
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    if run_dir.exists() and any(run_dir.iterdir()) and not (run_dir / "config.yaml").exists():
+        raise ConfigError(f"--out {run_dir} exists and is not a cryptonorm run directory; choose an empty "
+                          "or new directory")
+
+
+def _persistence_metrics(ds: Any, idx: np.ndarray, kind: str) -> dict[str, float]:
+    """The naive baseline: tomorrow looks like today (last bar's log return, or its sign)."""
+    from cryptonorm.metrics import forecast_metrics
+
+    last = np.zeros(len(ds.close))
+    last[1:] = np.diff(np.log(ds.close))
+    h = max(1, int(getattr(ds, "horizon", 1)))
+    if kind == "direction":
+        pred = (last[idx] > 0).astype("float64") * 0.98 + 0.01
+    elif kind == "volatility":
+        pred = np.abs(last[idx])
+    else:
+        pred = last[idx] * h
+    return {k: v for k, v in forecast_metrics(pred, ds.y[idx].astype("float64"), kind).items() if k != "n"}
+
+
+def _write_forecasts(run_dir: Path, ds: Any, forecasts: np.ndarray, split_of: np.ndarray) -> None:
+    """forecasts.csv: every bar from the first validation sample on (NaN where no valid sample)."""
+    labelled = np.flatnonzero(split_of != "")
+    start = int(ds.val_idx[0]) if len(ds.val_idx) else (int(labelled[0]) if len(labelled) else 0)
+    rows = slice(start, len(ds.close))
+    split = split_of[rows].copy()
+    # bars inside a split's span without a valid sample keep that split's name (they trade flat)
+    for name in ("val", "test"):
+        idx = getattr(ds, f"{name}_idx")
+        if len(idx):
+            lo, hi = int(idx[0]) - start, int(idx[-1]) - start
+            seg = split[lo:hi + 1]
+            seg[seg == ""] = name
+            split[lo:hi + 1] = seg
+    df = pd.DataFrame({"timestamp": ds.timestamps[rows], "close": ds.close[rows], "forecast": forecasts[rows],
+                       "y": ds.y[rows], "outcome": ds.outcome[rows], "split": split})
+    write_csv(run_dir / "forecasts.csv", df)
+
+
+# ---------------------------------------------------------------- saved runs
+
+
+def load_run_config(run_dir: Path) -> Config:
+    p = Path(run_dir) / "config.yaml"
+    if not p.exists():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml); pass the directory that "
+                          "`cryptonorm train` printed")
+    return build_config(read_yaml(p), source=str(p))
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "config.yaml").exists()
+
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def predict(run_dir: Path, data_file: Path | None = None, out: Path | None = None) -> tuple[Path, int]:
+    """Forecasts of a saved run on its own data (or another candle file), written as CSV."""
+    from cryptonorm import dataset, training
+
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    if data_file is not None:
+        cfg = build_config({**cfg.to_dict(), "data": {**cfg.to_dict()["data"], "file": str(data_file)}})
+    meta_path = run_dir / "scaler.json"
+    if not (run_dir / "model.pt").exists() or not meta_path.exists():
+        raise DataError(f"{run_dir} has no model.pt/scaler.json; the training did not finish, train again")
+    meta = json.loads(meta_path.read_text())
+    model, _ = training.load_checkpoint(run_dir / "model.pt")
+    device = training.resolve_device(cfg.train.device)
+    model.to(device)
+    ds = dataset.apply(dataset.prepare(load_candles(cfg), cfg), dataset.Scaler.from_dict(meta["scaler"]),
+                       meta["features"])
+    idx = np.flatnonzero(ds.valid_rows) if hasattr(ds, "valid_rows") else ds.test_idx
+    pred = np.full(len(ds.close), np.nan)
+    if len(idx):
+        pred[idx] = training.predict(model, ds, idx, device)
+    df = pd.DataFrame({"timestamp": ds.timestamps, "close": ds.close, "forecast": pred})
+    out = out or run_dir / "predictions.csv"
+    write_csv(out, df)
+    return out, int(len(idx))
+
+
+def backtest(run_dir: Path, split: str = "test") -> tuple[Path, Any]:
+    """Backtest a run's out-of-sample forecasts; writes RUN_DIR/backtest/."""
+    from cryptonorm import backtest as bt
+    from cryptonorm import report
+
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    fpath = run_dir / ("walk_forward.csv" if split == "walk_forward" else "forecasts.csv")
+    if not fpath.exists():
+        raise DataError(f"{fpath} not found; train first (`cryptonorm train CONFIG`)")
+    df = pd.read_csv(fpath)
+    if split != "walk_forward":
+        df = df[df["split"] == split]
+    if len(df) < 2:
+        raise DataError(f"the {split} split of {run_dir} has {len(df)} bar(s); a backtest needs at least 2: "
+                        "use a longer data range or a larger split.test")
+    result = bt.simulate(df["timestamp"].to_numpy("int64"), df["close"].to_numpy("float64"),
+                         df["forecast"].to_numpy("float64"), cfg.backtest, cfg.data.timeframe, cfg.target.kind)
+    out_dir = run_dir / "backtest"
+    out_dir.mkdir(exist_ok=True)
+    valid = df["forecast"].notna() & df["outcome"].notna()
+    if valid.any():
+        from cryptonorm.metrics import forecast_metrics
+
+        outcome = df.loc[valid, "outcome"].to_numpy("float64")
+        if cfg.target.kind == "direction":
+            outcome = (outcome > 0).astype("float64")
+        result.metrics["forecast"] = forecast_metrics(df.loc[valid, "forecast"].to_numpy("float64"), outcome,
+                                                      "direction" if cfg.target.kind == "direction" else "return")
+    write_csv(out_dir / "equity.csv", result.equity)
+    write_csv(out_dir / "trades.csv", result.trades)
+    write_json(out_dir / "metrics.json", result.metrics)
+    report.plot_equity(result, out_dir / "equity.png", title=f"{cfg.name}: {cfg.data.symbols[0]} "
+                       f"{cfg.data.timeframe}, {split} split")
+    return out_dir, result
+
+
+@contextlib.contextmanager
+def timed() -> Iterator[Callable[[], float]]:
+    t0 = time.perf_counter()
+    yield lambda: time.perf_counter() - t0

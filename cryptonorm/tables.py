@@ -1,0 +1,125 @@
+"""Terminal rendering with rich: progress bars and the tables the commands print.
+
+With cli.py and report.py, the only modules that import rich (enforced by ruff's banned-api rule).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from cryptonorm.candles import format_ms
+
+
+@contextlib.contextmanager
+def progress_bar(unit: str, disable: bool = False) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """A download bar fed by fetch's progress dicts (symbol, candles, expected, pages)."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[pages]} pages"), TimeRemainingColumn(),
+                  console=Console(stderr=True), disable=disable, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(info: dict[str, Any]) -> None:
+            key = info["symbol"]
+            if key not in tasks:
+                tasks[key] = bar.add_task(f"{key} {unit}", total=info["expected"], pages=0)
+            bar.update(tasks[key], completed=info["candles"], total=info["expected"], pages=info["pages"])
+
+        yield update
+
+
+@contextlib.contextmanager
+def epoch_bar(epochs: int, disable: bool = False) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """An epoch bar showing train/val loss, fed by training's per-epoch dicts."""
+    with Progress(TextColumn("epoch"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                  TimeElapsedColumn(), console=Console(stderr=True), disable=disable, transient=True) as bar:
+        task = bar.add_task("train", total=epochs, info="")
+
+        def update(info: dict[str, Any]) -> None:
+            text = (f"train {info.get('train_loss', float('nan')):.4g}  val {info.get('val_loss', float('nan')):.4g}"
+                    f"  {info.get('samples_per_s', 0):,.0f} samples/s")
+            bar.update(task, completed=info.get("epoch", 0), info=text)
+
+        yield update
+
+
+def fetch_table(summaries: list[Any]) -> Table:
+    t = Table(title="candle store")
+    for col in ("exchange", "symbol", "tf", "rows", "new", "first", "last", "gaps", "missing bars", "file"):
+        t.add_column(col, justify="right" if col in ("rows", "new", "gaps", "missing bars") else "left")
+    for s in summaries:
+        t.add_row(s.exchange, s.symbol, s.timeframe, f"{s.rows:,}", f"{s.new_rows:,}", format_ms(s.first),
+                  format_ms(s.last), str(len(s.gaps)), f"{s.missing_bars:,}", str(s.path))
+    return t
+
+
+def gaps_table(summaries: list[Any]) -> Table:
+    t = Table(title="gaps (missing bars, never filled in the store)")
+    for col in ("symbol", "last bar before the gap", "missing bars"):
+        t.add_column(col)
+    for s in summaries:
+        for g in s.gaps:
+            t.add_row(s.symbol, format_ms(g.after), f"{g.missing:,}")
+    return t
+
+
+def _fmt(v: Any, pct: bool = False) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if v != v:
+            return "nan"
+        return f"{v:+.2%}" if pct else f"{v:.4g}"
+    return str(v)
+
+
+def train_table(summary: Any) -> Table:
+    m = summary.metrics
+    t = Table(title=f"forecast metrics ({m.get('target')}, horizon {m.get('horizon')}; "
+                    f"stopped: {summary.stopped}, best epoch {summary.best_epoch}, {summary.seconds:.1f}s on "
+                    f"{summary.device})")
+    keys = [k for k in ("mse", "mae", "directional_accuracy", "ic_pearson", "ic_spearman", "accuracy",
+                        "log_loss", "auc") if k in m.get("test", m.get("val", {}))]
+    t.add_column("split")
+    for k in keys:
+        t.add_column(k, justify="right")
+    for split in ("val", "test"):
+        if split not in m:
+            continue
+        t.add_row(split, *[_fmt(m[split].get(k)) for k in keys])
+        p = m[split].get("persistence", {})
+        t.add_row(f"{split} (persistence)", *[_fmt(p.get(k)) for k in keys], style="dim")
+    t.caption = f"samples: {m.get('samples')}; dropped: {m.get('dropped')}"
+    return t
+
+
+def render_audit(console: Console, result: Any, quiet: bool = False) -> bool:
+    """Print the look-ahead audit; True when nothing peeks."""
+    leaks = list(getattr(result, "leaks", result) or [])
+    if not leaks:
+        if not quiet:
+            checked = getattr(result, "checked", None)
+            console.print(f"look-ahead audit: no feature, scaled input or label changes when the future is cut"
+                          f"{f' ({checked})' if checked else ''}")
+        return True
+    t = Table(title="look-ahead audit: these peek at the future")
+    t.add_column("column")
+    t.add_column("first affected bar")
+    for leak in leaks:
+        name = getattr(leak, "name", None) or (leak[0] if isinstance(leak, (tuple, list)) else str(leak))
+        first = getattr(leak, "first", None) or (leak[1] if isinstance(leak, (tuple, list)) and len(leak) > 1 else None)
+        t.add_row(str(name), format_ms(first) if isinstance(first, (int, float)) else str(first or "-"))
+    console.print(t)
+    return False
