@@ -23,6 +23,16 @@ SECRET_KEYS = frozenset({"apikey", "secret", "password", "privatekey", "uid", "t
 TIMEFRAME_RE = re.compile(r"^(\d+)([smhdwMy])$")
 
 
+def _iso_date(v: Any) -> str | None:
+    """Keep dates as ISO strings (YAML parses 2024-01-01 as a date); check they parse."""
+    if v is None:
+        return None
+    from cryptonorm.candles import parse_date
+
+    parse_date(str(v))  # raises ValueError with a clear message
+    return str(v)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -78,16 +88,7 @@ class DataConfig(_Section):
     @field_validator("since", "until", mode="before")
     @classmethod
     def _date(cls, v: Any) -> Any:
-        if v is None:
-            return None
-        v = str(v)  # YAML parses 2024-01-01 as a date
-        from cryptonorm.candles import parse_date
-
-        try:
-            parse_date(v)
-        except ValueError as e:
-            raise ValueError(str(e)) from None
-        return v
+        return _iso_date(v)
 
     @field_validator("exchange_options")
     @classmethod
@@ -188,6 +189,11 @@ class SplitConfig(_Section):
     test_start: str | None = None  # and the test split starts here
     embargo: int | None = Field(None, ge=0)  # bars dropped between splits; None = horizon + window
 
+    @field_validator("val_start", "test_start", mode="before")
+    @classmethod
+    def _date(cls, v: Any) -> Any:
+        return _iso_date(v)
+
     @model_validator(mode="after")
     def _fractions(self) -> SplitConfig:
         total = self.train + self.val + self.test
@@ -195,6 +201,12 @@ class SplitConfig(_Section):
             raise ValueError(f"split.train + split.val + split.test = {total:g} must be at most 1")
         if (self.val_start is None) != (self.test_start is None):
             raise ValueError("give both split.val_start and split.test_start, or neither")
+        if self.val_start and self.test_start:
+            from cryptonorm.candles import parse_date
+
+            if parse_date(self.val_start) >= parse_date(self.test_start):
+                raise ValueError(f"split.val_start ({self.val_start}) must be before split.test_start "
+                                 f"({self.test_start})")
         return self
 
 

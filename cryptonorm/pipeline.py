@@ -339,11 +339,11 @@ class TrainSummary:
 def train(cfg: Config, out: Path | None = None, *, progress: ProgressFn | None = None,
           candles: pd.DataFrame | None = None) -> TrainSummary:
     """Train one model; write config, checkpoint, scaler, history, metrics and forecasts to a run dir."""
-    from cryptonorm import dataset, training
-    from cryptonorm.metrics import forecast_metrics
-
     t0 = time.time()
     candles = load_candles(cfg) if candles is None else candles
+    from cryptonorm import dataset, training  # torch is imported only once there is data to train on
+    from cryptonorm.metrics import forecast_metrics
+
     prep = dataset.prepare(candles, cfg)
     ds = dataset.split(prep, cfg)
     device = training.resolve_device(cfg.train.device)

@@ -9,6 +9,8 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import sys
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -28,7 +30,7 @@ def progress_bar(unit: str, disable: bool = False) -> Iterator[Callable[[dict[st
     """A download bar fed by fetch's progress dicts (symbol, candles, expected, pages)."""
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[pages]} pages"), TimeRemainingColumn(),
-                  console=Console(stderr=True), disable=disable, transient=True) as bar:
+                  console=Console(stderr=True), disable=disable or not sys.stderr.isatty(), transient=True) as bar:
         tasks: dict[str, Any] = {}
 
         def update(info: dict[str, Any]) -> None:
@@ -44,7 +46,8 @@ def progress_bar(unit: str, disable: bool = False) -> Iterator[Callable[[dict[st
 def epoch_bar(epochs: int, disable: bool = False) -> Iterator[Callable[[dict[str, Any]], None]]:
     """An epoch bar showing train/val loss, fed by training's per-epoch dicts."""
     with Progress(TextColumn("epoch"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                  TimeElapsedColumn(), console=Console(stderr=True), disable=disable, transient=True) as bar:
+                  TimeElapsedColumn(), console=Console(stderr=True), disable=disable or not sys.stderr.isatty(),
+                  transient=True) as bar:
         task = bar.add_task("train", total=epochs, info="")
 
         def update(info: dict[str, Any]) -> None:
