@@ -67,6 +67,13 @@ class DataConfig(_Section):
     exchange_options: dict[str, Any] = Field(default_factory=dict)  # passed to the ccxt constructor
     synthetic: SyntheticConfig = SyntheticConfig()
 
+    @field_validator("exchange")
+    @classmethod
+    def _exchange(cls, v: str) -> str:
+        if not re.match(r"^[a-z][a-z0-9_]*$", v):
+            raise ValueError(f"got {v!r}; use a ccxt exchange id such as binance, kraken, okx, or 'synthetic'")
+        return v
+
     @field_validator("timeframe")
     @classmethod
     def _timeframe(cls, v: str) -> str:
