@@ -26,6 +26,8 @@ import pandas as pd
 from cryptonorm import __version__
 from cryptonorm.candles import (
     FILE_MODE as _FILE_MODE,
+)
+from cryptonorm.candles import (
     Gap,
     data_hash,
     empty_frame,
@@ -342,36 +344,37 @@ def train(cfg: Config, out: Path | None = None, *, progress: ProgressFn | None =
     t0 = time.time()
     candles = load_candles(cfg) if candles is None else candles
     from cryptonorm import dataset, training  # torch is imported only once there is data to train on
-    from cryptonorm.metrics import forecast_metrics
 
     prep = dataset.prepare(candles, cfg)
-    ds = dataset.split(prep, cfg)
     device = training.resolve_device(cfg.train.device)
     run_dir = Path(out) if out is not None else new_run_dir(cfg)
     _check_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.yaml", dump_yaml(cfg))
     training.seed_everything(cfg.seed, cfg.train.deterministic)
-    res = training.fit(ds, cfg, device, progress=progress, checkpoint=run_dir / "model.pt")
+    if cfg.backtest.walk_forward.enabled:
+        ds, res, forecasts, split_of, folds = _walk_forward(prep, cfg, device, progress, run_dir)
+    else:
+        ds = dataset.split(prep, cfg)
+        res = training.fit(ds, cfg, device, progress=progress, checkpoint=run_dir / "model.pt")
+        forecasts = np.full(len(ds.y), np.nan)
+        split_of = np.full(len(ds.y), "", dtype=object)
+        for name in ("train", "val", "test"):
+            idx = getattr(ds, f"{name}_idx")
+            if len(idx):
+                forecasts[idx] = training.predict(res.model, ds, idx, device)
+                split_of[idx] = name
+        folds = []
     write_csv(run_dir / "history.csv", pd.DataFrame(res.history))
     write_json(run_dir / "scaler.json", {"scaler": ds.scaler.to_dict(), "features": ds.feature_names,
                                           "window": ds.window})
-    kind = cfg.target.kind
-    metrics: dict[str, Any] = {"target": kind, "horizon": cfg.target.horizon, "stopped": res.stopped,
-                               "best_epoch": res.best_epoch, "samples": {}, "dropped": ds.dropped}
-    forecasts = np.full(len(ds.y), np.nan)
-    split_of = np.full(len(ds.y), "", dtype=object)
-    for name in ("train", "val", "test"):
-        idx = getattr(ds, f"{name}_idx")
-        metrics["samples"][name] = len(idx)
-        if len(idx) == 0:
-            continue
-        pred = training.predict(res.model, ds, idx, device)
-        forecasts[idx] = pred
-        split_of[idx] = name
-        if name != "train":
-            metrics[name] = forecast_metrics(pred, ds.y[idx].astype("float64"), kind)
-            metrics[name]["persistence"] = _persistence_metrics(ds, idx, kind)
+    metrics = _split_metrics(ds, forecasts, split_of, cfg)
+    metrics.update({"stopped": res.stopped, "best_epoch": res.best_epoch})
+    if folds:
+        metrics["walk_forward"] = {"folds": len(folds), "mode": cfg.backtest.walk_forward.mode,
+                                   "step": cfg.backtest.walk_forward.step,
+                                   "train_bars": cfg.backtest.walk_forward.train_bars}
+        write_csv(run_dir / "folds.csv", pd.DataFrame(folds))
     write_json(run_dir / "metrics.json", metrics)
     _write_forecasts(run_dir, ds, forecasts, split_of)
     run_info = {"seed": cfg.seed, "device": str(device), "versions": versions(),
@@ -381,6 +384,67 @@ def train(cfg: Config, out: Path | None = None, *, progress: ProgressFn | None =
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     write_json(run_dir / "run.json", run_info)
     return TrainSummary(run_dir, metrics, str(device), res.stopped, res.best_epoch, time.time() - t0)
+
+
+def _split_metrics(ds: Any, forecasts: np.ndarray, split_of: np.ndarray, cfg: Config) -> dict[str, Any]:
+    """Forecast metrics of the validation and test samples, beside the persistence baseline."""
+    from cryptonorm.metrics import forecast_metrics
+
+    kind = cfg.target.kind
+    out: dict[str, Any] = {"target": kind, "horizon": cfg.target.horizon, "samples": {}, "dropped": ds.dropped}
+    for name in ("train", "val", "test"):
+        idx = np.flatnonzero((split_of == name) & np.isfinite(forecasts))
+        out["samples"][name] = len(idx)
+        if name != "train" and len(idx):
+            out[name] = forecast_metrics(forecasts[idx], ds.y[idx].astype("float64"), kind)
+            out[name]["persistence"] = _persistence_metrics(ds, idx, kind)
+    return out
+
+
+def _walk_forward(prep: Any, cfg: Config, device: Any, progress: ProgressFn | None,
+                  run_dir: Path) -> tuple[Any, Any, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """Refit every `step` bars on a rolling/expanding window; every test forecast is out of sample.
+
+    Fold k predicts rows [s, s + step); it trains on rows before s - embargo (the last `val_fraction` of
+    them, after another embargo, for early stopping), with the scaler refitted on its own training rows.
+    """
+    from cryptonorm import dataset, training
+
+    wf = cfg.backtest.walk_forward
+    n = len(prep.timestamps)
+    embargo = cfg.split.embargo if cfg.split.embargo is not None else prep.horizon + prep.window
+    if wf.train_bars + 2 * embargo + wf.step > n:
+        raise ConfigError(f"backtest.walk_forward needs train_bars + 2 x embargo + step = "
+                          f"{wf.train_bars + 2 * embargo + wf.step} bars, the data has {n}; lower "
+                          "backtest.walk_forward.train_bars/step or use more data")
+    forecasts = np.full(n, np.nan)
+    split_of = np.full(n, "", dtype=object)
+    folds: list[dict[str, Any]] = []
+    ds = res = None
+    start = wf.train_bars + embargo
+    while start < n:
+        stop = min(start + wf.step, n)
+        fit_end = start - embargo  # labels of training samples end before the test windows begin
+        fit_start = 0 if wf.mode == "expanding" else max(0, fit_end - wf.train_bars)
+        n_val = max(1, int((fit_end - fit_start) * wf.val_fraction))
+        val_start = fit_end - n_val
+        train_end = val_start - embargo
+        ds_k = dataset.fold(prep, slice(fit_start, train_end), slice(val_start, fit_end), slice(start, stop), cfg)
+        if len(ds_k.train_idx) and len(ds_k.val_idx) and len(ds_k.test_idx):
+            fold_progress = None if progress is None else (lambda d, k=len(folds): progress({**d, "fold": k}))
+            res = training.fit(ds_k, cfg, device, progress=fold_progress, checkpoint=run_dir / "model.pt")
+            forecasts[ds_k.test_idx] = training.predict(res.model, ds_k, ds_k.test_idx, device)
+            split_of[ds_k.test_idx] = "test"
+            ds = ds_k
+            folds.append({"fold": len(folds), "train_start": int(prep.timestamps[fit_start]),
+                          "train_end": int(prep.timestamps[train_end - 1]), "test_start": int(prep.timestamps[start]),
+                          "test_end": int(prep.timestamps[stop - 1]), "train_samples": len(ds_k.train_idx),
+                          "test_samples": len(ds_k.test_idx), "best_epoch": res.best_epoch, "stopped": res.stopped})
+        start = stop
+    if ds is None or res is None:
+        raise DataError("walk-forward produced no fold with training, validation and test samples; "
+                        "use more data or a smaller backtest.walk_forward.train_bars")
+    return ds, res, forecasts, split_of, folds
 
 
 def _check_run_dir(run_dir: Path) -> None:
@@ -406,21 +470,21 @@ def _persistence_metrics(ds: Any, idx: np.ndarray, kind: str) -> dict[str, float
 
 
 def _write_forecasts(run_dir: Path, ds: Any, forecasts: np.ndarray, split_of: np.ndarray) -> None:
-    """forecasts.csv: every bar from the first validation sample on (NaN where no valid sample)."""
-    labelled = np.flatnonzero(split_of != "")
-    start = int(ds.val_idx[0]) if len(ds.val_idx) else (int(labelled[0]) if len(labelled) else 0)
-    rows = slice(start, len(ds.close))
-    split = split_of[rows].copy()
-    # bars inside a split's span without a valid sample keep that split's name (they trade flat)
+    """forecasts.csv: every bar from the first out-of-sample forecast on (NaN where there is no valid sample).
+
+    Bars inside a split's span that have no forecast (a gap, a dropped window) keep the split's name, so the
+    backtest trades them flat instead of silently skipping them.
+    """
+    oos = np.flatnonzero((split_of == "val") | (split_of == "test"))
+    start = int(oos[0]) if len(oos) else 0
+    split = split_of[start:].copy()
     for name in ("val", "test"):
-        idx = getattr(ds, f"{name}_idx")
-        if len(idx):
-            lo, hi = int(idx[0]) - start, int(idx[-1]) - start
-            seg = split[lo:hi + 1]
+        rows = np.flatnonzero(split == name)
+        if len(rows):
+            seg = split[rows[0]:rows[-1] + 1]
             seg[seg == ""] = name
-            split[lo:hi + 1] = seg
-    df = pd.DataFrame({"timestamp": ds.timestamps[rows], "close": ds.close[rows], "forecast": forecasts[rows],
-                       "y": ds.y[rows], "outcome": ds.outcome[rows], "split": split})
+    df = pd.DataFrame({"timestamp": ds.timestamps[start:], "close": ds.close[start:], "forecast": forecasts[start:],
+                       "y": ds.y[start:], "outcome": ds.outcome[start:], "split": split})
     write_csv(run_dir / "forecasts.csv", df)
 
 
