@@ -1,0 +1,178 @@
+"""Plots (matplotlib, Agg canvas, no pyplot state) and rich tables of a backtest.
+
+With cli.py, the only module that imports rich. matplotlib and rich are imported inside the functions
+so that importing this module (and starting the CLI) stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cryptonorm.backtest import Backtest
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from rich.table import Table
+
+MAX_GAP_LINES = 200  # beyond this many outages, marking each one only clutters the plot
+
+# (label, metric key, format) of the comparison table, in display order
+TABLE_ROWS: list[tuple[str, str, str]] = [
+    ("Total return", "total_return", "pct"),
+    ("CAGR", "cagr", "pct"),
+    ("Volatility (ann.)", "volatility", "pct"),
+    ("Sharpe", "sharpe", "num"),
+    ("Sortino", "sortino", "num"),
+    ("Max drawdown", "max_drawdown", "pct"),
+    ("Max DD duration (days)", "max_drawdown_days", "days"),
+    ("Calmar", "calmar", "num"),
+    ("Hit rate (bars in market)", "hit_rate", "pct"),
+    ("Trades", "trades", "int"),
+    ("Win rate (trades)", "win_rate", "pct"),
+    ("Profit factor", "profit_factor", "num"),
+    ("Exposure", "exposure", "pct"),
+    ("Turnover (x / year)", "turnover", "num1"),
+    ("Fees paid (x start equity)", "fees_paid", "pct"),
+]
+
+
+def atomic_savefig(fig: Figure, path: Path, **savefig_kwargs: Any) -> Path:
+    """Save `fig` to a temp file in the destination folder, fsync, then rename over `path`.
+
+    An interrupted run never leaves a truncated image. The format follows the suffix (png by default).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = savefig_kwargs.pop("format", None) or (path.suffix.lstrip(".").lower() or "png")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a plot is an ordinary readable file
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format=fmt, **savefig_kwargs)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def plot_equity(bt: Backtest, path: Path, title: str = "", *, log_scale: bool = False, dpi: int = 120) -> Path:
+    """Equity of the strategy vs buy-and-hold (top; log scale optional) and their drawdowns (bottom), as a
+    PNG written atomically. Bars that span an exchange outage are marked. Returns `path`."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.figure import Figure
+
+    eq = bt.equity
+    x = eq["timestamp"].to_numpy("int64").astype("datetime64[ms]")
+    strat = eq["equity"].to_numpy("float64")
+    bh = eq["bh_equity"].to_numpy("float64")
+
+    fig = Figure(figsize=(11, 6.5), layout="constrained")
+    FigureCanvasAgg(fig)  # the Agg canvas, without touching pyplot's global backend
+    ax, ax_dd = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot(x, bh, color="0.55", lw=1.0, label="buy & hold")
+    ax.plot(x, strat, color="C0", lw=1.2, label="strategy")
+    ax.axhline(1.0, color="0.3", lw=0.6, ls=":")
+    if log_scale:
+        ax.set_yscale("log", nonpositive="mask")
+    ax.set_ylabel("equity (start = 1)" + (", log scale" if log_scale else ""))
+    ax.grid(alpha=0.3)
+
+    ax_dd.fill_between(x, _drawdown(strat) * 100, 0.0, color="C3", alpha=0.35, lw=0, label="strategy")
+    ax_dd.plot(x, _drawdown(bh) * 100, color="0.55", lw=0.8, label="buy & hold")
+    ax_dd.set_ylabel("drawdown %")
+    ax_dd.grid(alpha=0.3)
+
+    gap_x = x[eq["gap"].to_numpy(bool)] if "gap" in eq else x[:0]
+    if 0 < len(gap_x) <= MAX_GAP_LINES:
+        for i, g in enumerate(gap_x):
+            for a in (ax, ax_dd):
+                a.axvline(g, color="C1", lw=0.5, alpha=0.4, label="gap (outage)" if i == 0 and a is ax else None)
+    ax.legend(loc="upper left", framealpha=0.85)
+
+    locator = AutoDateLocator()
+    ax_dd.xaxis.set_major_locator(locator)
+    ax_dd.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    m = bt.metrics
+    sub = (f"Sharpe {_fmt(m['strategy'].get('sharpe'), 'num')} vs buy & hold "
+           f"{_fmt(m['buy_and_hold'].get('sharpe'), 'num')}; fees {m['costs']['fee_bps']:g} + slippage "
+           f"{m['costs']['slippage_bps']:g} bps per side; {m.get('gap_bars', 0)} bar(s) span gaps")
+    fig.suptitle(f"{title}\n{sub}" if title else sub, fontsize=10)
+    return atomic_savefig(fig, path, dpi=dpi)
+
+
+def _drawdown(equity: np.ndarray) -> np.ndarray:
+    peak = np.maximum.accumulate(equity)
+    return np.divide(equity, peak, out=np.zeros_like(equity), where=peak > 0) - 1.0
+
+
+def metrics_table(metrics: dict[str, Any]) -> Table:
+    """Strategy vs buy-and-hold, flat and sign-of-last-return on the main metrics (a rich Table)."""
+    from rich.table import Table
+
+    columns = [("Strategy", metrics.get("strategy", {})), ("Buy & hold", metrics.get("buy_and_hold", {}))]
+    columns += [(name, metrics.get("baselines", {}).get(key, {}))
+                for name, key in (("Flat", "flat"), ("Last sign", "last_sign"))]
+    costs = metrics.get("costs", {})
+    caption = (f"{metrics.get('bars', '?')} bars {metrics.get('start', '')} -> {metrics.get('end', '')} "
+               f"({metrics.get('timeframe', '?')}); fees {costs.get('fee_bps', float('nan')):g} + slippage "
+               f"{costs.get('slippage_bps', float('nan')):g} bps per side; {metrics.get('gap_bars', 0)} bar(s) "
+               "span gaps")
+    fc = metrics.get("forecast") or {}
+    if fc:
+        caption += (f"\nforecasts: directional accuracy {_fmt(fc.get('directional_accuracy'), 'pct')}, "
+                    f"IC {_fmt(fc.get('ic_spearman'), 'num3')} (Spearman), n {_fmt(fc.get('n'), 'int')}")
+    table = Table(title="Backtest", caption=caption, caption_justify="left")
+    table.add_column("metric")
+    for name, _ in columns:
+        table.add_column(name, justify="right", style="bold" if name == "Strategy" else None)
+    for label, key, kind in TABLE_ROWS:
+        table.add_row(label, *(_fmt(col.get(key), kind) for _, col in columns))
+    return table
+
+
+def per_year_table(metrics: dict[str, Any]) -> Table:
+    """The strategy's per-calendar-year return, Sharpe and max drawdown, beside buy-and-hold's return."""
+    from rich.table import Table
+
+    table = Table(title="Per year")
+    for name in ("year", "return", "buy & hold", "Sharpe", "max drawdown", "bars"):
+        table.add_column(name, justify="right")
+    for row in metrics.get("per_year", []):
+        table.add_row(str(row.get("year")), _fmt(row.get("return"), "pct"), _fmt(row.get("bh_return"), "pct"),
+                      _fmt(row.get("sharpe"), "num"), _fmt(row.get("max_drawdown"), "pct"),
+                      _fmt(row.get("bars"), "int"))
+    return table
+
+
+def _fmt(value: Any, kind: str) -> str:
+    """One cell: NaN and missing values as '-' (undefined, e.g. the Sharpe of a flat line), inf as 'inf'."""
+    if value is None:
+        return "-"
+    v = float(value)
+    if math.isnan(v):
+        return "-"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    if kind == "pct":
+        return f"{v * 100:,.2f}%"
+    if kind == "int":
+        return f"{int(v):,d}"
+    if kind == "days":
+        return f"{v:,.1f}"
+    if kind == "num1":
+        return f"{v:,.1f}"
+    if kind == "num3":
+        return f"{v:.3f}"
+    return f"{v:,.2f}"
