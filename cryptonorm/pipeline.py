@@ -550,18 +550,10 @@ def backtest(run_dir: Path, split: str = "test") -> tuple[Path, Any]:
         raise DataError(f"the {split} split of {run_dir} has {len(df)} bar(s); a backtest needs at least 2: "
                         "use a longer data range or a larger split.test")
     result = bt.simulate(df["timestamp"].to_numpy("int64"), df["close"].to_numpy("float64"),
-                         df["forecast"].to_numpy("float64"), cfg.backtest, cfg.data.timeframe, cfg.target.kind)
+                         df["forecast"].to_numpy("float64"), cfg.backtest, cfg.data.timeframe, cfg.target.kind,
+                         outcome=df["outcome"].to_numpy("float64"))
     out_dir = run_dir / "backtest"
     out_dir.mkdir(exist_ok=True)
-    valid = df["forecast"].notna() & df["outcome"].notna()
-    if valid.any():
-        from cryptonorm.metrics import forecast_metrics
-
-        outcome = df.loc[valid, "outcome"].to_numpy("float64")
-        if cfg.target.kind == "direction":
-            outcome = (outcome > 0).astype("float64")
-        result.metrics["forecast"] = forecast_metrics(df.loc[valid, "forecast"].to_numpy("float64"), outcome,
-                                                      "direction" if cfg.target.kind == "direction" else "return")
     write_csv(out_dir / "equity.csv", result.equity)
     write_csv(out_dir / "trades.csv", result.trades)
     write_json(out_dir / "metrics.json", result.metrics)
