@@ -1,0 +1,206 @@
+"""Indicators against TA-Lib on real BTC/USDT 1h candles (the first 20,000 bars, which hold 14 real gaps).
+
+TA-Lib is the oracle: same NaN warm-up, then equal to 1e-9 relative.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cryptonorm import indicators as ind
+from cryptonorm.candles import read_user_file
+from cryptonorm.config import FeaturesConfig
+
+talib = pytest.importorskip("talib")
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "BTC_USDT-1h.csv.gz"
+RTOL = 1e-9
+
+
+@lru_cache(maxsize=1)
+def _btc() -> pd.DataFrame:
+    if not DATA.exists():
+        pytest.skip(f"real data {DATA} not present")
+    return read_user_file(DATA, "1h").iloc[:20_000].reset_index(drop=True)
+
+
+def _ohlc() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    df = _btc()
+    return tuple(df[k].to_numpy() for k in ("high", "low", "close"))  # type: ignore[return-value]
+
+
+def assert_like_talib(ours: np.ndarray, ref: np.ndarray, atol: np.ndarray | float = 0.0) -> None:
+    """Same NaN warm-up as TA-Lib, then |ours - ref| <= RTOL * |ref| + atol."""
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref), err_msg="warm-up NaNs differ from TA-Lib")
+    ok = ~np.isnan(ref)
+    assert ok.sum() > 19_000
+    err = np.abs(ours[ok] - ref[ok])
+    tol = RTOL * np.abs(ref[ok]) + (atol[ok] if isinstance(atol, np.ndarray) else atol)
+    worst = int(np.argmax(err - tol))
+    assert (err <= tol).all(), f"row {np.flatnonzero(ok)[worst]}: {ours[ok][worst]!r} vs TA-Lib {ref[ok][worst]!r}"
+
+
+@pytest.mark.parametrize("n", [2, 5, 20, 50, 200])
+def test_sma_equals_talib(n: int) -> None:
+    _, _, c = _ohlc()
+    assert_like_talib(ind.sma(c, n), talib.SMA(c, n))
+
+
+@pytest.mark.parametrize("n", [2, 12, 26, 100])
+def test_ema_equals_talib_sma_seeded(n: int) -> None:
+    _, _, c = _ohlc()
+    assert_like_talib(ind.ema(c, n), talib.EMA(c, n))
+
+
+@pytest.mark.parametrize("n", [2, 14, 30])
+def test_rsi_equals_talib_wilder(n: int) -> None:
+    _, _, c = _ohlc()
+    ours = ind.rsi(c, n)
+    assert_like_talib(ours, talib.RSI(c, n))
+    # Wilder's smoothing is not a simple moving average of gains and losses: that would differ clearly
+    d = np.diff(c)
+    g = pd.Series(np.where(d > 0, d, 0.0)).rolling(n).mean().to_numpy()
+    lo = pd.Series(np.where(d < 0, -d, 0.0)).rolling(n).mean().to_numpy()
+    with np.errstate(invalid="ignore"):
+        sma_rsi = 100 * g / (g + lo)
+    assert np.nanmax(np.abs(sma_rsi - ours[1:])) > 1.0
+
+
+@pytest.mark.parametrize("n", [1, 14, 30])
+def test_atr_equals_talib_wilder(n: int) -> None:
+    h, lo, c = _ohlc()
+    assert_like_talib(ind.atr(h, lo, c, n), talib.ATR(h, lo, c, n))
+
+
+@pytest.mark.parametrize(("n", "k"), [(20, 2.0), (10, 1.5), (50, 3.0), (5, 2.5)])
+def test_bbands_equal_talib_population_std(n: int, k: float) -> None:
+    _, _, c = _ohlc()
+    up, mid, low, pctb, width = ind.bbands(c, n, k)
+    ref_up, ref_mid, ref_low = talib.BBANDS(c, n, k, k, 0)
+    assert_like_talib(up, ref_up)
+    assert_like_talib(mid, ref_mid)
+    assert_like_talib(low, ref_low)
+    # %B and bandwidth from TA-Lib's bands (TA-Lib's running-sum variance is only ~1e-11 exact, and the band
+    # span is a small difference of price-sized numbers, hence the looser tolerance here)
+    np.testing.assert_allclose(pctb, (c - ref_low) / (ref_up - ref_low), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(width, (ref_up - ref_low) / ref_mid, rtol=1e-6, atol=1e-12)
+    # the sample std (ddof=1) would be visibly wider
+    sd1 = pd.Series(c).rolling(n).std(ddof=1).to_numpy()
+    assert np.nanmax(np.abs((mid + k * sd1) - ref_up) / ref_up) > 1e-5
+
+
+@pytest.mark.parametrize(("fast", "slow", "signal"), [(12, 26, 9), (5, 35, 5), (3, 10, 16), (12, 26, 1)])
+def test_macd_equals_talib(fast: int, slow: int, signal: int) -> None:
+    _, _, c = _ohlc()
+    ours = ind.macd(c, fast, slow, signal)
+    ref = talib.MACD(c, fast, slow, signal)
+    # The MACD line is a difference of two price-sized EMAs: its float64 precision is ~1e-16 x close, so
+    # where the line crosses zero only an absolute bound is meaningful (the worst seen is ~1.2e-15 x close).
+    for a, b in zip(ours, ref, strict=True):
+        assert_like_talib(a, b, atol=1e-12 * c)
+    # TA-Lib starts both EMAs at bar slow-1; the fast one is not talib.EMA(fast), and alphas are 2/(n+1)
+    plain = talib.EMA(c, fast) - talib.EMA(c, slow)
+    first = slow + signal - 2
+    assert np.abs(plain[first:first + 5] - ref[0][first:first + 5]).max() > 1e-6
+
+
+def test_macd_uses_two_over_n_plus_one_not_fixed_alphas() -> None:
+    # "classic" fixed alphas 0.15 / 0.075 (TA-Lib MACDFIX) are NOT what talib.MACD(12, 26, 9) uses
+    _, _, c = _ohlc()
+    ref = talib.MACD(c, 12, 26, 9)[0]
+    fixed = talib.MACDFIX(c, 9)[0]
+    ok = ~np.isnan(ref) & ~np.isnan(fixed)
+    assert np.abs(ref[ok] - fixed[ok]).max() > 1e-3
+    assert_like_talib(ind.macd(c, 12, 26, 9)[0], ref, atol=1e-12 * c)
+
+
+def test_returns_volatility_volume_z_match_plain_pandas() -> None:
+    df = _btc()
+    c, v = df["close"], df["volume"]
+    for n in (1, 4, 24):
+        np.testing.assert_allclose(ind.log_return(c.to_numpy(), n), np.log(c / c.shift(n)), rtol=1e-12)
+    r1 = np.log(c / c.shift(1))
+    for n in (2, 24):
+        np.testing.assert_allclose(ind.volatility(c.to_numpy(), n), r1.rolling(n).std(ddof=0), rtol=1e-9)
+        ref = (v - v.rolling(n).mean()) / v.rolling(n).std(ddof=0)
+        np.testing.assert_allclose(ind.volume_zscore(v.to_numpy(), n), ref, rtol=1e-7, atol=1e-9)
+
+
+def test_rolling_std_is_exact_two_pass() -> None:
+    _, _, c = _ohlc()
+    for n in (2, 20, 200):
+        ref = np.full(len(c), np.nan)
+        ref[n - 1:] = np.lib.stride_tricks.sliding_window_view(c, n).std(axis=1)
+        np.testing.assert_allclose(ind.rolling_std(c, n), ref, rtol=1e-12)
+
+
+def test_degenerate_windows_are_neutral_not_nan() -> None:
+    flat = np.full(100, 5.0)
+    assert np.all(ind.rsi(flat, 14)[14:] == 50.0)
+    _, _, _, pctb, width = ind.bbands(flat, 20, 2.0)
+    assert np.all(pctb[19:] == 0.5) and np.all(width[19:] == 0.0)
+    assert np.all(ind.volume_zscore(np.zeros(50), 10)[9:] == 0.0)
+
+
+def test_short_input_is_all_nan_without_error() -> None:
+    c = np.array([1.0, 2.0, 3.0])
+    for out in (ind.sma(c, 5), ind.ema(c, 5), ind.rsi(c, 5), ind.atr(c, c, c, 5), *ind.macd(c, 12, 26, 9)):
+        assert len(out) == 3 and np.isnan(out).all()
+
+
+def test_compute_features_columns_and_warmup() -> None:
+    df = _btc()
+    f = FeaturesConfig(bbands=[(20, 2.0), (10, 2.5)], macd=[(12, 26, 9)], sma=[10, 50], ema=[12, 26])
+    out = ind.compute_features(df, f)
+    assert list(out.columns) == ind.CANDLE_COLUMNS + ind.feature_columns(f)
+    assert len(out) == len(df) and (out["timestamp"].to_numpy() == df["timestamp"].to_numpy()).all()
+    for name in ("bb_upper_10_2.5", "bb_pctb_20_2", "macd_signal_12_26_9", "rel_ema_26", "volz_24", "atr_14"):
+        assert name in out.columns
+    # each column's warm-up is exactly as documented; warmup_bars is the longest
+    first = {c: int(np.argmax(out[c].notna().to_numpy())) for c in out.columns}
+    assert first["sma_50"] == 49 and first["rsi_14"] == 14 and first["macd_12_26_9"] == 33
+    assert first["atr_14"] == 14 and first["logret_24"] == 24 and first["vol_24"] == 24
+    assert first["volz_24"] == 23 and first["bb_width_10_2.5"] == 9
+    assert first == ind.column_warmup(f)
+    assert max(first.values()) == ind.warmup_bars(f)
+    assert ind.warmup_bars(f, ["rsi_14", "logret_24"]) == 24
+    assert out.iloc[ind.warmup_bars(f):].notna().all().all()
+    np.testing.assert_allclose(out["rel_sma_10"], df["close"] / out["sma_10"] - 1)
+
+
+def test_every_column_is_in_the_docstring_table() -> None:
+    doc = ind.__doc__ or ""
+    f = FeaturesConfig()
+    for col in ind.feature_columns(f):
+        stem = re.match(r"^([a-z_]+?)_\d", col)
+        assert stem is not None and f"| {stem.group(1)}_{{" in doc, f"{col} is missing from the docstring table"
+    assert "| gap_mask |" in doc
+
+
+def test_input_columns() -> None:
+    df = _btc().iloc[:300]
+    cols = list(ind.compute_features(df, FeaturesConfig()).columns)
+    stat = ind.input_columns(cols, FeaturesConfig(inputs="stationary"))
+    assert "close" not in stat and "sma_10" not in stat and "macd_12_26_9" not in stat and "atr_14" not in stat
+    assert {"rsi_14", "bb_pctb_20_2", "bb_width_20_2", "logret_1", "vol_24", "volz_24", "rel_sma_50"} <= set(stat)
+    every = ind.input_columns(cols, FeaturesConfig(inputs="all"))
+    assert every == cols[1:]
+
+
+def test_format_k() -> None:
+    assert ind.format_k(2.0) == "2" and ind.format_k(2.5) == "2.5" and ind.format_k(3) == "3"
+
+
+def test_features_are_causal_on_real_data() -> None:
+    df = _btc().iloc[:3000]
+    f = FeaturesConfig()
+    full = ind.compute_features(df, f)
+    for t in (200, 1234, 2998):
+        part = ind.compute_features(df.iloc[:t + 1], f)
+        pd.testing.assert_frame_equal(part, full.iloc[:t + 1], rtol=1e-12)
