@@ -41,7 +41,8 @@ class SyntheticConfig(_Section):
     """Parameters of the offline market (`data.exchange: synthetic`)."""
 
     seed: int = 0  # the market's own seed: same seed, same candles
-    signal: float = Field(0.0, ge=0.0, lt=1.0)  # planted predictability: corr(z_t, z_{t-1}); 0 = no edge
+    signal: float = Field(0.0, ge=0.0, lt=1.0)  # planted predictability: weight of a hidden trend; 0 = no edge
+    signal_persistence: float = Field(0.97, ge=0.0, lt=1.0)  # AR(1) coefficient of that trend (per bar)
     start: str = "2020-01-01"  # first candle of the market (its "listing date")
     price: float = Field(20_000.0, gt=0)  # first open
     annual_vol: float = Field(0.6, gt=0)  # long-run annualized volatility of log returns

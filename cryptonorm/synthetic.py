@@ -6,10 +6,12 @@ exactly like a ccxt exchange, so the same fetch loop, store and CLI run on it wi
 The process, per bar t (all parameters in `data.synthetic`):
     h_t = phi * h_{t-1} + vol_of_vol * eta_t                  log-volatility, AR(1): volatility clustering
     sigma_t = annual_vol * sqrt(dt) * exp(h_t) * regime_t * season(hour)
-    e_t = signal * z_{t-1} + sqrt(1 - signal^2) * z_t        z ~ Student-t(df), unit variance: fat tails
+    f_t = rho * f_{t-1} + sqrt(1 - rho^2) * u_t               a hidden, slowly varying trend (unit variance)
+    e_t = signal * f_{t-1} + sqrt(1 - signal^2) * z_t        z ~ Student-t(df), unit variance: fat tails
     r_t = (drift - sigma_t^2 / 2 per bar) + sigma_t * e_t     log return of the bar
-so with `signal = s > 0`, the sign of the next standardized shock is predictable from the last one
-(directional accuracy 1/2 + arcsin(s)/pi), and with `signal = 0` nothing is predictable: the honest null.
+so with `signal = s > 0` the next return leans on a trend that only the recent PAST returns reveal (rho =
+`signal_persistence`): a model reading several lags can find it, the one-bar persistence rule barely
+does; with `signal = 0` nothing at all is predictable: the honest null.
 
 The series is generated in fixed chunks, each from its own seeded generator with the AR state carried
 over, so the candles of a given time never depend on how far into the future one asks.
@@ -132,13 +134,16 @@ class SyntheticExchange:
         step = timeframe_ms(timeframe)
         rng = np.random.default_rng(_key(p.seed, symbol, timeframe, c))
         t = self.start_ms(timeframe) + (c * CHUNK + np.arange(CHUNK, dtype=np.int64)) * step
-        # unit-variance Student-t shocks; one extra in front = the last shock of the previous chunk
+        # unit-variance Student-t shocks, and the hidden trend f (AR(1), state carried across chunks)
         scale = np.sqrt((p.tail_df - 2) / p.tail_df)
         z = rng.standard_t(p.tail_df, CHUNK) * scale
-        z_prev = np.empty(CHUNK)
-        z_prev[1:] = z[:-1]
-        z_prev[0] = self._last_z(symbol, timeframe, c)
-        e = p.signal * z_prev + np.sqrt(1 - p.signal**2) * z
+        rho = p.signal_persistence
+        f0 = self._last_f(symbol, timeframe, c)
+        f, _ = lfilter([np.sqrt(1 - rho**2)], [1.0, -rho], rng.standard_normal(CHUNK), zi=[rho * f0])
+        f_prev = np.empty(CHUNK)
+        f_prev[1:] = f[:-1]
+        f_prev[0] = f0
+        e = p.signal * f_prev + np.sqrt(1 - p.signal**2) * z
         # log-volatility AR(1), state carried across chunks; stationary std = vov / sqrt(1 - phi^2)
         eta = rng.standard_normal(CHUNK) * p.vol_of_vol
         h0 = self._last_h(symbol, timeframe, c)
@@ -163,12 +168,12 @@ class SyntheticExchange:
         uhi = np.abs(rng.standard_normal(CHUNK)) * 0.6
         ulo = np.abs(rng.standard_normal(CHUNK)) * 0.6
         vnoise = rng.standard_normal(CHUNK)
-        self._state_cache[(symbol, timeframe, c + 1)] = (float(z[-1]), float(h[-1]), int(regime_id[-1]))
-        return r, sig, uhi, ulo, vnoise, season, z, h, regime_id
+        self._state_cache[(symbol, timeframe, c + 1)] = (float(f[-1]), float(h[-1]), int(regime_id[-1]))
+        return r, sig, uhi, ulo, vnoise, season
 
     # State carried across chunk boundaries; chunks are generated in order, so it is always cached.
     def _state(self, symbol: str, timeframe: str, c: int) -> tuple[float, float, int]:
-        """(last z, last h, last regime id) at the end of chunk c - 1."""
+        """(last trend f, last log-vol h, last regime id) at the end of chunk c - 1."""
         key = (symbol, timeframe, c)
         if key not in self._state_cache:
             if c == 0:
@@ -176,7 +181,7 @@ class SyntheticExchange:
             self._chunk(symbol, timeframe, c - 1)
         return self._state_cache[key]
 
-    def _last_z(self, symbol: str, timeframe: str, c: int) -> float:
+    def _last_f(self, symbol: str, timeframe: str, c: int) -> float:
         return self._state(symbol, timeframe, c)[0]
 
     def _last_h(self, symbol: str, timeframe: str, c: int) -> float:

@@ -79,10 +79,15 @@ def test_no_signal_means_no_autocorrelation(seed: int) -> None:
     assert abs(ac) < 4 / np.sqrt(len(r))  # within ~4 standard errors of zero
 
 
-def test_planted_signal_is_visible() -> None:
+def test_planted_signal_is_a_trend_seen_in_past_returns_only() -> None:
     r = np.diff(np.log(candles(signal=0.2, n=20_000)[:, 4]))
-    hit = np.mean(np.sign(r[:-1]) == np.sign(r[1:]))
-    assert hit > 0.5 + 4 * 0.5 / np.sqrt(len(r))  # theory: 1/2 + arcsin(0.2)/pi = 0.564
+    past = np.convolve(r, np.ones(20), "full")[: len(r)]  # sum of returns t-19..t: past only
+    hit = np.mean(np.sign(past[:-1]) == np.sign(r[1:]))
+    assert hit > 0.5 + 4 * 0.5 / np.sqrt(len(r))
+    # the same rule on a market without signal finds nothing
+    r0 = np.diff(np.log(candles(signal=0.0, n=20_000)[:, 4]))
+    past0 = np.convolve(r0, np.ones(20), "full")[: len(r0)]
+    assert abs(np.mean(np.sign(past0[:-1]) == np.sign(r0[1:])) - 0.5) < 4 * 0.5 / np.sqrt(len(r0))
 
 
 @pytest.mark.parametrize("tf", ["1m", "15m", "1d", "1w"])
