@@ -266,7 +266,12 @@ def _show_backtest(out_dir: Path, result: Any, json_: bool) -> None:
 
 
 @app.command()
-def run(config: ConfigArg, json_: JsonOpt = False, set_: SetOpt = None) -> None:
+def run(
+    config: ConfigArg,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory (default runs/NAME-TIME).")] = None,  # noqa: UP045
+    json_: JsonOpt = False,
+    set_: SetOpt = None,
+) -> None:
     """Fetch (if missing), train, backtest and report in one go."""
     from cryptonorm import pipeline, tables
 
@@ -277,7 +282,7 @@ def run(config: ConfigArg, json_: JsonOpt = False, set_: SetOpt = None) -> None:
             with tables.progress_bar("candles", disable=STATE.quiet or json_) as update:
                 pipeline.fetch(cfg, progress=update)
         with tables.epoch_bar(cfg.train.epochs, disable=STATE.quiet or json_) as update:
-            summary = pipeline.train(cfg, progress=update)
+            summary = pipeline.train(cfg, out, progress=update)
         if not STATE.quiet and not json_:
             _console().print(tables.train_table(summary))
         out_dir, result = pipeline.backtest(summary.run_dir)

@@ -7,6 +7,7 @@ modules. Every step can be called from Python with a `Config` (see `config.load_
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -41,7 +42,7 @@ from cryptonorm.candles import (
     timeframe_ms,
     write_atomic,
 )
-from cryptonorm.config import Config, build_config, dump_yaml, read_yaml
+from cryptonorm.config import Config, DataConfig, build_config, dump_yaml, read_yaml
 from cryptonorm.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -177,7 +178,7 @@ def fetch(cfg: Config, *, progress: ProgressFn | None = None, retry: Retry | Non
     out = []
     for symbol in data.symbols:
         check_symbol(source, symbol, data.timeframe, retry)
-        path = store_path(data.dir, source.id, symbol, data.timeframe)
+        path = store_path(data.dir, store_folder(data), symbol, data.timeframe)
         stored = consolidate(path)  # a killed earlier run may have left journal pages: keep them
         before = len(stored)
         since = parse_date(data.since) if data.since else _first_available(source, stored)
@@ -238,7 +239,16 @@ def candle_path(cfg: Config) -> Path:
     """The store file (or data.file) that train/backtest read for this config."""
     if cfg.data.file:
         return Path(cfg.data.file)
-    return store_path(cfg.data.dir, cfg.data.exchange, _one_symbol(cfg), cfg.data.timeframe)
+    return store_path(cfg.data.dir, store_folder(cfg.data), _one_symbol(cfg), cfg.data.timeframe)
+
+
+def store_folder(data: DataConfig) -> str:
+    """The store's folder for an exchange. The synthetic market's depends on its parameters: two markets
+    with another seed or signal must never share (and silently mix) one file."""
+    if data.exchange != "synthetic":
+        return data.exchange
+    params = json.dumps(data.synthetic.model_dump(mode="json"), sort_keys=True)
+    return f"synthetic/{hashlib.sha256(params.encode()).hexdigest()[:10]}"
 
 
 def _one_symbol(cfg: Config) -> str:
@@ -267,12 +277,22 @@ def load_candles(cfg: Config) -> pd.DataFrame:
 
 
 def have_candles(cfg: Config) -> bool:
+    """True when the store already covers data.since .. data.until (what `run` needs before training)."""
     if cfg.data.file:
         return True
-    try:
-        load_candles(cfg)
-    except DataError:
+    path = candle_path(cfg)
+    if _journal_parts(path) or not path.exists():
         return False
+    ts = read_store(path)["timestamp"]
+    if len(ts) == 0:
+        return False
+    step = timeframe_ms(cfg.data.timeframe)
+    if cfg.data.since and int(ts.iloc[0]) > parse_date(cfg.data.since) + step:
+        return False
+    if cfg.data.until:
+        until = min(parse_date(cfg.data.until), int(time.time() * 1000) // step * step)
+        if int(ts.iloc[-1]) + step < until:
+            return False
     return True
 
 
@@ -328,6 +348,9 @@ def versions() -> dict[str, str]:
     return out
 
 
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "lr", "seconds", "samples_per_s"]
+
+
 @dataclass
 class TrainSummary:
     run_dir: Path
@@ -350,7 +373,7 @@ def train(cfg: Config, out: Path | None = None, *, progress: ProgressFn | None =
     run_dir = Path(out) if out is not None else new_run_dir(cfg)
     _check_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "config.yaml", dump_yaml(cfg))
+    write_text_atomic(run_dir / "config.yaml", dump_yaml(resolved_paths(cfg)))
     training.seed_everything(cfg.seed, cfg.train.deterministic)
     if cfg.backtest.walk_forward.enabled:
         ds, res, forecasts, split_of, folds = _walk_forward(prep, cfg, device, progress, run_dir)
@@ -365,7 +388,7 @@ def train(cfg: Config, out: Path | None = None, *, progress: ProgressFn | None =
                 forecasts[idx] = training.predict(res.model, ds, idx, device)
                 split_of[idx] = name
         folds = []
-    write_csv(run_dir / "history.csv", pd.DataFrame(res.history))
+    write_csv(run_dir / "history.csv", pd.DataFrame(res.history).reindex(columns=HISTORY_COLUMNS))
     write_json(run_dir / "scaler.json", {"scaler": ds.scaler.to_dict(), "features": ds.feature_names,
                                           "window": ds.window})
     metrics = _split_metrics(ds, forecasts, split_of, cfg)
@@ -384,6 +407,14 @@ def train(cfg: Config, out: Path | None = None, *, progress: ProgressFn | None =
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     write_json(run_dir / "run.json", run_info)
     return TrainSummary(run_dir, metrics, str(device), res.stopped, res.best_epoch, time.time() - t0)
+
+
+def resolved_paths(cfg: Config) -> Config:
+    """The config with data.dir and data.file made absolute, so a run directory works from any folder."""
+    update: dict[str, Any] = {"dir": str(Path(cfg.data.dir).resolve())}
+    if cfg.data.file:
+        update["file"] = str(Path(cfg.data.file).resolve())
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update=update)})
 
 
 def _split_metrics(ds: Any, forecasts: np.ndarray, split_of: np.ndarray, cfg: Config) -> dict[str, Any]:

@@ -46,7 +46,7 @@ def test_fetch_synthetic_is_incremental_and_prepends(tmp_path: Path) -> None:
     d = str(tmp_path / "store")
     code, _, err = cli("-q", "fetch", "--since", "2021-03-01", "--until", "2021-04-01", "--data-dir", d)
     assert code == 0, err
-    path = tmp_path / "store" / "synthetic" / "BTC_USDT-1h.parquet"
+    (path,) = (tmp_path / "store" / "synthetic").glob("*/BTC_USDT-1h.parquet")
     first = read_store(path)
     assert len(first) == 31 * 24
     assert first["timestamp"].is_monotonic_increasing and first["timestamp"].is_unique
@@ -59,12 +59,24 @@ def test_fetch_synthetic_is_incremental_and_prepends(tmp_path: Path) -> None:
     assert find_gaps(both["timestamp"].to_numpy(), "1h") == []
 
 
+def test_synthetic_markets_with_other_parameters_never_share_a_file(tmp_path: Path) -> None:
+    for signal in ("0", "0.2", "0"):
+        code, _, err = cli("-q", "fetch", "--since", "2021-03-01", "--until", "2021-03-05", "--data-dir",
+                           str(tmp_path), "--set", f"data.synthetic.signal={signal}")
+        assert code == 0, err
+    files = sorted((tmp_path / "synthetic").glob("*/BTC_USDT-1h.parquet"))
+    assert len(files) == 2
+    a, b = (read_store(f) for f in files)
+    assert not a["close"].equals(b["close"])
+
+
 def test_fetch_open_ended_drops_the_forming_candle(tmp_path: Path) -> None:
     import time
 
     code, _, err = cli("-q", "fetch", "--since", "2026-01-01", "--timeframe", "1d", "--data-dir", str(tmp_path))
     assert code == 0, err
-    df = read_store(tmp_path / "synthetic" / "BTC_USDT-1d.parquet")
+    (path,) = (tmp_path / "synthetic").glob("*/BTC_USDT-1d.parquet")
+    df = read_store(path)
     now_ms = time.time() * 1000
     assert df["timestamp"].iloc[-1] + 86_400_000 <= now_ms  # the last stored candle has closed
 
@@ -73,7 +85,7 @@ def test_fetch_several_symbols_and_gap_listing(tmp_path: Path) -> None:
     code, out, err = cli("fetch", "--symbol", "BTC/USDT", "--symbol", "ETH/USDT", "--since", "2021-01-01",
                          "--until", "2021-01-03", "--data-dir", str(tmp_path), "--gaps")
     assert code == 0, err
-    assert (tmp_path / "synthetic" / "ETH_USDT-1h.parquet").exists()
+    assert len(list((tmp_path / "synthetic").glob("*/ETH_USDT-1h.parquet"))) == 1
     assert "candle store" in out
 
 
