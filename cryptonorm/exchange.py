@@ -9,10 +9,12 @@ ccxt's exceptions are translated where they arrive: network errors, time-outs an
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from cryptonorm.candles import timeframe_ms
@@ -82,8 +84,10 @@ def _translate(e: Exception, what: str, source_id: str) -> Exception:
         import ccxt
     except ImportError:  # pragma: no cover - ccxt is a dependency
         return e
+    # OperationFailed is ccxt's parent of NetworkError and BadResponse: "failed, may succeed if retried"
+    # (binance maps -1001 "Internal error ... Please try again" and -1008 "server busy" to it)
     if isinstance(e, (ccxt.RateLimitExceeded, ccxt.DDoSProtection, ccxt.RequestTimeout,
-                      ccxt.ExchangeNotAvailable, ccxt.NetworkError)):
+                      ccxt.ExchangeNotAvailable, ccxt.NetworkError, ccxt.OperationFailed)):
         return TransientExchangeError(f"{source_id}: {what}: {type(e).__name__}: {_short(e)}")
     if isinstance(e, ccxt.BadSymbol):
         return ExchangeError(f"{source_id}: {what}: bad symbol: {_short(e)}")
@@ -163,12 +167,31 @@ def pages(source: Source, symbol: str, timeframe: str, since: int, until: int | 
         if cursor >= end:
             return
         raw = call(source, f"fetch {symbol} {timeframe} candles",
-                   lambda c=cursor: source.fetch_ohlcv(symbol, timeframe, c, limit), retry)
+                   partial(_fetch_page, source, symbol, timeframe, cursor, limit), retry)
         rows = [r for r in raw or [] if _valid_row(r) and cursor <= r[0] < end]
         if not rows:  # empty, or only candles we already have: the exchange has nothing newer
             return
         yield rows
         cursor = max(int(r[0]) for r in rows) + step  # strictly increases: rows are all >= cursor
+
+
+def _fetch_page(source: Source, symbol: str, timeframe: str, since: int, limit: int) -> list[list[float]]:
+    """One fetch_ohlcv call; an empty result parsed from a body that is not JSON is a transient fault.
+
+    ccxt does not raise on an HTTP 200 whose body is cut short or is an HTML page (a proxy, a captive
+    portal): it parses it to [], which would look like "no newer candles" and end the download early.
+    """
+    rows = source.fetch_ohlcv(symbol, timeframe, since, limit)
+    if not rows:
+        text = getattr(source, "last_http_response", None)  # ccxt keeps the last body (enableLastHttpResponse)
+        if isinstance(text, str):
+            try:
+                json.loads(text)
+            except ValueError:
+                head = " ".join(text.split())[:80]
+                raise TransientExchangeError(f"{source.id}: fetch {symbol} {timeframe} candles: the answer is "
+                                             f"not JSON: {head!r}") from None
+    return rows
 
 
 def _valid_row(r: Any) -> bool:
