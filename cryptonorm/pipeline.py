@@ -120,7 +120,25 @@ class FetchSummary:
         return sum(g.missing for g in self.gaps)
 
 
-FLUSH_PAGES = 20  # consolidate the journal into the main file every this many pages
+def _pending_path(path: Path) -> Path:
+    return path.parent / f".{path.name}.pending.json"
+
+
+def _read_pending(path: Path) -> list[tuple[int, int | None]]:
+    """Ranges an interrupted fetch had planned and not finished (so a hole is never left behind)."""
+    p = _pending_path(path)
+    try:
+        return [(int(a), None if b is None else int(b)) for a, b in json.loads(p.read_text())]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def _write_pending(path: Path, ranges: list[tuple[int, int | None]]) -> None:
+    if ranges:
+        write_text_atomic(_pending_path(path), json.dumps([list(r) for r in ranges]))
+    else:
+        with contextlib.suppress(OSError):
+            _pending_path(path).unlink()
 
 
 def _journal_dir(path: Path) -> Path:
@@ -140,11 +158,16 @@ def consolidate(path: Path) -> pd.DataFrame:
         if not parts:
             return frame
         pieces = [frame]
+        read = []
         for p in parts:
-            with contextlib.suppress(Exception):  # a part is complete or absent; skip unreadable leftovers
+            try:  # parts are written atomically; one that cannot be read is set aside, never deleted
                 pieces.append(pd.read_parquet(p))
+                read.append(p)
+            except Exception:
+                with contextlib.suppress(OSError):
+                    p.rename(p.with_suffix(".unreadable"))
         merged = append_to_store_unlocked(path, pieces)
-        for p in parts:
+        for p in read:
             with contextlib.suppress(OSError):
                 p.unlink()
         return merged
@@ -182,20 +205,13 @@ def fetch(cfg: Config, *, progress: ProgressFn | None = None, retry: Retry | Non
         stored = consolidate(path)  # a killed earlier run may have left journal pages: keep them
         before = len(stored)
         since = parse_date(data.since) if data.since else _first_available(source, stored)
-        ranges: list[tuple[int, int | None]] = []
-        if len(stored):
-            first, last = int(stored["timestamp"].iloc[0]), int(stored["timestamp"].iloc[-1])
-            if since < first:
-                ranges.append((since, first))  # prepend what an earlier `since` asks for
-            if until is None or last + step < until:
-                ranges.append((max(since, last + step), until))
-        else:
-            ranges.append((since, until))
+        ranges = _plan(stored, since, until, step, _read_pending(path))
+        _write_pending(path, ranges)
         now = source.milliseconds()
         expected = sum(((min(u, now) if u else now) - s) // step for s, u in ranges if (u or now) > s)
         got = 0
         journal = _journal_dir(path)
-        for s, u in ranges:
+        for i, (s, u) in enumerate(ranges):
             n_pages = 0
             for rows in pages(source, symbol, data.timeframe, s, u, retry):
                 frame = from_rows(rows)
@@ -203,10 +219,9 @@ def fetch(cfg: Config, *, progress: ProgressFn | None = None, retry: Retry | Non
                 write_atomic(frame, journal / f"{int(frame['timestamp'].min()):015d}.parquet")
                 got += len(frame)
                 n_pages += 1
-                if n_pages % FLUSH_PAGES == 0:
-                    consolidate(path)
                 if progress:
                     progress({"symbol": symbol, "candles": got, "expected": max(expected, got), "pages": n_pages})
+            _write_pending(path, ranges[i + 1:])
         final = consolidate(path)
         with contextlib.suppress(OSError):
             journal.rmdir()
@@ -215,6 +230,26 @@ def fetch(cfg: Config, *, progress: ProgressFn | None = None, retry: Retry | Non
                                 int(ts[0]) if len(ts) else None, int(ts[-1]) if len(ts) else None,
                                 find_gaps(ts, data.timeframe)))
     return out
+
+
+def _plan(stored: pd.DataFrame, since: int, until: int | None, step: int,
+          pending: list[tuple[int, int | None]]) -> list[tuple[int, int | None]]:
+    """The ranges still to download: before the first stored candle, after the last, and whatever an
+    interrupted run had planned (resumed after the last candle it stored inside that range)."""
+    ts = stored["timestamp"].to_numpy()
+    ranges: list[tuple[int, int | None]] = []
+    for s, u in pending:
+        inside = ts[(ts >= s) & ((ts < u) if u is not None else True)]
+        ranges.append((int(inside[-1]) + step if len(inside) else s, u))
+    if len(ts):
+        first, last = int(ts[0]), int(ts[-1])
+        if since < first:
+            ranges.append((since, first))  # prepend what an earlier `since` asks for
+        if until is None or last + step < until:
+            ranges.append((max(since, last + step), until))
+    else:
+        ranges.append((since, until))
+    return [(s, u) for s, u in ranges if u is None or s < u]
 
 
 def _first_available(source: Any, stored: pd.DataFrame) -> int:

@@ -191,8 +191,6 @@ class _Killed(BaseException):
     pass
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline.fetch bug: an interrupted prepend leaves a hole that "
-                                        "re-runs never fill (ranges are computed from first/last only)")
 def test_an_interrupted_prepend_is_completed_by_the_rerun(server: RunningServer, tmp_path: Path,
                                                           retry: Retry) -> None:
     pipeline.fetch(config(server, tmp_path, since="2021-09-01"), retry=retry)
