@@ -6,10 +6,9 @@ With cli.py and report.py, the only modules that import rich (enforced by ruff's
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
-
-import sys
 
 from rich.console import Console
 from rich.progress import (

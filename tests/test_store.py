@@ -56,7 +56,7 @@ def test_concurrent_writers_never_lose_rows(tmp_path: Path) -> None:
 def test_kill_during_writes_leaves_old_or_new_file(tmp_path: Path) -> None:
     path = tmp_path / "s.parquet"
     write_atomic(frame(0, 10), path)
-    script = (
+    script = (  # noqa: UP031 - a literal program text
         "import numpy as np, pandas as pd; from pathlib import Path\n"
         "from cryptonorm.candles import write_atomic\n"
         "i = 0\n"
