@@ -209,6 +209,7 @@ def train(
         cfg = _load(config, set_)
         with tables.epoch_bar(cfg.train.epochs, disable=STATE.quiet or json_) as update:
             summary = pipeline.train(cfg, out, progress=update)
+        _warn_training(summary)
         if json_:
             typer.echo(json.dumps(pipeline.json_safe({"run_dir": summary.run_dir, "device": summary.device,
                                                       "stopped": summary.stopped, "metrics": summary.metrics})))
@@ -254,6 +255,11 @@ def backtest(
         _show_backtest(out_dir, result, json_)
 
 
+def _warn_training(summary: Any) -> None:
+    if summary.stopped == "non_finite_loss":
+        typer.echo(f"warning: {summary.metrics.get('message')}", err=True)
+
+
 def _show_backtest(out_dir: Path, result: Any, json_: bool) -> None:
     from cryptonorm import pipeline, report
 
@@ -283,6 +289,7 @@ def run(
                 pipeline.fetch(cfg, progress=update)
         with tables.epoch_bar(cfg.train.epochs, disable=STATE.quiet or json_) as update:
             summary = pipeline.train(cfg, out, progress=update)
+        _warn_training(summary)
         if not STATE.quiet and not json_:
             _console().print(tables.train_table(summary))
         out_dir, result = pipeline.backtest(summary.run_dir)

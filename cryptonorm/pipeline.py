@@ -427,7 +427,7 @@ def train(cfg: Config, out: Path | None = None, *, progress: ProgressFn | None =
     write_json(run_dir / "scaler.json", {"scaler": ds.scaler.to_dict(), "features": ds.feature_names,
                                           "window": ds.window})
     metrics = _split_metrics(ds, forecasts, split_of, cfg)
-    metrics.update({"stopped": res.stopped, "best_epoch": res.best_epoch})
+    metrics.update({"stopped": res.stopped, "best_epoch": res.best_epoch, "message": res.message})
     if folds:
         metrics["walk_forward"] = {"folds": len(folds), "mode": cfg.backtest.walk_forward.mode,
                                    "step": cfg.backtest.walk_forward.step,

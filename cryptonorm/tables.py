@@ -103,7 +103,7 @@ def train_table(summary: Any) -> Table:
         t.add_row(split, *[_fmt(m[split].get(k)) for k in keys])
         p = m[split].get("persistence", {})
         t.add_row(f"{split} (persistence)", *[_fmt(p.get(k)) for k in keys], style="dim")
-    t.caption = f"samples: {m.get('samples')}; dropped: {m.get('dropped')}"
+    t.caption = f"{m.get('message', '')}\nsamples: {m.get('samples')}; dropped: {m.get('dropped')}"
     return t
 
 
