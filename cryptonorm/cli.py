@@ -305,3 +305,4 @@ def main() -> None:
 if __name__ == "__main__":  # pragma: no cover
     main()
     sys.exit(0)
+from cryptonorm import cli_sweep as _cli_sweep  # noqa: E402,F401
