@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -297,6 +296,10 @@ def run(
         _say(f"run directory: {summary.run_dir}  (equity plot: {out_dir / 'equity.png'})")
 
 
+# `sweep` and `report` live in their own module; importing it registers them on `app`.
+from cryptonorm import cli_sweep as _cli_sweep  # noqa: E402,F401
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="cryptonorm")
@@ -304,5 +307,3 @@ def main() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
-    sys.exit(0)
-from cryptonorm import cli_sweep as _cli_sweep  # noqa: E402,F401
