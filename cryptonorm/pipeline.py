@@ -400,7 +400,10 @@ def train(cfg: Config, out: Path | None = None, *, progress: ProgressFn | None =
           candles: pd.DataFrame | None = None) -> TrainSummary:
     """Train one model; write config, checkpoint, scaler, history, metrics and forecasts to a run dir."""
     t0 = time.time()
-    candles = load_candles(cfg) if candles is None else candles
+    if candles is None:
+        if cfg.data.exchange == "synthetic" and not cfg.data.file and not have_candles(cfg):
+            fetch(cfg)  # the offline market is generated on demand: no network, deterministic
+        candles = load_candles(cfg)
     from cryptonorm import dataset, training  # torch is imported only once there is data to train on
 
     prep = dataset.prepare(candles, cfg)

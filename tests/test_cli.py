@@ -157,8 +157,10 @@ def test_iso_timestamps_and_seconds_are_accepted(tmp_path: Path) -> None:
 
 
 def test_train_without_data_says_fetch_first(tmp_path: Path) -> None:
-    code, _, err = cli("train", "configs/quickstart.yaml", "--set", f"data.dir={tmp_path}")
+    code, _, err = cli("train", "configs/quickstart.yaml", "--set", f"data.dir={tmp_path}",
+                       "--set", "data.exchange=binance")
     assert code == 1 and "cryptonorm fetch" in err
+    assert not (tmp_path / "binance").exists()  # nothing was downloaded behind the user's back
 
 
 def test_config_show_prints_every_default() -> None:
