@@ -122,11 +122,14 @@ def simulate(
     def perf(r: np.ndarray, p: np.ndarray, c: np.ndarray, tr: Trades | None = None) -> dict[str, float]:
         return _performance(r[1:], p[1:], c[1:], ts, timeframe, tr)  # row 0 is the start, not a bar held
 
+    gross_pos, gross_cost, gross_ret, _ = _run(target, bar_ret, 0.0)  # the same positions, no costs
+
     zeros = np.zeros(n_rows)
     trades = find_trades(pos[1:], ret[1:], cost[1:])
     strategy = perf(ret, pos, cost, trades)
     metrics: dict[str, Any] = {
         "strategy": strategy,
+        "strategy_before_costs": perf(gross_ret, gross_pos, gross_cost),
         "buy_and_hold": perf(bh_ret, bh_pos, bh_cost),
         "baselines": {"flat": perf(zeros, zeros, zeros), "last_sign": perf(ls_ret, ls_pos, ls_cost)},
         "per_year": per_year(ts[1:], ret[1:], timeframe, bh_returns=bh_ret[1:]),

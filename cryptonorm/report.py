@@ -121,7 +121,9 @@ def metrics_table(metrics: dict[str, Any]) -> Table:
     """Strategy vs buy-and-hold, flat and sign-of-last-return on the main metrics (a rich Table)."""
     from rich.table import Table
 
-    columns = [("Strategy", metrics.get("strategy", {})), ("Buy & hold", metrics.get("buy_and_hold", {}))]
+    columns = [("Strategy", metrics.get("strategy", {})),
+               ("Before costs", metrics.get("strategy_before_costs", {})),
+               ("Buy & hold", metrics.get("buy_and_hold", {}))]
     columns += [(name, metrics.get("baselines", {}).get(key, {}))
                 for name, key in (("Flat", "flat"), ("Last sign", "last_sign"))]
     costs = metrics.get("costs", {})

@@ -690,6 +690,9 @@ def result_row(result: dict[str, Any], grid_keys: list[str], sweep_dir: Path) ->
     for key in BACKTEST_KEYS:
         if key in strat:
             row[f"bt_{'n_trades' if key == 'trades' else key}"] = strat[key]
+    gross = bt.get("strategy_before_costs") or {}
+    if "sharpe" in gross:
+        row["bt_sharpe_before_costs"] = gross["sharpe"]
     for key in ("sharpe", "total_return"):
         if key in bh:
             row[f"bh_{key}"] = bh[key]
