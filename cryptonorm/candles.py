@@ -64,7 +64,10 @@ def format_ms(ms: int | float | None) -> str:
     """ms since the epoch -> 'YYYY-MM-DD HH:MM' (UTC)."""
     if ms is None or (isinstance(ms, float) and np.isnan(ms)):
         return "-"
-    return datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+    try:
+        return datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+    except (ValueError, OverflowError, OSError):  # outside years 1..9999: still name it in an error message
+        return f"{int(ms)} ms"
 
 
 def empty_frame() -> pd.DataFrame:
@@ -241,6 +244,9 @@ def read_user_file(path: str | Path, timeframe: str) -> pd.DataFrame:
     if p.is_dir():
         raise DataError(f"data.file {str(p)!r} is a directory; give a CSV or parquet file")
     name = p.name.lower()
+    if p.stat().st_size == 0:
+        raise DataError(f"data.file {str(p)!r} cannot be read: it is empty (0 bytes); it needs a header "
+                        f"{','.join(COLUMNS)} and one row per candle")
     try:
         if name.endswith(".parquet") or name.endswith(".pq"):
             df = pd.read_parquet(p)
@@ -265,6 +271,10 @@ def read_user_file(path: str | Path, timeframe: str) -> pd.DataFrame:
     if missing:
         raise DataError(f"data.file {str(p)!r} lacks column(s) {', '.join(missing)}; "
                         f"need {', '.join(COLUMNS)} (timestamp in ms or ISO 8601)")
+    twice = [c for c in COLUMNS if list(df.columns).count(c) > 1]
+    if twice:  # e.g. "Close" and "close", or "date" and "time" both taken as the timestamp
+        raise DataError(f"data.file {str(p)!r} has column(s) {', '.join(twice)} more than once (names are "
+                        "case-insensitive; date/time/datetime/open_time count as timestamp); keep one of each")
     df = df.copy()
     df["timestamp"] = _to_ms(df["timestamp"], p)
     try:
@@ -278,9 +288,16 @@ def _to_ms(col: pd.Series, p: Path) -> pd.Series:
         if col.isna().any():
             raise DataError(f"data.file {str(p)!r}: {int(col.isna().sum())} empty timestamp(s)")
         v = col.astype("float64")
-        if len(v) and v.abs().max() < 1e11:  # seconds, not ms
-            v = v * 1000
-        return v.round().astype("int64")
+        if not np.isfinite(v.to_numpy()).all():
+            raise DataError(f"data.file {str(p)!r}: {int((~np.isfinite(v.to_numpy())).sum())} infinite "
+                            "timestamp(s); give epoch numbers (s or ms) or ISO 8601 dates")
+        # the unit by magnitude, as for any date between 1973 and 5138: s, ms, us or ns since the epoch
+        biggest = float(v.abs().max()) if len(v) else 0.0
+        for limit, to_ms in ((1e11, 1000.0), (1e14, 1.0), (1e17, 1e-3), (1e19, 1e-6)):
+            if biggest < limit:
+                return (v * to_ms).round().astype("int64")
+        raise DataError(f"data.file {str(p)!r}: timestamps up to {biggest:g} are not epoch times in s, ms, us or "
+                        "ns; give epoch numbers or ISO 8601 dates")
     try:
         dt = pd.to_datetime(col, utc=True, format="mixed")
     except (ValueError, TypeError) as e:

@@ -20,7 +20,29 @@ from cryptonorm.errors import ConfigError
 # Keys that would put a secret in a file. Secrets come only from the environment (see exchange.py).
 SECRET_KEYS = frozenset({"apikey", "secret", "password", "privatekey", "uid", "token", "walletaddress"})
 
+# ...and parts of names that mark one anywhere in exchange_options, nested or as an HTTP header
+# (`headers: {X-MBX-APIKEY: ...}` authenticates as well as `apiKey` does)
+SECRET_PARTS = ("apikey", "secret", "password", "passphrase", "privatekey", "twofa")
+
 TIMEFRAME_RE = re.compile(r"^(\d+)([smhdwMy])$")
+
+
+def _secret_key(obj: Any, seen: set[int] | None = None) -> str | None:
+    """The first key of a (nested) mapping that names a credential, or None."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:  # YAML aliases share nodes: visit each once
+        return None
+    seen.add(id(obj))
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for key, value in items:
+        if isinstance(key, str):
+            norm = re.sub(r"[^a-z0-9]", "", key.lower())
+            if norm in SECRET_KEYS or any(part in norm for part in SECRET_PARTS):
+                return key
+        found = _secret_key(value, seen)
+        if found is not None:
+            return found
+    return None
 
 
 def _iso_date(v: Any) -> str | None:
@@ -34,7 +56,9 @@ def _iso_date(v: Any) -> str | None:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: no float parameter of an experiment means anything as inf or NaN (`--set
+    # train.lr=.inf` would train on garbage); reject it here, naming the key
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SyntheticConfig(_Section):
@@ -101,12 +125,12 @@ class DataConfig(_Section):
     @field_validator("exchange_options")
     @classmethod
     def _no_secrets(cls, v: dict[str, Any]) -> dict[str, Any]:
-        for key in v:
-            if key.replace("_", "").lower() in SECRET_KEYS:
-                raise ValueError(
-                    f"{key!r} is a secret and must not be written in a config; set it in the environment "
-                    "as CRYPTONORM_<EXCHANGE>_API_KEY / _SECRET / _PASSWORD instead"
-                )
+        key = _secret_key(v)
+        if key is not None:
+            raise ValueError(
+                f"{key!r} is a secret and must not be written in a config; set it in the environment "
+                "as CRYPTONORM_<EXCHANGE>_API_KEY / _SECRET / _PASSWORD instead"
+            )
         return v
 
     @model_validator(mode="after")
@@ -354,6 +378,29 @@ def _plain(obj: Any) -> Any:
 # ---------------------------------------------------------------- loading and overrides
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader (no Python tags), with dates left as the strings they are written as.
+
+    The config keeps dates as ISO strings anyway; PyYAML's implicit timestamps would turn `2024-02-30` into a
+    ValueError from inside the parser instead of an error naming the key, and `start: 2020-01-01` into a
+    date that a string field refuses.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+# What PyYAML's constructors raise besides YAMLError: `!!int x` / a 5,000-digit number (ValueError), a bad
+# explicit `!!timestamp` (AttributeError), deeply nested flow collections (RecursionError)
+_YAML_FAILURES = (ValueError, TypeError, AttributeError, OverflowError, RecursionError)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # safe: _Loader is a SafeLoader
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """Parse one `--set a.b=c` item; the value is YAML-parsed (`3` -> int, `[1, 2]` -> list)."""
     if "=" not in item:
@@ -363,9 +410,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not all(parts):
         raise ConfigError(f"--set {item!r}: {key!r} is not a dotted key, e.g. train.epochs")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
+        value = _yaml_load(raw) if raw.strip() else None
+    except (yaml.YAMLError, *_YAML_FAILURES):
+        value = raw  # not YAML: the plain string, validated (and refused, if wrong) like any value
     return parts, value
 
 
@@ -405,12 +452,18 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config {str(p)!r}: {e}") from e
     try:
-        raw = yaml.safe_load(text)
+        raw = _yaml_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or "invalid YAML"
         raise ConfigError(f"{p}: malformed YAML{where}: {problem}; fix the syntax and retry") from e
+    except RecursionError:
+        raise ConfigError(f"{p}: malformed YAML: nested too deeply; a config is a few levels of sections") from None
+    except _YAML_FAILURES as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"{p}: malformed YAML: a value cannot be read ({first}); check explicit !!tags "
+                          "and numbers") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):

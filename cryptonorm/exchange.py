@@ -11,11 +11,13 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
+from urllib.parse import quote, quote_plus
 
 from cryptonorm.candles import timeframe_ms
 from cryptonorm.config import DataConfig
@@ -53,6 +55,22 @@ def _secrets_from_env(exchange_id: str) -> dict[str, str]:
     return out
 
 
+_SECRET_ENV = re.compile(r"^CRYPTONORM_[A-Z0-9_]+_(API_KEY|SECRET|PASSWORD)$")
+
+
+def redact(text: str) -> str:
+    """`text` with every credential from the environment replaced by '***' (as is, URL-encoded or JSON-escaped).
+
+    Exchanges echo keys in error bodies and ccxt puts request URLs in its messages; what we show or store
+    must never carry them.
+    """
+    values = {v for k, v in os.environ.items() if v and _SECRET_ENV.match(k)}
+    forms = {f for v in values for f in (v, quote(v, safe=""), quote_plus(v, safe=""), json.dumps(v)[1:-1])}
+    for form in sorted(forms, key=len, reverse=True):  # longest first: a secret that contains another one
+        text = text.replace(form, "***")
+    return text
+
+
 def open_source(data: DataConfig) -> Source:
     """The exchange named by `data.exchange`, configured by `data.exchange_options` (+ env secrets)."""
     if data.exchange == "synthetic":
@@ -72,7 +90,7 @@ def open_source(data: DataConfig) -> Source:
     try:
         exchange = getattr(ccxt, data.exchange)(options)
     except Exception as e:  # ccxt validates options in the constructor
-        raise ConfigError(f"data.exchange_options rejected by {data.exchange}: {e}") from e
+        raise ConfigError(f"data.exchange_options rejected by {data.exchange}: {_short(e)}") from e
     if not exchange.has.get("fetchOHLCV"):
         raise ExchangeError(f"{data.exchange} does not offer OHLCV candles through ccxt; choose another exchange")
     return exchange  # type: ignore[no-any-return]
@@ -100,7 +118,7 @@ def _translate(e: Exception, what: str, source_id: str) -> Exception:
 
 
 def _short(e: Exception, limit: int = 200) -> str:
-    text = " ".join(str(e).split())
+    text = redact(" ".join(str(e).split()))
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -113,6 +131,8 @@ def call(source: Source, what: str, fn: Callable[[], Any], retry: Retry = Retry(
             e = _translate(raw, what, source.id)
             if not isinstance(e, TransientExchangeError):
                 if e is raw:
+                    if redact(str(raw)) != str(raw):  # not ccxt's, and it carries a credential: not shown
+                        raise ExchangeError(f"{source.id}: {what}: {type(raw).__name__}: {_short(raw)}") from raw
                     raise
                 raise e from raw
             if attempt == retry.attempts:
@@ -127,7 +147,12 @@ def check_symbol(source: Source, symbol: str, timeframe: str, retry: Retry = Ret
     markets = call(source, "load markets", source.load_markets, retry)
     if symbol not in markets:
         close = difflib.get_close_matches(symbol, list(markets), n=3, cutoff=0.5)
-        hint = f"close matches: {', '.join(close)}" if close else f"it lists {len(markets)} markets"
+        if close:
+            hint = f"close matches: {', '.join(close)}"
+        elif len(markets) <= 20:  # a short list (the synthetic market): name them all
+            hint = f"choose one of {', '.join(markets)}"
+        else:
+            hint = f"it lists {len(markets)} markets; check the spelling (BASE/QUOTE, e.g. BTC/USDT)"
         raise ExchangeError(f"{source.id} has no market {symbol!r}; {hint}")
     timeframes = getattr(source, "timeframes", None)
     if timeframes and timeframe not in timeframes:
@@ -188,7 +213,7 @@ def _fetch_page(source: Source, symbol: str, timeframe: str, since: int, limit: 
             try:
                 json.loads(text)
             except ValueError:
-                head = " ".join(text.split())[:80]
+                head = redact(" ".join(text.split()))[:80]
                 raise TransientExchangeError(f"{source.id}: fetch {symbol} {timeframe} candles: the answer is "
                                              f"not JSON: {head!r}") from None
     return rows
