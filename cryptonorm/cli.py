@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+import signal
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer vendors click
+from typer.core import TyperGroup
 
 from cryptonorm import __version__
 from cryptonorm.errors import CryptonormError
@@ -23,8 +27,35 @@ if TYPE_CHECKING:
 
     from cryptonorm.config import Config
 
+class _OneLineErrors(TyperGroup):
+    """Usage errors (unknown option, missing argument) as one line on stderr, exit 2, like our own errors."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, windows_expand_args: bool = True,
+             **extra: Any) -> Any:
+        try:
+            rv = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except NoArgsIsHelpError as e:  # `cryptonorm` or `cryptonorm config` alone: the help
+            typer.echo(e.ctx.get_help() if e.ctx is not None else "")
+            rv = 2
+        except UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else "cryptonorm"
+            typer.echo(f"error: {e.format_message()} (see {where} --help)", err=True)
+            rv = 2
+        except ClickException as e:
+            typer.echo(f"error: {e.format_message()}", err=True)
+            rv = e.exit_code
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            rv = 1
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(
     name="cryptonorm",
+    cls=_OneLineErrors,
     help="Deep-learning forecasters on crypto markets, with the normalization layer as a switch.",
     no_args_is_help=True,
     add_completion=False,
@@ -70,9 +101,9 @@ def _errors() -> Iterator[None]:
             raise
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(e.exit_code) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         typer.echo("interrupted: what was already stored is kept; run the command again to resume", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
     except (typer.Exit, typer.Abort):
         raise
     except Exception as e:  # a bug, or an environment problem we did not foresee: still one line
@@ -300,8 +331,17 @@ def run(
 from cryptonorm import cli_sweep as _cli_sweep  # noqa: E402,F401
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: handled like Ctrl-C, so atomic writers remove their temp files and one line is printed."""
+
+
 def main() -> None:
     """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _terminate)
     app(prog_name="cryptonorm")
 
 

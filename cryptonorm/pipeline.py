@@ -150,9 +150,29 @@ def _journal_parts(path: Path) -> list[Path]:
     return sorted(j.glob("*.parquet")) if j.exists() else []
 
 
+STALE_TEMP_S = 600.0  # a journal temp file this old belongs to a killed writer
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temp files that killed atomic writes left. Called under the store lock: a temp file of the main
+    store file is stale (its writer would hold the lock); a journal's only once it is old."""
+    now = time.time()
+    candidates = [(p, 0.0) for p in path.parent.glob(f".{path.name}.*.tmp")]
+    journal = _journal_dir(path)
+    if journal.exists():
+        candidates += [(p, STALE_TEMP_S) for p in journal.glob(".*.tmp")]
+    for p, age in candidates:
+        with contextlib.suppress(OSError):
+            if now - p.stat().st_mtime >= age:
+                p.unlink()
+    with contextlib.suppress(OSError):
+        journal.rmdir()  # only when empty
+
+
 def consolidate(path: Path) -> pd.DataFrame:
     """Merge pending journal pages into the main store file (under the file lock), atomically."""
     with locked(path):
+        _remove_stale_temps(path)
         parts = _journal_parts(path)
         frame = read_store(path)
         if not parts:
@@ -411,6 +431,7 @@ def train(cfg: Config, out: Path | None = None, *, progress: ProgressFn | None =
     run_dir = Path(out) if out is not None else new_run_dir(cfg)
     _check_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    _clear_run_outputs(run_dir)  # a re-run into the same directory never leaves a mix of two runs
     write_text_atomic(run_dir / "config.yaml", dump_yaml(resolved_paths(cfg)))
     training.seed_everything(cfg.seed, cfg.train.deterministic)
     if cfg.backtest.walk_forward.enabled:
@@ -516,10 +537,47 @@ def _walk_forward(prep: Any, cfg: Config, device: Any, progress: ProgressFn | No
     return ds, res, forecasts, split_of, folds
 
 
+# What train writes; run.json last, as the marker of a finished run.
+RUN_OUTPUTS = ("run.json", "metrics.json", "forecasts.csv", "scaler.json", "history.csv", "folds.csv", "model.pt",
+               "predictions.csv", "config.yaml")
+
+
+def _is_temp(p: Path) -> bool:
+    return p.name.startswith(".") and p.name.endswith(".tmp")
+
+
 def _check_run_dir(run_dir: Path) -> None:
-    if run_dir.exists() and any(run_dir.iterdir()) and not (run_dir / "config.yaml").exists():
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is a file; choose a new or empty directory")
+    content = [p for p in run_dir.iterdir() if not _is_temp(p)]
+    if content and not (run_dir / "config.yaml").exists():
         raise ConfigError(f"--out {run_dir} exists and is not a cryptonorm run directory; choose an empty "
                           "or new directory")
+
+
+def _clear_run_outputs(run_dir: Path) -> None:
+    """Remove an earlier run's outputs, the completion marker run.json first, and leftover temp files."""
+    import shutil
+
+    for name in RUN_OUTPUTS:
+        with contextlib.suppress(FileNotFoundError):
+            (run_dir / name).unlink()
+    shutil.rmtree(run_dir / "backtest", ignore_errors=True)
+    for p in run_dir.iterdir():
+        if _is_temp(p):
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
+def finished_run(run_dir: Path) -> Config:
+    """The config of a run whose training finished (run.json is written last)."""
+    cfg = load_run_config(run_dir)
+    if not (Path(run_dir) / "run.json").exists():
+        raise DataError(f"{run_dir} is an unfinished run (no run.json): its training was interrupted; "
+                        "train again with the same --out")
+    return cfg
 
 
 def _persistence_metrics(ds: Any, idx: np.ndarray, kind: str) -> dict[str, float]:
@@ -580,7 +638,7 @@ def predict(run_dir: Path, data_file: Path | None = None, out: Path | None = Non
     from cryptonorm import dataset, training
 
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
+    cfg = finished_run(run_dir)
     if data_file is not None:
         cfg = build_config({**cfg.to_dict(), "data": {**cfg.to_dict()["data"], "file": str(data_file)}})
     meta_path = run_dir / "scaler.json"
@@ -608,7 +666,7 @@ def backtest(run_dir: Path, split: str = "test") -> tuple[Path, Any]:
     from cryptonorm import report
 
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
+    cfg = finished_run(run_dir)
     fpath = run_dir / ("walk_forward.csv" if split == "walk_forward" else "forecasts.csv")
     if not fpath.exists():
         raise DataError(f"{fpath} not found; train first (`cryptonorm train CONFIG`)")
