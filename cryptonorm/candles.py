@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,16 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cryptonorm.atomic import atomic_path
 from cryptonorm.errors import DataError
 
 COLUMNS = ["timestamp", "open", "high", "low", "close", "volume"]
 PRICE_COLUMNS = ["open", "high", "low", "close"]
-
-# mkstemp creates files 0600; give finished files the usual mode under the user's umask
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-FILE_MODE = 0o666 & ~_UMASK
-_FILE_MODE = FILE_MODE
 
 _TF_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000,
                "M": 2_592_000_000, "y": 31_536_000_000}
@@ -188,20 +181,9 @@ def read_store(path: Path) -> pd.DataFrame:
 
 
 def write_atomic(df: pd.DataFrame, path: Path) -> None:
-    """Write parquet to a temp file in the same folder, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            df.to_parquet(f, index=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write parquet atomically (temp file in the same folder, fsync, rename over `path`)."""
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
 
 
 @contextlib.contextmanager

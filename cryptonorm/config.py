@@ -421,15 +421,20 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
     out: dict[str, Any] = _deepcopy(raw)
     for item in overrides:
         parts, value = parse_override(item)
-        node = out
-        for p in parts[:-1]:
-            child = node.get(p)
-            if not isinstance(child, dict):
-                child = {}
-                node[p] = child
-            node = child
-        node[parts[-1]] = value
+        set_dotted(out, parts, value)
     return out
+
+
+def set_dotted(raw: dict[str, Any], parts: list[str], value: Any) -> None:
+    """raw[a][b][c] = value for parts [a, b, c], creating (or replacing non-mapping) sections on the way."""
+    node = raw
+    for p in parts[:-1]:
+        child = node.get(p)
+        if not isinstance(child, dict):
+            child = {}
+            node[p] = child
+        node = child
+    node[parts[-1]] = value
 
 
 def _deepcopy(d: Any) -> Any:

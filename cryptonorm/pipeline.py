@@ -9,11 +9,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import platform
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,9 +23,7 @@ import numpy as np
 import pandas as pd
 
 from cryptonorm import __version__
-from cryptonorm.candles import (
-    FILE_MODE as _FILE_MODE,
-)
+from cryptonorm.atomic import atomic_path
 from cryptonorm.candles import (
     Gap,
     data_hash,
@@ -55,20 +51,9 @@ ProgressFn = Callable[[dict[str, Any]], None]
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write text to a temp file in the same folder, then rename: readers see old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write text atomically: readers see the old file or the new one, never half."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def json_safe(obj: Any) -> Any:

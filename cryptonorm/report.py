@@ -6,15 +6,13 @@ so that importing this module (and starting the CLI) stays fast.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cryptonorm.atomic import atomic_path
 from cryptonorm.backtest import Backtest
 
 if TYPE_CHECKING:
@@ -51,18 +49,8 @@ def atomic_savefig(fig: Figure, path: Path, **savefig_kwargs: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = savefig_kwargs.pop("format", None) or (path.suffix.lstrip(".").lower() or "png")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a plot is an ordinary readable file
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=fmt, **savefig_kwargs)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, **savefig_kwargs)
     return path
 
 

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cryptonorm.config import Config, apply_overrides, build_config, parse_override, read_yaml
+from cryptonorm.config import Config, apply_overrides, build_config, parse_override, read_yaml, set_dotted
 from cryptonorm.errors import ConfigError, CryptonormError, DataError, UsageError
 
 if TYPE_CHECKING:
@@ -243,15 +243,7 @@ def _check_key(key: str, where: str) -> None:
 
 
 def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
-    node = raw
-    parts = key.split(".")
-    for p in parts[:-1]:
-        child = node.get(p)
-        if not isinstance(child, dict):
-            child = {}
-            node[p] = child
-        node = child
-    node[parts[-1]] = value
+    set_dotted(raw, key.split("."), value)
 
 
 def _show(v: Any) -> str:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ import pandas as pd
 from scipy import stats
 
 from cryptonorm.errors import ConfigError
+from cryptonorm.report import atomic_savefig
 from cryptonorm.sweep import _show, collect_results, load_sweep_dir, results_frame, write_results_csv
 
 if TYPE_CHECKING:
@@ -424,19 +423,8 @@ def markdown(rep: SweepReport) -> str:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    """PNG via a temp file in the same folder, then rename: never a half-written image."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    """PNG written atomically: never a half-written image."""
+    return atomic_savefig(fig, path, format="png", dpi=110)
 
 
 def _panels(meta: dict[str, Any]) -> list[str | None]:

@@ -20,9 +20,8 @@ import math
 import os
 import pickle
 import random
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cryptonorm.atomic import atomic_path
 from cryptonorm.config import Config, ModelConfig
 from cryptonorm.errors import ConfigError, TrainingError
 from cryptonorm.models import Forecaster, build_model, uses_batch_statistics
@@ -418,7 +418,7 @@ def save_checkpoint(
     }
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic_path(p) as tmp:
+    with atomic_path(p) as tmp:
         torch.save(payload, tmp)
     return p
 
@@ -440,17 +440,3 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     model.to(map_location).eval()
     return model, meta
 
-
-@contextlib.contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temp path next to `path`; on success it replaces `path` in one step (os.replace)."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
