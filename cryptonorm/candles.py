@@ -201,13 +201,10 @@ def locked(path: Path, timeout: float = 600.0) -> Iterator[None]:
                         "wait for it to finish or remove the stale .lock file") from None
 
 
-def merge(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
-    """Union of two candle frames; where both have a timestamp, the newer download wins."""
-    if len(old) == 0:
-        return clean(new)
-    if len(new) == 0:
-        return old
-    return clean(pd.concat([old, new], ignore_index=True))
+def merge(*frames: pd.DataFrame) -> pd.DataFrame:
+    """Union of candle frames, oldest download first; where several have a timestamp, the last one wins."""
+    non_empty = [f for f in frames if len(f)]
+    return clean(pd.concat(non_empty, ignore_index=True)) if non_empty else empty_frame()
 
 
 def append_to_store(path: Path, new: pd.DataFrame) -> pd.DataFrame:

@@ -10,10 +10,9 @@ import contextlib
 import hashlib
 import json
 import platform
-import re
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,10 +26,10 @@ from cryptonorm.atomic import atomic_path
 from cryptonorm.candles import (
     Gap,
     data_hash,
-    empty_frame,
     find_gaps,
     from_rows,
     locked,
+    merge,
     parse_date,
     read_store,
     read_user_file,
@@ -171,20 +170,12 @@ def consolidate(path: Path) -> pd.DataFrame:
             except Exception:
                 with contextlib.suppress(OSError):
                     p.rename(p.with_suffix(".unreadable"))
-        merged = append_to_store_unlocked(path, pieces)
+        merged = merge(*pieces)
+        write_atomic(merged, path)
         for p in read:
             with contextlib.suppress(OSError):
                 p.unlink()
         return merged
-
-
-def append_to_store_unlocked(path: Path, pieces: list[pd.DataFrame]) -> pd.DataFrame:
-    from cryptonorm.candles import clean
-
-    non_empty = [p for p in pieces if len(p)]
-    merged = clean(pd.concat(non_empty, ignore_index=True)) if non_empty else empty_frame()
-    write_atomic(merged, path)
-    return merged
 
 
 def fetch(cfg: Config, *, progress: ProgressFn | None = None, retry: Retry | None = None) -> list[FetchSummary]:
@@ -615,7 +606,6 @@ def is_run_dir(path: Path) -> bool:
     return path.is_dir() and (path / "config.yaml").exists()
 
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
 def predict(run_dir: Path, data_file: Path | None = None, out: Path | None = None) -> tuple[Path, int]:
@@ -672,9 +662,3 @@ def backtest(run_dir: Path, split: str = "test") -> tuple[Path, Any]:
     report.plot_equity(result, out_dir / "equity.png", title=f"{cfg.name}: {cfg.data.symbols[0]} "
                        f"{cfg.data.timeframe}, {split} split")
     return out_dir, result
-
-
-@contextlib.contextmanager
-def timed() -> Iterator[Callable[[], float]]:
-    t0 = time.perf_counter()
-    yield lambda: time.perf_counter() - t0
