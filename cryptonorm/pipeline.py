@@ -642,12 +642,11 @@ def backtest(run_dir: Path, split: str = "test") -> tuple[Path, Any]:
 
     run_dir = Path(run_dir)
     cfg = finished_run(run_dir)
-    fpath = run_dir / ("walk_forward.csv" if split == "walk_forward" else "forecasts.csv")
+    fpath = run_dir / "forecasts.csv"  # with walk-forward, every out-of-sample fold forecast is "test"
     if not fpath.exists():
         raise DataError(f"{fpath} not found; train first (`cryptonorm train CONFIG`)")
     df = pd.read_csv(fpath)
-    if split != "walk_forward":
-        df = df[df["split"] == split]
+    df = df[df["split"] == split]
     if len(df) < 2:
         raise DataError(f"the {split} split of {run_dir} has {len(df)} bar(s); a backtest needs at least 2: "
                         "use a longer data range or a larger split.test")
