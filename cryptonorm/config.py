@@ -383,8 +383,24 @@ class _Loader(yaml.SafeLoader):
 
     The config keeps dates as ISO strings anyway; PyYAML's implicit timestamps would turn `2024-02-30` into a
     ValueError from inside the parser instead of an error naming the key, and `start: 2020-01-01` into a
-    date that a string field refuses.
+    date that a string field refuses. A key given twice in one mapping is an error (PyYAML would silently
+    keep the last one, so half of a config could be ignored without a word).
     """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges; an explicit key may override a merged one
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        return super().construct_mapping(node, deep)
 
 
 _Loader.yaml_implicit_resolvers = {

@@ -75,6 +75,16 @@ def test_malformed_yaml_gives_line_and_column(tmp_path: Path) -> None:
         load_config(p)
 
 
+def test_a_key_given_twice_is_an_error(tmp_path: Path) -> None:
+    p = tmp_path / "dup.yaml"
+    p.write_text("model:\n  norm: layer\ntrain:\n  epochs: 3\nmodel:\n  kind: lstm\n")
+    with pytest.raises(ConfigError, match=r"line 5, column 1: duplicate key 'model'"):
+        load_config(p)
+    p.write_text("base: &b {epochs: 3}\ntrain:\n  <<: *b\n  epochs: 5\n")  # a merge key may be overridden
+    with pytest.raises(ConfigError, match="unknown key 'base'"):
+        load_config(p)
+
+
 @pytest.mark.parametrize("text", ["- a\n- b\n", "42\n", "just a string\n"])
 def test_top_level_must_be_mapping(tmp_path: Path, text: str) -> None:
     p = tmp_path / "c.yaml"
