@@ -32,16 +32,6 @@ def server() -> Iterator[RunningServer]:
     yield from serving(state)
 
 
-@pytest.fixture
-def sleeps() -> list[float]:
-    return []
-
-
-@pytest.fixture
-def retry(sleeps: list[float]) -> Retry:
-    return Retry(sleep=sleeps.append)  # backoff recorded, not slept
-
-
 def binance(server: RunningServer, timeout_ms: int = 1_000) -> Source:
     return open_source(DataConfig(exchange="binance", exchange_options=exchange_options(server.url,
                                                                                       timeout_ms=timeout_ms)))

@@ -44,16 +44,6 @@ def server() -> Iterator[RunningServer]:
 
 
 @pytest.fixture
-def sleeps() -> list[float]:
-    return []
-
-
-@pytest.fixture
-def retry(sleeps: list[float]) -> Retry:
-    return Retry(sleep=sleeps.append)  # backoff recorded, not slept
-
-
-@pytest.fixture
 def pinned(server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> FakeBinance:
     """ccxt's clock (what fetch calls "now") reads the server's clock; set `server.state.now_ms`."""
     import ccxt
