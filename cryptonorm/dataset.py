@@ -79,6 +79,8 @@ class Prepared:
     dropped: dict[str, int]  # rows that cannot be samples, by reason (see REASONS)
     kind: str = "return"  # target.kind
     filled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # (N,) bool: ffilled bars
+    inputs_valid: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # (N,) bool: row t's
+    # window is complete and clean (as for `valid`) whether or not its label exists: what `predict` may use
 
 
 @dataclass(eq=False)
@@ -327,16 +329,22 @@ def _prepare(candles: pd.DataFrame, cfg: Config) -> Prepared:
     no_label = t + h >= n
     if f.gap_policy == "drop":
         # gap_flags[r]: a gap lies between rows r-1 and r; crossing it needs r in [t-w+2, t+h]
-        gap = _window_count(gap_flags(ts, cfg.data.timeframe), -w + 2, h) > 0
+        flags = gap_flags(ts, cfg.data.timeframe)
+        gap = _window_count(flags, -w + 2, h) > 0
+        gap_in_window = _window_count(flags, -w + 2, 0) > 0
     else:
         gap = _window_count(filled, 0, h) > 0
-    nan = (_window_count(np.logical_not(row_ok), -w + 1, 0) > 0) | ~np.isfinite(y)
+        gap_in_window = filled.copy()
+    nan_inputs = _window_count(np.logical_not(row_ok), -w + 1, 0) > 0
+    nan = nan_inputs | ~np.isfinite(y)
+    inputs_valid = ~(warm | gap_in_window | nan_inputs)
     reasons = {"warmup": warm, "no_label": no_label & ~warm, "gap": gap & ~warm & ~no_label}
     reasons["nan"] = nan & ~warm & ~no_label & ~gap
     valid = ~(warm | no_label | gap | nan)
     dropped = {k: int(v.sum()) for k, v in reasons.items()}
     return Prepared(timestamps=ts, close=close, features=feats, feature_names=names, y=y, outcome=outcome,
-                    valid=valid, window=w, horizon=h, dropped=dropped, kind=cfg.target.kind, filled=filled)
+                    valid=valid, window=w, horizon=h, dropped=dropped, kind=cfg.target.kind, filled=filled,
+                    inputs_valid=inputs_valid)
 
 
 # ---------------------------------------------------------------- splits
@@ -440,7 +448,8 @@ def fold(prep: Prepared, train: slice, val: slice, test: slice, cfg: Config) -> 
 
 
 def apply(prep: Prepared, scaler: Scaler, feature_names: list[str]) -> Dataset:
-    """Scale new data with a saved scaler (no fitting); every valid sample goes to test_idx."""
+    """Scale new data with a saved scaler (no fitting). Every row whose input window is complete and clean
+    goes to test_idx, the latest bars included although their labels lie in the future."""
     if list(feature_names) != list(prep.feature_names):
         extra = sorted(set(prep.feature_names) - set(feature_names))
         lost = sorted(set(feature_names) - set(prep.feature_names))
@@ -450,8 +459,9 @@ def apply(prep: Prepared, scaler: Scaler, feature_names: list[str]) -> Dataset:
     return Dataset(X=np.ascontiguousarray(scaler.transform(prep.features, fill_nan=0.0)),
                    y=prep.y.astype(np.float32), outcome=prep.outcome, timestamps=prep.timestamps,
                    close=prep.close, feature_names=list(prep.feature_names), window=prep.window,
-                   train_idx=empty, val_idx=empty.copy(), test_idx=np.flatnonzero(prep.valid).astype(np.int64),
-                   scaler=scaler, dropped=dict(prep.dropped), valid_rows=prep.valid, horizon=prep.horizon,
+                   train_idx=empty, val_idx=empty.copy(),
+                   test_idx=np.flatnonzero(prep.inputs_valid).astype(np.int64),
+                   scaler=scaler, dropped=dict(prep.dropped), valid_rows=prep.inputs_valid, horizon=prep.horizon,
                    kind=prep.kind)
 
 

@@ -614,8 +614,9 @@ def predict(run_dir: Path, data_file: Path | None = None, out: Path | None = Non
 
     run_dir = Path(run_dir)
     cfg = finished_run(run_dir)
-    if data_file is not None:
-        cfg = build_config({**cfg.to_dict(), "data": {**cfg.to_dict()["data"], "file": str(data_file)}})
+    if data_file is not None:  # another file: all of it, not the run's date range
+        data = {**cfg.to_dict()["data"], "file": str(data_file), "since": None, "until": None}
+        cfg = build_config({**cfg.to_dict(), "data": data})
     meta_path = run_dir / "scaler.json"
     if not (run_dir / "model.pt").exists() or not meta_path.exists():
         raise DataError(f"{run_dir} has no model.pt/scaler.json; the training did not finish, train again")
@@ -625,7 +626,7 @@ def predict(run_dir: Path, data_file: Path | None = None, out: Path | None = Non
     model.to(device)
     ds = dataset.apply(dataset.prepare(load_candles(cfg), cfg), dataset.Scaler.from_dict(meta["scaler"]),
                        meta["features"])
-    idx = np.flatnonzero(ds.valid_rows) if hasattr(ds, "valid_rows") else ds.test_idx
+    idx = ds.test_idx  # every bar with a complete, clean input window, the latest one included
     pred = np.full(len(ds.close), np.nan)
     if len(idx):
         pred[idx] = training.predict(model, ds, idx, device)

@@ -290,7 +290,10 @@ def test_other_scalers_and_json_round_trip(kind: str) -> None:
     np.testing.assert_array_equal(back.transform(prep.features, fill_nan=0.0), ds.X)
     again = apply(prep, back, ds.feature_names)
     np.testing.assert_array_equal(again.X, ds.X)
-    assert np.array_equal(again.test_idx, np.flatnonzero(prep.valid)) and len(again.train_idx) == 0
+    # inference: every row with a clean input window, the label-less latest bars included
+    assert np.array_equal(again.test_idx, np.flatnonzero(prep.inputs_valid)) and len(again.train_idx) == 0
+    assert set(np.flatnonzero(prep.valid)) <= set(again.test_idx.tolist())
+    assert again.test_idx[-1] == len(prep.valid) - 1 and not prep.valid[-1]
 
 
 def test_scaler_clips_and_keeps_gap_mask_unscaled() -> None:

@@ -72,6 +72,19 @@ def test_predict_from_checkpoint_reproduces_the_run(run_dir: Path, tmp_path: Pat
     f = pd.read_csv(run_dir / "forecasts.csv").set_index("timestamp")
     test = f[(f["split"] == "test") & f["forecast"].notna()]
     np.testing.assert_allclose(pred.loc[test.index].to_numpy(), test["forecast"].to_numpy(), rtol=1e-5, atol=1e-9)
+    assert np.isfinite(pred.iloc[-1])  # the latest bar gets a forecast although its outcome is in the future
+
+
+def test_predict_on_another_file_uses_all_of_it(run_dir: Path, tmp_path: Path) -> None:
+    src = ROOT.parent / "shared" / "data" / "ETH_USDT-1h.csv.gz"
+    out = tmp_path / "eth.csv"
+    code, _, err = cli("predict", str(run_dir), "--data", str(src), "-o", str(out))
+    assert code == 0, err
+    pred = pd.read_csv(out)
+    assert len(pred) == 72_569  # the whole file, not the run's own date range
+    assert pred["forecast"].notna().sum() > 70_000
+    code, _, err = cli("predict", str(run_dir), "--data", str(src).replace("1h", "4h"))
+    assert code == 1 and "does data.timeframe (1h) match the candles?" in err
 
 
 def test_backtest_again_from_run_dir_is_identical(run_dir: Path) -> None:
