@@ -1,0 +1,35 @@
+"""The pipeline steps: fetch, features, audit, train, predict, backtest.
+
+This package owns paths, run directories and what is written to disk; the computation lives in the core
+modules. Every step can be called from Python with a `Config` (see `config.load_config`).
+"""
+
+from cryptonorm.pipeline.data import (
+    FetchSummary,
+    candle_path,
+    consolidate,
+    fetch,
+    have_candles,
+    load_candles,
+    store_folder,
+)
+from cryptonorm.pipeline.files import json_safe, write_csv, write_json, write_text_atomic
+from cryptonorm.pipeline.runs import (
+    TrainSummary,
+    audit,
+    backtest,
+    features,
+    finished_run,
+    is_run_dir,
+    load_run_config,
+    new_run_dir,
+    predict,
+    train,
+    versions,
+)
+
+__all__ = [
+    "FetchSummary", "TrainSummary", "audit", "backtest", "candle_path", "consolidate", "features", "fetch",
+    "finished_run", "have_candles", "is_run_dir", "json_safe", "load_candles", "load_run_config", "new_run_dir",
+    "predict", "store_folder", "train", "versions", "write_csv", "write_json", "write_text_atomic",
+]
