@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -91,6 +92,9 @@ def _say(msg: str) -> None:
         _console().print(msg)
 
 
+_INTERRUPTED = "interrupted: what was already stored is kept; run the command again to resume"
+
+
 @contextlib.contextmanager
 def _errors() -> Iterator[None]:
     """One line on stderr and the right exit code for every user-facing error."""
@@ -102,7 +106,7 @@ def _errors() -> Iterator[None]:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt as e:
-        typer.echo("interrupted: what was already stored is kept; run the command again to resume", err=True)
+        typer.echo(_INTERRUPTED, err=True)
         raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
     except (typer.Exit, typer.Abort):
         raise
@@ -339,9 +343,21 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM: handled like Ctrl-C, so atomic writers remove their temp files and one line is printed."""
 
 
+def _unraisable(info: Any) -> None:
+    """A signal that lands inside a GC or weakref callback cannot unwind the program from there, and Python
+    would print "Exception ignored" with a traceback and go on. Stop at once instead, with the usual line;
+    the temp file of a write in progress is removed by the next run."""
+    if isinstance(info.exc_value, KeyboardInterrupt):
+        sys.stderr.write(f"{_INTERRUPTED}\n")
+        sys.stderr.flush()
+        os._exit(143 if isinstance(info.exc_value, Terminated) else 130)
+    sys.__unraisablehook__(info)
+
+
 def main() -> None:
     """Console-script entry point."""
     signal.signal(signal.SIGTERM, _terminate)
+    sys.unraisablehook = _unraisable
     app(prog_name="cryptonorm")
 
 
