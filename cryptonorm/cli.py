@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer vendors click
+from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors click
+from typer._click.exceptions import UsageError as ClickUsageError
 from typer.core import TyperGroup
 
 from cryptonorm import __version__
-from cryptonorm.errors import CryptonormError
+from cryptonorm.errors import CryptonormError, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -39,7 +40,7 @@ class _OneLineErrors(TyperGroup):
         except NoArgsIsHelpError as e:  # `cryptonorm` or `cryptonorm config` alone: the help
             typer.echo(e.ctx.get_help() if e.ctx is not None else "")
             rv = 2
-        except UsageError as e:
+        except ClickUsageError as e:
             where = e.ctx.command_path if e.ctx is not None else "cryptonorm"
             typer.echo(f"error: {e.format_message()} (see {where} --help)", err=True)
             rv = 2
@@ -79,6 +80,10 @@ SetOpt = Annotated[
 ]
 ConfigArg = Annotated[Path, typer.Argument(help="Experiment config (YAML).", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of tables.")]
+OutOpt = Annotated[
+    Optional[Path],  # noqa: UP045 - typer needs Optional here
+    typer.Option("--out", "-o", help="Run directory (default runs/NAME-TIME)."),
+]
 
 
 def _console(stderr: bool = False) -> Console:
@@ -232,7 +237,7 @@ def audit(config: ConfigArg, set_: SetOpt = None) -> None:
 @app.command()
 def train(
     config: ConfigArg,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory (default runs/NAME-TIME).")] = None,  # noqa: UP045
+    out: OutOpt = None,
     json_: JsonOpt = False,
     set_: SetOpt = None,
 ) -> None:
@@ -241,9 +246,7 @@ def train(
 
     with _errors():
         cfg = _load(config, set_)
-        with tables.epoch_bar(cfg.train.epochs, disable=STATE.quiet or json_) as update:
-            summary = pipeline.train(cfg, out, progress=update)
-        _warn_training(summary)
+        summary = _train(cfg, out, json_)
         if json_:
             typer.echo(json.dumps(pipeline.json_safe({"run_dir": summary.run_dir, "device": summary.device,
                                                       "stopped": summary.stopped, "metrics": summary.metrics})))
@@ -274,24 +277,29 @@ def backtest(
     set_: SetOpt = None,
 ) -> None:
     """Turn forecasts into positions and returns after fees, against buy-and-hold."""
-    from cryptonorm import pipeline, tables
+    from cryptonorm import pipeline
 
     with _errors():
         if pipeline.is_run_dir(target):
             if set_:
-                raise CryptonormError("--set applies to a config, not to a finished run directory")
+                raise UsageError("--set applies to a config, not to a finished run directory")
             out_dir, result = pipeline.backtest(target)
         else:
             cfg = _load(target, set_)
-            with tables.epoch_bar(cfg.train.epochs, disable=STATE.quiet or json_) as update:
-                summary = pipeline.train(cfg, progress=update)
+            summary = _train(cfg, None, json_)
             out_dir, result = pipeline.backtest(summary.run_dir)
         _show_backtest(out_dir, result, json_)
 
 
-def _warn_training(summary: Any) -> None:
+def _train(cfg: Config, out: Path | None, json_: bool) -> Any:
+    """Train with an epoch bar (unless quiet or --json); warn on stderr if the loss went non-finite."""
+    from cryptonorm import pipeline, tables
+
+    with tables.epoch_bar(cfg.train.epochs, disable=STATE.quiet or json_) as update:
+        summary = pipeline.train(cfg, out, progress=update)
     if summary.stopped == "non_finite_loss":
         typer.echo(f"warning: {summary.metrics.get('message')}", err=True)
+    return summary
 
 
 def _show_backtest(out_dir: Path, result: Any, json_: bool) -> None:
@@ -308,7 +316,7 @@ def _show_backtest(out_dir: Path, result: Any, json_: bool) -> None:
 @app.command()
 def run(
     config: ConfigArg,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory (default runs/NAME-TIME).")] = None,  # noqa: UP045
+    out: OutOpt = None,
     json_: JsonOpt = False,
     set_: SetOpt = None,
 ) -> None:
@@ -321,9 +329,7 @@ def run(
             _say(f"fetching {', '.join(cfg.data.symbols)} {cfg.data.timeframe} from {cfg.data.exchange}")
             with tables.progress_bar("candles", disable=STATE.quiet or json_) as update:
                 pipeline.fetch(cfg, progress=update)
-        with tables.epoch_bar(cfg.train.epochs, disable=STATE.quiet or json_) as update:
-            summary = pipeline.train(cfg, out, progress=update)
-        _warn_training(summary)
+        summary = _train(cfg, out, json_)
         if not STATE.quiet and not json_:
             _console().print(tables.train_table(summary))
         out_dir, result = pipeline.backtest(summary.run_dir)

@@ -6,18 +6,15 @@ sweep_report.py; this module parses options and renders with rich.
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from cryptonorm.cli import STATE, SetOpt, _console, _errors, _say, app
 
 if TYPE_CHECKING:
-    from rich.table import Table
 
     from cryptonorm.sweep_report import SweepReport
 
@@ -40,13 +37,13 @@ def sweep_command(
 ) -> None:
     """Run a grid of experiments in parallel; resumable (finished cells are skipped, failed ones retried)."""
     from cryptonorm import sweep as sw
-    from cryptonorm import sweep_report
+    from cryptonorm import sweep_report, tables
 
     with _errors():
         spec = sw.load_sweep(sweep_file, set_ or [])
         _say(f"sweep {spec.spec.name}: {len(spec.cells)} cells over {', '.join(spec.grid_keys)} "
              f"(executor {executor}, {jobs} job{'s' * (jobs > 1)})")
-        with _sweep_bar(disable=STATE.quiet) as on_event:
+        with tables.sweep_bar(disable=STATE.quiet) as on_event:
             outcome = sw.run_sweep(spec, out, jobs=jobs, executor=executor, address=address, on_event=on_event)
         rep = sweep_report.render(outcome.sweep_dir, reference)
         _show(rep)
@@ -71,57 +68,8 @@ def report_command(
         typer.echo(str(rep.paths["summary"]))
 
 
-@contextlib.contextmanager
-def _sweep_bar(disable: bool = False) -> Iterator[Callable[[dict[str, Any]], None]]:
-    """Overall progress: cells done / failed, ETA; failures printed as they happen."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
-    with Progress(TextColumn("cells"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"),
-                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err,
-                  disable=disable or not sys.stderr.isatty(), transient=True) as bar:
-        task: list[Any] = []
-
-        def update(ev: dict[str, Any]) -> None:
-            if ev["event"] == "fetch":
-                if not disable:
-                    err.print(f"fetching {', '.join(ev['symbols'])} from {ev['exchange']} (once, for every cell)")
-            elif ev["event"] == "start":
-                if not disable:
-                    stale = f", {ev['stale']} stale (other data)" if ev["stale"] else ""
-                    err.print(f"{ev['todo']} to run, {ev['skipped']} finished earlier{stale}; data {ev['data_hash']}; "
-                              f"{ev['sweep_dir']}")
-                task.append(bar.add_task("cells", total=ev["todo"], failed=0))
-            elif ev["event"] == "cell":
-                if ev["status"] != "ok":
-                    err.print(f"[red]failed[/red] {ev['label']}: {ev['error']}")
-                if task:
-                    bar.update(task[0], completed=ev["done"], failed=ev["failed"])
-
-        yield update
-
-
-def _table(title: str, header: list[str], rows: list[list[str]]) -> Table:
-    from rich.table import Table
-
-    t = Table(title=title)
-    for i, h in enumerate(header):
-        t.add_column(h, justify="left" if i == 0 or h.startswith(("model.", "note")) else "right")
-    for r in rows:
-        t.add_row(*r)
-    return t
-
-
 def _show(rep: SweepReport) -> None:
-    from cryptonorm import sweep_report
+    from cryptonorm import sweep_report, tables
 
     if STATE.quiet:
         return
@@ -131,11 +79,11 @@ def _show(rep: SweepReport) -> None:
     console = _console() if sys.stdout.isatty() else Console(highlight=False, soft_wrap=True, width=200)
     header, rows = sweep_report.summary_table(rep, compact=True)
     c = rep.counts
-    console.print(_table(f"sweep {rep.meta['name']}: mean ± std over seeds ({c['ok']}/{c['cells']} cells ok)",
-                         header, rows))
+    title = f"sweep {rep.meta['name']}: mean ± std over seeds ({c['ok']}/{c['cells']} cells ok)"
+    console.print(tables.simple_table(title, header, rows))
     th, tr = sweep_report.tests_table(rep, compact=True)
     if tr:
-        console.print(_table(f"paired tests vs {rep.reference} on {rep.loss}", th, tr))
+        console.print(tables.simple_table(f"paired tests vs {rep.reference} on {rep.loss}", th, tr))
     for note in [*sweep_report.test_notes(rep), *rep.notes]:
         console.print(f"note: {note}")
     console.print(f"results: {rep.paths.get('results')}  summary: {rep.paths.get('summary')}  "

@@ -125,3 +125,40 @@ def render_audit(console: Console, result: Any, quiet: bool = False) -> bool:
         t.add_row(str(name), format_ms(first) if isinstance(first, (int, float)) else str(first or "-"))
     console.print(t)
     return False
+
+
+@contextlib.contextmanager
+def sweep_bar(disable: bool = False) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """Overall progress: cells done / failed, ETA; failures printed as they happen."""
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    with Progress(TextColumn("cells"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"),
+                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err,
+                  disable=disable or not sys.stderr.isatty(), transient=True) as bar:
+        task: list[Any] = []
+
+        def update(ev: dict[str, Any]) -> None:
+            if ev["event"] == "fetch":
+                if not disable:
+                    err.print(f"fetching {', '.join(ev['symbols'])} from {ev['exchange']} (once, for every cell)")
+            elif ev["event"] == "start":
+                if not disable:
+                    stale = f", {ev['stale']} stale (other data)" if ev["stale"] else ""
+                    err.print(f"{ev['todo']} to run, {ev['skipped']} finished earlier{stale}; data {ev['data_hash']}; "
+                              f"{ev['sweep_dir']}")
+                task.append(bar.add_task("cells", total=ev["todo"], failed=0))
+            elif ev["event"] == "cell":
+                if ev["status"] != "ok":
+                    err.print(f"[red]failed[/red] {ev['label']}: {ev['error']}")
+                if task:
+                    bar.update(task[0], completed=ev["done"], failed=ev["failed"])
+
+        yield update
+
+
+def simple_table(title: str, header: list[str], rows: list[list[str]]) -> Table:
+    t = Table(title=title)
+    for i, h in enumerate(header):
+        t.add_column(h, justify="left" if i == 0 or h.startswith(("model.", "note")) else "right")
+    for r in rows:
+        t.add_row(*r)
+    return t
