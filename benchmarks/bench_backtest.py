@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
-from cryptonorm.backtest import performance, simulate
 from cryptonorm.config import BacktestConfig
+from cryptonorm.trade.backtest import performance, simulate
 
 HOUR = 3_600_000
 

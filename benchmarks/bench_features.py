@@ -27,8 +27,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cryptonorm import indicators as ind  # noqa: E402
 from cryptonorm.config import Config, FeaturesConfig, build_config  # noqa: E402
+from cryptonorm.features import indicators as ind  # noqa: E402
 
 
 def synthetic_candles(n: int, seed: int = 0) -> pd.DataFrame:
@@ -97,7 +97,7 @@ def bench_speed(rows: int, repeat: int) -> None:
 
 def _memory_child(rows: int, window: int) -> None:
     """Runs in a fresh process: build the dataset, print a JSON line of measurements."""
-    from cryptonorm import dataset
+    from cryptonorm.features import dataset, splits
 
     df = synthetic_candles(rows)
     cfg: Config = build_config({"data": {"timeframe": "1m"}, "features": {"inputs": "all", "window": window}})
@@ -106,7 +106,7 @@ def _memory_child(rows: int, window: int) -> None:
     t0 = time.perf_counter()
     prep = dataset.prepare(df, cfg)
     t1 = time.perf_counter()
-    ds = dataset.split(prep, cfg)
+    ds = splits.split(prep, cfg)
     t2 = time.perf_counter()
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()

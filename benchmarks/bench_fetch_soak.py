@@ -27,9 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fake_exchange import FakeBinance, exchange_options, start, synthetic_candles  # noqa: E402
 
 from cryptonorm import pipeline  # noqa: E402
-from cryptonorm.candles import format_ms, parse_date, read_store, store_path  # noqa: E402
 from cryptonorm.config import build_config  # noqa: E402
-from cryptonorm.exchange import Retry  # noqa: E402
+from cryptonorm.data.exchange import Retry  # noqa: E402
+from cryptonorm.data.store import read_store, store_path
+from cryptonorm.timeframes import format_ms, parse_date
 
 FAULT_KINDS = ("429", "500", "503", "slow", "reset", "truncated", "malformed")
 

@@ -3,7 +3,7 @@
 For each model (MLP and LSTM), norm (layer placement, and the two recurrent-normalized LSTM cells) and
 batch size, the same model is trained the same way (AdamW, Huber loss, gradient clipping at 1.0) by:
 
-  ours        cryptonorm.training.fit (samples/s of the training part of each epoch, from its history)
+  ours        cryptonorm.learn.training.fit (samples/s of the training part of each epoch, from its history)
   minimal     a hand-written loop with X, y and the indices resident on the device, windows gathered by index
   dataloader  a torch Dataset returning one window per __getitem__, DataLoader(shuffle=True), copied to the device
 
@@ -29,8 +29,9 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from cryptonorm.config import Config, ModelConfig, TrainConfig
-from cryptonorm.models import build_model
-from cryptonorm.training import fit, resolve_device, seed_everything
+from cryptonorm.learn.device import resolve_device, seed_everything
+from cryptonorm.learn.models import build_model
+from cryptonorm.learn.training import fit
 
 
 @dataclass(frozen=True)

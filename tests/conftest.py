@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cryptonorm.exchange import Retry
+from cryptonorm.data.exchange import Retry
 
 
 @pytest.fixture

@@ -38,7 +38,8 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import pandas as pd
 
-from cryptonorm.candles import COLUMNS, read_user_file, timeframe_ms
+from cryptonorm.data.candles import COLUMNS, read_user_file
+from cryptonorm.timeframes import timeframe_ms
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"  # /work/shared/data next to the repo
 
@@ -484,7 +485,7 @@ def real_candles(name: str = "BTC_USDT-1h", rows: int | None = None, end: str | 
     timeframe = name.rsplit("-", 1)[1]
     df = read_user_file(DATA_DIR / f"{name}.csv.gz", timeframe)
     if end is not None:
-        from cryptonorm.candles import parse_date
+        from cryptonorm.timeframes import parse_date
 
         df = df[df["timestamp"] < parse_date(end)]
     if rows is not None:

@@ -15,7 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cryptonorm.backtest import (
+from cryptonorm.config import BacktestConfig
+from cryptonorm.errors import ConfigError, DataError
+from cryptonorm.timeframes import bars_per_year
+from cryptonorm.trade.backtest import (
     TRADE_COLUMNS,
     drawdown,
     per_year,
@@ -23,9 +26,6 @@ from cryptonorm.backtest import (
     simulate,
     to_json_safe,
 )
-from cryptonorm.candles import bars_per_year
-from cryptonorm.config import BacktestConfig
-from cryptonorm.errors import ConfigError, DataError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data from the project root
 HOUR = 3_600_000
@@ -496,7 +496,7 @@ def test_metrics_are_json_safe(btc_slice: pd.DataFrame) -> None:
 def test_plot_and_tables(tmp_path: Path, btc_slice: pd.DataFrame) -> None:
     from rich.console import Console
 
-    from cryptonorm import report
+    from cryptonorm.render import plots as report
 
     ts, close = btc_slice["timestamp"].to_numpy()[:800], btc_slice["close"].to_numpy()[:800]
     bt = simulate(ts, close, np.random.default_rng(0).normal(0, 1e-3, 800), _cfg(), "1h", "return")
@@ -518,7 +518,7 @@ def test_plot_and_tables(tmp_path: Path, btc_slice: pd.DataFrame) -> None:
 def test_atomic_savefig_leaves_nothing_behind_on_failure(tmp_path: Path) -> None:
     from matplotlib.figure import Figure
 
-    from cryptonorm.report import atomic_savefig
+    from cryptonorm.render.plots import atomic_savefig
 
     fig = Figure()
     fig.subplots().plot([0, 1], [0, 1])

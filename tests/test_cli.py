@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cryptonorm.candles import find_gaps, read_store
 from cryptonorm.cli import app
+from cryptonorm.data.candles import find_gaps
+from cryptonorm.data.store import read_store
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 runner = CliRunner()

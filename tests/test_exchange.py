@@ -16,10 +16,11 @@ import pandas as pd
 import pytest
 from fake_exchange import FakeBinance, RunningServer, exchange_options, real_candles, serving
 
-from cryptonorm.candles import clean, find_gaps, from_rows, parse_date
 from cryptonorm.config import DataConfig
+from cryptonorm.data.candles import clean, find_gaps, from_rows
+from cryptonorm.data.exchange import Retry, Source, check_symbol, open_source, pages
 from cryptonorm.errors import ConfigError, ExchangeError, TransientExchangeError
-from cryptonorm.exchange import Retry, Source, check_symbol, open_source, pages
+from cryptonorm.timeframes import parse_date
 
 HOUR = 3_600_000
 BTC = real_candles("BTC_USDT-1h", rows=3_500, end="2021-10-15")  # 2021-05 .. 2021-10, two outages inside

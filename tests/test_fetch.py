@@ -23,10 +23,11 @@ from fake_exchange import FakeBinance, RunningServer, exchange_options, real_can
 from typer.testing import CliRunner
 
 from cryptonorm import pipeline
-from cryptonorm.candles import parse_date, read_store, store_path
 from cryptonorm.cli import app
 from cryptonorm.config import Config, build_config
-from cryptonorm.exchange import Retry
+from cryptonorm.data.exchange import Retry
+from cryptonorm.data.store import read_store, store_path
+from cryptonorm.timeframes import parse_date
 
 HOUR = 3_600_000
 BTC = real_candles("BTC_USDT-1h", rows=3_500, end="2021-10-15")  # 2021-05 .. 2021-10, two outages inside
@@ -210,10 +211,10 @@ def write_config(server: RunningServer, tmp_path: Path, **over: Any) -> Path:
 @pytest.fixture
 def cli_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The CLI's fetch builds `Retry()` itself: make its backoff recorded, not slept."""
-    import cryptonorm.exchange
+    import cryptonorm.data.exchange
 
     waits: list[float] = []
-    monkeypatch.setattr(cryptonorm.exchange, "Retry", partial(Retry, sleep=waits.append))
+    monkeypatch.setattr(cryptonorm.data.exchange, "Retry", partial(Retry, sleep=waits.append))
     return waits
 
 

@@ -20,9 +20,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from cryptonorm.candles import COLUMNS, PRICE_COLUMNS, read_user_file, timeframe_ms
 from cryptonorm.config import Config, build_config, dump_yaml, load_config, read_yaml
+from cryptonorm.data.candles import COLUMNS, PRICE_COLUMNS, read_user_file
 from cryptonorm.errors import CryptonormError
+from cryptonorm.timeframes import timeframe_ms
 
 FUZZ = settings(derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cryptonorm import indicators as ind
-from cryptonorm.candles import read_user_file
 from cryptonorm.config import FeaturesConfig
+from cryptonorm.data.candles import read_user_file
+from cryptonorm.features import indicators as ind
 
 talib = pytest.importorskip("talib")
 

@@ -13,7 +13,7 @@ from torch.func import functional_call
 from torch.nn.utils import parametrize
 
 from cryptonorm.config import ModelConfig
-from cryptonorm.models import (
+from cryptonorm.learn.models import (
     LSTM,
     MLP,
     BatchNormLSTM,

@@ -26,9 +26,10 @@ import yaml
 from typer.testing import CliRunner
 
 from cryptonorm import pipeline
-from cryptonorm.candles import clean, read_store, store_path
 from cryptonorm.cli import app
 from cryptonorm.config import build_config, load_config, read_yaml
+from cryptonorm.data.candles import clean
+from cryptonorm.data.store import read_store, store_path
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = str(ROOT / "configs" / "quickstart.yaml")
@@ -74,7 +75,7 @@ def finish(proc: subprocess.Popen[str]) -> None:
 
 def check_files(root: Path) -> list[Path]:
     """Every file under `root` is complete; returns the temp files of interrupted atomic writes."""
-    from cryptonorm.training import load_checkpoint
+    from cryptonorm.learn.checkpoints import load_checkpoint
 
     temps = []
     for p in sorted(root.rglob("*")):

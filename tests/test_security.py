@@ -25,11 +25,11 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from cryptonorm import pipeline
-from cryptonorm.candles import store_path
 from cryptonorm.cli import app
 from cryptonorm.config import DataConfig, build_config
+from cryptonorm.data.exchange import Retry, call, open_source, pages, redact
+from cryptonorm.data.store import store_path
 from cryptonorm.errors import ConfigError, CryptonormError, ExchangeError, TransientExchangeError
-from cryptonorm.exchange import Retry, call, open_source, pages, redact
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = str(ROOT / "configs" / "quickstart.yaml")
@@ -315,7 +315,7 @@ def _malicious(kind: str, path: Path, marker: Path) -> None:
 def test_a_malicious_checkpoint_is_refused_not_run(kind: str, tmp_path: Path, secret_run: dict[str, Any]) -> None:
     import torch
 
-    from cryptonorm.training import load_checkpoint
+    from cryptonorm.learn.checkpoints import load_checkpoint
 
     control = tmp_path / "control"
     _malicious(kind, tmp_path / "control.pt", control)
@@ -414,7 +414,7 @@ def test_every_accepted_market_is_stored_inside_data_dir(symbol: str, exchange: 
 @given(values=st.lists(st.one_of(st.text(max_size=10), st.integers(), st.lists(st.text(max_size=4), max_size=2)),
                        min_size=1, max_size=3, unique_by=lambda v: json.dumps(v)))
 def test_sweep_cell_directories_stay_inside_the_sweep(values: list[Any]) -> None:
-    from cryptonorm.sweep import cell_dir, cell_id
+    from cryptonorm.study.sweep import cell_dir, cell_id
 
     sweep_dir = Path("/srv/cn/sweeps/s")
     for v in values:

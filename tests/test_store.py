@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cryptonorm.candles import COLUMNS, append_to_store, clean, find_gaps, gap_flags, read_store, write_atomic
+from cryptonorm.data.candles import COLUMNS, clean, find_gaps, gap_flags
+from cryptonorm.data.store import add_page, consolidate, read_store, write_atomic
 from cryptonorm.errors import DataError
 
 
@@ -28,7 +29,8 @@ def _writer(path: str, worker: int, rounds: int) -> None:
     rng = np.random.default_rng(worker)
     for _ in range(rounds):
         start = int(rng.integers(0, 400)) * 3_600_000
-        append_to_store(Path(path), frame(start, int(rng.integers(1, 60))))
+        add_page(Path(path), frame(start, int(rng.integers(1, 60))))
+        consolidate(Path(path))
 
 
 def test_concurrent_writers_never_lose_rows(tmp_path: Path) -> None:
@@ -58,7 +60,7 @@ def test_kill_during_writes_leaves_old_or_new_file(tmp_path: Path) -> None:
     write_atomic(frame(0, 10), path)
     script = (  # noqa: UP031 - a literal program text
         "import numpy as np, pandas as pd; from pathlib import Path\n"
-        "from cryptonorm.candles import write_atomic\n"
+        "from cryptonorm.data.store import write_atomic\n"
         "i = 0\n"
         "while True:\n"
         "    i += 1; n = 10 + 5000 * (i %% 2); c = np.arange(n, dtype='float64') + 100\n"

@@ -21,10 +21,10 @@ import pytest
 from scipy import stats
 from typer.testing import CliRunner
 
-from cryptonorm import sweep as sw
-from cryptonorm import sweep_report as sr
 from cryptonorm.cli import app
 from cryptonorm.errors import ConfigError
+from cryptonorm.study import report as sr
+from cryptonorm.study import sweep as sw
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from cryptonorm.candles import parse_date, timeframe_ms
 from cryptonorm.config import SyntheticConfig
-from cryptonorm.synthetic import CHUNK, SyntheticExchange
+from cryptonorm.data.synthetic import CHUNK, SyntheticExchange
+from cryptonorm.timeframes import parse_date, timeframe_ms
 
 NOW = parse_date("2023-01-01")
 

@@ -15,18 +15,10 @@ import torch
 
 from cryptonorm.config import Config, ModelConfig, TargetConfig, TrainConfig
 from cryptonorm.errors import ConfigError, TrainingError
-from cryptonorm.models import build_model
-from cryptonorm.training import (
-    FitResult,
-    fit,
-    learning_rate,
-    load_checkpoint,
-    predict,
-    resolve_device,
-    save_checkpoint,
-    seed_everything,
-    target_stats,
-)
+from cryptonorm.learn.checkpoints import load_checkpoint, save_checkpoint
+from cryptonorm.learn.device import resolve_device, seed_everything
+from cryptonorm.learn.models import build_model
+from cryptonorm.learn.training import FitResult, fit, learning_rate, predict, target_stats
 
 torch.set_num_threads(1)
 

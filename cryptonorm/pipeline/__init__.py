@@ -4,16 +4,9 @@ This package owns paths, run directories and what is written to disk; the comput
 modules. Every step can be called from Python with a `Config` (see `config.load_config`).
 """
 
-from cryptonorm.pipeline.data import (
-    FetchSummary,
-    candle_path,
-    consolidate,
-    fetch,
-    have_candles,
-    load_candles,
-    store_folder,
-)
-from cryptonorm.pipeline.files import json_safe, write_csv, write_json, write_text_atomic
+from cryptonorm.atomic import json_safe, write_csv, write_json, write_text_atomic
+from cryptonorm.data.store import candle_path, consolidate, have_candles, load_candles, store_folder
+from cryptonorm.pipeline.fetch import FetchSummary, fetch
 from cryptonorm.pipeline.runs import (
     TrainSummary,
     audit,

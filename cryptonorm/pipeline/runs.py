@@ -20,18 +20,19 @@ import numpy as np
 import pandas as pd
 
 from cryptonorm import __version__
-from cryptonorm.candles import data_hash, write_atomic
+from cryptonorm.atomic import write_csv, write_json, write_text_atomic
 from cryptonorm.config import Config, build_config, dump_yaml, read_yaml
+from cryptonorm.data.candles import data_hash
+from cryptonorm.data.store import candle_path, have_candles, load_candles, write_atomic
 from cryptonorm.errors import ConfigError, DataError
-from cryptonorm.pipeline.data import ProgressFn, candle_path, fetch, have_candles, load_candles
-from cryptonorm.pipeline.files import write_csv, write_json, write_text_atomic
+from cryptonorm.pipeline.fetch import ProgressFn, fetch
 
 # ---------------------------------------------------------------- features and audit
 
 
 def features(cfg: Config, out: Path) -> tuple[Path, int, int]:
     """Write the raw (unscaled) feature table with timestamp and OHLCV to `out` (.parquet or .csv)."""
-    from cryptonorm.indicators import compute_features
+    from cryptonorm.features.indicators import compute_features
 
     suffix = out.suffix.lower()
     if suffix not in (".parquet", ".csv"):
@@ -46,7 +47,7 @@ def features(cfg: Config, out: Path) -> tuple[Path, int, int]:
 
 def audit(cfg: Config) -> Any:
     """Run the look-ahead audit on the user's own config and data."""
-    from cryptonorm.dataset import audit as run_audit
+    from cryptonorm.features.audit import audit as run_audit
 
     return run_audit(load_candles(cfg), cfg)
 
@@ -99,20 +100,22 @@ def train(cfg: Config, out: Path | None = None, *, progress: ProgressFn | None =
         if cfg.data.exchange == "synthetic" and not cfg.data.file and not have_candles(cfg):
             fetch(cfg)  # the offline market is generated on demand: no network, deterministic
         candles = load_candles(cfg)
-    from cryptonorm import dataset, training  # torch is imported only once there is data to train on
+    from cryptonorm.features import dataset, splits
+    from cryptonorm.learn import device as device_mod
+    from cryptonorm.learn import training  # torch is imported only once there is data to train on
 
     prep = dataset.prepare(candles, cfg)
-    device = training.resolve_device(cfg.train.device)
+    device = device_mod.resolve_device(cfg.train.device)
     run_dir = Path(out) if out is not None else new_run_dir(cfg)
     _check_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _clear_run_outputs(run_dir)  # a re-run into the same directory never leaves a mix of two runs
     write_text_atomic(run_dir / "config.yaml", dump_yaml(resolved_paths(cfg)))
-    training.seed_everything(cfg.seed, cfg.train.deterministic)
+    device_mod.seed_everything(cfg.seed, cfg.train.deterministic)
     if cfg.backtest.walk_forward.enabled:
         ds, res, forecasts, split_of, folds = _walk_forward(prep, cfg, device, progress, run_dir)
     else:
-        ds = dataset.split(prep, cfg)
+        ds = splits.split(prep, cfg)
         res = training.fit(ds, cfg, device, progress=progress, checkpoint=run_dir / "model.pt")
         forecasts = np.full(len(ds.y), np.nan)
         split_of = np.full(len(ds.y), "", dtype=object)
@@ -153,7 +156,7 @@ def resolved_paths(cfg: Config) -> Config:
 
 def _split_metrics(ds: Any, forecasts: np.ndarray, split_of: np.ndarray, cfg: Config) -> dict[str, Any]:
     """Forecast metrics of the validation and test samples, beside the persistence baseline."""
-    from cryptonorm.metrics import forecast_metrics
+    from cryptonorm.trade.metrics import forecast_metrics
 
     kind = cfg.target.kind
     out: dict[str, Any] = {"target": kind, "horizon": cfg.target.horizon, "samples": {}, "dropped": ds.dropped}
@@ -173,7 +176,8 @@ def _walk_forward(prep: Any, cfg: Config, device: Any, progress: ProgressFn | No
     Fold k predicts rows [s, s + step); it trains on rows before s - embargo (the last `val_fraction` of
     them, after another embargo, for early stopping), with the scaler refitted on its own training rows.
     """
-    from cryptonorm import dataset, training
+    from cryptonorm.features import splits
+    from cryptonorm.learn import training
 
     wf = cfg.backtest.walk_forward
     n = len(prep.timestamps)
@@ -194,7 +198,7 @@ def _walk_forward(prep: Any, cfg: Config, device: Any, progress: ProgressFn | No
         n_val = max(1, int((fit_end - fit_start) * wf.val_fraction))
         val_start = fit_end - n_val
         train_end = val_start - embargo
-        ds_k = dataset.fold(prep, slice(fit_start, train_end), slice(val_start, fit_end), slice(start, stop), cfg)
+        ds_k = splits.fold(prep, slice(fit_start, train_end), slice(val_start, fit_end), slice(start, stop), cfg)
         if len(ds_k.train_idx) and len(ds_k.val_idx) and len(ds_k.test_idx):
             fold_progress = None if progress is None else (lambda d, k=len(folds): progress({**d, "fold": k}))
             res = training.fit(ds_k, cfg, device, progress=fold_progress, checkpoint=run_dir / "model.pt")
@@ -257,7 +261,7 @@ def finished_run(run_dir: Path) -> Config:
 
 def _persistence_metrics(ds: Any, idx: np.ndarray, kind: str) -> dict[str, float]:
     """The naive baseline: tomorrow looks like today (last bar's log return, or its sign)."""
-    from cryptonorm.metrics import forecast_metrics
+    from cryptonorm.trade.metrics import forecast_metrics
 
     last = np.zeros(len(ds.close))
     last[1:] = np.diff(np.log(ds.close))
@@ -309,7 +313,10 @@ def is_run_dir(path: Path) -> bool:
 
 def predict(run_dir: Path, data_file: Path | None = None, out: Path | None = None) -> tuple[Path, int]:
     """Forecasts of a saved run on its own data (or another candle file), written as CSV."""
-    from cryptonorm import dataset, training
+    from cryptonorm.features import dataset, splits
+    from cryptonorm.features.scaling import Scaler
+    from cryptonorm.learn import checkpoints, training
+    from cryptonorm.learn import device as device_mod
 
     run_dir = Path(run_dir)
     cfg = finished_run(run_dir)
@@ -320,10 +327,10 @@ def predict(run_dir: Path, data_file: Path | None = None, out: Path | None = Non
     if not (run_dir / "model.pt").exists() or not meta_path.exists():
         raise DataError(f"{run_dir} has no model.pt/scaler.json; the training did not finish, train again")
     meta = json.loads(meta_path.read_text())
-    model, _ = training.load_checkpoint(run_dir / "model.pt")
-    device = training.resolve_device(cfg.train.device)
+    model, _ = checkpoints.load_checkpoint(run_dir / "model.pt")
+    device = device_mod.resolve_device(cfg.train.device)
     model.to(device)
-    ds = dataset.apply(dataset.prepare(load_candles(cfg), cfg), dataset.Scaler.from_dict(meta["scaler"]),
+    ds = splits.apply(dataset.prepare(load_candles(cfg), cfg), Scaler.from_dict(meta["scaler"]),
                        meta["features"])
     idx = ds.test_idx  # every bar with a complete, clean input window, the latest one included
     pred = np.full(len(ds.close), np.nan)
@@ -337,8 +344,8 @@ def predict(run_dir: Path, data_file: Path | None = None, out: Path | None = Non
 
 def backtest(run_dir: Path, split: str = "test") -> tuple[Path, Any]:
     """Backtest a run's out-of-sample forecasts; writes RUN_DIR/backtest/."""
-    from cryptonorm import backtest as bt
-    from cryptonorm import report
+    from cryptonorm.render import plots as report
+    from cryptonorm.trade import backtest as bt
 
     run_dir = Path(run_dir)
     cfg = finished_run(run_dir)

@@ -7,61 +7,18 @@ bars) are detected and reported, never filled here.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import re
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cryptonorm.atomic import atomic_path
 from cryptonorm.errors import DataError
+from cryptonorm.timeframes import format_ms, timeframe_ms
 
 COLUMNS = ["timestamp", "open", "high", "low", "close", "volume"]
 PRICE_COLUMNS = ["open", "high", "low", "close"]
-
-_TF_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000,
-               "M": 2_592_000_000, "y": 31_536_000_000}
-
-
-def timeframe_ms(timeframe: str) -> int:
-    """Length of one bar in milliseconds ('1h' -> 3_600_000), as ccxt's parse_timeframe."""
-    m = re.match(r"^(\d+)([smhdwMy])$", timeframe)
-    if not m or int(m.group(1)) < 1:
-        raise DataError(f"timeframe {timeframe!r} is not valid; use e.g. 1m, 15m, 1h, 4h, 1d")
-    return int(m.group(1)) * _TF_UNIT_MS[m.group(2)]
-
-
-def bars_per_year(timeframe: str) -> float:
-    """Crypto trades every day: 365 days a year (8,760 bars for 1h)."""
-    return 365 * 86_400_000 / timeframe_ms(timeframe)
-
-
-def parse_date(text: str) -> int:
-    """ISO date or datetime (UTC unless it says otherwise) -> ms since the epoch."""
-    s = str(text).strip()
-    try:
-        dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{s!r} is not an ISO date; write e.g. 2024-01-31 or 2024-01-31T12:00") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return int(dt.timestamp() * 1000)
-
-
-def format_ms(ms: int | float | None) -> str:
-    """ms since the epoch -> 'YYYY-MM-DD HH:MM' (UTC)."""
-    if ms is None or (isinstance(ms, float) and np.isnan(ms)):
-        return "-"
-    try:
-        return datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
-    except (ValueError, OverflowError, OSError):  # outside years 1..9999: still name it in an error message
-        return f"{int(ms)} ms"
-
 
 def empty_frame() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="int64" if c == "timestamp" else "float64") for c in COLUMNS})
@@ -158,61 +115,6 @@ def gap_flags(timestamps: np.ndarray, timeframe: str) -> np.ndarray:
     if len(ts) > 1:
         flags[1:] = np.diff(ts) != timeframe_ms(timeframe)
     return flags
-
-
-# ---------------------------------------------------------------- files
-
-
-def store_path(data_dir: str | Path, exchange: str, symbol: str, timeframe: str) -> Path:
-    """DIR/<exchange>/<BASE_QUOTE>-<timeframe>.parquet (':' of derivatives symbols becomes '_')."""
-    safe = re.sub(r"[/:]", "_", symbol)
-    return Path(data_dir) / exchange / f"{safe}-{timeframe}.parquet"
-
-
-def read_store(path: Path) -> pd.DataFrame:
-    """Read a stored candle file (empty frame if absent)."""
-    if not path.exists():
-        return empty_frame()
-    try:
-        df = pd.read_parquet(path)
-    except Exception as e:  # pyarrow raises many types for a damaged file
-        raise DataError(f"candle file {path} is unreadable ({type(e).__name__}); delete it and fetch again") from e
-    return clean(df)
-
-
-def write_atomic(df: pd.DataFrame, path: Path) -> None:
-    """Write parquet atomically (temp file in the same folder, fsync, rename over `path`)."""
-    with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False)
-
-
-@contextlib.contextmanager
-def locked(path: Path, timeout: float = 600.0) -> Iterator[None]:
-    """Inter-process lock for updates of one store file (a sibling .lock file)."""
-    from filelock import FileLock, Timeout
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path) + ".lock")
-    try:
-        with lock.acquire(timeout=timeout):
-            yield
-    except Timeout:
-        raise DataError(f"{path} is locked by another cryptonorm process for over {timeout:.0f}s; "
-                        "wait for it to finish or remove the stale .lock file") from None
-
-
-def merge(*frames: pd.DataFrame) -> pd.DataFrame:
-    """Union of candle frames, oldest download first; where several have a timestamp, the last one wins."""
-    non_empty = [f for f in frames if len(f)]
-    return clean(pd.concat(non_empty, ignore_index=True)) if non_empty else empty_frame()
-
-
-def append_to_store(path: Path, new: pd.DataFrame) -> pd.DataFrame:
-    """Merge `new` into the file at `path` under the lock, atomically. Returns the stored frame."""
-    with locked(path):
-        merged = merge(read_store(path), new)
-        write_atomic(merged, path)
-    return merged
 
 
 def read_user_file(path: str | Path, timeframe: str) -> pd.DataFrame:

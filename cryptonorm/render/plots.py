@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cryptonorm.atomic import atomic_path
-from cryptonorm.backtest import Backtest
+from cryptonorm.trade.backtest import Backtest
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 from scipy.signal import lfilter
 
-from cryptonorm.candles import parse_date, timeframe_ms
 from cryptonorm.config import SyntheticConfig
+from cryptonorm.timeframes import parse_date, timeframe_ms
 
 CHUNK = 1 << 16  # bars per generator chunk
 MARKETS = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT", "ETH/BTC")

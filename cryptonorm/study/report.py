@@ -26,8 +26,8 @@ import pandas as pd
 from scipy import stats
 
 from cryptonorm.errors import ConfigError
-from cryptonorm.report import atomic_savefig
-from cryptonorm.sweep import _show, collect_results, load_sweep_dir, results_frame, write_results_csv
+from cryptonorm.render.plots import atomic_savefig
+from cryptonorm.study.sweep import _show, collect_results, load_sweep_dir, results_frame, write_results_csv
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -21,7 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from cryptonorm.candles import format_ms
+from cryptonorm.timeframes import format_ms
 
 
 @contextlib.contextmanager

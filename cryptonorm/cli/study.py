@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from cryptonorm.cli import STATE, SetOpt, _console, _errors, _say, app
+from cryptonorm.cli.app import STATE, SetOpt, app, console, errors, say
 
 if TYPE_CHECKING:
 
-    from cryptonorm.sweep_report import SweepReport
+    from cryptonorm.study.report import SweepReport
 
 ReferenceOpt = Annotated[
     Optional[str],  # noqa: UP045 - typer needs Optional here
@@ -36,18 +36,19 @@ def sweep_command(
     set_: SetOpt = None,
 ) -> None:
     """Run a grid of experiments in parallel; resumable (finished cells are skipped, failed ones retried)."""
-    from cryptonorm import sweep as sw
-    from cryptonorm import sweep_report, tables
+    from cryptonorm.render import tables
+    from cryptonorm.study import report as sweep_report
+    from cryptonorm.study import sweep as sw
 
-    with _errors():
+    with errors():
         spec = sw.load_sweep(sweep_file, set_ or [])
-        _say(f"sweep {spec.spec.name}: {len(spec.cells)} cells over {', '.join(spec.grid_keys)} "
+        say(f"sweep {spec.spec.name}: {len(spec.cells)} cells over {', '.join(spec.grid_keys)} "
              f"(executor {executor}, {jobs} job{'s' * (jobs > 1)})")
         with tables.sweep_bar(disable=STATE.quiet) as on_event:
             outcome = sw.run_sweep(spec, out, jobs=jobs, executor=executor, address=address, on_event=on_event)
         rep = sweep_report.render(outcome.sweep_dir, reference)
         _show(rep)
-        _say(f"{outcome.ran} cell(s) run, {outcome.skipped} finished earlier, in {outcome.seconds:.0f}s")
+        say(f"{outcome.ran} cell(s) run, {outcome.skipped} finished earlier, in {outcome.seconds:.0f}s")
         typer.echo(str(outcome.sweep_dir))
         if outcome.failed:
             typer.echo(f"error: {outcome.failed} of {outcome.total} cells failed (see {sw.RESULTS_CSV}); run the "
@@ -60,33 +61,34 @@ def report_command(
     reference: ReferenceOpt = None,
 ) -> None:
     """Re-render a sweep's results table, summary.md and plots from its finished cells (no training)."""
-    from cryptonorm import sweep_report
+    from cryptonorm.study import report as sweep_report
 
-    with _errors():
+    with errors():
         rep = sweep_report.render(sweep_dir, reference)
         _show(rep)
         typer.echo(str(rep.paths["summary"]))
 
 
 def _show(rep: SweepReport) -> None:
-    from cryptonorm import sweep_report, tables
+    from cryptonorm.render import tables
+    from cryptonorm.study import report as sweep_report
 
     if STATE.quiet:
         return
     from rich.console import Console
 
     # a log file or pipe gets the whole table on one line per row instead of 80-column wrapping
-    console = _console() if sys.stdout.isatty() else Console(highlight=False, soft_wrap=True, width=200)
+    out = console() if sys.stdout.isatty() else Console(highlight=False, soft_wrap=True, width=200)
     header, rows = sweep_report.summary_table(rep, compact=True)
     c = rep.counts
     title = f"sweep {rep.meta['name']}: mean ± std over seeds ({c['ok']}/{c['cells']} cells ok)"
-    console.print(tables.simple_table(title, header, rows))
+    out.print(tables.simple_table(title, header, rows))
     th, tr = sweep_report.tests_table(rep, compact=True)
     if tr:
-        console.print(tables.simple_table(f"paired tests vs {rep.reference} on {rep.loss}", th, tr))
+        out.print(tables.simple_table(f"paired tests vs {rep.reference} on {rep.loss}", th, tr))
     for note in [*sweep_report.test_notes(rep), *rep.notes]:
-        console.print(f"note: {note}")
-    console.print(f"results: {rep.paths.get('results')}  summary: {rep.paths.get('summary')}  "
+        out.print(f"note: {note}")
+    out.print(f"results: {rep.paths.get('results')}  summary: {rep.paths.get('summary')}  "
                   f"plots: {rep.paths.get('plots')}")
 
 

@@ -32,10 +32,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cryptonorm.candles import bars_per_year, format_ms, timeframe_ms
 from cryptonorm.config import BacktestConfig
 from cryptonorm.errors import ConfigError, DataError
-from cryptonorm.metrics import forecast_metrics
+from cryptonorm.timeframes import bars_per_year, format_ms, timeframe_ms
+from cryptonorm.trade.metrics import forecast_metrics
 
 DAY_MS = 86_400_000
 YEAR_MS = 365 * DAY_MS  # crypto trades every day; the same year as bars_per_year

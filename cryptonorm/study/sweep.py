@@ -421,7 +421,7 @@ def cores() -> int:
 def prepare_data(sweep: Sweep, on_event: EventFn | None = None) -> tuple[pd.DataFrame, str]:
     """Load the candles every cell shares (fetching what is missing), and their hash."""
     from cryptonorm import pipeline
-    from cryptonorm.candles import data_hash
+    from cryptonorm.data.candles import data_hash
 
     cfg = sweep.cells[0].config
     if not pipeline.have_candles(cfg):

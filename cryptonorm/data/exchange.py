@@ -19,9 +19,9 @@ from functools import partial
 from typing import Any, Protocol
 from urllib.parse import quote, quote_plus
 
-from cryptonorm.candles import timeframe_ms
 from cryptonorm.config import DataConfig
 from cryptonorm.errors import ConfigError, ExchangeError, TransientExchangeError
+from cryptonorm.timeframes import timeframe_ms
 
 
 class Source(Protocol):
@@ -74,7 +74,7 @@ def redact(text: str) -> str:
 def open_source(data: DataConfig) -> Source:
     """The exchange named by `data.exchange`, configured by `data.exchange_options` (+ env secrets)."""
     if data.exchange == "synthetic":
-        from cryptonorm.synthetic import SyntheticExchange
+        from cryptonorm.data.synthetic import SyntheticExchange
 
         return SyntheticExchange(data.synthetic)
     import ccxt

@@ -1,0 +1,183 @@
+"""The typer app every command module registers on: global options, one-line errors, signals, main().
+
+Command line: parse, load the config, call one pipeline step, render with rich.
+
+Heavy modules (torch, pandas, ccxt) are imported inside the commands so `cryptonorm --help` is fast.
+User errors (CryptonormError) print one line to stderr and exit 2 (config/usage) or 1 (runtime);
+`--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors click
+from typer._click.exceptions import UsageError as ClickUsageError
+from typer.core import TyperGroup
+
+from cryptonorm import __version__
+from cryptonorm.errors import CryptonormError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from cryptonorm.config import Config
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (unknown option, missing argument) as one line on stderr, exit 2, like our own errors."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, windows_expand_args: bool = True,
+             **extra: Any) -> Any:
+        try:
+            rv = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except NoArgsIsHelpError as e:  # `cryptonorm` or `cryptonorm config` alone: the help
+            typer.echo(e.ctx.get_help() if e.ctx is not None else "")
+            rv = 2
+        except ClickUsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else "cryptonorm"
+            typer.echo(f"error: {e.format_message()} (see {where} --help)", err=True)
+            rv = 2
+        except ClickException as e:
+            typer.echo(f"error: {e.format_message()}", err=True)
+            rv = e.exit_code
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            rv = 1
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(
+    name="cryptonorm",
+    cls=_OneLineErrors,
+    help="Deep-learning forecasters on crypto markets, with the normalization layer as a switch.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Show or check an experiment config.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+class _State:
+    debug = False
+    quiet = False
+
+
+STATE = _State()
+
+SetOpt = Annotated[
+    Optional[list[str]],  # noqa: UP045 - typer needs Optional here
+    typer.Option("--set", "-s", help="Override a config key: --set model.norm=group (repeatable)."),
+]
+ConfigArg = Annotated[Path, typer.Argument(help="Experiment config (YAML).", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of tables.")]
+OutOpt = Annotated[
+    Optional[Path],  # noqa: UP045 - typer needs Optional here
+    typer.Option("--out", "-o", help="Run directory (default runs/NAME-TIME)."),
+]
+
+
+def console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def say(msg: str) -> None:
+    if not STATE.quiet:
+        console().print(msg)
+
+
+_INTERRUPTED = "interrupted: what was already stored is kept; run the command again to resume"
+
+
+@contextlib.contextmanager
+def errors() -> Iterator[None]:
+    """One line on stderr and the right exit code for every user-facing error."""
+    try:
+        yield
+    except CryptonormError as e:
+        if STATE.debug:
+            raise
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(e.exit_code) from None
+    except KeyboardInterrupt as e:
+        typer.echo(_INTERRUPTED, err=True)
+        raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as e:  # a bug, or an environment problem we did not foresee: still one line
+        if STATE.debug:
+            raise
+        first = str(e).splitlines()[0] if str(e) else ""
+        typer.echo(f"error: internal error {type(e).__name__}: {first} (run with --debug for the traceback)",
+                   err=True)
+        raise typer.Exit(1) from None
+
+
+def load_cli_config(path: Path | None, sets: list[str] | None, **cli: Any) -> Config:
+    """Config from file (or defaults), then command-line options, then --set overrides."""
+    from cryptonorm.config import apply_overrides, build_config, read_yaml
+
+    raw = read_yaml(path) if path is not None else {}
+    extra = [f"{k}={json.dumps(v)}" for k, v in cli.items() if v is not None]
+    return build_config(apply_overrides(raw, [*extra, *(sets or [])]), source=str(path) if path else "config")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cryptonorm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only essential output.")] = False,
+) -> None:
+    STATE.debug, STATE.quiet = debug, quiet
+
+
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: handled like Ctrl-C, so atomic writers remove their temp files and one line is printed."""
+
+
+def _unraisable(info: Any) -> None:
+    """A signal that lands inside a GC or weakref callback cannot unwind the program from there, and Python
+    would print "Exception ignored" with a traceback and go on. Stop at once instead, with the usual line;
+    the temp file of a write in progress is removed by the next run."""
+    if isinstance(info.exc_value, KeyboardInterrupt):
+        sys.stderr.write(f"{_INTERRUPTED}\n")
+        sys.stderr.flush()
+        os._exit(143 if isinstance(info.exc_value, Terminated) else 130)
+    sys.__unraisablehook__(info)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _terminate)
+    sys.unraisablehook = _unraisable
+    app(prog_name="cryptonorm")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

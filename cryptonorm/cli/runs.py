@@ -1,0 +1,136 @@
+"""`train`, `predict`, `backtest` and `run`: one run directory each."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from cryptonorm.cli.app import (
+    STATE,
+    ConfigArg,
+    JsonOpt,
+    OutOpt,
+    SetOpt,
+    app,
+    console,
+    errors,
+    load_cli_config,
+    say,
+)
+from cryptonorm.errors import UsageError
+
+if TYPE_CHECKING:
+    from cryptonorm.config import Config
+
+# ---------------------------------------------------------------- train / predict / backtest / run
+
+
+@app.command()
+def train(
+    config: ConfigArg,
+    out: OutOpt = None,
+    json_: JsonOpt = False,
+    set_: SetOpt = None,
+) -> None:
+    """Train a forecaster; prints the run directory."""
+    from cryptonorm import pipeline
+    from cryptonorm.render import tables
+
+    with errors():
+        cfg = load_cli_config(config, set_)
+        summary = _train(cfg, out, json_)
+        if json_:
+            typer.echo(json.dumps(pipeline.json_safe({"run_dir": summary.run_dir, "device": summary.device,
+                                                      "stopped": summary.stopped, "metrics": summary.metrics})))
+            return
+        if not STATE.quiet:
+            console().print(tables.train_table(summary))
+        typer.echo(str(summary.run_dir))
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory from `cryptonorm train`.")],
+    data_file: Annotated[Optional[Path], typer.Option("--data", help="Another candle file (CSV/parquet).")] = None,  # noqa: UP045
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output CSV.")] = None,  # noqa: UP045
+) -> None:
+    """Write forecasts from a saved run."""
+    from cryptonorm import pipeline
+
+    with errors():
+        path, n = pipeline.predict(run_dir, data_file, out)
+        say(f"wrote {n} forecasts to {path}")
+
+
+@app.command()
+def backtest(
+    target: Annotated[Path, typer.Argument(help="A run directory, or a config (trains first).")],
+    json_: JsonOpt = False,
+    set_: SetOpt = None,
+) -> None:
+    """Turn forecasts into positions and returns after fees, against buy-and-hold."""
+    from cryptonorm import pipeline
+
+    with errors():
+        if pipeline.is_run_dir(target):
+            if set_:
+                raise UsageError("--set applies to a config, not to a finished run directory")
+            out_dir, result = pipeline.backtest(target)
+        else:
+            cfg = load_cli_config(target, set_)
+            summary = _train(cfg, None, json_)
+            out_dir, result = pipeline.backtest(summary.run_dir)
+        _show_backtest(out_dir, result, json_)
+
+
+def _train(cfg: Config, out: Path | None, json_: bool) -> Any:
+    """Train with an epoch bar (unless quiet or --json); warn on stderr if the loss went non-finite."""
+    from cryptonorm import pipeline
+    from cryptonorm.render import tables
+
+    with tables.epoch_bar(cfg.train.epochs, disable=STATE.quiet or json_) as update:
+        summary = pipeline.train(cfg, out, progress=update)
+    if summary.stopped == "non_finite_loss":
+        typer.echo(f"warning: {summary.metrics.get('message')}", err=True)
+    return summary
+
+
+def _show_backtest(out_dir: Path, result: Any, json_: bool) -> None:
+    from cryptonorm import pipeline
+    from cryptonorm.render import plots as report
+
+    if json_:
+        typer.echo(json.dumps(pipeline.json_safe(result.metrics)))
+        return
+    if not STATE.quiet:
+        console().print(report.metrics_table(result.metrics))
+    typer.echo(str(out_dir))
+
+
+@app.command()
+def run(
+    config: ConfigArg,
+    out: OutOpt = None,
+    json_: JsonOpt = False,
+    set_: SetOpt = None,
+) -> None:
+    """Fetch (if missing), train, backtest and report in one go."""
+    from cryptonorm import pipeline
+    from cryptonorm.render import tables
+
+    with errors():
+        cfg = load_cli_config(config, set_)
+        if not pipeline.have_candles(cfg):
+            say(f"fetching {', '.join(cfg.data.symbols)} {cfg.data.timeframe} from {cfg.data.exchange}")
+            with tables.progress_bar("candles", disable=STATE.quiet or json_) as update:
+                pipeline.fetch(cfg, progress=update)
+        summary = _train(cfg, out, json_)
+        if not STATE.quiet and not json_:
+            console().print(tables.train_table(summary))
+        out_dir, result = pipeline.backtest(summary.run_dir)
+        _show_backtest(out_dir, result, json_)
+        say(f"run directory: {summary.run_dir}  (equity plot: {out_dir / 'equity.png'})")
+

@@ -1,0 +1,54 @@
+"""The experiment config: typed, closed, with every default visible.
+
+One YAML file per experiment. Unknown keys are errors with a "did you mean"; a wrong value names the
+dotted key, what was given and what is allowed. `--set dotted.key=value` overrides are applied to the raw
+mapping before validation, so they are checked exactly like the file.
+
+Sections: `data.py` (where candles come from), `experiment.py` (the rest and the root `Config`); reading
+YAML, `--set` overrides and one-line errors: `loader.py`.
+"""
+
+from cryptonorm.config.data import SECRET_KEYS, SECRET_PARTS, DataConfig, SyntheticConfig
+from cryptonorm.config.experiment import (
+    BacktestConfig,
+    Config,
+    FeaturesConfig,
+    ModelConfig,
+    SplitConfig,
+    TargetConfig,
+    TrainConfig,
+    WalkForwardConfig,
+)
+from cryptonorm.config.loader import (
+    apply_overrides,
+    build_config,
+    dump_yaml,
+    format_validation_error,
+    load_config,
+    parse_override,
+    read_yaml,
+    set_dotted,
+)
+
+__all__ = [
+    "SyntheticConfig",
+    "DataConfig",
+    "SECRET_KEYS",
+    "SECRET_PARTS",
+    "FeaturesConfig",
+    "TargetConfig",
+    "SplitConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "WalkForwardConfig",
+    "BacktestConfig",
+    "Config",
+    "parse_override",
+    "apply_overrides",
+    "set_dotted",
+    "read_yaml",
+    "load_config",
+    "build_config",
+    "format_validation_error",
+    "dump_yaml",
+]

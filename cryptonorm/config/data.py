@@ -1,0 +1,134 @@
+"""Config sections for where candles come from: `data` and the synthetic market (`data.synthetic`)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cryptonorm.timeframes import TIMEFRAME_RE, parse_date
+
+# Keys that would put a secret in a file. Secrets come only from the environment (see exchange.py).
+SECRET_KEYS = frozenset({"apikey", "secret", "password", "privatekey", "uid", "token", "walletaddress"})
+
+# ...and parts of names that mark one anywhere in exchange_options, nested or as an HTTP header
+# (`headers: {X-MBX-APIKEY: ...}` authenticates as well as `apiKey` does)
+SECRET_PARTS = ("apikey", "secret", "password", "passphrase", "privatekey", "twofa")
+
+
+
+def _secret_key(obj: Any, seen: set[int] | None = None) -> str | None:
+    """The first key of a (nested) mapping that names a credential, or None."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:  # YAML aliases share nodes: visit each once
+        return None
+    seen.add(id(obj))
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for key, value in items:
+        if isinstance(key, str):
+            norm = re.sub(r"[^a-z0-9]", "", key.lower())
+            if norm in SECRET_KEYS or any(part in norm for part in SECRET_PARTS):
+                return key
+        found = _secret_key(value, seen)
+        if found is not None:
+            return found
+    return None
+
+
+def iso_date(v: Any) -> str | None:
+    """Keep dates as ISO strings (YAML parses 2024-01-01 as a date); check they parse."""
+    if v is None:
+        return None
+    parse_date(str(v))  # raises ValueError with a clear message
+    return str(v)
+
+
+class Section(BaseModel):
+    # allow_inf_nan=False: no float parameter of an experiment means anything as inf or NaN (`--set
+    # train.lr=.inf` would train on garbage); reject it here, naming the key
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class SyntheticConfig(Section):
+    """Parameters of the offline market (`data.exchange: synthetic`)."""
+
+    seed: int = 0  # the market's own seed: same seed, same candles
+    signal: float = Field(0.0, ge=0.0, lt=1.0)  # planted predictability: weight of a hidden trend; 0 = no edge
+    signal_persistence: float = Field(0.97, ge=0.0, lt=1.0)  # AR(1) coefficient of that trend (per bar)
+    start: str = "2020-01-01"  # first candle of the market (its "listing date")
+    price: float = Field(20_000.0, gt=0)  # first open
+    annual_vol: float = Field(0.6, gt=0)  # long-run annualized volatility of log returns
+    drift: float = 0.0  # annualized drift of log returns
+    tail_df: float = Field(4.0, gt=2.0)  # Student-t degrees of freedom of the shocks (fat tails)
+    vol_persistence: float = Field(0.995, ge=0.0, lt=1.0)  # AR(1) coefficient of log-volatility (per bar)
+    vol_of_vol: float = Field(0.05, ge=0.0)  # std of log-volatility shocks (per bar)
+    seasonality: float = Field(0.3, ge=0.0, lt=1.0)  # intraday amplitude of volatility and volume
+    regime_days: float = Field(90.0, gt=0)  # mean length of a volatility/drift regime, in days
+    volume: float = Field(1_000.0, gt=0)  # mean volume per hour, in the base asset
+
+
+class DataConfig(Section):
+    """Where candles come from and where they are stored."""
+
+    exchange: str = "synthetic"  # any ccxt exchange id, or "synthetic" (offline)
+    symbol: str | list[str] = "BTC/USDT"  # one market or a list (fetch); train/backtest use one
+    timeframe: str = "1h"  # any ccxt timeframe: 1m, 5m, 1h, 4h, 1d, ...
+    since: str | None = None  # ISO date of the first candle; None = the market's first candle
+    until: str | None = None  # ISO date (exclusive); None = up to the last closed candle
+    dir: str = "data"  # candle store: DIR/<exchange>/<BASE_QUOTE>-<timeframe>.parquet
+    file: str | None = None  # a local CSV/parquet of OHLCV candles used instead of the store
+    exchange_options: dict[str, Any] = Field(default_factory=dict)  # passed to the ccxt constructor
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+    @field_validator("exchange")
+    @classmethod
+    def _exchange(cls, v: str) -> str:
+        if not re.match(r"^[a-z][a-z0-9_]*$", v):
+            raise ValueError(f"got {v!r}; use a ccxt exchange id such as binance, kraken, okx, or 'synthetic'")
+        return v
+
+    @field_validator("timeframe")
+    @classmethod
+    def _timeframe(cls, v: str) -> str:
+        if not TIMEFRAME_RE.match(v):
+            raise ValueError(f"got {v!r}; expected a ccxt timeframe such as 1m, 15m, 1h, 4h, 1d, 1w")
+        return v
+
+    @field_validator("symbol")
+    @classmethod
+    def _symbol(cls, v: str | list[str]) -> str | list[str]:
+        symbols = [v] if isinstance(v, str) else v
+        if not symbols:
+            raise ValueError("give at least one symbol, e.g. BTC/USDT")
+        for s in symbols:
+            if not re.match(r"^[A-Za-z0-9.\-]+/[A-Za-z0-9.\-]+(:[A-Za-z0-9.\-]+)?$", s):
+                raise ValueError(f"got {s!r}; a ccxt symbol looks like BASE/QUOTE, e.g. BTC/USDT")
+        return v
+
+    @field_validator("since", "until", mode="before")
+    @classmethod
+    def _date(cls, v: Any) -> Any:
+        return iso_date(v)
+
+    @field_validator("exchange_options")
+    @classmethod
+    def _no_secrets(cls, v: dict[str, Any]) -> dict[str, Any]:
+        key = _secret_key(v)
+        if key is not None:
+            raise ValueError(
+                f"{key!r} is a secret and must not be written in a config; set it in the environment "
+                "as CRYPTONORM_<EXCHANGE>_API_KEY / _SECRET / _PASSWORD instead"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _range(self) -> DataConfig:
+        if self.since and self.until:
+            if parse_date(self.since) >= parse_date(self.until):
+                raise ValueError(f"data.since ({self.since}) must be before data.until ({self.until})")
+        return self
+
+    @property
+    def symbols(self) -> list[str]:
+        return [self.symbol] if isinstance(self.symbol, str) else list(self.symbol)

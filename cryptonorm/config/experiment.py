@@ -1,0 +1,226 @@
+"""Config sections of an experiment (features, target, split, model, train, backtest) and the root `Config`."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from cryptonorm.config.data import DataConfig, Section, iso_date
+from cryptonorm.timeframes import parse_date
+
+
+class FeaturesConfig(Section):
+    """Technical indicators (raw values follow TA-Lib's definitions), scaling and windows."""
+
+    sma: list[int] = [10, 20, 50]  # simple moving averages -> sma_{n}
+    ema: list[int] = [12, 26]  # exponential moving averages -> ema_{n}
+    rsi: list[int] = [14]  # Wilder's RSI -> rsi_{n}
+    macd: list[tuple[int, int, int]] = [(12, 26, 9)]  # (fast, slow, signal) -> macd_*, macd_signal_*, macd_hist_*
+    bbands: list[tuple[int, float]] = [(20, 2.0)]  # (period, k std) -> bb_upper/mid/lower/pctb/width_{n}_{k}
+    atr: list[int] = [14]  # Wilder's average true range -> atr_{n}
+    returns: list[int] = [1, 2, 4, 8, 24]  # log returns over n bars -> logret_{n}
+    volatility: list[int] = [24]  # rolling std of 1-bar log returns -> vol_{n}
+    volume_z: list[int] = [24]  # z-score of volume over n bars -> volz_{n}
+    price_rel: bool = True  # close / MA - 1 for every sma and ema -> rel_sma_{n}, rel_ema_{n}
+    window: int = Field(32, ge=1)  # bars of history per sample (LSTM sequence length; MLP flattens it)
+    scaler: Literal["standard", "robust", "minmax", "none"] = "standard"  # fitted on the train split only
+    gap_policy: Literal["drop", "ffill"] = "drop"  # drop windows/labels spanning a gap, or ffill + mask
+    inputs: Literal["stationary", "all"] = "stationary"  # "stationary" leaves out raw price-level columns
+
+    @field_validator("sma", "ema", "rsi", "atr", "returns", "volatility", "volume_z")
+    @classmethod
+    def _periods(cls, v: list[int]) -> list[int]:
+        if any(p < 1 for p in v):
+            raise ValueError(f"periods must be >= 1, got {v}")
+        return v
+
+    @field_validator("macd")
+    @classmethod
+    def _macd(cls, v: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+        for fast, slow, signal in v:
+            if not (1 <= fast < slow and signal >= 1):
+                raise ValueError(f"each entry is [fast, slow, signal] with 1 <= fast < slow, got {v}")
+        return v
+
+    @field_validator("bbands")
+    @classmethod
+    def _bbands(cls, v: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        for n, k in v:
+            if n < 2 or k <= 0:
+                raise ValueError(f"each entry is [period >= 2, k > 0], got {v}")
+        return v
+
+
+class TargetConfig(Section):
+    """What the model forecasts."""
+
+    kind: Literal["return", "direction", "volatility"] = "return"
+    horizon: int = Field(1, ge=1)  # bars ahead
+    loss: Literal["auto", "mse", "huber", "bce"] = "auto"  # auto: huber for regression, bce for direction
+
+    @model_validator(mode="after")
+    def _loss(self) -> TargetConfig:
+        if self.kind == "direction" and self.loss in ("mse", "huber"):
+            raise ValueError("target.loss must be 'bce' or 'auto' when target.kind is 'direction'")
+        if self.kind != "direction" and self.loss == "bce":
+            raise ValueError(f"target.loss 'bce' needs target.kind 'direction', not {self.kind!r}")
+        return self
+
+    @property
+    def resolved_loss(self) -> str:
+        if self.loss != "auto":
+            return self.loss
+        return "bce" if self.kind == "direction" else "huber"
+
+
+class SplitConfig(Section):
+    """Chronological train / validation / test split, never shuffled across time."""
+
+    train: float = Field(0.7, gt=0, lt=1)  # fractions of the usable rows, in time order
+    val: float = Field(0.15, gt=0, lt=1)
+    test: float = Field(0.15, gt=0, lt=1)
+    val_start: str | None = None  # or dates: validation starts here (overrides the fractions)
+    test_start: str | None = None  # and the test split starts here
+    embargo: int | None = Field(None, ge=0)  # bars dropped between splits; None = horizon + window
+
+    @field_validator("val_start", "test_start", mode="before")
+    @classmethod
+    def _date(cls, v: Any) -> Any:
+        return iso_date(v)
+
+    @model_validator(mode="after")
+    def _fractions(self) -> SplitConfig:
+        total = self.train + self.val + self.test
+        if total > 1 + 1e-9:
+            raise ValueError(f"split.train + split.val + split.test = {total:g} must be at most 1")
+        if (self.val_start is None) != (self.test_start is None):
+            raise ValueError("give both split.val_start and split.test_start, or neither")
+        if self.val_start and self.test_start:
+            if parse_date(self.val_start) >= parse_date(self.test_start):
+                raise ValueError(f"split.val_start ({self.val_start}) must be before split.test_start "
+                                 f"({self.test_start})")
+        return self
+
+
+class ModelConfig(Section):
+    """The forecaster and its normalization layer."""
+
+    kind: Literal["mlp", "lstm"] = "mlp"
+    norm: Literal["none", "batch", "layer", "group", "instance", "rms", "weight"] = "layer"
+    norm_placement: Literal["layer", "cell"] = "layer"  # lstm only: "cell" = recurrent-normalized cells
+    groups: int = Field(4, ge=1)  # GroupNorm groups: must divide every hidden width
+    norm_eps: float = Field(1e-5, gt=0)
+    norm_momentum: float = Field(0.1, gt=0, le=1)  # BatchNorm running-average momentum
+    norm_affine: bool = True
+    hidden: list[int] = [128, 64]  # MLP: widths of the hidden layers; LSTM: hidden size of each layer
+    dropout: float = Field(0.1, ge=0, lt=1)
+    activation: Literal["relu", "gelu", "silu", "tanh"] = "gelu"
+
+    @field_validator("hidden")
+    @classmethod
+    def _hidden(cls, v: list[int]) -> list[int]:
+        if not v or any(h < 1 for h in v):
+            raise ValueError(f"give at least one width >= 1, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _combination(self) -> ModelConfig:
+        if self.norm == "group":
+            bad = [h for h in self.hidden if h % self.groups]
+            if bad:
+                raise ValueError(
+                    f"model.groups={self.groups} must divide every width in model.hidden={self.hidden} "
+                    f"({bad} not divisible); choose groups among {_common_divisors(self.hidden)}"
+                )
+        if self.kind == "mlp" and self.norm == "instance":
+            raise ValueError(
+                "model.norm 'instance' needs a sequence to normalize over; use it with model.kind 'lstm', "
+                "or pick layer/group/batch/rms/weight for the mlp"
+            )
+        if self.norm_placement == "cell":
+            if self.kind != "lstm":
+                raise ValueError("model.norm_placement 'cell' is for model.kind 'lstm' only")
+            if self.norm not in ("layer", "batch"):
+                raise ValueError(
+                    "model.norm_placement 'cell' supports model.norm 'layer' (Ba et al. 2016) or "
+                    f"'batch' (Cooijmans et al. 2016), not {self.norm!r}"
+                )
+        return self
+
+
+def _common_divisors(widths: list[int]) -> list[int]:
+    return [g for g in range(1, min(widths) + 1) if all(w % g == 0 for w in widths)]
+
+
+class TrainConfig(Section):
+    """Optimization and device."""
+
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    schedule: Literal["cosine", "plateau", "none"] = "cosine"
+    grad_clip: float | None = Field(1.0, gt=0)  # max gradient norm; null = no clipping
+    patience: int = Field(5, ge=1)  # early stopping on validation loss
+    device: str = "auto"  # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast on CUDA
+    deterministic: bool = False  # torch deterministic algorithms (slower on CUDA)
+    threads: int | None = Field(None, ge=1)  # torch CPU threads; null = torch's default
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.match(r"^(auto|cpu|mps|cuda(:\d+)?)$", v):
+            raise ValueError(f"got {v!r}; allowed: auto, cpu, cuda, cuda:N, mps")
+        return v
+
+
+class WalkForwardConfig(Section):
+    """Retrain every `step` bars on a rolling or expanding window; forecasts stay out of sample."""
+
+    enabled: bool = False
+    step: int = Field(720, ge=1)  # bars predicted per refit
+    train_bars: int = Field(8760, ge=10)  # training window (rolling) or its minimum (expanding)
+    mode: Literal["rolling", "expanding"] = "rolling"
+    val_fraction: float = Field(0.15, gt=0, lt=1)  # tail of each training window used for early stopping
+
+
+class BacktestConfig(Section):
+    """Forecasts -> positions -> returns after costs."""
+
+    threshold: float = Field(0.0, ge=0)  # long if forecast > threshold, short if < -threshold
+    allow_short: bool = True
+    sizing: Literal["fixed", "forecast", "volatility"] = "fixed"
+    target_vol: float = Field(0.5, gt=0)  # annualized, for sizing: volatility
+    vol_lookback: int = Field(24 * 7, ge=2)  # bars, for sizing: volatility
+    max_leverage: float = Field(1.0, gt=0)
+    fee_bps: float = Field(10.0, ge=0)  # per side on traded notional (a spot taker fee)
+    slippage_bps: float = Field(0.0, ge=0)  # per side on traded notional
+    walk_forward: WalkForwardConfig = WalkForwardConfig()
+
+
+class Config(Section):
+    """A whole experiment."""
+
+    name: str = "experiment"
+    seed: int = 0  # seeds model init, dropout and batch order; recorded in every run
+    data: DataConfig = DataConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    target: TargetConfig = TargetConfig()
+    split: SplitConfig = SplitConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    backtest: BacktestConfig = BacktestConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", v):
+            raise ValueError(f"got {v!r}; use letters, digits, '_', '.', '-' (it names run directories)")
+        return v
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML-safe mapping of the resolved config (tuples as lists)."""
+        return self.model_dump(mode="json")  # JSON mode: tuples are lists already

@@ -1,0 +1,193 @@
+"""Reading YAML configs, `--set` overrides, validation errors as one line naming the dotted key."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from cryptonorm.config.experiment import Config
+from cryptonorm.errors import ConfigError
+
+# ---------------------------------------------------------------- loading and overrides
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader (no Python tags), with dates left as the strings they are written as.
+
+    The config keeps dates as ISO strings anyway; PyYAML's implicit timestamps would turn `2024-02-30` into a
+    ValueError from inside the parser instead of an error naming the key, and `start: 2020-01-01` into a
+    date that a string field refuses. A key given twice in one mapping is an error (PyYAML would silently
+    keep the last one, so half of a config could be ignored without a word).
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges; an explicit key may override a merged one
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+# What PyYAML's constructors raise besides YAMLError: `!!int x` / a 5,000-digit number (ValueError), a bad
+# explicit `!!timestamp` (AttributeError), deeply nested flow collections (RecursionError)
+_YAML_FAILURES = (ValueError, TypeError, AttributeError, OverflowError, RecursionError)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # safe: _Loader is a SafeLoader
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Parse one `--set a.b=c` item; the value is YAML-parsed (`3` -> int, `[1, 2]` -> list)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected dotted.key=value, e.g. --set model.norm=group")
+    key, _, raw = item.partition("=")
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {item!r}: {key!r} is not a dotted key, e.g. train.epochs")
+    try:
+        value = _yaml_load(raw) if raw.strip() else None
+    except (yaml.YAMLError, *_YAML_FAILURES):
+        value = raw  # not YAML: the plain string, validated (and refused, if wrong) like any value
+    return parts, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Return a copy of `raw` with each `dotted.key=value` set (sections created as needed)."""
+    out: dict[str, Any] = _deepcopy(raw)
+    for item in overrides:
+        parts, value = parse_override(item)
+        set_dotted(out, parts, value)
+    return out
+
+
+def set_dotted(raw: dict[str, Any], parts: list[str], value: Any) -> None:
+    """raw[a][b][c] = value for parts [a, b, c], creating (or replacing non-mapping) sections on the way."""
+    node = raw
+    for p in parts[:-1]:
+        child = node.get(p)
+        if not isinstance(child, dict):
+            child = {}
+            node[p] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _deepcopy(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _deepcopy(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_deepcopy(v) for v in d]
+    return d
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with the safe loader; every failure becomes a one-line ConfigError."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"config file {str(p)!r} not found; pass a path such as configs/quickstart.yaml")
+    if p.is_dir():
+        raise ConfigError(f"config {str(p)!r} is a directory; pass a YAML file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config {str(p)!r}: {e}") from e
+    try:
+        raw = _yaml_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{p}: malformed YAML{where}: {problem}; fix the syntax and retry") from e
+    except RecursionError:
+        raise ConfigError(f"{p}: malformed YAML: nested too deeply; a config is a few levels of sections") from None
+    except _YAML_FAILURES as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"{p}: malformed YAML: a value cannot be read ({first}); check explicit !!tags "
+                          "and numbers") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of sections (data, model, ...), "
+                          f"not a {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a config file (or the defaults when `path` is None) and apply `--set` overrides."""
+    raw = read_yaml(path) if path is not None else {}
+    return build_config(apply_overrides(raw, overrides), source=str(path) if path else "config")
+
+
+def build_config(raw: dict[str, Any], source: str = "config") -> Config:
+    """Validate a raw mapping into a Config; errors name the dotted key and what is allowed."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"{source}: {format_validation_error(e)}") from None
+    except (TypeError, ValueError) as e:  # e.g. unhashable keys in odd YAML
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = Config
+    for part in loc:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return None
+        ann = model.model_fields[part].annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return model
+
+
+def format_validation_error(e: ValidationError) -> str:
+    """One line for the first error (and a count of the others)."""
+    errors = e.errors()
+    err = errors[0]
+    loc = tuple(err["loc"])
+    # pydantic appends the union member or the tuple index; keep the user's dotted key readable
+    key = ".".join(str(p) for p in loc if not (isinstance(p, str) and "[" in p))
+    more = f" (and {len(errors) - 1} more problem{'s' * (len(errors) > 2)})" if len(errors) > 1 else ""
+    if err["type"] == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        name = str(loc[-1])
+        allowed = list(parent.model_fields) if parent else []
+        close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
+        hint = f"did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}? " if close else ""
+        section = ".".join(map(str, loc[:-1])) or "the top level"
+        return f"unknown key {key!r}: {hint}allowed in {section}: {', '.join(allowed)}{more}"
+    given = err.get("input")
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        close = difflib.get_close_matches(str(given), re.findall(r"'([^']*)'", expected), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"{key}: got {given!r}; allowed: {expected.replace(' or ', ', ')}{hint}{more}"
+    if err["type"] == "missing":
+        return f"{key}: required{more}"
+    shown = "" if isinstance(given, dict) or "got" in msg else f" (got {given!r})"
+    if key and msg.startswith(f"{key}."):  # a section-level check already names its dotted key
+        return f"{msg}{shown}{more}"
+    return f"{key or 'config'}: {msg}{shown}{more}"
+
+
+def dump_yaml(cfg: Config) -> str:
+    """The resolved config as YAML, keys in declaration order."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)

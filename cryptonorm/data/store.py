@@ -1,0 +1,233 @@
+"""THE candle store: one module owns its paths, the lock, the journal of pages, the merge and the reads.
+
+Layout: `DIR/<exchange>/<BASE_QUOTE>-<timeframe>.parquet` (the synthetic market's under
+`DIR/synthetic/<hash of its parameters>/`). A fetch journals each page as it arrives (one atomic parquet part in
+`.NAME.journal/`) and records the ranges it plans (`.NAME.pending.json`), so an interrupted run loses nothing
+and is resumed, never left as a hole; `consolidate` merges the journal into the store file under its lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from cryptonorm.atomic import atomic_path, write_text_atomic
+from cryptonorm.config import Config, DataConfig
+from cryptonorm.data.candles import clean, empty_frame, read_user_file
+from cryptonorm.errors import ConfigError, DataError
+from cryptonorm.timeframes import parse_date, timeframe_ms
+
+# ---------------------------------------------------------------- paths, lock, read, write
+
+
+def store_path(data_dir: str | Path, exchange: str, symbol: str, timeframe: str) -> Path:
+    """DIR/<exchange>/<BASE_QUOTE>-<timeframe>.parquet (':' of derivatives symbols becomes '_')."""
+    safe = re.sub(r"[/:]", "_", symbol)
+    return Path(data_dir) / exchange / f"{safe}-{timeframe}.parquet"
+
+
+def read_store(path: Path) -> pd.DataFrame:
+    """Read a stored candle file (empty frame if absent)."""
+    if not path.exists():
+        return empty_frame()
+    try:
+        df = pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises many types for a damaged file
+        raise DataError(f"candle file {path} is unreadable ({type(e).__name__}); delete it and fetch again") from e
+    return clean(df)
+
+
+def write_atomic(df: pd.DataFrame, path: Path) -> None:
+    """Write parquet atomically (temp file in the same folder, fsync, rename over `path`)."""
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+@contextlib.contextmanager
+def locked(path: Path, timeout: float = 600.0) -> Iterator[None]:
+    """Inter-process lock for updates of one store file (a sibling .lock file)."""
+    from filelock import FileLock, Timeout
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path) + ".lock")
+    try:
+        with lock.acquire(timeout=timeout):
+            yield
+    except Timeout:
+        raise DataError(f"{path} is locked by another cryptonorm process for over {timeout:.0f}s; "
+                        "wait for it to finish or remove the stale .lock file") from None
+
+
+def merge(*frames: pd.DataFrame) -> pd.DataFrame:
+    """Union of candle frames, oldest download first; where several have a timestamp, the last one wins."""
+    non_empty = [f for f in frames if len(f)]
+    return clean(pd.concat(non_empty, ignore_index=True)) if non_empty else empty_frame()
+
+
+
+# ---------------------------------------------------------------- the journal of a fetch in progress
+
+
+def pending_path(path: Path) -> Path:
+    return path.parent / f".{path.name}.pending.json"
+
+
+def read_pending(path: Path) -> list[tuple[int, int | None]]:
+    """Ranges an interrupted fetch had planned and not finished (so a hole is never left behind)."""
+    p = pending_path(path)
+    try:
+        return [(int(a), None if b is None else int(b)) for a, b in json.loads(p.read_text())]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def write_pending(path: Path, ranges: list[tuple[int, int | None]]) -> None:
+    if ranges:
+        write_text_atomic(pending_path(path), json.dumps([list(r) for r in ranges]))
+    else:
+        with contextlib.suppress(OSError):
+            pending_path(path).unlink()
+
+
+def journal_dir(path: Path) -> Path:
+    return path.parent / f".{path.name}.journal"
+
+
+def add_page(path: Path, frame: pd.DataFrame) -> None:
+    """Journal one downloaded page for the store file at `path` (atomic; merged by `consolidate`). Parts are
+    named by first timestamp and writer, so concurrent writers never replace each other's pages."""
+    journal = journal_dir(path)
+    journal.mkdir(parents=True, exist_ok=True)
+    write_atomic(frame, journal / f"{int(frame['timestamp'].min()):015d}.{os.getpid()}.parquet")
+
+
+def journal_parts(path: Path) -> list[Path]:
+    j = journal_dir(path)
+    return sorted(j.glob("*.parquet")) if j.exists() else []
+
+
+STALE_TEMP_S = 600.0  # a journal temp file this old belongs to a killed writer
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temp files that killed atomic writes left. Called under the store lock: a temp file of the main
+    store file is stale (its writer would hold the lock); a journal's only once it is old."""
+    now = time.time()
+    candidates = [(p, 0.0) for p in path.parent.glob(f".{path.name}.*.tmp")]
+    journal = journal_dir(path)
+    if journal.exists():
+        candidates += [(p, STALE_TEMP_S) for p in journal.glob(".*.tmp")]
+    for p, age in candidates:
+        with contextlib.suppress(OSError):
+            if now - p.stat().st_mtime >= age:
+                p.unlink()
+    with contextlib.suppress(OSError):
+        journal.rmdir()  # only when empty
+
+
+def consolidate(path: Path) -> pd.DataFrame:
+    """Merge pending journal pages into the main store file (under the file lock), atomically."""
+    with locked(path):
+        _remove_stale_temps(path)
+        parts = journal_parts(path)
+        frame = read_store(path)
+        if not parts:
+            return frame
+        pieces = [frame]
+        read = []
+        for p in parts:
+            try:  # parts are written atomically; one that cannot be read is set aside, never deleted
+                pieces.append(pd.read_parquet(p))
+                read.append(p)
+            except Exception:
+                with contextlib.suppress(OSError):
+                    p.rename(p.with_suffix(".unreadable"))
+        merged = merge(*pieces)
+        write_atomic(merged, path)
+        for p in read:
+            with contextlib.suppress(OSError):
+                p.unlink()
+        return merged
+
+
+
+# ---------------------------------------------------------------- what an experiment reads
+
+
+def filter_range(df: pd.DataFrame, cfg: Config) -> pd.DataFrame:
+    ts = df["timestamp"]
+    mask = pd.Series(True, index=df.index)
+    if cfg.data.since:
+        mask &= ts >= parse_date(cfg.data.since)
+    if cfg.data.until:
+        mask &= ts < parse_date(cfg.data.until)
+    return df[mask].reset_index(drop=True)
+
+
+def candle_path(cfg: Config) -> Path:
+    """The store file (or data.file) that train/backtest read for this config."""
+    if cfg.data.file:
+        return Path(cfg.data.file)
+    return store_path(cfg.data.dir, store_folder(cfg.data), _one_symbol(cfg), cfg.data.timeframe)
+
+
+def store_folder(data: DataConfig) -> str:
+    """The store's folder for an exchange. The synthetic market's depends on its parameters: two markets
+    with another seed or signal must never share (and silently mix) one file."""
+    if data.exchange != "synthetic":
+        return data.exchange
+    params = json.dumps(data.synthetic.model_dump(mode="json"), sort_keys=True)
+    return f"synthetic/{hashlib.sha256(params.encode()).hexdigest()[:10]}"
+
+
+def _one_symbol(cfg: Config) -> str:
+    syms = cfg.data.symbols
+    if len(syms) != 1:
+        raise ConfigError(f"data.symbol lists {len(syms)} markets; training and backtests take one: "
+                          f"set data.symbol to one of {', '.join(syms)}")
+    return syms[0]
+
+
+def load_candles(cfg: Config) -> pd.DataFrame:
+    """The candles an experiment uses: data.file, or the store, cut to [data.since, data.until)."""
+    if cfg.data.file:
+        df = read_user_file(cfg.data.file, cfg.data.timeframe)
+    else:
+        path = candle_path(cfg)
+        if not path.exists() and not journal_parts(path):
+            raise DataError(f"no candles stored at {path}; run `cryptonorm fetch -c CONFIG` first "
+                            "(or `cryptonorm run CONFIG`, which fetches what is missing)")
+        df = consolidate(path) if journal_parts(path) else read_store(path)
+    df = filter_range(df, cfg)
+    if len(df) == 0:
+        raise DataError(f"no candles in {candle_path(cfg)} between data.since={cfg.data.since} and "
+                        f"data.until={cfg.data.until}; widen the range or fetch again")
+    return df
+
+
+def have_candles(cfg: Config) -> bool:
+    """True when the store already covers data.since .. data.until (what `run` needs before training)."""
+    if cfg.data.file:
+        return True
+    path = candle_path(cfg)
+    if journal_parts(path) or not path.exists():
+        return False
+    ts = read_store(path)["timestamp"]
+    if len(ts) == 0:
+        return False
+    step = timeframe_ms(cfg.data.timeframe)
+    if cfg.data.since and int(ts.iloc[0]) > parse_date(cfg.data.since) + step:
+        return False
+    if cfg.data.until:
+        until = min(parse_date(cfg.data.until), int(time.time() * 1000) // step * step)
+        if int(ts.iloc[-1]) + step < until:
+            return False
+    return True

@@ -1,0 +1,134 @@
+"""The look-ahead audit: features, scaled inputs and labels must not change when the future is cut off."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from cryptonorm.config import Config
+from cryptonorm.errors import DataError
+from cryptonorm.timeframes import format_ms
+
+if TYPE_CHECKING:
+    pass
+
+from cryptonorm.features.dataset import min_bars, prepare, prepare_unchecked
+from cryptonorm.features.splits import split
+
+# ---------------------------------------------------------------- look-ahead audit
+
+
+@dataclass(frozen=True)
+class Leak:
+    """A column whose past values change when the future is cut off."""
+
+    name: str  # feature name, "scaled:<feature>", "label", "outcome" or "valid"
+    first: int  # ms: the earliest bar whose value changed
+    cut: int  # ms: the last bar kept in the truncated data that revealed it
+    max_abs_diff: float  # largest change seen (inf when a NaN appeared or vanished)
+
+
+@dataclass
+class AuditReport:
+    """Result of `audit`: `leaks` is empty when nothing peeks."""
+
+    leaks: list[Leak]
+    cuts: list[int]  # ms of the last bar kept, per cut point
+    checked: str  # what was compared, in words
+
+    @property
+    def ok(self) -> bool:
+        return not self.leaks
+
+    @property
+    def names(self) -> list[str]:
+        return [leak.name for leak in self.leaks]
+
+    def lines(self) -> list[str]:
+        if self.ok:
+            return [f"no look-ahead: {self.checked}"]
+        return [f"{leak.name}: changes at {format_ms(leak.first)} when the data ends at {format_ms(leak.cut)} "
+                f"(max abs diff {leak.max_abs_diff:.3g})" for leak in self.leaks]
+
+
+def _diff_rows(a: np.ndarray, b: np.ndarray, rtol: float, atol: float) -> tuple[np.ndarray, float]:
+    """Rows where a and b differ (NaN equals NaN) and the largest difference."""
+    with np.errstate(invalid="ignore"):
+        same = (np.abs(a - b) <= atol + rtol * np.abs(b)) | (np.isnan(a) & np.isnan(b))
+    bad = np.flatnonzero(~same)
+    if not len(bad):
+        return bad, 0.0
+    d = np.abs(a[bad] - b[bad])
+    return bad, float(np.nanmax(d)) if np.isfinite(d).any() else math.inf
+
+
+def audit(candles: pd.DataFrame, cfg: Config, n_points: int = 5, *, points: Sequence[int] | None = None,
+          rtol: float = 1e-9, atol: float = 1e-12) -> AuditReport:
+    """Look-ahead audit: cut the data after several bars t, recompute everything, compare with the
+    full-data values at rows <= t.
+
+    Compared: every raw feature, the scaled inputs (the scaler fitted on the full data's training split,
+    applied to the truncated data), and at rows whose label span ends <= t, the label, the outcome and
+    the validity. `points` are row positions in `candles` (the last row kept); by default `n_points`
+    evenly spaced between the first valid sample and the end.
+    """
+    full = prepare(candles, cfg)
+    ds = split(full, cfg)
+    ts_c = candles["timestamp"].to_numpy(dtype="int64")
+    h = full.horizon
+    if points is None:
+        first_valid_ts = int(full.timestamps[np.argmax(full.valid)])
+        # late enough that the truncated data still has samples whose label span ends inside it
+        lo = max(int(np.searchsorted(ts_c, first_valid_ts)) + h + 1, min_bars(cfg) - 1)
+        hi = len(candles) - 2
+        if hi < lo:
+            raise DataError(f"too few bars ({len(candles)}) to audit; use more data")
+        cuts = sorted({int(round(x)) for x in np.linspace(lo, hi, max(1, n_points))})
+    else:
+        cuts = sorted({int(p) for p in points})
+        bad = [p for p in cuts if not 0 <= p < len(candles)]
+        if bad:
+            raise DataError(f"audit points {bad} are not rows of the data (0 .. {len(candles) - 1})")
+    found: dict[str, Leak] = {}
+
+    def note(name: str, rows: np.ndarray, diff: float, cut_ts: int) -> None:
+        if not len(rows):
+            return
+        first = int(full.timestamps[rows[0]])
+        old = found.get(name)
+        if old is None or first < old.first:
+            found[name] = Leak(name, first, cut_ts, max(diff, old.max_abs_diff if old else 0.0))
+        elif diff > old.max_abs_diff:
+            found[name] = Leak(old.name, old.first, old.cut, diff)
+
+    for c in cuts:
+        cut_ts = int(ts_c[c])
+        part = prepare_unchecked(candles.iloc[:c + 1], cfg)
+        m = len(part.timestamps)
+        if not np.array_equal(part.timestamps, full.timestamps[:m]):
+            raise AssertionError("truncated rows do not align with the full data")  # a bug, not user error
+        raw_bad = set()
+        for j, name in enumerate(full.feature_names):
+            rows, d = _diff_rows(part.features[:, j], full.features[:m, j], rtol, atol)
+            note(name, rows, d, cut_ts)
+            if len(rows):
+                raw_bad.add(name)
+        xs = ds.scaler.transform(part.features, fill_nan=0.0)
+        for j, name in enumerate(full.feature_names):
+            if name not in raw_bad:
+                rows, d = _diff_rows(xs[:, j].astype("float64"), ds.X[:m, j].astype("float64"), rtol, atol)
+                note(f"scaled:{name}", rows, d, cut_ts)
+        k = max(0, m - h)  # rows r with r + h <= m - 1: their label span ends inside the kept data
+        for name, a, b in (("label", part.y[:k], full.y[:k]), ("outcome", part.outcome[:k], full.outcome[:k]),
+                           ("valid", part.valid[:k].astype("float64"), full.valid[:k].astype("float64"))):
+            rows, d = _diff_rows(a, b, rtol, atol)
+            note(name, rows, d, cut_ts)
+    leaks = sorted(found.values(), key=lambda leak: (leak.first, leak.name))
+    checked = (f"{len(cuts)} cut points, {len(full.feature_names)} features raw and scaled, label, outcome "
+               "and validity")
+    return AuditReport(leaks=leaks, cuts=[int(ts_c[c]) for c in cuts], checked=checked)

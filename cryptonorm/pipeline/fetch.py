@@ -1,0 +1,134 @@
+"""The fetch step: plan the ranges still missing, page through the exchange, journal every page in the store.
+
+The store (paths, lock, journal, merge, reads) is `cryptonorm.data.store`; this module only drives it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from cryptonorm.config import Config
+from cryptonorm.data.candles import Gap, find_gaps, from_rows, read_user_file
+from cryptonorm.data.store import (
+    add_page,
+    consolidate,
+    filter_range,
+    journal_dir,
+    read_pending,
+    store_folder,
+    store_path,
+    write_pending,
+)
+from cryptonorm.errors import DataError
+from cryptonorm.timeframes import parse_date, timeframe_ms
+
+if TYPE_CHECKING:
+    from cryptonorm.data.exchange import Retry
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+# ---------------------------------------------------------------- fetch
+
+
+@dataclass
+class FetchSummary:
+    """What one fetch left in the store for one market."""
+
+    exchange: str
+    symbol: str
+    timeframe: str
+    path: Path
+    rows: int
+    new_rows: int
+    first: int | None
+    last: int | None
+    gaps: list[Gap] = field(default_factory=list)
+    source: str = "store"  # "store", or "file" for data.file
+
+    @property
+    def missing_bars(self) -> int:
+        return sum(g.missing for g in self.gaps)
+
+
+def fetch(cfg: Config, *, progress: ProgressFn | None = None, retry: Retry | None = None) -> list[FetchSummary]:
+    """Download every `data.symbol` into the store (incremental, resumable), or validate `data.file`."""
+    from cryptonorm.data.exchange import Retry, check_symbol, open_source, pages
+
+    data = cfg.data
+    if data.file:
+        df = filter_range(read_user_file(data.file, data.timeframe), cfg)
+        if len(df) == 0:
+            raise DataError(f"data.file {data.file!r} has no candles between data.since and data.until")
+        ts = df["timestamp"].to_numpy()
+        return [FetchSummary("file", data.symbols[0], data.timeframe, Path(data.file), len(df), 0,
+                             int(ts[0]), int(ts[-1]), find_gaps(ts, data.timeframe), source="file")]
+    retry = retry or Retry()
+    source = open_source(data)
+    step = timeframe_ms(data.timeframe)
+    until = parse_date(data.until) if data.until else None
+    out = []
+    for symbol in data.symbols:
+        check_symbol(source, symbol, data.timeframe, retry)
+        path = store_path(data.dir, store_folder(data), symbol, data.timeframe)
+        stored = consolidate(path)  # a killed earlier run may have left journal pages: keep them
+        before = len(stored)
+        since = parse_date(data.since) if data.since else _first_available(source, stored)
+        ranges = _plan(stored, since, until, step, read_pending(path))
+        write_pending(path, ranges)
+        now = source.milliseconds()
+        expected = sum(((min(u, now) if u else now) - s) // step for s, u in ranges if (u or now) > s)
+        got = 0
+        journal = journal_dir(path)
+        for i, (s, u) in enumerate(ranges):
+            n_pages = 0
+            for rows in pages(source, symbol, data.timeframe, s, u, retry):
+                frame = from_rows(rows)
+                add_page(path, frame)
+                got += len(frame)
+                n_pages += 1
+                if progress:
+                    progress({"symbol": symbol, "candles": got, "expected": max(expected, got), "pages": n_pages})
+            write_pending(path, ranges[i + 1:])
+        final = consolidate(path)
+        with contextlib.suppress(OSError):
+            journal.rmdir()
+        ts = final["timestamp"].to_numpy()
+        out.append(FetchSummary(source.id, symbol, data.timeframe, path, len(final), len(final) - before,
+                                int(ts[0]) if len(ts) else None, int(ts[-1]) if len(ts) else None,
+                                find_gaps(ts, data.timeframe)))
+    return out
+
+
+def _plan(stored: pd.DataFrame, since: int, until: int | None, step: int,
+          pending: list[tuple[int, int | None]]) -> list[tuple[int, int | None]]:
+    """The ranges still to download: before the first stored candle, after the last, and whatever an
+    interrupted run had planned (resumed after the last candle it stored inside that range)."""
+    ts = stored["timestamp"].to_numpy()
+    ranges: list[tuple[int, int | None]] = []
+    for s, u in pending:
+        inside = ts[(ts >= s) & ((ts < u) if u is not None else True)]
+        ranges.append((int(inside[-1]) + step if len(inside) else s, u))
+    if len(ts):
+        first, last = int(ts[0]), int(ts[-1])
+        if since < first:
+            ranges.append((since, first))  # prepend what an earlier `since` asks for
+        if until is None or last + step < until:
+            ranges.append((max(since, last + step), until))
+    else:
+        ranges.append((since, until))
+    return [(s, u) for s, u in ranges if u is None or s < u]
+
+
+def _first_available(source: Any, stored: pd.DataFrame) -> int:
+    """With no data.since: the synthetic market's start, or the exchange's earliest candle (since=0)."""
+    start = getattr(source, "start_ms", None)
+    if callable(start):
+        return int(start("1m"))
+    return int(stored["timestamp"].iloc[0]) if len(stored) else 0
