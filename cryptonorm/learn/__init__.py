@@ -1,0 +1,1 @@
+"""Learning: norms, models, recurrent cells, the training loop, checkpoints, the device. The only layer that imports torch for training."""

@@ -1,0 +1,1 @@
+"""Rendering below the steps: matplotlib plots and rich tables (rich is imported only here and in cli/)."""

@@ -1,0 +1,1 @@
+"""Trading: positions to returns after costs (simulation), performance and forecast metrics (pure), baselines. No torch."""
