@@ -72,10 +72,10 @@ def versions() -> dict[str, str]:
 
     out = {"cryptonorm": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
            "torch": torch.__version__, "numpy": np.__version__, "pandas": pd.__version__}
-    with contextlib.suppress(Exception):
-        import ccxt
+    with contextlib.suppress(Exception):  # the installed version, without importing ccxt (slow, unused here)
+        from importlib.metadata import version
 
-        out["ccxt"] = ccxt.__version__
+        out["ccxt"] = version("ccxt")
     return out
 
 
