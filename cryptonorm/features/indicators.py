@@ -67,11 +67,12 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy.signal import lfilter
 
 from cryptonorm.config import FeaturesConfig
+from cryptonorm.data.candles import COLUMNS
 from cryptonorm.errors import DataError
 
 # A window whose std is below this fraction of its mean is flat (rounding noise, not a real spread).
 _FLAT = 1e-12
-CANDLE_COLUMNS = ["timestamp", "open", "high", "low", "close", "volume"]
+CANDLE_COLUMNS = COLUMNS  # the candle frame's columns (one definition, in data/candles.py)
 
 # Model inputs kept with `features.inputs: stationary`: scale-free columns only.
 _STATIONARY = re.compile(
