@@ -67,6 +67,7 @@ def cores() -> int:
 
 def run_inline(todo: list[CellTask], candles: pd.DataFrame, threads: int,
                 finished: Finished) -> None:
+    """Run the cells one after another in this process, torch on `threads` threads."""
     import torch
 
     before = torch.get_num_threads()
@@ -126,6 +127,7 @@ def run_pool(todo: list[CellTask], candles: pd.DataFrame, jobs: int, threads: in
 
 
 def import_ray() -> Any:
+    """The ray module, or a UsageError saying how to install it."""
     try:
         import ray
     except ImportError:

@@ -30,6 +30,7 @@ SUMMARY_METRICS = ("test_mse", "test_mae", "test_directional_accuracy", "test_ic
 
 
 def cell_dir(sweep_dir: Path, cell: Cell | str) -> Path:
+    """SWEEP_DIR/cells/<cell id>."""
     return sweep_dir / "cells" / (cell if isinstance(cell, str) else cell.id)
 
 
@@ -43,6 +44,7 @@ def read_result(path: Path) -> dict[str, Any] | None:
 
 
 def is_done(result: dict[str, Any] | None, cell: Cell, data_hash: str) -> bool:
+    """A cell is finished when its result says ok for the same config hash and data hash."""
     return (result is not None and result.get("status") == "ok" and result.get("config_hash") == cell.config_hash
             and result.get("data_hash") == data_hash)
 
@@ -110,6 +112,7 @@ def result_row(result: dict[str, Any], grid_keys: list[str], sweep_dir: Path) ->
 
 
 def results_frame(results: list[dict[str, Any]], grid_keys: list[str], sweep_dir: Path) -> pd.DataFrame:
+    """One row per result (see result_row), the same columns in the same order for every cell."""
     import pandas as pd
 
     rows = [result_row(r, grid_keys, sweep_dir) for r in results]
@@ -123,6 +126,7 @@ def results_frame(results: list[dict[str, Any]], grid_keys: list[str], sweep_dir
 
 
 def write_results_csv(sweep_dir: Path, results: list[dict[str, Any]]) -> Path:
+    """Write SWEEP_DIR/sweep_results.csv atomically; return its path."""
     from cryptonorm import pipeline
 
     meta = load_sweep_dir(sweep_dir)
@@ -132,14 +136,17 @@ def write_results_csv(sweep_dir: Path, results: list[dict[str, Any]]) -> Path:
 
 
 def grid_keys(meta: dict[str, Any]) -> list[str]:
+    """The grid keys of a sweep (sweep.json's `grid`), in file order."""
     return list(meta["grid"])
 
 
 def group_keys(meta: dict[str, Any]) -> list[str]:
+    """The keys a table groups by: every grid key but the seed."""
     return [k for k in grid_keys(meta) if k != SEED_KEY]
 
 
 def grid_values(meta: dict[str, Any], key: str) -> list[str]:
+    """A grid key's values as shown strings."""
     return [show(v) for v in meta["grid"][key]]
 
 
@@ -152,10 +159,14 @@ def labelled(df: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
 
 
 def combos(meta: dict[str, Any], keys: list[str]) -> list[dict[str, str]]:
+    """Every combination of the values of `keys`, in grid order."""
     return [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*(grid_values(meta, k) for k in keys))]
 
 
 def select(df: pd.DataFrame, combo: dict[str, str]) -> pd.DataFrame:
+    """The rows of `df` whose (shown) grid values equal `combo`."""
+    import pandas as pd
+
     mask = pd.Series(True, index=df.index)
     for k, v in combo.items():
         mask &= df[k] == v

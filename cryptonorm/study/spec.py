@@ -15,7 +15,6 @@ randomness a seed grid varies. A cell's id is its readable grid values plus a ha
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import itertools
 import json
@@ -28,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cryptonorm.config import Config, apply_overrides, build_config, parse_override, read_yaml, set_dotted
 from cryptonorm.errors import ConfigError
+from cryptonorm.text import did_you_mean
 
 # Grid keys under these sections would give cells different candles or splits: refused.
 FIXED_SECTIONS = ("data", "split")
@@ -164,8 +164,8 @@ def _spec_error(e: ValidationError) -> str:
     loc = [str(p) for p in err["loc"]]
     allowed = ["name", "base", "set", "grid", "reference", "description"]
     if err["type"] == "extra_forbidden" and len(loc) == 1:
-        close = difflib.get_close_matches(loc[0], allowed, n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        hint = did_you_mean(loc[0], allowed)
+        hint = f"{hint} " if hint else ""
         return f"unknown key {loc[0]!r}: {hint}allowed in a sweep file: {', '.join(allowed)}"
     if err["type"] == "missing":
         what = {"name": "a name for the sweep (it names sweeps/<name>/)",
@@ -188,8 +188,8 @@ def _check_key(key: str, where: str) -> None:
     for i, part in enumerate(parts):
         fields = model.model_fields
         if part not in fields:
-            close = difflib.get_close_matches(part, list(fields), n=1, cutoff=0.6)
-            hint = f"did you mean {'.'.join([*parts[:i], close[0]])!r}? " if close else ""
+            hint = did_you_mean(part, list(fields), prefix="".join(f"{p}." for p in parts[:i]))
+            hint = f"{hint} " if hint else ""
             section = ".".join(parts[:i]) or "the top level"
             raise ConfigError(f"{where}: unknown config key; {hint}allowed in {section}: {', '.join(fields)}")
         ann = fields[part].annotation

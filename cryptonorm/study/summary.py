@@ -5,27 +5,21 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from cryptonorm.study.results import NORM_KEY, SUMMARY_METRICS, grid_values, group_keys
+from cryptonorm.text import fmt
 
 if TYPE_CHECKING:
     from cryptonorm.study.report import SweepReport
 
 
 def _f(v: Any, digits: int = 4) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    if isinstance(v, (float, np.floating)):
-        return f"{v:.{digits}g}"
-    return str(v)
+    return fmt(v, f"g{digits}")
 
 
 def _p(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return "<0.001" if v < 0.001 else f"{v:.3f}"
+    return fmt(v, "p")
 
 
 COMPACT = {"test_mse": "test mse", "test_log_loss": "test log loss", "test_directional_accuracy": "dir acc",
