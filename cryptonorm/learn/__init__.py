@@ -1,1 +1,2 @@
-"""Learning: norms, models, recurrent cells, the training loop, checkpoints, the device. The only layer that imports torch for training."""
+"""Learning: norms, models, recurrent cells, the training loop, checkpoints, the device.
+The only layer that imports torch for training."""
