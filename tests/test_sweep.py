@@ -123,7 +123,8 @@ def test_grid_expands_in_order_with_stable_ids(tmp_path: Path) -> None:
     ("name: x\nbase: base.yaml\ngrd: {seed: [0]}\n", "unknown key 'grd': did you mean 'grid'?"),
     ("name: x\nbase: nowhere.yaml\ngrid: {seed: [0]}\n", "base config 'nowhere.yaml' not found"),
     ("name: x\nbase: base.yaml\ngrid: {}\n", "grid is empty"),
-    ("name: x\nbase: base.yaml\ngrid: {model.norm: [none, lyer]}\n", "cell [model.norm=lyer]: model.norm: got 'lyer'"),
+    ("name: x\nbase: base.yaml\ngrid: {model.norm: [none, lyer]}\n",
+     "cell [model.norm=lyer seed=0]: model.norm: got 'lyer'"),
     ("name: x\nbase: base.yaml\ngrid: {model.nrom: [none]}\n", "did you mean 'model.norm'?"),
     ("name: x\nbase: base.yaml\ngrid: {data.since: ['2022-01-01']}\n", "cannot vary"),
     ("name: x\nbase: base.yaml\ngrid: {model.norm: layer}\n", "grid.model.norm: expected a list of values"),
@@ -131,6 +132,15 @@ def test_grid_expands_in_order_with_stable_ids(tmp_path: Path) -> None:
     ("name: x\nbase: base.yaml\ngrid: {seed: [0, 0]}\n", "grid.seed lists 0 more than once"),
     ("base: base.yaml\ngrid: {seed: [0]}\n", "name: required"),
     ("name: x\nbase: base.yaml\nreference: batch\ngrid: {model.norm: [none, layer]}\n", "reference 'batch'"),
+    ("name: x\nbase: base.yaml\ngrid: {seed: [0]}\nzip: {train.batch_size: [2, 8, 32], train.lr: [0.001, 0.002]}\n",
+     "need one length, got train.batch_size: 3, train.lr: 2"),
+    ("name: x\nbase: base.yaml\ngrid: {seed: [0]}\nzip: {seed: [1], train.lr: [0.1]}\n", "under both grid and zip"),
+    ("name: x\nbase: base.yaml\nzip: {data.since: ['2022-01-01']}\n", "zip key 'data.since'"),
+    ("name: x\nbase: base.yaml\ngrid: {model.norm: [none]}\nmetric: qlike\n",
+     "a return target has no metric 'qlike'; choose from mse"),
+    ("name: x\nbase: base.yaml\ngrid: {model.norm: [none]}\nmetric: [mse, sharp]\n", "unknown metric 'sharp'"),
+    ("name: x\nbase: base.yaml\nseeds: 3\ngrid: {seed: [0, 1]}\n", "seeds: 3 and a `seed` key"),
+    ("name: x\nbase: base.yaml\nseeds: 0\ngrid: {model.norm: [none]}\n", "seeds"),
 ])
 def test_bad_sweep_files_exit_2_with_one_line(tmp_path: Path, sweep: str, expected: str) -> None:
     path = write_sweep(tmp_path, tmp_path / "d", sweep=sweep)
@@ -139,6 +149,22 @@ def test_bad_sweep_files_exit_2_with_one_line(tmp_path: Path, sweep: str, expect
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
     assert expected in err, err
     assert not (tmp_path / "out").exists()  # nothing ran, nothing was written
+
+
+def test_zip_moves_lists_together_and_seeds_default_to_five(tmp_path: Path) -> None:
+    sweep = ("name: z\nbase: base.yaml\ngrid: {model.norm: [none, batch]}\n"
+             "zip: {train.batch_size: [2, 64], train.lr: [0.0001, 0.001]}\n")
+    s = sw.load_sweep(write_sweep(tmp_path, tmp_path / "d", sweep=sweep))
+    assert s.grid == {"model.norm": ["none", "batch"], "seed": [0, 1, 2, 3, 4]}
+    assert len(s.cells) == 2 * 5 * 2  # norms x default seeds x zip rows, never batch 2 with lr 0.001
+    pairs = {(c.config.train.batch_size, c.config.train.lr) for c in s.cells}
+    assert pairs == {(2, 0.0001), (64, 0.001)}
+    assert s.grid_keys == ["model.norm", "seed", "train.batch_size", "train.lr"]
+    assert s.metrics == ["mse", "rank_ic"]  # a return target's proper metrics by default
+    fixed = sw.load_sweep(write_sweep(tmp_path, tmp_path / "d", sweep=sweep + "set: {seed: 3}\nmetric: mae\n"))
+    assert {c.config.seed for c in fixed.cells} == {3} and len(fixed.cells) == 4 and fixed.metrics == ["mae"]
+    three = sw.load_sweep(write_sweep(tmp_path, tmp_path / "d", sweep=sweep + "seeds: 3\n"))
+    assert three.grid["seed"] == [0, 1, 2]
 
 
 def test_set_cannot_override_a_grid_key(tmp_path: Path) -> None:
@@ -256,7 +282,7 @@ def test_failing_cell_is_recorded_others_finish_and_rerun_retries(tmp_path: Path
 
 def test_runtime_failure_in_a_worker_process(tmp_path: Path, data_dir: Path) -> None:
     """BatchNorm with batch size 1 validates but cannot train: recorded by the spawned worker, not fatal."""
-    sweep = ("name: bn1\nbase: base.yaml\nset: {train.epochs: 1, train.batch_size: 1}\n"
+    sweep = ("name: bn1\nbase: base.yaml\nset: {train.epochs: 1, train.batch_size: 1}\nseeds: 1\n"
              "grid:\n  model.norm: [none, batch]\n")
     path = write_sweep(tmp_path, data_dir, sweep=sweep)
     out = tmp_path / "out"
@@ -320,7 +346,7 @@ def test_sigkill_mid_sweep_then_resume(tmp_path: Path, data_dir: Path) -> None:
 
 def test_ray_executor_on_a_local_instance(tmp_path: Path, data_dir: Path) -> None:
     pytest.importorskip("ray")
-    sweep = "name: tiny-ray\nbase: base.yaml\nset: {train.epochs: 1}\ngrid:\n  model.norm: [none, layer]\n"
+    sweep = "name: tiny-ray\nbase: base.yaml\nset: {train.epochs: 1}\nseeds: 1\ngrid:\n  model.norm: [none, layer]\n"
     path = write_sweep(tmp_path, data_dir, sweep=sweep)
     out = tmp_path / "out"
     code, stdout, err = cli("sweep", str(path), "--out", str(out), "--executor", "ray", "--jobs", "2")
@@ -394,16 +420,15 @@ def test_diebold_mariano_matches_the_formula_with_overlap() -> None:
     assert r.pvalue == pytest.approx(2 * stats.t.sf(abs(stat), T - 1))
 
 
-def test_loss_differential_is_averaged_over_seeds_on_common_bars() -> None:
+def test_per_bar_losses_pair_on_common_test_bars() -> None:
     def frame(ts: list[int], f: list[float], y: list[float], split: str = "test") -> pd.DataFrame:
         return pd.DataFrame({"timestamp": ts, "forecast": f, "y": y, "split": [split] * len(ts)})
 
-    s0 = (frame([1, 2, 3], [1.0, 0.0, 2.0], [0.0, 0.0, 0.0]), frame([1, 2, 3], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]))
-    s1 = (frame([1, 2, 3], [3.0, 1.0, np.nan], [0.0, 0.0, 0.0]), frame([1, 2, 3], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]))
-    # bar 3 has no forecast in seed 1: only bars 1 and 2 are common
-    assert st.loss_differential([s0, s1]).tolist() == [(1 + 9) / 2, (0 + 1) / 2]
-    val_rows = (frame([1], [5.0], [0.0], "val"), frame([1], [0.0], [0.0], "val"))
-    assert len(st.loss_differential([val_rows])) == 0
+    a = st.bar_loss(frame([1, 2, 3], [3.0, 1.0, np.nan], [0.0, 0.0, 0.0]), "mse")
+    b = st.bar_loss(frame([1, 2, 3, 4], [0.0, 2.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]), "mse")
+    la, lb = st.common_bars(a, b)  # bar 3 has no forecast in a, bar 4 is not in a: bars 1 and 2 are common
+    assert la.tolist() == [9.0, 1.0] and lb.tolist() == [0.0, 4.0]
+    assert len(st.bar_loss(frame([1], [5.0], [0.0], "val"), "mse")) == 0  # validation rows never count
 
 
 # ---------------------------------------------------------------- the report from hand-made results
@@ -467,9 +492,17 @@ def test_report_from_hand_made_results(tmp_path: Path) -> None:
                        & (rep.results["train.batch_size"] == 2)]["test_mse"]
     assert row["test_mse_mean"] == pytest.approx(mses.mean()) and row["test_mse_std"] == pytest.approx(mses.std())
     assert row["n_ok"] == 3
-    t = rep.tests.set_index(["model.kind", "train.batch_size"])
-    # the planted effect: batch at batch size 2 loses to layer, clearly by DM
-    assert t.loc[("mlp", "2"), "mean_diff"] > 0 and t.loc[("mlp", "2"), "p_dm"] < 0.01
+    assert rep.metrics == ["test_mse", "test_rank_ic"] and set(rep.tests["metric"]) == {"test_mse"}
+    assert "rank_ic: no finished cell reports it; not tested" in rep.notes  # shows what exists, never crashes
+    t = rep.tests[rep.tests["metric"] == "test_mse"].set_index(["model.kind", "train.batch_size"])
+    # the planted effect: batch at batch size 2 loses to layer in every seed's own DM test; with 3 seeds the
+    # sign test over seeds cannot go below 2 / 2^3 = 0.25, and the report says so
+    assert t.loc[("mlp", "2"), "effect"] > 0 and t.loc[("mlp", "2"), "better"] == "no"
+    assert t.loc[("mlp", "2"), "dm_seeds"].startswith("0-/3+ (0-/3+ at 5%)")
+    assert t.loc[("mlp", "2"), "p_dm"] == pytest.approx(0.25) == rep.min_p["dm_sign"]
+    assert (rep.tests["p_t_holm"].dropna() >= rep.tests["p_t"].dropna()).all()
+    deg = rep.degradation.set_index(["model.kind", "model.norm", "train.batch_size"])
+    assert deg.loc[("mlp", "batch", "2"), "degradation"] > 0 and set(rep.interaction["model.kind"]) == {"mlp", "lstm"}
     # failed (mlp, layer, 32, seed 1) and pending (lstm, batch, 32, seed 2) cells drop their pairs
     assert t.loc[("mlp", "32"), "n_seeds"] == 2 and t.loc[("lstm", "32"), "n_seeds"] == 2
     a = rep.results.query("`model.kind` == 'mlp' and `train.batch_size` == 2")
@@ -478,6 +511,7 @@ def test_report_from_hand_made_results(tmp_path: Path) -> None:
     assert t.loc[("mlp", "2"), "p_t"] == pytest.approx(stats.ttest_rel(ba, la).pvalue)
     md = (root / "summary.md").read_text()
     assert "RuntimeError: boom" in md and "1 pending" in md and "| mlp | batch | 2 | 3 |" in md
+    assert "smallest reachable p with 3 seed(s): Wilcoxon 0.250" in md and "interaction" in md
     for name in ("test_loss_by_norm.png", "sharpe_by_norm.png", "test_loss_vs_batch_size.png",
                  "training_curves.png"):
         assert (root / "plots" / name).stat().st_size > 1000

@@ -87,7 +87,12 @@ def _show(rep: SweepReport) -> None:
     out.print(tables.simple_table(title, header, rows))
     th, tr = summary.tests_table(rep, compact=True)
     if tr:
-        out.print(tables.simple_table(f"paired tests vs {rep.reference} on {rep.loss}", th, tr))
+        out.print(tables.simple_table(f"paired tests vs {rep.reference} over seeds (p raw, Holm-corrected)", th, tr))
+    for title, (h, rr) in (("degradation from the largest batch", summary.degradation_table(rep)),
+                           ("norm x batch size interaction", summary.interaction_table(rep))):
+        if rr:
+            out.print(tables.simple_table(title, h, rr))
+    out.print(f"note: {summary.min_p_line(rep)}")
     for note in [*summary.test_notes(rep), *rep.notes]:
         out.print(f"note: {note}")
     out.print(f"results: {rep.paths.get('results')}  summary: {rep.paths.get('summary')}  "

@@ -39,7 +39,11 @@ def one_line(e: BaseException) -> str:
 
 
 def run_cell(task: CellTask, candles: pd.DataFrame) -> dict[str, Any]:
-    """Train and backtest one cell; write result.json LAST (status ok, or failed with a one-line error)."""
+    """Train and backtest one cell; write result.json LAST (status ok, or failed with a one-line error).
+
+    A cell whose training finished is "ok" even when its backtest fails (e.g. a target the strategy cannot
+    trade): the forecast metrics stand, `backtest_error` says why there is no backtest, and a re-run does
+    not retrain it."""
     from cryptonorm import pipeline
 
     t0 = time.time()
@@ -60,14 +64,18 @@ def run_cell(task: CellTask, candles: pd.DataFrame) -> dict[str, Any]:
         seen = json.loads((run_dir / "run.json").read_text())["data"]["hash"]
         if seen != task.data_hash:
             raise DataError(f"the cell trained on data {seen}, the sweep loaded {task.data_hash}")
-        _, bt = pipeline.backtest(run_dir)
-        m = bt.metrics
         result.update({
             "status": "ok", "device": summary.device, "stopped": summary.stopped, "best_epoch": summary.best_epoch,
             "epochs_run": _epochs_run(run_dir), "train_seconds": round(summary.seconds, 3),
-            "metrics": {k: summary.metrics.get(k) for k in ("target", "horizon", "samples", "val", "test")},
-            "backtest": {"strategy": m.get("strategy", {}), "buy_and_hold": m.get("buy_and_hold", {})},
+            "metrics": {k: summary.metrics.get(k) for k in ("target", "horizon", "samples", "val", "test",
+                                                            "baselines") if k in summary.metrics},
         })
+        try:
+            _, bt = pipeline.backtest(run_dir)
+            m = bt.metrics
+            result["backtest"] = {"strategy": m.get("strategy", {}), "buy_and_hold": m.get("buy_and_hold", {})}
+        except Exception as e:  # the model trained: keep its metrics, say why there is no backtest
+            result["backtest_error"] = one_line(e)
     except Exception as e:  # the cell failed; the sweep goes on and a re-run retries it
         result["error"] = one_line(e)
     result["seconds"] = round(time.time() - t0, 3)

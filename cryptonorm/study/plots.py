@@ -10,7 +10,17 @@ import numpy as np
 import pandas as pd
 
 from cryptonorm.render.plots import atomic_savefig
-from cryptonorm.study.results import BATCH_KEY, KIND_KEY, NORM_KEY, SEED_KEY, grid_values, group_keys, labelled
+from cryptonorm.study.results import (
+    BATCH_KEY,
+    KIND_KEY,
+    NORM_KEY,
+    SEED_KEY,
+    grid_keys,
+    grid_values,
+    group_keys,
+    labelled,
+)
+from cryptonorm.study.stats import bootstrap_ci
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -24,12 +34,12 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def _panels(meta: dict[str, Any]) -> list[str | None]:
-    return list(grid_values(meta, KIND_KEY)) if KIND_KEY in meta["grid"] else [None]
+    return list(grid_values(meta, KIND_KEY)) if KIND_KEY in grid_keys(meta) else [None]
 
 
 def x_key(meta: dict[str, Any]) -> str | None:
     """What the boxes are grouped by: the norm, else the first other grid key."""
-    if NORM_KEY in meta["grid"]:
+    if NORM_KEY in grid_keys(meta):
         return NORM_KEY
     rest = [k for k in group_keys(meta) if k != KIND_KEY]
     return rest[0] if rest else None
@@ -44,7 +54,7 @@ def _figure(n_panels: int) -> tuple[Figure, list[Any]]:
 
 
 def _pooled(meta: dict[str, Any], used: set[str]) -> str:
-    rest = [k for k in meta["grid"] if k not in used]
+    rest = [k for k in grid_keys(meta) if k not in used]
     return f" (pooled over {', '.join(rest)})" if rest else ""
 
 
@@ -81,37 +91,41 @@ def plot_box(rep: SweepReport, metric: str, title: str, path: Path) -> Path | No
 
 
 def plot_batch_size(rep: SweepReport, path: Path) -> Path | None:
-    """Test loss vs batch size (log x), one line per norm with std over seeds; only with a batch-size grid."""
+    """Primary metric vs batch size (log x), one line per norm: the mean over seeds with its bootstrap 95% CI
+    (stats.bootstrap_ci); only with a batch-size grid or zip key."""
     meta = rep.meta
-    if BATCH_KEY not in meta["grid"] or rep.loss not in rep.results.columns:
+    if BATCH_KEY not in grid_keys(meta) or rep.loss not in rep.results.columns:
         return None
     lab = labelled(rep.results, meta)
     lab = lab[lab["status"] == "ok"]
     panels = _panels(meta)
     fig, axes = _figure(len(panels))
-    sizes = grid_values(meta, BATCH_KEY)
-    norms = grid_values(meta, NORM_KEY) if NORM_KEY in meta["grid"] else [None]
+    sizes = sorted(grid_values(meta, BATCH_KEY), key=float)
+    norms = grid_values(meta, NORM_KEY) if NORM_KEY in grid_keys(meta) else [None]
     for ax, kind in zip(axes, panels, strict=True):
         sel = lab if kind is None else lab[lab[KIND_KEY] == kind]
         for norm in norms:
             s = sel if norm is None else sel[sel[NORM_KEY] == norm]
-            xs, mean, std = [], [], []
+            xs, mean, lo, hi = [], [], [], []
             for b in sizes:
-                v = pd.to_numeric(s[s[BATCH_KEY] == b][rep.loss], errors="coerce").dropna()
+                v = pd.to_numeric(s[s[BATCH_KEY] == b][rep.loss], errors="coerce").dropna().to_numpy("float64")
                 if len(v):
+                    m = float(v.mean())
+                    ci = bootstrap_ci(v)
                     xs.append(float(b))
-                    mean.append(float(v.mean()))
-                    std.append(float(v.std(ddof=1)) if len(v) > 1 else 0.0)
+                    mean.append(m)
+                    lo.append(m - ci[0] if np.isfinite(ci[0]) else 0.0)  # errorbar wants distances from the mean
+                    hi.append(ci[1] - m if np.isfinite(ci[1]) else 0.0)
             if xs:
-                ax.errorbar(xs, mean, yerr=std, marker="o", capsize=3, label=norm or "all")
+                ax.errorbar(xs, mean, yerr=[lo, hi], marker="o", capsize=3, label=norm or "all")
         ax.set_xscale("log", base=2)
         ax.set_xticks([float(b) for b in sizes], sizes)
         ax.set_xlabel(BATCH_KEY)
-        ax.set_ylabel(f"{rep.loss} (mean ± std over seeds)")
+        ax.set_ylabel(f"{rep.loss} (mean over seeds, 95% CI)")
         ax.set_title(f"{KIND_KEY}={kind}" if kind is not None else meta["name"])
         ax.grid(alpha=0.3)
-        ax.legend(title=NORM_KEY if NORM_KEY in meta["grid"] else None, fontsize=8)
-    fig.suptitle(f"test loss vs batch size{_pooled(meta, {BATCH_KEY, NORM_KEY, KIND_KEY, SEED_KEY})}")
+        ax.legend(title=NORM_KEY if NORM_KEY in grid_keys(meta) else None, fontsize=8)
+    fig.suptitle(f"{rep.loss} vs batch size{_pooled(meta, {BATCH_KEY, NORM_KEY, KIND_KEY, SEED_KEY})}")
     return _save(fig, path)
 
 

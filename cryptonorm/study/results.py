@@ -25,8 +25,9 @@ KIND_KEY = "model.kind"
 SEED_KEY = "seed"
 BATCH_KEY = "train.batch_size"
 # the metrics the aggregated table shows, where the cells have them
-SUMMARY_METRICS = ("test_mse", "test_mae", "test_directional_accuracy", "test_ic_spearman", "test_log_loss",
-                   "test_auc", "bt_sharpe", "bt_total_return", "bt_max_drawdown", "train_seconds")
+SUMMARY_METRICS = ("test_qlike", "test_mse_var", "test_mse_vol", "test_mz_slope", "test_mse", "test_mae",
+                   "test_directional_accuracy", "test_rank_ic", "test_log_loss", "test_auc", "bt_sharpe",
+                   "bt_total_return", "bt_max_drawdown", "train_seconds")
 
 
 def cell_dir(sweep_dir: Path, cell: Cell | str) -> Path:
@@ -88,9 +89,16 @@ def result_row(result: dict[str, Any], grid_keys: list[str], sweep_dir: Path) ->
     metrics = result.get("metrics") or {}
     for split in ("val", "test"):
         m = metrics.get(split) or {}
-        for key in FORECAST_KEYS:
-            if key in m:
+        for key in [*(k for k in FORECAST_KEYS if k in m), *sorted(k for k in m if k not in FORECAST_KEYS)]:
+            if _number(m[key]):  # every scalar metric a target kind reports (qlike, mz_slope, ...)
                 row[f"{split}_{key}"] = m[key]
+        if "rank_ic" not in m and _number(m.get("ic_spearman")):  # one name for the rank IC of every kind
+            row[f"{split}_rank_ic"] = m["ic_spearman"]
+    baselines = (metrics.get("test") or {}).get("baselines") or metrics.get("baselines") or {}
+    for name, bm in baselines.items() if isinstance(baselines, dict) else ():
+        for key, v in (bm.items() if isinstance(bm, dict) else ()):
+            if _number(v):  # a volatility run's HAR, EWMA, ... on exactly its test bars
+                row[f"baseline_{name}_{key}"] = v
     bt = result.get("backtest") or {}
     strat, bh = bt.get("strategy") or {}, bt.get("buy_and_hold") or {}
     for key in BACKTEST_KEYS:
@@ -108,7 +116,12 @@ def result_row(result: dict[str, Any], grid_keys: list[str], sweep_dir: Path) ->
     row["stopped"] = result.get("stopped")
     row["run_dir"] = str(cell_dir(sweep_dir, result["cell_id"]) / "run") if result.get("status") != "pending" else None
     row["error"] = result.get("error")
+    row["backtest_error"] = result.get("backtest_error")
     return row
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def results_frame(results: list[dict[str, Any]], grid_keys: list[str], sweep_dir: Path) -> pd.DataFrame:
@@ -120,7 +133,7 @@ def results_frame(results: list[dict[str, Any]], grid_keys: list[str], sweep_dir
     # the same columns in the same order for every cell, whichever finished first
     front = ["cell_id", *grid_keys, *([] if "seed" in grid_keys else ["seed"]), "status"]
     rest = [c for c in df.columns if c not in front]
-    metric = [c for c in rest if c.startswith(("val_", "test_", "bt_", "bh_"))]
+    metric = [c for c in rest if c.startswith(("val_", "test_", "baseline_", "bt_", "bh_"))]
     tail = [c for c in rest if c not in metric]
     return df[[c for c in front if c in df.columns] + metric + tail]
 
@@ -131,13 +144,13 @@ def write_results_csv(sweep_dir: Path, results: list[dict[str, Any]]) -> Path:
 
     meta = load_sweep_dir(sweep_dir)
     path = Path(sweep_dir) / RESULTS_CSV
-    pipeline.write_csv(path, results_frame(results, list(meta["grid"]), Path(sweep_dir)))
+    pipeline.write_csv(path, results_frame(results, grid_keys(meta), Path(sweep_dir)))
     return path
 
 
 def grid_keys(meta: dict[str, Any]) -> list[str]:
-    """The grid keys of a sweep (sweep.json's `grid`), in file order."""
-    return list(meta["grid"])
+    """The keys that vary between cells: sweep.json's `grid`, then its `zip` keys, in file order."""
+    return [*meta["grid"], *(meta.get("zip") or {})]
 
 
 def group_keys(meta: dict[str, Any]) -> list[str]:
@@ -146,8 +159,9 @@ def group_keys(meta: dict[str, Any]) -> list[str]:
 
 
 def grid_values(meta: dict[str, Any], key: str) -> list[str]:
-    """A grid key's values as shown strings."""
-    return [show(v) for v in meta["grid"][key]]
+    """A grid or zip key's values as shown strings (a zip list's repeats once)."""
+    values = meta["grid"][key] if key in meta["grid"] else meta["zip"][key]
+    return list(dict.fromkeys(show(v) for v in values))
 
 
 def labelled(df: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
@@ -159,8 +173,13 @@ def labelled(df: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
 
 
 def combos(meta: dict[str, Any], keys: list[str]) -> list[dict[str, str]]:
-    """Every combination of the values of `keys`, in grid order."""
-    return [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*(grid_values(meta, k) for k in keys))]
+    """Every combination of the values of `keys` that some cell has, in cell order (zip keys move together,
+    so their values never combine freely)."""
+    cells = meta.get("cells") or []
+    if not cells:
+        return [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*(grid_values(meta, k) for k in keys))]
+    seen = {tuple(show(c["params"].get(k)) for k in keys): None for c in cells}
+    return [dict(zip(keys, vals, strict=True)) for vals in seen]
 
 
 def select(df: pd.DataFrame, combo: dict[str, str]) -> pd.DataFrame:

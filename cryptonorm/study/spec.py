@@ -19,7 +19,7 @@ import hashlib
 import itertools
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cryptonorm.config import Config, apply_overrides, build_config, parse_override, read_yaml, set_dotted
 from cryptonorm.errors import ConfigError
+from cryptonorm.study.metrics import DEFAULT_METRICS, check_metrics
 from cryptonorm.text import did_you_mean
 
 # Grid keys under these sections would give cells different candles or splits: refused.
@@ -43,7 +44,13 @@ class SweepSpec(BaseModel):
     name: str  # names the default sweep directory sweeps/<name>/
     base: str  # the experiment config every cell starts from, relative to the sweep file
     overrides: dict[str, Any] = Field(default_factory=dict, alias="set")  # dotted key -> value, every cell
-    grid: dict[str, list[Any]]  # dotted key -> values; the cells are the cartesian product
+    grid: dict[str, list[Any]] = Field(default_factory=dict)  # dotted key -> values; cartesian product
+    # dotted key -> values; the lists move together (one length), e.g. batch size with lr; crossed with grid
+    zip_: dict[str, list[Any]] = Field(default_factory=dict, alias="zip")
+    # the metric(s) of the paired tests, a name or a list (first = primary); default by target kind:
+    # qlike + mse_var (volatility), mse + rank_ic (return), log_loss + auc (direction)
+    metric: str | list[str] | None = None
+    seeds: int | None = Field(None, ge=1)  # seeds 0..N-1 when `seed` is not a grid/zip/set key (default 5)
     reference: str | None = None  # reference norm of the paired tests; default the first model.norm listed
     description: str = ""  # free text, shown in summary.md
 
@@ -78,13 +85,19 @@ class Sweep:
     base_path: Path
     cli_overrides: tuple[str, ...]
     cells: list[Cell]
+    grid: dict[str, list[Any]] = field(default_factory=dict)  # the spec's grid, plus `seed` when defaulted
+    zip: dict[str, list[Any]] = field(default_factory=dict)
+    metrics: list[str] = field(default_factory=list)  # tested metrics, primary first
 
     @property
     def grid_keys(self) -> list[str]:
-        return list(self.spec.grid)
+        return [*self.grid, *self.zip]
 
     def default_dir(self) -> Path:
         return Path("sweeps") / self.spec.name
+
+
+DEFAULT_SEEDS = 5  # seeds of a sweep that names none: enough for a Wilcoxon p of 0.0625, a t-test below 0.05
 
 
 def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
@@ -95,25 +108,17 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         spec = SweepSpec.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(f"{path}: {_spec_error(e)}") from None
-    if not spec.grid:
+    if not spec.grid and not spec.zip_:
         raise ConfigError(f"{path}: grid is empty; give at least one dotted key with a list of values, "
                           "e.g. model.norm: [none, layer]")
-    for key, values in spec.grid.items():
-        _check_key(key, f"{path}: grid key {key!r}")
-        if key.split(".")[0] in FIXED_SECTIONS:
-            raise ConfigError(f"{path}: grid key {key!r}: every cell must see the same candles and splits, so "
-                              f"{'/'.join(FIXED_SECTIONS)} keys cannot vary; put them under `set:` (one value for "
-                              "all cells) or run one sweep per value")
-        if not values:
-            raise ConfigError(f"{path}: grid.{key} is an empty list; give at least one value")
-        dumped = [json.dumps(v, sort_keys=True, default=str) for v in values]
-        dupes = sorted({d for d in dumped if dumped.count(d) > 1})
-        if dupes:
-            raise ConfigError(f"{path}: grid.{key} lists {', '.join(dupes)} more than once")
+    for block, axes in (("grid", spec.grid), ("zip", spec.zip_)):
+        for key, values in axes.items():
+            _check_axis(path, block, key, values)
+    _check_zip(path, spec)
     for key in spec.overrides:
         _check_key(key, f"{path}: set key {key!r}")
     if spec.reference is not None:
-        norms = [str(v) for v in spec.grid.get("model.norm", [])]
+        norms = [str(v) for v in {**spec.grid, **spec.zip_}.get("model.norm", [])]
         if spec.reference not in norms:
             raise ConfigError(f"{path}: reference {spec.reference!r} must be one of the model.norm grid values "
                               f"({', '.join(norms) or 'model.norm is not a grid key'})")
@@ -122,7 +127,7 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         parts, _ = parse_override(item)
         key = ".".join(parts)
         _check_key(key, f"--set {item!r}")
-        if key in spec.grid:
+        if key in spec.grid or key in spec.zip_:
             raise ConfigError(f"--set {item!r}: {key} is a grid key of {path}; change the grid instead")
     base_path = (path.parent / spec.base) if not Path(spec.base).is_absolute() else Path(spec.base)
     if not base_path.exists():
@@ -134,10 +139,62 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     base_raw = apply_overrides(base_raw, cli)
     if "name" not in spec.overrides and not any(o.startswith("name=") for o in cli):
         base_raw["name"] = spec.name
-    cells = []
-    seen: set[str] = set()
-    for combo in itertools.product(*spec.grid.values()):
-        params = dict(zip(spec.grid, combo, strict=True))
+    grid = {**spec.grid, **_seed_axis(path, spec, cli)}
+    cells = _expand(path, base_raw, grid, spec.zip_)
+    metrics = _metrics(path, spec, cells)
+    return Sweep(spec, path, base_path, cli, cells, grid, dict(spec.zip_), metrics)
+
+
+def _check_axis(path: Path, block: str, key: str, values: list[Any]) -> None:
+    _check_key(key, f"{path}: {block} key {key!r}")
+    if key.split(".")[0] in FIXED_SECTIONS:
+        raise ConfigError(f"{path}: {block} key {key!r}: every cell must see the same candles and splits, so "
+                          f"{'/'.join(FIXED_SECTIONS)} keys cannot vary; put them under `set:` (one value for "
+                          "all cells) or run one sweep per value")
+    if not values:
+        raise ConfigError(f"{path}: {block}.{key} is an empty list; give at least one value")
+    if block == "grid":
+        dumped = [json.dumps(v, sort_keys=True, default=str) for v in values]
+        dupes = sorted({d for d in dumped if dumped.count(d) > 1})
+        if dupes:
+            raise ConfigError(f"{path}: grid.{key} lists {', '.join(dupes)} more than once")
+
+
+def _check_zip(path: Path, spec: SweepSpec) -> None:
+    """zip lists move together: one length, no key also in grid, no repeated row."""
+    if not spec.zip_:
+        return
+    both = [k for k in spec.zip_ if k in spec.grid]
+    if both:
+        raise ConfigError(f"{path}: {', '.join(both)} is under both grid and zip; list each key once")
+    lengths = {k: len(v) for k, v in spec.zip_.items()}
+    if len(set(lengths.values())) > 1:
+        raise ConfigError(f"{path}: the zip lists move together and need one length, got "
+                          f"{', '.join(f'{k}: {n}' for k, n in lengths.items())}; make them equally long")
+    rows = [json.dumps(r, default=str) for r in zip(*spec.zip_.values(), strict=True)]
+    dupes = sorted({r for r in rows if rows.count(r) > 1})
+    if dupes:
+        raise ConfigError(f"{path}: zip row {dupes[0]} ({', '.join(spec.zip_)}) appears more than once")
+
+
+def _seed_axis(path: Path, spec: SweepSpec, cli: tuple[str, ...]) -> dict[str, list[Any]]:
+    """seed: [0 .. seeds-1] unless the sweep gives seeds itself (grid, zip, set or --set seed=...)."""
+    given = "seed" in spec.grid or "seed" in spec.zip_ or "seed" in spec.overrides or \
+        any(o.split("=", 1)[0].strip() == "seed" for o in cli)
+    if given:
+        if spec.seeds is not None:
+            raise ConfigError(f"{path}: seeds: {spec.seeds} and a `seed` key both set the seeds; keep one")
+        return {}
+    return {"seed": list(range(spec.seeds or DEFAULT_SEEDS))}
+
+
+def _expand(path: Path, base_raw: dict[str, Any], grid: dict[str, list[Any]],
+            zipped: dict[str, list[Any]]) -> list[Cell]:
+    """Every cell: the grid's cartesian product crossed with the zip rows, each config validated."""
+    rows = [dict(zip(zipped, r, strict=True)) for r in zip(*zipped.values(), strict=True)] if zipped else [{}]
+    cells, seen = [], set()
+    for combo, row in itertools.product(itertools.product(*grid.values()), rows):
+        params = {**dict(zip(grid, combo, strict=True)), **row}
         raw = json.loads(json.dumps(base_raw, default=str))  # a deep copy per cell
         for key, value in params.items():
             _set_dotted(raw, key, value)
@@ -150,19 +207,25 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
                               "grid value")
         seen.add(cell.id)
         cells.append(cell)
-    first = cells[0].config
-    for c in cells[1:]:
-        for section in FIXED_SECTIONS:
-            if getattr(c.config, section) != getattr(first, section):  # pragma: no cover - guarded above
-                raise ConfigError(f"{path}: cell [{c.label}] has other {section} settings than the first cell")
-    return Sweep(spec, path, base_path, cli, cells)
+    return cells
+
+
+def _metrics(path: Path, spec: SweepSpec, cells: list[Cell]) -> list[str]:
+    """The tested metrics (the sweep's `metric:`, else the target kind's defaults), checked per cell."""
+    kind = cells[0].config.target.kind
+    names = [spec.metric] if isinstance(spec.metric, str) else list(spec.metric or DEFAULT_METRICS[kind])
+    if not names:
+        raise ConfigError(f"{path}: metric is an empty list; name at least one, e.g. metric: qlike")
+    for k in dict.fromkeys(c.config.target.kind for c in cells):
+        check_metrics(names, k, f"{path}: metric")
+    return list(dict.fromkeys(names))
 
 
 def _spec_error(e: ValidationError) -> str:
     errors = e.errors()
     err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])  # a typo explains a "missing"
     loc = [str(p) for p in err["loc"]]
-    allowed = ["name", "base", "set", "grid", "reference", "description"]
+    allowed = ["name", "base", "set", "grid", "zip", "metric", "seeds", "reference", "description"]
     if err["type"] == "extra_forbidden" and len(loc) == 1:
         hint = did_you_mean(loc[0], allowed)
         hint = f"{hint} " if hint else ""

@@ -1,9 +1,15 @@
 """Statistics of a sweep, as pure functions (arrays and frames in, numbers out; no files, no plots).
 
 - paired t-test and Wilcoxon signed-rank test on per-cell metrics of runs that share a seed;
-- Diebold-Mariano on a per-bar loss differential: a Newey-West (Bartlett) long-run variance with lag
-  horizon - 1, the Harvey-Leybourne-Newbold small-sample correction and a two-sided Student-t p-value with
-  T - 1 degrees of freedom. A negative DM statistic means the first forecast beats the second.
+- Diebold-Mariano on a per-bar loss differential of ONE seed: a Newey-West (Bartlett) long-run variance
+  with lag horizon - 1, the Harvey-Leybourne-Newbold small-sample correction and a two-sided Student-t
+  p-value with T - 1 degrees of freedom. A negative DM statistic means the first forecast beats the second.
+  Seeds are never averaged before the test: `dm_per_seed` runs one DM per seed and combines them with a
+  sign test over seeds, so one collapsed seed cannot make a small p-value on its own;
+- Holm's step-down correction across every p-value of a table;
+- a percentile bootstrap confidence interval of a mean (paired differences over seeds);
+- the interaction F-test of a two-way repeated-measures ANOVA (seeds as subjects), for norm x batch size;
+- the smallest p-value each test can reach with n seeds.
 Undefined tests (fewer than 2 seeds, all differences equal) give NaN and a note instead of a warning.
 """
 
@@ -87,22 +93,163 @@ def diebold_mariano(d: np.ndarray, horizon: int = 1) -> TestResult:
     return TestResult(stat, float(2.0 * stats.t.sf(abs(stat), df=T - 1)), T)
 
 
-def loss_differential(errors: list[tuple[pd.DataFrame, pd.DataFrame]]) -> np.ndarray:
-    """Mean over seeds of e_a,t^2 - e_b,t^2 on the test bars all pairs forecast.
+@dataclass(frozen=True)
+class DMSeeds:
+    """Per-seed Diebold-Mariano tests and their sign-test combination."""
 
-    Each pair is (forecasts of run a, forecasts of run b): frames with timestamp, forecast, y, split.
-    """
-    per_seed = []
-    for fa, fb in errors:
-        m = _test_rows(fa).merge(_test_rows(fb), on="timestamp", suffixes=("_a", "_b"))
-        d = (m["forecast_a"] - m["y_a"]) ** 2 - (m["forecast_b"] - m["y_b"]) ** 2
-        per_seed.append(pd.Series(d.to_numpy("float64"), index=m["timestamp"].to_numpy()))
-    if not per_seed:
-        return np.array([], dtype="float64")
-    return pd.concat(per_seed, axis=1, join="inner").mean(axis=1).to_numpy("float64")
+    n_seeds: int  # seeds with a forecast pair
+    n_better: int  # seeds whose DM statistic < 0 (the first forecast has the lower loss)
+    n_worse: int  # seeds whose DM statistic > 0
+    n_better_sig: int  # of those, with p < alpha
+    n_worse_sig: int
+    median_stat: float  # median per-seed DM statistic
+    pvalue: float  # two-sided sign test of n_better among the seeds with a finite statistic
+    per_seed: tuple[TestResult, ...] = ()
+    note: str = ""
 
 
-def _test_rows(f: pd.DataFrame) -> pd.DataFrame:
-    t = f[(f["split"] == "test") & f["forecast"].notna() & f["y"].notna()]
-    return t[["timestamp", "forecast", "y"]]
+def dm_per_seed(pairs: list[tuple[np.ndarray, np.ndarray]], horizon: int = 1, alpha: float = 0.05) -> DMSeeds:
+    """One Diebold-Mariano test per seed on that seed's per-bar losses (loss_a, loss_b), never on errors
+    averaged over seeds; combined across seeds by a two-sided sign test (binomial, p = 1/2) on the signs of
+    the per-seed statistics. The sign test cannot be driven by one extreme seed, and with n seeds its
+    p-value cannot go below 2 / 2^n (see `min_pvalues`)."""
+    per = [diebold_mariano(np.asarray(a, "float64") - np.asarray(b, "float64"), horizon) for a, b in pairs]
+    usable = [r for r in per if np.isfinite(r.statistic)]
+    neg = sum(r.statistic < 0 for r in usable)
+    pos = sum(r.statistic > 0 for r in usable)
+    sig_neg = sum(r.statistic < 0 and r.pvalue < alpha for r in usable)
+    sig_pos = sum(r.statistic > 0 and r.pvalue < alpha for r in usable)
+    k = neg + pos
+    if k == 0:
+        note = "DM: no seed with a usable test" if pairs else "DM: no forecast pairs"
+        return DMSeeds(len(pairs), 0, 0, 0, 0, math.nan, math.nan, tuple(per), note)
+    p = float(stats.binomtest(neg, k, 0.5).pvalue)
+    median = float(np.median([r.statistic for r in usable]))
+    return DMSeeds(len(pairs), neg, pos, sig_neg, sig_pos, median, p, tuple(per))
 
+
+def holm(pvalues: np.ndarray | list[float]) -> np.ndarray:
+    """Holm (1979) step-down adjusted p-values; NaN p-values stay NaN and do not count in the family.
+
+    Sorted ascending p_(1) <= ... <= p_(m): adjusted p_(i) = max_{j <= i} min(1, (m - j + 1) p_(j))."""
+    p = np.asarray(pvalues, dtype="float64")
+    out = np.full(p.shape, math.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = len(ok)
+    if m == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def bootstrap_ci(x: np.ndarray, confidence: float = 0.95, n_resamples: int = 9999,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean of x (NaNs dropped); (NaN, NaN) below 2 values.
+
+    Resamples with replacement from an explicit, seeded generator, so a report is reproducible. With 5
+    seeds the interval is narrow-biased (a percentile bootstrap of 5 values cannot reach beyond their
+    range); it describes the seeds run, not a population guarantee."""
+    x = np.asarray(x, dtype="float64")
+    x = x[np.isfinite(x)]
+    if len(x) < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(n_resamples, len(x)))].mean(axis=1)  # (n_resamples,)
+    tail = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(means, [tail, 1.0 - tail])
+    return float(lo), float(hi)
+
+
+def interaction_anova(y: np.ndarray) -> TestResult:
+    """Interaction F-test of a two-way repeated-measures ANOVA, y of shape (S subjects, A, B) levels.
+
+    Here: S seeds, A norms, B batch sizes. Tests whether the effect of B differs between levels of A (does
+    one norm degrade differently with batch size), with the subject x A x B residual as its error term:
+    F = (SS_AB / ((A-1)(B-1))) / (SS_ABS / ((A-1)(B-1)(S-1))). Needs a complete (no NaN) array."""
+    y = np.asarray(y, dtype="float64")
+    if y.ndim != 3:
+        raise ValueError(f"y must be (seeds, A, B), got shape {y.shape}")
+    S, A, B = y.shape
+    if S < 2 or A < 2 or B < 2:
+        return TestResult(math.nan, math.nan, S, f"interaction test needs >= 2 seeds, norms and batch sizes, got "
+                                                 f"{S}, {A}, {B}")
+    if not np.isfinite(y).all():
+        return TestResult(math.nan, math.nan, S, "interaction test needs every seed in every cell")
+    g = y.mean()
+    m_ab = y.mean(axis=0)  # (A, B)
+    m_a, m_b = y.mean(axis=(0, 2)), y.mean(axis=(0, 1))  # (A,), (B,)
+    m_sa, m_sb, m_s = y.mean(axis=2), y.mean(axis=1), y.mean(axis=(1, 2))  # (S, A), (S, B), (S,)
+    inter = m_ab - m_a[:, None] - m_b[None, :] + g  # (A, B)
+    ss_ab = S * float((inter**2).sum())
+    resid = (y - m_ab[None] - m_sa[:, :, None] - m_sb[:, None, :] + m_a[None, :, None] + m_b[None, None, :]
+             + m_s[:, None, None] - g)  # (S, A, B)
+    ss_err = float((resid**2).sum())
+    df1, df2 = (A - 1) * (B - 1), (A - 1) * (B - 1) * (S - 1)
+    if not ss_err > 0:
+        return TestResult(math.nan, math.nan, S, "interaction test undefined: no residual variance")
+    f = (ss_ab / df1) / (ss_err / df2)
+    return TestResult(float(f), float(stats.f.sf(f, df1, df2)), S)
+
+
+def min_pvalues(n: int) -> dict[str, float]:
+    """The smallest two-sided p-value each seed-level test can reach with n paired seeds.
+
+    Wilcoxon (exact) and the sign test over per-seed DM statistics: 2 / 2^n (all n differences on one side),
+    capped at 1. The t-test has no floor (it can reach any p if the differences are consistent enough),
+    given as 0.0; its validity rests on roughly normal differences, which 5 seeds cannot check."""
+    floor = min(1.0, 2.0 / 2.0**n) if n >= 1 else math.nan
+    return {"t": 0.0 if n >= 2 else math.nan, "wilcoxon": floor, "dm_sign": floor}
+
+
+# ---------------------------------------------------------------- per-bar losses (for Diebold-Mariano)
+
+# metric -> the per-bar loss whose mean it is, from forecasts.csv columns; metrics that are not a mean of
+# per-bar losses (rank IC, AUC, Mincer-Zarnowitz) have no DM test.
+BAR_LOSSES = ("mse", "mae", "log_loss", "qlike", "mse_var", "mse_vol")
+
+
+def bar_loss(frame: pd.DataFrame, metric: str, forecast: str = "forecast") -> pd.Series:
+    """Per-bar loss (indexed by timestamp) of the test rows of one run's forecasts.csv frame.
+
+    mse / mae / log_loss use `forecast` and `y`; qlike / mse_var / mse_vol use the variance columns a
+    volatility run writes (`forecast_var` or `baseline_<name>`, and `y_var`). `forecast` picks the forecast
+    column (e.g. baseline_har for a baseline's losses; variance metrics map "forecast" to forecast_var)."""
+    f = frame[frame["split"] == "test"] if "split" in frame.columns else frame
+    if metric in ("qlike", "mse_var", "mse_vol"):
+        col = "forecast_var" if forecast == "forecast" else forecast
+        if col not in f.columns or "y_var" not in f.columns:
+            raise KeyError(f"{metric} needs the columns {col} and y_var in forecasts.csv")
+        f = f[f[col].notna() & f["y_var"].notna()]
+        fv, v = f[col].to_numpy("float64"), f["y_var"].to_numpy("float64")
+        if metric == "qlike":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = v / fv
+                loss = ratio - np.log(ratio) - 1.0
+        elif metric == "mse_var":
+            loss = (fv - v) ** 2
+        else:
+            loss = (np.sqrt(fv) - np.sqrt(v)) ** 2
+    elif metric in ("mse", "mae", "log_loss"):
+        f = f[f[forecast].notna() & f["y"].notna()]
+        fc, y = f[forecast].to_numpy("float64"), f["y"].to_numpy("float64")
+        if metric == "mse":
+            loss = (fc - y) ** 2
+        elif metric == "mae":
+            loss = np.abs(fc - y)
+        else:
+            p = np.clip(fc, 1e-7, 1 - 1e-7)
+            loss = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    else:
+        raise KeyError(f"{metric} is not a mean of per-bar losses; no Diebold-Mariano test for it")
+    return pd.Series(loss, index=f["timestamp"].to_numpy())
+
+
+def common_bars(a: pd.Series, b: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The two per-bar loss series on the timestamps both have, finite in both: ((T,), (T,))."""
+    m = pd.concat([a, b], axis=1, join="inner").dropna()
+    m = m[np.isfinite(m).all(axis=1)]
+    return m.iloc[:, 0].to_numpy("float64"), m.iloc[:, 1].to_numpy("float64")

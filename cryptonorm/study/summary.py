@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from cryptonorm.study.results import NORM_KEY, SUMMARY_METRICS, grid_values, group_keys
+from cryptonorm.study.results import BATCH_KEY, NORM_KEY, SUMMARY_METRICS, grid_values, group_keys
 from cryptonorm.text import fmt
 
 if TYPE_CHECKING:
@@ -22,22 +22,30 @@ def _p(v: Any) -> str:
     return fmt(v, "p")
 
 
-COMPACT = {"test_mse": "test mse", "test_log_loss": "test log loss", "test_directional_accuracy": "dir acc",
-           "test_auc": "AUC", "bt_sharpe": "sharpe", "bt_total_return": "return"}
+COMPACT = {"test_qlike": "qlike", "test_mse_var": "mse var", "test_mse": "test mse", "test_rank_ic": "rank IC",
+           "test_log_loss": "log loss", "test_auc": "AUC", "test_directional_accuracy": "dir acc",
+           "bt_sharpe": "sharpe", "bt_total_return": "return"}
+
+
+def _short(col: str) -> str:
+    return COMPACT.get(col, col.removeprefix("test_"))
 
 
 def summary_table(rep: SweepReport, compact: bool = False) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the aggregated table: mean +/- std over seeds, p-values vs the reference.
+    """Header and rows of the aggregated table: mean +/- std over seeds, Holm p-values of the primary
+    metric vs the reference.
 
-    `compact` (the terminal): fewer metrics, short headers; the full table goes to summary.md.
+    `compact` (the terminal): the tested metrics and Sharpe, short headers; the full table goes to summary.md.
     """
     keys = group_keys(rep.meta)
-    metrics = [m for m in (COMPACT if compact else SUMMARY_METRICS) if f"{m}_mean" in rep.summary.columns]
-    has_p = "p_t" in rep.summary.columns
+    wanted = [*rep.metrics, "bt_sharpe"] if compact else [*rep.metrics, *SUMMARY_METRICS]
+    metrics = [m for m in dict.fromkeys(wanted) if f"{m}_mean" in rep.summary.columns]
+    pcols = [c for c in ("p_t_holm", "p_wilcoxon_holm", "p_dm_holm") if c in rep.summary.columns]
     scale = {m: _scale(rep.summary[f"{m}_mean"]) if compact else 0 for m in metrics}
-    names = [f"{COMPACT[m]}{f' (e{scale[m]})' if scale[m] else ''}" for m in metrics] if compact else metrics
+    names = [f"{_short(m)}{f' (e{scale[m]})' if scale[m] else ''}" for m in metrics] if compact else metrics
+    pnames = {"p_t_holm": "t", "p_wilcoxon_holm": "W", "p_dm_holm": "DM"}
     header = [*(k.split(".")[-1] if compact else k for k in keys), "n", *names,
-              *(["p t", "p W", "p DM"] if compact and has_p else ["p t-test", "p Wilcoxon", "p DM"] if has_p else [])]
+              *(f"p {pnames[c]} (Holm)" for c in pcols)]
     rows = []
     for _, r in rep.summary.iterrows():
         n = f"{r['n_ok']}" + (f" ({r['n_failed']} failed)" if r["n_failed"] else "") + \
@@ -48,9 +56,8 @@ def summary_table(rep: SweepReport, compact: bool = False) -> tuple[list[str], l
             digits = 3 if compact else 4
             pm = "±" if compact else " ± "
             cells.append(_f(mean, digits) if math.isnan(std) else f"{_f(mean, digits)}{pm}{_f(std, 2)}")
-        if has_p:
-            is_ref = NORM_KEY in r and r[NORM_KEY] == rep.reference
-            cells += ["ref"] * 3 if is_ref else [_p(r.get("p_t")), _p(r.get("p_wilcoxon")), _p(r.get("p_dm"))]
+        is_ref = NORM_KEY in r and r[NORM_KEY] == rep.reference
+        cells += ["ref" if is_ref else _p(r.get(c)) for c in pcols]
         rows.append(cells)
     return header, rows
 
@@ -65,22 +72,64 @@ def _scale(values: pd.Series) -> int:
 
 
 def tests_table(rep: SweepReport, compact: bool = False) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the paired comparisons (`compact`: short headers, notes left to test_notes)."""
+    """Header and rows of the paired comparisons: effect with its bootstrap 95% CI, then each test's raw
+    and Holm-corrected p-value (`compact`: short headers, notes left to test_notes)."""
     if not len(rep.tests):
         return [], []
     keys = [k for k in group_keys(rep.meta) if k != NORM_KEY]
-    header = [*(k.split(".")[-1] if compact else k for k in keys), "norm" if compact else NORM_KEY, "seeds",
-              f"mean Δ {rep.loss}", "t", "p", "W", "p", "DM", "p", "bars", *([] if compact else ["note"])]
+    header = [*(k.split(".")[-1] if compact else k for k in keys), "norm" if compact else NORM_KEY, "vs", "metric",
+              "seeds", "Δ [95% CI]", "better", "p t", "Holm", "p W", "Holm", "DM seeds -/+", "p DM", "Holm",
+              *([] if compact else ["rel Δ", "bars", "note"])]
     rows = []
     for _, r in rep.tests.iterrows():
-        rows.append([*(str(r[k]) for k in keys), str(r[NORM_KEY]), str(r["n_seeds"]), _f(r["mean_diff"], 3),
-                     _f(r["t"], 3), _p(r["p_t"]), _f(r["wilcoxon"], 3), _p(r["p_wilcoxon"]), _f(r["dm"], 3),
-                     _p(r["p_dm"]), str(r["dm_bars"]), *([] if compact else [str(r["note"])])])
+        ci = f"{_f(r['effect'], 3)} [{_f(r['ci_low'], 2)}, {_f(r['ci_high'], 2)}]"
+        rows.append([*(str(r[k]) for k in keys), str(r[NORM_KEY]), str(r["reference"]), _short(str(r["metric"])),
+                     str(r["n_seeds"]), ci, str(r.get("better") or "-"), _p(r["p_t"]), _p(r["p_t_holm"]),
+                     _p(r["p_wilcoxon"]), _p(r["p_wilcoxon_holm"]), str(r.get("dm_seeds", "-")),
+                     _p(r.get("p_dm")), _p(r.get("p_dm_holm")),
+                     *([] if compact else [fmt(r.get("effect_rel"), "spct"), _f(r.get("dm_bars"), 6),
+                                           str(r["note"])])])
     return header, rows
 
 
+def degradation_table(rep: SweepReport) -> tuple[list[str], list[list[str]]]:
+    """Each norm's loss at a batch size minus at its largest batch, paired by seed (Holm within the table)."""
+    d = rep.degradation
+    if not len(d):
+        return [], []
+    keys = [k for k in group_keys(rep.meta) if k not in (NORM_KEY, BATCH_KEY)]
+    header = [*keys, NORM_KEY, BATCH_KEY, "vs batch", "seeds", f"Δ {_short(rep.loss)} [95% CI]", "rel Δ", "p t",
+              "Holm", "p W", "Holm"]
+    rows = [[*(str(r[k]) for k in keys), str(r[NORM_KEY]), str(r[BATCH_KEY]), str(r["vs_batch"]), str(r["n_seeds"]),
+             f"{_f(r['degradation'], 3)} [{_f(r['ci_low'], 2)}, {_f(r['ci_high'], 2)}]",
+             fmt(r["effect_rel"], "spct"), _p(r["p_t"]), _p(r["p_t_holm"]), _p(r["p_wilcoxon"]),
+             _p(r["p_wilcoxon_holm"])] for _, r in d.iterrows()]
+    return header, rows
+
+
+def interaction_table(rep: SweepReport) -> tuple[list[str], list[list[str]]]:
+    """The norm x batch-size interaction test per group (two-way repeated-measures ANOVA over seeds)."""
+    d = rep.interaction
+    if not len(d):
+        return [], []
+    keys = [k for k in group_keys(rep.meta) if k not in (NORM_KEY, BATCH_KEY)]
+    header = [*keys, "norms", "batch sizes", "seeds", "F", "p", "Holm", "note"]
+    rows = [[*(str(r[k]) for k in keys), str(r["norms"]), str(r["batch_sizes"]), str(r["n_seeds"]), _f(r["F"], 3),
+             _p(r["p_interaction"]), _p(r["p_interaction_holm"]), str(r["note"])] for _, r in d.iterrows()]
+    return header, rows
+
+
+def min_p_line(rep: SweepReport) -> str:
+    """The smallest p-value each test could reach with the seeds this sweep has."""
+    n = rep.min_p
+    seeds = int(rep.results.loc[rep.results["status"] == "ok", "seed"].nunique()) if len(rep.results) else 0
+    return (f"smallest reachable p with {seeds} seed(s): Wilcoxon {_p(n.get('wilcoxon'))}, DM sign test over seeds "
+            f"{_p(n.get('dm_sign'))}, t-test no floor (assumes normal differences); Holm then multiplies the "
+            "smallest p of a table by its number of p-values")
+
+
 def test_notes(rep: SweepReport) -> list[str]:
-    """'<norm> vs <reference> [key=value ...]: why a test is NaN', for the rows that have one."""
+    """'<norm> vs <reference> [key=value ...] metric: why a test is NaN', for the rows that have one."""
     if not len(rep.tests):
         return []
     keys = [k for k in group_keys(rep.meta) if k != NORM_KEY]
@@ -88,7 +137,8 @@ def test_notes(rep: SweepReport) -> list[str]:
     for _, r in rep.tests.iterrows():
         if r["note"]:
             where = " ".join(f"{k}={r[k]}" for k in keys)
-            out.append(f"{r[NORM_KEY]} vs {rep.reference}{f' [{where}]' if where else ''}: {r['note']}")
+            out.append(f"{r[NORM_KEY]} vs {r['reference']}{f' [{where}]' if where else ''} {_short(str(r['metric']))}: "
+                       f"{r['note']}")
     return out
 
 
@@ -109,6 +159,10 @@ def markdown(rep: SweepReport) -> str:
     if m.get("description"):
         out += [m["description"], ""]
     grid = ", ".join(f"`{k}` ∈ {{{', '.join(grid_values(m, k))}}}" for k in m["grid"])
+    zipped = " × ".join(f"`{k}`" for k in m.get("zip") or {})
+    if zipped:
+        grid += f"; zipped (moving together): {zipped} = " + ", ".join(
+            "(" + ", ".join(str(v) for v in row) + ")" for row in zip(*m["zip"].values(), strict=True))
     out += [f"- sweep file: `{m.get('sweep_file')}`, base config: `{m.get('base')}`",
             f"- grid: {grid}",
             f"- fixed: {', '.join(f'`{k}={v}`' for k, v in (m.get('set') or {}).items()) or '-'}"
@@ -117,18 +171,28 @@ def markdown(rep: SweepReport) -> str:
             f"- data: {data.get('rows')} candles from `{data.get('path')}`, hash `{data.get('hash')}` "
             "(the same for every cell)",
             f"- target: {m.get('target')}, horizon {m.get('horizon')}", ""]
+    out += [f"- metrics tested: {', '.join(_short(x) for x in rep.metrics)} (primary: {_short(rep.loss)})",
+            f"- {min_p_line(rep)}", ""]
     header, rows = summary_table(rep)
     out += ["## Mean ± std over seeds", ""]
     if rep.reference:
-        out += [f"p-values: each `{NORM_KEY}` against `{rep.reference}` on {rep.loss} over the same seeds "
-                "(paired t-test, Wilcoxon signed-rank) and Diebold-Mariano on the per-bar squared test errors "
-                "(averaged over seeds; Newey-West variance, HLN correction).", ""]
+        out += [f"p-values (Holm-corrected across the comparisons table): each `{NORM_KEY}` against "
+                f"`{rep.reference}` on {_short(rep.loss)} over the same seeds.", ""]
     out += [_md_table(header, rows), ""]
     th, tr = tests_table(rep)
     if tr:
-        out += [f"## Paired comparisons vs `{rep.reference}`", "",
-                f"Δ = norm − reference on {rep.loss} (negative: the norm forecasts better); DM < 0 likewise.", "",
-                _md_table(th, tr), ""]
+        out += ["## Paired comparisons", "",
+                "Δ = norm − reference (or baseline), mean over seeds paired by seed, with a percentile bootstrap "
+                "95% CI; `better` reads Δ through the metric (lower is better for losses, higher for IC/AUC). "
+                "t: paired t-test; W: Wilcoxon signed-rank; DM: one Diebold-Mariano test per seed on the per-bar "
+                "test losses (Newey-West variance, HLN correction), `-/+` = seeds where the norm's loss is "
+                "lower/higher (in brackets: significant at 5%), p DM = two-sided sign test over seeds. Holm: "
+                "step-down correction across every p-value of this table.", "", _md_table(th, tr), ""]
+    for title, (h, rr) in (("Degradation from the largest batch", degradation_table(rep)),
+                           ("Norm x batch size interaction (two-way repeated-measures ANOVA, seeds as subjects)",
+                            interaction_table(rep))):
+        if rr:
+            out += [f"## {title}", "", _md_table(h, rr), ""]
     failed = rep.results[rep.results["status"] == "failed"]
     if len(failed):
         out += ["## Failed cells", ""]

@@ -97,7 +97,8 @@ def run_sweep(sweep: Sweep, sweep_dir: Path | None = None, *, jobs: int = 1, exe
         pipeline.write_json(sweep_dir / SWEEP_FILE, {
             "name": sweep.spec.name, "description": sweep.spec.description, "sweep_file": str(sweep.path.resolve()),
             "base": str(sweep.base_path.resolve()), "set": sweep.spec.overrides, "cli_set": list(sweep.cli_overrides),
-            "grid": sweep.spec.grid, "reference": sweep.spec.reference, "horizon": first.target.horizon,
+            "grid": sweep.grid, "zip": sweep.zip, "metrics": sweep.metrics, "reference": sweep.spec.reference,
+            "horizon": first.target.horizon,
             "target": first.target.kind,
             "data": {"hash": dhash, "rows": len(candles), "path": str(pipeline.candle_path(first)),
                      "first": int(candles["timestamp"].iloc[0]), "last": int(candles["timestamp"].iloc[-1])},
