@@ -8,6 +8,7 @@ import numpy as np
 
 from cryptonorm.errors import DataError
 from cryptonorm.timeframes import bars_per_year, timeframe_ms
+from cryptonorm.trade.metrics import dot
 from cryptonorm.trade.trades import Trades, find_trades
 
 DAY_MS = 86_400_000
@@ -83,9 +84,9 @@ def performance_of(
     total = float(r.sum())
     mean = total / n if n else math.nan
     dev = r - mean
-    sd = math.sqrt(float(np.dot(dev, dev)) / (n - 1)) if n > 1 else math.nan
+    sd = math.sqrt(dot(dev, dev) / (n - 1)) if n > 1 else math.nan
     neg = np.minimum(r, 0.0, out=dev)  # dev is spent: reuse its memory
-    downside = math.sqrt(float(np.dot(neg, neg)) / n) if n else math.nan
+    downside = math.sqrt(dot(neg, neg) / n) if n else math.nan
     losses = -float(neg.sum())
     gains = total + losses
     cagr = _cagr(final, years)
@@ -111,7 +112,7 @@ def performance_of(
         "profit_factor": gains / losses if losses > 0 else (math.inf if gains > 0 else math.nan),
         "exposure": n_in / n if n else math.nan,
         "turnover": turnover / years if years > 0 else math.nan,
-        "fees_paid": float(np.dot(f, eq[:-1])),
+        "fees_paid": dot(f, eq[:-1]),
         "bars": n,
         "years": years,
     }

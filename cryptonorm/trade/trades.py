@@ -58,6 +58,13 @@ def trade_returns(
     n = len(pos)
     if len(first) == 0:
         return np.zeros(0)
+    factor = np.empty(n + 1)  # a sentinel 1 at the end so that `after` may equal n in reduceat
+    np.add(returns, 1.0, out=factor[:-1])
+    factor[-1] = 1.0
+    bounds = np.empty(2 * len(first), dtype=np.int64)
+    bounds[0::2], bounds[1::2] = first, last + 1
+    if not fees.any():  # before costs: no fee to share out
+        return np.multiply.reduceat(factor, bounds)[0::2] - 1.0
     prev = np.where(first > 0, pos[first - 1], 0.0)
     pos_in = pos[first]
     fee_in = fees[first]
@@ -68,12 +75,7 @@ def trade_returns(
     ai, li = after[has_exit], last[has_exit]
     pos_out = pos[li]
     exit_share[has_exit] = fees[ai] * np.abs(pos_out) / np.abs(pos[ai] - pos_out)  # > 0: the side changed
-    factor = np.empty(n + 1)  # a sentinel 1 at the end so that `after` may equal n in reduceat
-    np.add(returns, 1.0, out=factor[:-1])
-    factor[-1] = 1.0
     factor[first] += fee_in - share_in  # keep only this trade's share of the entry cost
-    bounds = np.empty(2 * len(first), dtype=np.int64)
-    bounds[0::2], bounds[1::2] = first, after
     prod = np.multiply.reduceat(factor, bounds)[0::2]  # product over [first, last]
     return prod * (1.0 - exit_share) - 1.0
 
