@@ -21,7 +21,9 @@ import pandas as pd
 
 from cryptonorm.atomic import atomic_path, write_text_atomic
 from cryptonorm.config import Config, DataConfig
-from cryptonorm.data.candles import clean, empty_frame, read_user_file
+from cryptonorm.data import freqtrade
+from cryptonorm.data.candles import clean, empty_frame
+from cryptonorm.data.importers import read_user_file
 from cryptonorm.errors import ConfigError, DataError
 from cryptonorm.timeframes import parse_date, timeframe_ms
 
@@ -172,11 +174,23 @@ def filter_range(df: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     return df[mask].reset_index(drop=True)
 
 
+def user_file(data: DataConfig) -> Path | None:
+    """The user's own candle file for this config: data.file, or the freqtrade file of data.symbol and
+    data.timeframe in data.freqtrade_dir (futures/ for a swap); None when candles come from the store."""
+    if data.file:
+        return Path(data.file)
+    if data.freqtrade_dir:
+        return freqtrade.find(data.freqtrade_dir, _one_symbol(data), data.timeframe,
+                              "futures" if data.market == "swap" else "")
+    return None
+
+
 def candle_path(cfg: Config) -> Path:
-    """The store file (or data.file) that train/backtest read for this config."""
-    if cfg.data.file:
-        return Path(cfg.data.file)
-    return store_path(cfg.data.dir, store_folder(cfg.data), _one_symbol(cfg), cfg.data.timeframe)
+    """The store file (or the user's file) that train/backtest read for this config."""
+    own = user_file(cfg.data)
+    if own is not None:
+        return own
+    return store_path(cfg.data.dir, store_folder(cfg.data), _one_symbol(cfg.data), cfg.data.timeframe)
 
 
 def store_folder(data: DataConfig) -> str:
@@ -188,8 +202,8 @@ def store_folder(data: DataConfig) -> str:
     return f"synthetic/{hashlib.sha256(params.encode()).hexdigest()[:10]}"
 
 
-def _one_symbol(cfg: Config) -> str:
-    syms = cfg.data.symbols
+def _one_symbol(data: DataConfig) -> str:
+    syms = data.symbols
     if len(syms) != 1:
         raise ConfigError(f"data.symbol lists {len(syms)} markets; training and backtests take one: "
                           f"set data.symbol to one of {', '.join(syms)}")
@@ -198,8 +212,9 @@ def _one_symbol(cfg: Config) -> str:
 
 def load_candles(cfg: Config) -> pd.DataFrame:
     """The candles an experiment uses: data.file, or the store, cut to [data.since, data.until)."""
-    if cfg.data.file:
-        df = read_user_file(cfg.data.file, cfg.data.timeframe)
+    own = user_file(cfg.data)
+    if own is not None:
+        df = read_user_file(own, cfg.data.timeframe)
     else:
         path = candle_path(cfg)
         if not path.exists() and not journal_parts(path):
@@ -215,7 +230,7 @@ def load_candles(cfg: Config) -> pd.DataFrame:
 
 def have_candles(cfg: Config) -> bool:
     """True when the store already covers data.since .. data.until (what `run` needs before training)."""
-    if cfg.data.file:
+    if cfg.data.file or cfg.data.freqtrade_dir:
         return True
     path = candle_path(cfg)
     if journal_parts(path) or not path.exists():

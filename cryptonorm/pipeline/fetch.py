@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from cryptonorm.config import Config
-from cryptonorm.data.candles import Gap, find_gaps, from_rows, read_user_file
+from cryptonorm.data.candles import Gap, find_gaps, from_rows
+from cryptonorm.data.importers import read_user_file
 from cryptonorm.data.store import (
     add_page,
     consolidate,
@@ -23,6 +24,7 @@ from cryptonorm.data.store import (
     read_pending,
     store_folder,
     store_path,
+    user_file,
     write_pending,
 )
 from cryptonorm.errors import DataError
@@ -62,12 +64,13 @@ def fetch(cfg: Config, *, progress: ProgressFn | None = None, retry: Retry | Non
     from cryptonorm.data.exchange import Retry, check_symbol, open_source, pages
 
     data = cfg.data
-    if data.file:
-        df = filter_range(read_user_file(data.file, data.timeframe), cfg)
+    own = user_file(data)
+    if own is not None:
+        df = filter_range(read_user_file(own, data.timeframe), cfg)
         if len(df) == 0:
-            raise DataError(f"data.file {data.file!r} has no candles between data.since and data.until")
+            raise DataError(f"{own} has no candles between data.since and data.until")
         ts = df["timestamp"].to_numpy()
-        return [FetchSummary("file", data.symbols[0], data.timeframe, Path(data.file), len(df), 0,
+        return [FetchSummary("file", data.symbols[0], data.timeframe, own, len(df), 0,
                              int(ts[0]), int(ts[-1]), find_gaps(ts, data.timeframe), source="file")]
     retry = retry or Retry()
     source = open_source(data)

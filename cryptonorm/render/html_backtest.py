@@ -37,7 +37,8 @@ from cryptonorm.render.html import (
     utc,
     write_page,
 )
-from cryptonorm.render.plots import TABLE_ROWS, drawdown_curve, fmt_value, metric_columns, metrics_caption
+from cryptonorm.render.plots import TABLE_ROWS, drawdown_curve, metric_columns, metrics_caption
+from cryptonorm.text import fmt
 from cryptonorm.timeframes import bars_per_year, timeframe_ms
 
 if TYPE_CHECKING:
@@ -71,14 +72,14 @@ def backtest_page(out: Path, equity: pd.DataFrame | None, trades: pd.DataFrame |
 def metrics_html(metrics: dict[str, Any]) -> str:
     """The comparison table (strategy, before costs, buy-and-hold, baselines) as HTML."""
     columns = metric_columns(metrics)
-    rows = [[label, *(fmt_value(col.get(key), kind) for _, col in columns)] for label, key, kind in TABLE_ROWS]
+    rows = [[label, *(fmt(col.get(key), kind) for _, col in columns)] for label, key, kind in TABLE_ROWS]
     return table(["metric", *(name for name, _ in columns)], rows, cls="metrics")
 
 
 def per_year_html(metrics: dict[str, Any]) -> str:
-    rows = [[str(r.get("year")), fmt_value(r.get("return"), "pct"), fmt_value(r.get("bh_return"), "pct"),
-             fmt_value(r.get("sharpe"), "num"), fmt_value(r.get("max_drawdown"), "pct"),
-             fmt_value(r.get("bars"), "int")] for r in metrics.get("per_year", [])]
+    rows = [[str(r.get("year")), fmt(r.get("return"), "pct"), fmt(r.get("bh_return"), "pct"),
+             fmt(r.get("sharpe"), "num"), fmt(r.get("max_drawdown"), "pct"),
+             fmt(r.get("bars"), "int")] for r in metrics.get("per_year", [])]
     if not rows:
         return ""
     return table(["year", "return", "buy & hold", "Sharpe", "max drawdown", "bars"], rows, caption="Per year",
@@ -197,7 +198,7 @@ def _trade_markers(fig: go.Figure, trades: pd.DataFrame | None) -> str:
     if len(tr) > MAX_TRADE_MARKERS:
         note = f"the {MAX_TRADE_MARKERS:,} trades of largest |return| of {len(tr):,}"
         tr = tr.loc[tr["return"].abs().sort_values(ascending=False).index[:MAX_TRADE_MARKERS]]
-    text = [f"{s} trade, {fmt_value(r, 'pct')} after costs, {int(b)} bar(s){'' if c else ', still open'}"
+    text = [f"{s} trade, {fmt(r, 'pct')} after costs, {int(b)} bar(s){'' if c else ', still open'}"
             for s, r, b, c in zip(tr["side"].astype(str), tr["return"], tr["bars_held"], tr["closed"], strict=True)]
     tr = tr.assign(_text=text)
     for side, symbol, color in (("long", "triangle-up", "#1a7f37"), ("short", "triangle-down", "#b42318")):

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from cryptonorm.render.html import Chart, esc, layout_defaults, message, table, write_page
+from cryptonorm.text import fmt
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -268,13 +269,5 @@ def _cells_section(data: SweepPage) -> str:
     cells = data.cells
     cols = ["cell_id", *[k for k in data.grid_keys if k in cells.columns], "status",
             *[c for c, _ in data.metrics if c in cells.columns], "run_dir"]
-    rows = [[_cell(r.get(c)) for c in cols] for _, r in cells.iterrows()]
+    rows = [[fmt(r.get(c), "g5") for c in cols] for _, r in cells.iterrows()]
     return (f"<details><summary>All {len(cells)} cells</summary>{table(cols, rows)}</details>")
-
-
-def _cell(v: object) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    if isinstance(v, (float, np.floating)):
-        return f"{float(v):.5g}"
-    return str(v)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptonorm.render.html import Chart, esc, layout_defaults, message, write_page
+from cryptonorm.text import fmt
 
 KNOWN_KEYS = ("claim", "data", "seeds", "numbers", "p_corrected", "verdict", "rule")
 
@@ -38,7 +39,7 @@ def _cell(key: str, value: Any) -> str:
     if key == "verdict" and value is not None:
         return f'<td class="verdict-{esc(str(value).lower())}">{esc(value)}</td>'
     if key == "p_corrected" and _number(value) is not None:
-        return f"<td>{_p(float(value))}</td>"
+        return f"<td>{esc(fmt(value, 'p'))}</td>"
     return f"<td>{_show(value)}</td>"
 
 
@@ -51,12 +52,8 @@ def _show(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(_show(v) for v in value)
     if isinstance(value, float):
-        return "-" if math.isnan(value) else esc(f"{value:.4g}")
+        return esc(fmt(value, "g4"))
     return esc(value)
-
-
-def _p(v: float) -> str:
-    return "&lt;0.001" if v < 0.001 else f"{v:.3f}"
 
 
 def _number(v: Any) -> float | None:
