@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from cryptonorm.study.claim_spec import SEED_KEY, Claim, grid_values
-from cryptonorm.study.sweep import _show, cell_dir, collect_results
+from cryptonorm.study.results import cell_dir, collect_results
+from cryptonorm.study.spec import show as _show
 
 NON_FINITE = "non_finite_loss"
 

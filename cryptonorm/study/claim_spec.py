@@ -36,7 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from cryptonorm.config import read_yaml
 from cryptonorm.errors import ConfigError
 from cryptonorm.study import verdicts as vd
-from cryptonorm.study.sweep import Sweep, _show, load_sweep
+from cryptonorm.study.spec import Sweep, load_sweep
+from cryptonorm.study.spec import show as _show
 from cryptonorm.trade.metrics import forecast_metrics
 
 SEED_KEY = "seed"

@@ -112,7 +112,7 @@ def judge(claim: Claim, sweep_dir: Path, plots_dir: Path, profile: str = "full")
     data = ok
     if spec.rule.change is not None and rule.metric in ok.columns:
         ch = spec.rule.change
-        from cryptonorm.study.sweep import _show
+        from cryptonorm.study.spec import show as _show
 
         data = vd.relative_change(ok, rule.metric, ch.key, _show(ch.start), _show(ch.to), keys)
         keys = [k for k in keys if k != ch.key]
@@ -143,6 +143,10 @@ def judge(claim: Claim, sweep_dir: Path, plots_dir: Path, profile: str = "full")
         "steps_target": frame.attrs.get("steps_target"),
     }
     record["plots"] = [str(p.resolve()) for p in claim_plots.claim_plots(record, ok, plots_dir)]
+    # flat keys for a page built from verdicts.json (render/html_verdicts.py shows these first)
+    prim = [c for c in record["comparisons"] if c["role"] == "primary" and c.get("p_holm") is not None]
+    record.update({"claim": f"{spec.claim.id}. {spec.claim.title}", "numbers": verdicts_md.primary(record),
+                   "p_corrected": min((c["p_holm"] for c in prim), default=None)})
     return record
 
 

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cryptonorm.study.report import paired_t, paired_wilcoxon
+from cryptonorm.study.stats import paired_t, paired_wilcoxon
 
 Claimed = Literal["lower", "higher", "either"]
 VERDICTS = ("supported", "contradicted", "inconclusive")

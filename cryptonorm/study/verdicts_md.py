@@ -29,7 +29,8 @@ def data_label(rec: dict[str, Any]) -> str:
     return f"real {d['symbol']} {d['timeframe']} ({d['source']}, {span})"
 
 
-def _primary(rec: dict[str, Any]) -> str:
+def primary(rec: dict[str, Any]) -> str:
+    """The primary comparisons in one line: effect [CI], Holm p, seeds pointing the claimed way."""
     parts = []
     for c in rec["comparisons"]:
         if c["role"] != "primary":
@@ -55,7 +56,7 @@ def markdown(meta: dict[str, Any], study_dir: Path) -> str:
            "Holm-corrected over each claim's comparisons; the rule's 95% CI is the Student-t interval over seeds "
            "(a percentile bootstrap for spreads), and a percentile-bootstrap CI is shown beside it.", ""]
     rows = [[str(r["id"]), r["title"], data_label(r), f"{r['model']}/{r['target']}", str(len(r["seeds"])),
-             r["rule"]["metric"], _primary(r), f"**{r['verdict']}**"] for r in claims]
+             r["rule"]["metric"], primary(r), f"**{r['verdict']}**"] for r in claims]
     out += _table(["#", "claim", "data", "model/target", "seeds", "metric", "primary comparisons", "verdict"], rows)
     out.append("")
     for r in claims:
