@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,15 @@ def sleeps() -> list[float]:
 @pytest.fixture
 def retry(sleeps: list[float]) -> Retry:
     return Retry(sleep=sleeps.append)  # backoff recorded, not slept
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One visible line when the browser tests skipped for want of a browser (skip reasons are hidden in -q)."""
+    for rep in terminalreporter.stats.get("skipped", []):
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        if "no headless Chromium" in reason:
+            terminalreporter.write_line(f"HTML report browser tests skipped: {reason.removeprefix('Skipped: ')}")
+            return
 
 
 # ---------------------------------------------------------------- one small real run, shared by the tests of the

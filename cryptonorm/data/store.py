@@ -14,7 +14,8 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +24,7 @@ from cryptonorm.atomic import atomic_path, write_text_atomic
 from cryptonorm.config import Config, DataConfig
 from cryptonorm.data import freqtrade
 from cryptonorm.data.candles import clean, empty_frame
+from cryptonorm.data.funding import clean_funding, empty_funding
 from cryptonorm.data.importers import read_user_file
 from cryptonorm.errors import ConfigError, DataError
 from cryptonorm.timeframes import parse_date, timeframe_ms
@@ -36,15 +38,28 @@ def store_path(data_dir: str | Path, exchange: str, symbol: str, timeframe: str)
     return Path(data_dir) / exchange / f"{safe}-{timeframe}.parquet"
 
 
-def read_store(path: Path) -> pd.DataFrame:
-    """Read a stored candle file (empty frame if absent)."""
+@dataclass(frozen=True)
+class Kind:
+    """What a store file holds: how to validate such a frame, and its empty frame."""
+
+    name: str
+    clean: Callable[[pd.DataFrame], pd.DataFrame]
+    empty: Callable[[], pd.DataFrame]
+
+
+CANDLES = Kind("candle", clean, empty_frame)
+FUNDING = Kind("funding", clean_funding, empty_funding)
+
+
+def read_store(path: Path, kind: Kind = CANDLES) -> pd.DataFrame:
+    """Read a stored file (empty frame if absent)."""
     if not path.exists():
-        return empty_frame()
+        return kind.empty()
     try:
         df = pd.read_parquet(path)
     except Exception as e:  # pyarrow raises many types for a damaged file
-        raise DataError(f"candle file {path} is unreadable ({type(e).__name__}); delete it and fetch again") from e
-    return clean(df)
+        raise DataError(f"{kind.name} file {path} is unreadable ({type(e).__name__}); delete it and fetch again") from e
+    return kind.clean(df)
 
 
 def write_atomic(df: pd.DataFrame, path: Path) -> None:
@@ -68,10 +83,10 @@ def locked(path: Path, timeout: float = 600.0) -> Iterator[None]:
                         "wait for it to finish or remove the stale .lock file") from None
 
 
-def merge(*frames: pd.DataFrame) -> pd.DataFrame:
-    """Union of candle frames, oldest download first; where several have a timestamp, the last one wins."""
+def merge(*frames: pd.DataFrame, kind: Kind = CANDLES) -> pd.DataFrame:
+    """Union of frames, oldest download first; where several have a timestamp, the last one wins."""
     non_empty = [f for f in frames if len(f)]
-    return clean(pd.concat(non_empty, ignore_index=True)) if non_empty else empty_frame()
+    return kind.clean(pd.concat(non_empty, ignore_index=True)) if non_empty else kind.empty()
 
 
 
@@ -135,12 +150,12 @@ def _remove_stale_temps(path: Path) -> None:
         journal.rmdir()  # only when empty
 
 
-def consolidate(path: Path) -> pd.DataFrame:
+def consolidate(path: Path, kind: Kind = CANDLES) -> pd.DataFrame:
     """Merge pending journal pages into the main store file (under the file lock), atomically."""
     with locked(path):
         _remove_stale_temps(path)
         parts = journal_parts(path)
-        frame = read_store(path)
+        frame = read_store(path, kind)
         if not parts:
             return frame
         pieces = [frame]
@@ -152,7 +167,7 @@ def consolidate(path: Path) -> pd.DataFrame:
             except Exception:
                 with contextlib.suppress(OSError):
                     p.rename(p.with_suffix(".unreadable"))
-        merged = merge(*pieces)
+        merged = merge(*pieces, kind=kind)
         write_atomic(merged, path)
         for p in read:
             with contextlib.suppress(OSError):
