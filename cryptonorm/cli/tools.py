@@ -47,6 +47,7 @@ def runs_command(
                   "finished"]
         body = [[r["name"], r["created"][:16].replace("T", " "), r["model"], r["norm"], r["target"],
                  fmt(r["test"].get("directional_accuracy"), "pct"), fmt(r["test"].get("ic_spearman"), "num3"),
-                 fmt(r["sharpe"], "num"), fmt(r["buy_and_hold_sharpe"], "num"), "yes" if r["finished"] else "no"] for r in rows]
+                 fmt(r["sharpe"], "num"), fmt(r["buy_and_hold_sharpe"], "num"), "yes" if r["finished"] else "no"]
+                for r in rows]
         if not STATE.quiet:
             console(wide=True).print(tables.simple_table(f"{len(rows)} run(s) in {root}", header, body))
