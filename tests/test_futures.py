@@ -217,3 +217,17 @@ def test_audit_proves_funding_features_leak_free_and_catches_a_leak(monkeypatch:
     monkeypatch.setattr(dataset, "funding_features", peeking)
     leaky = audit_mod.audit(candles, cfg, funding=RATES)
     assert not leaky.ok and any(leak.name.startswith("funding_") for leak in leaky.leaks)
+
+
+def test_export_freqtrade_writes_swap_candles_and_funding(server: RunningServer, tmp_path: Path,
+                                                          retry: Retry) -> None:
+    from cryptonorm.pipeline.export import export_freqtrade
+
+    cfg = build_config({"data": swap_data(server, tmp_path)})
+    pipeline.fetch(cfg, retry=retry)
+    files = export_freqtrade(cfg, tmp_path / "ft")
+    names = sorted(p.relative_to(tmp_path / "ft").as_posix() for p in files)
+    assert names == ["futures/BTC_USDT_USDT-1h-futures.feather", "futures/BTC_USDT_USDT-8h-funding_rate.feather"]
+    rates = read_funding_file(tmp_path / "ft" / names[1])  # freqtrade's funding file: the rate in `open`
+    pd.testing.assert_frame_equal(rates, read_store(funding_path(tmp_path / "store", "binance", "BTC/USDT:USDT"),
+                                                    FUNDING))
