@@ -199,6 +199,7 @@ class BacktestConfig(Section):
     max_leverage: float = Field(1.0, gt=0)
     fee_bps: float = Field(10.0, ge=0)  # per side on traded notional (a spot taker fee)
     slippage_bps: float = Field(0.0, ge=0)  # per side on traded notional
+    funding: Literal["auto", "off"] = "auto"  # auto: a swap's positions pay/earn funding; off: ignore it
     walk_forward: WalkForwardConfig = WalkForwardConfig()
 
 
