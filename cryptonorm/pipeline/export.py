@@ -29,7 +29,7 @@ def export_onnx(run_dir: Path, out: Path) -> ExportSummary:
     is not a run directory, an unfinished run, or an output that is not a .onnx file."""
     from cryptonorm.learn import checkpoints
     from cryptonorm.learn.export import export_onnx as write_onnx
-    from cryptonorm.pipeline.runs import load_run_config
+    from cryptonorm.pipeline.rundir import load_run_config
 
     run_dir, out = Path(run_dir), Path(out)
     if out.suffix.lower() != ".onnx":
