@@ -202,6 +202,11 @@ class BacktestConfig(Section):
     funding: Literal["auto", "off"] = "auto"  # auto: a swap's positions pay/earn funding; off: ignore it
     walk_forward: WalkForwardConfig = WalkForwardConfig()
 
+    @field_validator("funding", mode="before")
+    @classmethod
+    def _funding_off(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
+
 
 class Config(Section):
     """A whole experiment."""
