@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cryptonorm.config import Config, build_config
-from cryptonorm.data.candles import find_gaps, read_user_file
+from cryptonorm.data.candles import find_gaps
+from cryptonorm.data.importers import read_user_file
 from cryptonorm.errors import ConfigError, DataError
 from cryptonorm.features import dataset as ds_mod
 from cryptonorm.features import indicators
@@ -24,7 +25,7 @@ from cryptonorm.features.audit import audit
 from cryptonorm.features.dataset import prepare
 from cryptonorm.features.scaling import Scaler
 from cryptonorm.features.splits import apply, fold, split
-from cryptonorm.learn.training import gather_windows
+from cryptonorm.learn.loop import gather_windows
 from cryptonorm.timeframes import parse_date
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
