@@ -12,8 +12,9 @@ from cryptonorm.errors import DataError
 from cryptonorm.pipeline.rundir import finished_run
 
 
-def backtest(run_dir: Path, split: str = "test") -> tuple[Path, Any]:
-    """Backtest a run's out-of-sample forecasts; writes RUN_DIR/backtest/."""
+def backtest(run_dir: Path, split: str = "test", plot: bool = True) -> tuple[Path, Any]:
+    """Backtest a run's out-of-sample forecasts; writes RUN_DIR/backtest/ (equity.png unless `plot` is False:
+    a sweep cell skips it, drawing it took most of a small cell's backtest time)."""
     from cryptonorm.render import plots as report
     from cryptonorm.trade import backtest as bt
 
@@ -35,6 +36,7 @@ def backtest(run_dir: Path, split: str = "test") -> tuple[Path, Any]:
     write_csv(out_dir / "equity.csv", result.equity)
     write_csv(out_dir / "trades.csv", result.trades)
     write_json(out_dir / "metrics.json", result.metrics)
-    report.plot_equity(result, out_dir / "equity.png", title=f"{cfg.name}: {cfg.data.symbols[0]} "
-                       f"{cfg.data.timeframe}, {split} split")
+    if plot:
+        report.plot_equity(result, out_dir / "equity.png", title=f"{cfg.name}: {cfg.data.symbols[0]} "
+                           f"{cfg.data.timeframe}, {split} split")
     return out_dir, result
