@@ -5,11 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from cryptonorm.atomic import write_csv, write_json
+from cryptonorm.config import Config
+from cryptonorm.data.store import load_funding
 from cryptonorm.errors import DataError
 from cryptonorm.pipeline.rundir import finished_run
+from cryptonorm.timeframes import timeframe_ms
+
+
+def _funding(cfg: Config, ts: np.ndarray) -> np.ndarray | None:
+    """A swap's funding rate paid per unit of position in each bar (None for spot or backtest.funding off)."""
+    if cfg.data.market != "swap" or cfg.backtest.funding == "off":
+        return None
+    from cryptonorm.trade.funding import funding_per_bar
+
+    rates = load_funding(cfg)
+    assert rates is not None  # a swap always has funding (or load_funding raised)
+    return funding_per_bar(ts, timeframe_ms(cfg.data.timeframe), rates["timestamp"].to_numpy(),
+                           rates["rate"].to_numpy())
 
 
 def backtest(run_dir: Path, split: str = "test", plot: bool = True) -> tuple[Path, Any]:
@@ -28,9 +44,10 @@ def backtest(run_dir: Path, split: str = "test", plot: bool = True) -> tuple[Pat
     if len(df) < 2:
         raise DataError(f"the {split} split of {run_dir} has {len(df)} bar(s); a backtest needs at least 2: "
                         "use a longer data range or a larger split.test")
-    result = bt.simulate(df["timestamp"].to_numpy("int64"), df["close"].to_numpy("float64"),
+    ts = df["timestamp"].to_numpy("int64")
+    result = bt.simulate(ts, df["close"].to_numpy("float64"),
                          df["forecast"].to_numpy("float64"), cfg.backtest, cfg.data.timeframe, cfg.target.kind,
-                         outcome=df["outcome"].to_numpy("float64"))
+                         outcome=df["outcome"].to_numpy("float64"), funding=_funding(cfg, ts))
     out_dir = run_dir / "backtest"
     out_dir.mkdir(exist_ok=True)
     write_csv(out_dir / "equity.csv", result.equity)
