@@ -28,32 +28,37 @@ def _funding(cfg: Config, ts: np.ndarray) -> np.ndarray | None:
                            rates["rate"].to_numpy())
 
 
-def backtest(run_dir: Path, split: str = "test", plot: bool = True) -> tuple[Path, Any]:
-    """Backtest a run's out-of-sample forecasts; writes RUN_DIR/backtest/ (equity.png unless `plot` is False:
-    a sweep cell skips it, drawing it took most of a small cell's backtest time)."""
-    from cryptonorm.render import plots as report
+def backtest(run_dir: Path, split: str = "test", fmt: str | None = None, plot: bool = True) -> tuple[Path, Any]:
+    """Backtest a run's out-of-sample forecasts; writes RUN_DIR/backtest/ (equity.png and/or report.html per
+    `fmt`: png | html | both; None: both when plotly is installed; neither with plot=False, which the claims
+    study uses for its many small cells: drawing equity.png took most of such a cell's backtest time)."""
+    from cryptonorm.pipeline.reports import write_backtest_reports, write_no_backtest_report
+    from cryptonorm.render.html import formats
     from cryptonorm.trade import backtest as bt
 
     run_dir = Path(run_dir)
+    want = formats(fmt) if plot else ()
     cfg = finished_run(run_dir)
     fpath = run_dir / "forecasts.csv"  # with walk-forward, every out-of-sample fold forecast is "test"
     if not fpath.exists():
         raise DataError(f"{fpath} not found; train first (`cryptonorm train CONFIG`)")
     df = pd.read_csv(fpath)
     df = df[df["split"] == split]
+    out_dir = run_dir / "backtest"
+    title = f"{cfg.name}: {cfg.data.symbols[0]} {cfg.data.timeframe}, {split} split"
     if len(df) < 2:
-        raise DataError(f"the {split} split of {run_dir} has {len(df)} bar(s); a backtest needs at least 2: "
-                        "use a longer data range or a larger split.test")
+        why = (f"the {split} split of {run_dir} has {len(df)} bar(s); a backtest needs at least 2: "
+               "use a longer data range or a larger split.test")
+        page = write_no_backtest_report(out_dir, title, why, want)
+        raise DataError(why + (f" (see {page})" if page else ""))
+    outcome = df["outcome"].to_numpy("float64")
     ts = df["timestamp"].to_numpy("int64")
     result = bt.simulate(ts, df["close"].to_numpy("float64"),
                          df["forecast"].to_numpy("float64"), cfg.backtest, cfg.data.timeframe, cfg.target.kind,
-                         outcome=df["outcome"].to_numpy("float64"), funding=_funding(cfg, ts))
-    out_dir = run_dir / "backtest"
+                         outcome=outcome, funding=_funding(cfg, ts))
     out_dir.mkdir(exist_ok=True)
     write_csv(out_dir / "equity.csv", result.equity)
     write_csv(out_dir / "trades.csv", result.trades)
     write_json(out_dir / "metrics.json", result.metrics)
-    if plot:
-        report.plot_equity(result, out_dir / "equity.png", title=f"{cfg.name}: {cfg.data.symbols[0]} "
-                           f"{cfg.data.timeframe}, {split} split")
+    write_backtest_reports(out_dir, result, title, want, outcome=outcome)
     return out_dir, result

@@ -85,9 +85,9 @@ def run_study(claims: list[Claim], study_dir: Path, *, jobs: int = 1, profile: s
         sweep_dir = study_dir / c.name
         if bar is not None:
             with bar() as cell_events:
-                res = run_sweep(c.sweep, sweep_dir, jobs=jobs, on_event=cell_events)
+                res = run_sweep(c.sweep, sweep_dir, jobs=jobs, on_event=cell_events, cell_plots=False)
         else:
-            res = run_sweep(c.sweep, sweep_dir, jobs=jobs, on_event=on_event)
+            res = run_sweep(c.sweep, sweep_dir, jobs=jobs, on_event=on_event, cell_plots=False)
         outcome.failed_cells += res.failed
         sweep_report.render(res.sweep_dir)
     outcome.claims = judge_all(claims, study_dir, profile)
