@@ -24,6 +24,7 @@ class FeaturesConfig(Section):
     volatility: list[int] = [24]  # rolling std of 1-bar log returns -> vol_{n}
     volume_z: list[int] = [24]  # z-score of volume over n bars -> volz_{n}
     price_rel: bool = True  # close / MA - 1 for every sma and ema -> rel_sma_{n}, rel_ema_{n}
+    funding: list[int] = [3, 21]  # swaps only: means/z-scores of the last n funding rates -> funding_mean_{n}, ...
     window: int = Field(32, ge=1)  # bars of history per sample (LSTM sequence length; MLP flattens it)
     scaler: Literal["standard", "robust", "minmax", "none"] = "standard"  # fitted on the train split only
     gap_policy: Literal["drop", "ffill"] = "drop"  # drop windows/labels spanning a gap, or ffill + mask
@@ -168,6 +169,36 @@ class TrainConfig(Section):
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast on CUDA
     deterministic: bool = False  # torch deterministic algorithms (slower on CUDA)
     threads: int | None = Field(None, ge=1)  # torch CPU threads; null = torch's default
+    # What is held equal between cells of different batch sizes: `epochs` passes over the training data
+    # (batch 2 then takes 128x the optimizer steps of batch 256), `steps` optimizer steps (train.steps), or
+    # `samples` training samples seen (train.samples; steps = ceil(samples / batch_size)). Under steps and
+    # samples, train.epochs is not used: training runs ceil(steps / batches per epoch) passes, the last one
+    # cut short, with validation and early stopping after each pass (patience still counts passes).
+    budget: Literal["epochs", "steps", "samples"] = "epochs"
+    steps: int | None = Field(None, ge=1)  # optimizer steps, with budget: steps
+    samples: int | None = Field(None, ge=1)  # training samples seen, with budget: samples
+    # Learning rate by batch size: lr * (batch_size / lr_reference_batch) (linear, Goyal et al. 2017) or
+    # lr * sqrt(batch_size / lr_reference_batch) (sqrt); none = train.lr for every batch size.
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    lr_reference_batch: int = Field(256, ge=1)  # the batch size at which train.lr applies unscaled
+
+    @model_validator(mode="after")
+    def _budget(self) -> TrainConfig:
+        for key in ("steps", "samples"):
+            given = getattr(self, key) is not None
+            if self.budget == key and not given:
+                raise ValueError(f"train.budget {key} needs train.{key} (e.g. train.{key}: "
+                                 f"{2000 if key == 'steps' else 500000})")
+            if given and self.budget != key:
+                raise ValueError(f"train.{key} is only used with train.budget: {key} (budget is {self.budget!r}); "
+                                 f"set train.budget: {key} or remove train.{key}")
+        return self
+
+    @property
+    def scaled_lr(self) -> float:
+        """train.lr scaled to this batch size by train.lr_scaling."""
+        ratio = self.batch_size / self.lr_reference_batch
+        return self.lr * {"none": 1.0, "linear": ratio, "sqrt": ratio**0.5}[self.lr_scaling]
 
     @field_validator("device")
     @classmethod
@@ -198,7 +229,13 @@ class BacktestConfig(Section):
     max_leverage: float = Field(1.0, gt=0)
     fee_bps: float = Field(10.0, ge=0)  # per side on traded notional (a spot taker fee)
     slippage_bps: float = Field(0.0, ge=0)  # per side on traded notional
+    funding: Literal["auto", "off"] = "auto"  # auto: a swap's positions pay/earn funding; off: ignore it
     walk_forward: WalkForwardConfig = WalkForwardConfig()
+
+    @field_validator("funding", mode="before")
+    @classmethod
+    def _funding_off(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
 
 
 class Config(Section):

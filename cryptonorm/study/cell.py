@@ -29,6 +29,7 @@ class CellTask:
     cell_dir: str  # absolute
     data_hash: str
     ship_files: bool = False  # return history.csv/forecasts.csv text too (Ray without a shared filesystem)
+    plot: bool = True  # the cell's equity.png; the claims study turns it off (most of a small cell's backtest)
 
 
 def one_line(e: BaseException) -> str:
@@ -70,8 +71,8 @@ def run_cell(task: CellTask, candles: pd.DataFrame) -> dict[str, Any]:
             "metrics": {k: summary.metrics.get(k) for k in ("target", "horizon", "samples", "val", "test",
                                                             "baselines") if k in summary.metrics},
         })
-        try:
-            _, bt = pipeline.backtest(run_dir)
+        try:  # no page per cell: the sweep has its report
+            _, bt = pipeline.backtest(run_dir, fmt="png", plot=task.plot)
             m = bt.metrics
             result["backtest"] = {"strategy": m.get("strategy", {}), "buy_and_hold": m.get("buy_and_hold", {})}
         except Exception as e:  # the model trained: keep its metrics, say why there is no backtest
