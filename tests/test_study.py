@@ -169,8 +169,14 @@ def test_unknown_key_and_duplicate_ids(tmp_path: Path) -> None:
 
 
 def test_seed_grid_required(tmp_path: Path) -> None:
+    """A sweep that names no seeds gets the sweep default (0..4); a single seed is refused."""
     folder = write_study(tmp_path)
-    (folder / "claim.yaml").write_text((folder / "claim.yaml").read_text().replace("    seed: [0, 1, 2]\n", ""))
+    text = (folder / "claim.yaml").read_text().replace("    seed: [0, 1, 2]\n", "")
+    text = text.replace("  grid: {seed: [0, 1]}\n", "")
+    (folder / "claim.yaml").write_text(text)
+    (claim,) = cl.load_study(folder, tmp_path / "out", quick=False)
+    assert claim.sweep is not None and sorted({c.config.seed for c in claim.sweep.cells}) == [0, 1, 2, 3, 4]
+    (folder / "claim.yaml").write_text(text.replace("  grid:\n", "  seeds: 1\n  grid:\n", 1))
     _refused(tmp_path, folder, "`seed` with at least 2 values")
 
 

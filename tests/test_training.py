@@ -77,7 +77,7 @@ def test_every_model_trains_one_epoch(kind: str, norm: str, placement: str) -> N
     assert res.stopped == "completed" and res.best_epoch == 1 and res.device == "cpu"
     (h,) = res.history
     assert seen == res.history
-    assert set(h) == {"epoch", "epochs", "train_loss", "val_loss", "lr", "seconds", "samples_per_s", "best"}
+    assert set(h) == {"epoch", "epochs", "train_loss", "val_loss", "lr", "seconds", "samples_per_s", "best", "steps"}
     assert math.isfinite(h["train_loss"]) and math.isfinite(h["val_loss"]) and h["samples_per_s"] > 0
     assert not res.model.training
     pred = predict(res.model, ds, ds.test_idx)

@@ -126,10 +126,11 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: nn.Module,
 
 
 def run_epoch(state: TrainState, data: Batches, loss_fn: nn.Module, lr_at: Callable[[int], float | None],
-              grad_clip: float | None, use_bf16: bool) -> float:
+              grad_clip: float | None, use_bf16: bool, n_batches: int | None = None) -> float:
     """One pass over the shuffled training samples; returns the mean training loss (one host sync).
 
     `lr_at(step)` gives the learning rate of a step, or None to leave the optimizer's rate alone.
+    `n_batches` cuts the pass short (the last pass of a step or sample budget); default a full pass.
     """
     n_train, bs = len(data.train_idx), data.batch_size
     dev = data.X.device
@@ -137,7 +138,8 @@ def run_epoch(state: TrainState, data: Batches, loss_fn: nn.Module, lr_at: Calla
     # (one small host->device copy per epoch, when the device is idle after the last epoch's .item())
     order = data.train_idx[torch.randperm(n_train, generator=state.gen).to(dev)]  # (n_train,)
     total = torch.zeros((), device=dev)  # summed on the device: no sync per step
-    for b in range(data.n_batches):
+    n_b = data.n_batches if n_batches is None else min(n_batches, data.n_batches)
+    for b in range(n_b):
         idx = order[b * bs : (b + 1) * bs]  # (B,)
         lr = lr_at(state.step)
         if lr is not None:
@@ -149,7 +151,8 @@ def run_epoch(state: TrainState, data: Batches, loss_fn: nn.Module, lr_at: Calla
             model = state.step_model or state.model
             total += train_step(model, state.opt, loss_fn, xb, data.y[idx], grad_clip, use_bf16) * len(idx)
         state.step += 1
-    return float((total / data.n_used).item())  # the one host-device sync of the epoch
+    used = min(n_train, n_b * bs)
+    return float((total / max(used, 1)).item())  # the one host-device sync of the epoch
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
@@ -189,4 +192,5 @@ def epoch_record(state: TrainState, epochs: int, train_loss: float, val_loss: fl
         "seconds": seconds,
         "samples_per_s": n_used / max(train_seconds, 1e-9),
         "best": improved,
+        "steps": state.step,  # optimizer steps so far (train.budget steps/samples hold these equal)
     }

@@ -28,6 +28,7 @@ from torch import nn
 from cryptonorm.config import Config
 from cryptonorm.errors import ConfigError, TrainingError
 from cryptonorm.learn import accel
+from cryptonorm.learn.budget import plan
 from cryptonorm.learn.checkpoints import save_checkpoint
 from cryptonorm.learn.device import resolve_device, seed_everything
 from cryptonorm.learn.loop import (
@@ -230,9 +231,9 @@ def _init_state(model: Forecaster, cfg: Config, dev: torch.device, loss_name: st
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     if capturable:
-        opt = torch.optim.AdamW(groups, lr=torch.tensor(t.lr, device=dev), capturable=True, foreach=True)
+        opt = torch.optim.AdamW(groups, lr=torch.tensor(t.scaled_lr, device=dev), capturable=True, foreach=True)
     else:
-        opt = torch.optim.AdamW(groups, lr=t.lr, fused=dev.type == "cuda")
+        opt = torch.optim.AdamW(groups, lr=t.scaled_lr, fused=dev.type == "cuda")  # train.lr_scaling applied
     plateau = (
         torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=max(1, t.patience // 2))
         if t.schedule == "plateau"
@@ -245,17 +246,18 @@ def _init_state(model: Forecaster, cfg: Config, dev: torch.device, loss_name: st
 def _epoch_loop(state: TrainState, data: Batches, cfg: Config, loss_fn: nn.Module, use_bf16: bool,
                 progress: Callable[[dict[str, Any]], None] | None,
                 checkpoint: str | Path | None) -> tuple[str, str]:
-    """Epochs state.epoch + 1 .. train.epochs; returns (stopped, the non-finite value if any)."""
+    """Passes state.epoch + 1 .. the budget's (train.budget); returns (stopped, the non-finite value if any)."""
     t = cfg.train
-    total_steps = t.epochs * data.n_batches
+    budget = plan(t, data.n_batches)
 
     def lr_at(step: int) -> float | None:
-        return learning_rate(step, total_steps, t.lr, t.schedule) if t.schedule == "cosine" else None
+        return learning_rate(step, budget.total_steps, budget.lr, t.schedule) if t.schedule == "cosine" else None
 
     state.model.train()
-    while state.epoch < t.epochs:
+    while state.epoch < budget.epochs:
         t0 = time.perf_counter()
-        train_loss = run_epoch(state, data, loss_fn, lr_at, t.grad_clip, use_bf16)
+        n_b = budget.batches_in(state.epoch + 1)
+        train_loss = run_epoch(state, data, loss_fn, lr_at, t.grad_clip, use_bf16, n_batches=n_b)
         train_seconds = time.perf_counter() - t0
         has_val = len(data.val_idx) > 0
         val_loss = evaluate(state.model, data, loss_fn, max(data.batch_size, 4096), use_bf16) if has_val else None
@@ -268,8 +270,8 @@ def _epoch_loop(state: TrainState, data: Batches, cfg: Config, loss_fn: nn.Modul
             if checkpoint is not None:
                 save_checkpoint(checkpoint, state.model, cfg, data.X.shape[1], len(data.offsets),
                                 extra={"epoch": state.epoch, "loss": monitored})
-        record = epoch_record(state, t.epochs, train_loss, val_loss, improved, time.perf_counter() - t0,
-                              train_seconds, data.n_used)
+        record = epoch_record(state, budget.epochs, train_loss, val_loss, improved, time.perf_counter() - t0,
+                              train_seconds, min(len(data.train_idx), n_b * data.batch_size))
         state.history.append(record)
         if progress is not None:
             progress(record)

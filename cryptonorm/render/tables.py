@@ -53,7 +53,7 @@ def epoch_bar(epochs: int, disable: bool = False) -> Iterator[Callable[[dict[str
         def update(info: dict[str, Any]) -> None:
             text = (f"train {info.get('train_loss', float('nan')):.4g}  val {info.get('val_loss', float('nan')):.4g}"
                     f"  {info.get('samples_per_s', 0):,.0f} samples/s")
-            bar.update(task, completed=info.get("epoch", 0), info=text)
+            bar.update(task, total=info.get("epochs", epochs), completed=info.get("epoch", 0), info=text)
 
         yield update
 
