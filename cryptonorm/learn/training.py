@@ -30,10 +30,10 @@ from cryptonorm.config import Config
 from cryptonorm.errors import ConfigError, TrainingError
 from cryptonorm.learn.checkpoints import save_checkpoint
 from cryptonorm.learn.device import resolve_device, seed_everything
+from cryptonorm.learn.losses import make_loss
 from cryptonorm.learn.models import Forecaster, build_model, uses_batch_statistics
 
 CHECKPOINT_FORMAT = 1
-HUBER_DELTA = 1.0  # in standard deviations of the (standardized) training target
 
 
 
@@ -78,15 +78,10 @@ def learning_rate(step: int, total_steps: int, base_lr: float, schedule: str) ->
     return base_lr  # "none", and "plateau" (which lowers it from the validation loss instead)
 
 
-def make_loss(name: str) -> nn.Module:
-    """The loss for cfg.target.resolved_loss; regression losses act on the standardized target."""
-    if name == "mse":
-        return nn.MSELoss()
-    if name == "huber":
-        return nn.HuberLoss(delta=HUBER_DELTA)
-    if name == "bce":
-        return nn.BCEWithLogitsLoss()  # the model outputs logits; predict() applies the sigmoid
-    raise ConfigError(f"target.loss: got {name!r}; allowed: mse, huber, bce")
+def output_map(cfg: Config) -> str:
+    """"positive" when the target must be > 0 (a volatility predicted as vol or var), else "value"."""
+    positive = cfg.target.kind == "volatility" and cfg.target.vol_form in ("vol", "var")
+    return "positive" if positive else "value"
 
 
 def target_stats(y_train: np.ndarray, loss: str) -> tuple[float, float]:
@@ -136,7 +131,6 @@ def fit(
         torch.set_num_threads(t.threads)
     seed_everything(cfg.seed, t.deterministic)
     loss_name = cfg.target.resolved_loss
-    loss_fn = make_loss(loss_name)
     y_mean, y_std = target_stats(np.asarray(ds.y)[train_np], loss_name)
 
     # The whole dataset lives on the device, moved once. y is standardized once here, not per batch.
@@ -147,9 +141,10 @@ def fit(
     offsets = torch.arange(-window + 1, 1, device=dev)  # (W,): rows t-W+1 .. t of the window ending at t
 
     model = build_model(m, X.shape[1], window).to(dev)
-    model.output = "logit" if loss_name == "bce" else "value"
+    model.output = "logit" if loss_name == "bce" else output_map(cfg)
     model.y_mean.fill_(y_mean)
     model.y_std.fill_(y_std)
+    loss_fn = make_loss(loss_name, model.to_forecast, y_mean, y_std, cfg.target.vol_form)
 
     # nanoGPT's split: decay the matrices, not the biases and norm gains
     params = [p for p in model.parameters() if p.requires_grad]
