@@ -38,7 +38,8 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import pandas as pd
 
-from cryptonorm.data.candles import COLUMNS, read_user_file
+from cryptonorm.data.candles import COLUMNS
+from cryptonorm.data.importers import read_user_file
 from cryptonorm.timeframes import timeframe_ms
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"  # /work/shared/data next to the repo

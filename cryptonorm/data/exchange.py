@@ -8,7 +8,6 @@ ccxt's exceptions are translated where they arrive: network errors, time-outs an
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -21,6 +20,7 @@ from urllib.parse import quote, quote_plus
 
 from cryptonorm.config import DataConfig
 from cryptonorm.errors import ConfigError, ExchangeError, TransientExchangeError
+from cryptonorm.text import close_matches, did_you_mean
 from cryptonorm.timeframes import timeframe_ms
 
 
@@ -80,8 +80,8 @@ def open_source(data: DataConfig) -> Source:
     import ccxt
 
     if data.exchange not in ccxt.exchanges:
-        close = difflib.get_close_matches(data.exchange, ccxt.exchanges, n=3)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
+        hint = did_you_mean(data.exchange, ccxt.exchanges, n=3, quote=False)
+        hint += " " if hint else ""
         raise ConfigError(f"data.exchange: unknown exchange {data.exchange!r}; {hint}"
                           "use a ccxt exchange id (see ccxt.exchanges) or 'synthetic'")
     options: dict[str, Any] = {"enableRateLimit": True, "timeout": 30_000}
@@ -146,7 +146,7 @@ def check_symbol(source: Source, symbol: str, timeframe: str, retry: Retry = Ret
     """Fail at once, naming close matches, if the exchange lacks the market or the timeframe."""
     markets = call(source, "load markets", source.load_markets, retry)
     if symbol not in markets:
-        close = difflib.get_close_matches(symbol, list(markets), n=3, cutoff=0.5)
+        close = close_matches(symbol, markets, n=3, cutoff=0.5)
         if close:
             hint = f"close matches: {', '.join(close)}"
         elif len(markets) <= 20:  # a short list (the synthetic market): name them all

@@ -21,7 +21,8 @@ import pandas as pd
 
 from cryptonorm.atomic import atomic_path, write_text_atomic
 from cryptonorm.config import Config, DataConfig
-from cryptonorm.data.candles import clean, empty_frame, read_user_file
+from cryptonorm.data.candles import clean, empty_frame
+from cryptonorm.data.importers import read_user_file
 from cryptonorm.errors import ConfigError, DataError
 from cryptonorm.timeframes import parse_date, timeframe_ms
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from cryptonorm.config import Config
-from cryptonorm.data.candles import Gap, find_gaps, from_rows, read_user_file
+from cryptonorm.data.candles import Gap, find_gaps, from_rows
+from cryptonorm.data.importers import read_user_file
 from cryptonorm.data.store import (
     add_page,
     consolidate,
