@@ -128,7 +128,12 @@ def train(cfg: Config, out: Path | None = None, *, progress: ProgressFn | None =
     write_csv(run_dir / "history.csv", pd.DataFrame(res.history).reindex(columns=HISTORY_COLUMNS))
     write_json(run_dir / "scaler.json", {"scaler": ds.scaler.to_dict(), "features": ds.feature_names,
                                           "window": ds.window})
-    metrics = _split_metrics(ds, forecasts, split_of, cfg)
+    vol = None
+    if cfg.target.kind == "volatility":  # baselines, DM and variance metrics (pipeline/vol.py)
+        from cryptonorm.pipeline.vol import VolContext
+
+        vol = VolContext(prep, forecasts, split_of, cfg)
+    metrics = _split_metrics(ds, forecasts, split_of, cfg, vol)
     metrics.update({"stopped": res.stopped, "best_epoch": res.best_epoch, "message": res.message})
     if folds:
         metrics["walk_forward"] = {"folds": len(folds), "mode": cfg.backtest.walk_forward.mode,
@@ -136,7 +141,7 @@ def train(cfg: Config, out: Path | None = None, *, progress: ProgressFn | None =
                                    "train_bars": cfg.backtest.walk_forward.train_bars}
         write_csv(run_dir / "folds.csv", pd.DataFrame(folds))
     write_json(run_dir / "metrics.json", metrics)
-    _write_forecasts(run_dir, ds, forecasts, split_of)
+    _write_forecasts(run_dir, ds, forecasts, split_of, vol)
     run_info = {"seed": cfg.seed, "device": str(device), "versions": versions(),
                 "data": {"path": str(candle_path(cfg)), "hash": data_hash(candles), "rows": len(candles),
                          "first": int(candles["timestamp"].iloc[0]), "last": int(candles["timestamp"].iloc[-1])},
@@ -154,8 +159,10 @@ def resolved_paths(cfg: Config) -> Config:
     return cfg.model_copy(update={"data": cfg.data.model_copy(update=update)})
 
 
-def _split_metrics(ds: Any, forecasts: np.ndarray, split_of: np.ndarray, cfg: Config) -> dict[str, Any]:
-    """Forecast metrics of the validation and test samples, beside the persistence baseline."""
+def _split_metrics(ds: Any, forecasts: np.ndarray, split_of: np.ndarray, cfg: Config,
+                   vol: Any = None) -> dict[str, Any]:
+    """Forecast metrics of the validation and test samples, beside the persistence baseline (for
+    volatility: beside the volatility baselines, pipeline/vol.py)."""
     from cryptonorm.trade.metrics import forecast_metrics
 
     kind = cfg.target.kind
@@ -165,7 +172,10 @@ def _split_metrics(ds: Any, forecasts: np.ndarray, split_of: np.ndarray, cfg: Co
         out["samples"][name] = len(idx)
         if name != "train" and len(idx):
             out[name] = forecast_metrics(forecasts[idx], ds.y[idx].astype("float64"), kind)
-            out[name]["persistence"] = _persistence_metrics(ds, idx, kind)
+            if vol is not None:
+                out[name].update(vol.metrics(idx))
+            else:
+                out[name]["persistence"] = _persistence_metrics(ds, idx, kind)
     return out
 
 
@@ -268,14 +278,12 @@ def _persistence_metrics(ds: Any, idx: np.ndarray, kind: str) -> dict[str, float
     h = max(1, int(getattr(ds, "horizon", 1)))
     if kind == "direction":
         pred = (last[idx] > 0).astype("float64") * 0.98 + 0.01
-    elif kind == "volatility":
-        pred = np.abs(last[idx])
     else:
         pred = last[idx] * h
     return {k: v for k, v in forecast_metrics(pred, ds.y[idx].astype("float64"), kind).items() if k != "n"}
 
 
-def _write_forecasts(run_dir: Path, ds: Any, forecasts: np.ndarray, split_of: np.ndarray) -> None:
+def _write_forecasts(run_dir: Path, ds: Any, forecasts: np.ndarray, split_of: np.ndarray, vol: Any = None) -> None:
     """forecasts.csv: every bar from the first out-of-sample forecast on (NaN where there is no valid sample).
 
     Bars inside a split's span that have no forecast (a gap, a dropped window) keep the split's name, so the
@@ -290,7 +298,8 @@ def _write_forecasts(run_dir: Path, ds: Any, forecasts: np.ndarray, split_of: np
             seg = split[rows[0]:rows[-1] + 1]
             seg[seg == ""] = name
     df = pd.DataFrame({"timestamp": ds.timestamps[start:], "close": ds.close[start:], "forecast": forecasts[start:],
-                       "y": ds.y[start:], "outcome": ds.outcome[start:], "split": split})
+                       "y": ds.y[start:], "outcome": ds.outcome[start:], "split": split,
+                       **(vol.columns(start) if vol is not None else {})})
     write_csv(run_dir / "forecasts.csv", df)
 
 
@@ -345,7 +354,6 @@ def predict(run_dir: Path, data_file: Path | None = None, out: Path | None = Non
 def backtest(run_dir: Path, split: str = "test") -> tuple[Path, Any]:
     """Backtest a run's out-of-sample forecasts; writes RUN_DIR/backtest/."""
     from cryptonorm.render import plots as report
-    from cryptonorm.trade import backtest as bt
 
     run_dir = Path(run_dir)
     cfg = finished_run(run_dir)
@@ -353,13 +361,16 @@ def backtest(run_dir: Path, split: str = "test") -> tuple[Path, Any]:
     if not fpath.exists():
         raise DataError(f"{fpath} not found; train first (`cryptonorm train CONFIG`)")
     df = pd.read_csv(fpath)
-    df = df[df["split"] == split]
-    if len(df) < 2:
-        raise DataError(f"the {split} split of {run_dir} has {len(df)} bar(s); a backtest needs at least 2: "
+    n_split = int((df["split"] == split).sum())
+    if n_split < 2:
+        raise DataError(f"the {split} split of {run_dir} has {n_split} bar(s); a backtest needs at least 2: "
                         "use a longer data range or a larger split.test")
-    result = bt.simulate(df["timestamp"].to_numpy("int64"), df["close"].to_numpy("float64"),
-                         df["forecast"].to_numpy("float64"), cfg.backtest, cfg.data.timeframe, cfg.target.kind,
-                         outcome=df["outcome"].to_numpy("float64"))
+    if cfg.backtest_mode == "vol_target":
+        from cryptonorm.pipeline.vol import backtest_frame
+
+        result = backtest_frame(df, cfg, split)
+    else:
+        result = _direction_backtest(df[df["split"] == split], cfg)
     out_dir = run_dir / "backtest"
     out_dir.mkdir(exist_ok=True)
     write_csv(out_dir / "equity.csv", result.equity)
@@ -368,3 +379,11 @@ def backtest(run_dir: Path, split: str = "test") -> tuple[Path, Any]:
     report.plot_equity(result, out_dir / "equity.png", title=f"{cfg.name}: {cfg.data.symbols[0]} "
                        f"{cfg.data.timeframe}, {split} split")
     return out_dir, result
+
+
+def _direction_backtest(df: pd.DataFrame, cfg: Config) -> Any:
+    from cryptonorm.trade import backtest as bt
+
+    return bt.simulate(df["timestamp"].to_numpy("int64"), df["close"].to_numpy("float64"),
+                       df["forecast"].to_numpy("float64"), cfg.backtest, cfg.data.timeframe, cfg.target.kind,
+                       outcome=df["outcome"].to_numpy("float64"))

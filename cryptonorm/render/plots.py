@@ -19,6 +19,12 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from rich.table import Table
 
+# extra rows for backtest.mode vol_target (trade/vol_target.py)
+VOL_TARGET_ROWS: list[tuple[str, str, str]] = [
+    ("Realized vol / target", "vol_ratio", "num"),
+    ("Risk tracking error (30-day windows)", "risk_tracking_error", "pct"),
+    ("Mean position", "mean_position", "num"),
+]
 MAX_GAP_LINES = 200  # beyond this many outages, marking each one only clutters the plot
 
 # (label, metric key, format) of the comparison table, in display order
@@ -109,25 +115,35 @@ def metrics_table(metrics: dict[str, Any]) -> Table:
     """Strategy vs buy-and-hold, flat and sign-of-last-return on the main metrics (a rich Table)."""
     from rich.table import Table
 
-    columns = [("Strategy", metrics.get("strategy", {})),
-               ("Before costs", metrics.get("strategy_before_costs", {})),
-               ("Buy & hold", metrics.get("buy_and_hold", {}))]
-    columns += [(name, metrics.get("baselines", {}).get(key, {}))
-                for name, key in (("Flat", "flat"), ("Last sign", "last_sign"))]
+    vol_target = metrics.get("mode") == "vol_target"
+    columns = [("Strategy", metrics.get("strategy", {}))]
+    if vol_target:  # trade/vol_target.py: forecast-vol sizing vs trailing-vol sizing vs buy-and-hold
+        columns += [("Trailing vol", metrics.get("baselines", {}).get("trailing_vol", {})),
+                    ("Buy & hold", metrics.get("buy_and_hold", {}))]
+    else:
+        columns += [("Before costs", metrics.get("strategy_before_costs", {})),
+                    ("Buy & hold", metrics.get("buy_and_hold", {}))]
+        columns += [(name, metrics.get("baselines", {}).get(key, {}))
+                    for name, key in (("Flat", "flat"), ("Last sign", "last_sign"))]
     costs = metrics.get("costs", {})
     caption = (f"{metrics.get('bars', '?')} bars {metrics.get('start', '')} -> {metrics.get('end', '')} "
                f"({metrics.get('timeframe', '?')}); fees {costs.get('fee_bps', float('nan')):g} + slippage "
                f"{costs.get('slippage_bps', float('nan')):g} bps per side; {metrics.get('gap_bars', 0)} bar(s) "
                "span gaps")
     fc = metrics.get("forecast") or {}
-    if fc:
+    if vol_target:
+        caption += (f"\nvol target {fmt(metrics.get('target_vol'), 'pct')} (ann.), position = target / forecast vol "
+                    f"capped at {fmt(metrics.get('max_leverage'), 'num')}; mean forecast vol "
+                    f"{fmt(fc.get('mean_forecast_vol'), 'pct')}; trailing vol over {metrics.get('vol_lookback')} bars")
+    elif fc:
         caption += (f"\nforecasts: directional accuracy {fmt(fc.get('directional_accuracy'), 'pct')}, "
                     f"IC {fmt(fc.get('ic_spearman'), 'num3')} (Spearman), n {fmt(fc.get('n'), 'int')}")
     table = Table(title="Backtest", caption=caption, caption_justify="left")
     table.add_column("metric")
     for name, _ in columns:
         table.add_column(name, justify="right", style="bold" if name == "Strategy" else None)
-    for label, key, kind in TABLE_ROWS:
+    rows = TABLE_ROWS + (VOL_TARGET_ROWS if vol_target else [])
+    for label, key, kind in rows:
         table.add_row(label, *(fmt(col.get(key), kind) for _, col in columns))
     return table
 
