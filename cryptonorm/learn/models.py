@@ -39,7 +39,7 @@ class Forecaster(nn.Module):
     `y_mean` / `y_std` are buffers, so they travel in the state dict and `to_forecast` undoes it.
     With `output == "logit"` (target.kind direction) `to_forecast` returns probabilities instead; with
     `output == "positive"` (a volatility target predicted as vol or var) the value x = out * y_std + y_mean
-    goes through s * softplus(x / s), s = y_std / 4: smooth, always > 0, and ~x once x is a few s above 0.
+    goes through s * (softplus(x / s) + 1e-6), s = y_std / 4: smooth, > 0, and ~x once x is a few s above 0.
     """
 
     y_mean: torch.Tensor
@@ -59,7 +59,7 @@ class Forecaster(nn.Module):
         value = out * self.y_std + self.y_mean
         if self.output == "positive":
             s = self.y_std / 4.0
-            return s * nn.functional.softplus(value / s)
+            return s * (nn.functional.softplus(value / s) + 1e-6)  # + 1e-6: softplus underflows to 0 in float32
         return value
 
 
