@@ -117,3 +117,103 @@ def test_user_funding_file_is_read(tmp_path: Path) -> None:
         bad = tmp_path / "bad.csv"
         bad.write_text("a,b\n1,2\n")
         read_funding_file(bad)
+
+
+# ---------------------------------------------------------------- funding in the backtest
+
+
+def _loop_backtest(ts: np.ndarray, close: np.ndarray, fc: np.ndarray, fts: np.ndarray, fr: np.ndarray,
+                   fee: float, step: int) -> tuple[np.ndarray, float]:
+    """A slow, independent reference: walk the bars; a funding time T is paid by whatever position is
+    open at T (opened at a close before T, not yet closed at T)."""
+    eq, pos, paid = 1.0, 0.0, 0.0
+    out = [1.0]
+    k = int(np.searchsorted(fts, ts[0] + step, side="right"))  # funding times before the first position
+    for t in range(1, len(ts)):
+        new = 1.0 if fc[t - 1] > 0 else (-1.0 if fc[t - 1] < 0 else 0.0)
+        r = new * (close[t] / close[t - 1] - 1.0) - abs(new - pos) * fee
+        while k < len(fts) and fts[k] <= ts[t] + step:  # funding times while `new` is held
+            r -= new * fr[k]
+            paid += new * fr[k] * eq
+            k += 1
+        pos = new
+        eq *= 1.0 + r
+        out.append(eq)
+    return np.array(out), paid
+
+
+def test_funding_charges_equal_a_plain_loop_on_real_candles() -> None:
+    from cryptonorm.config import BacktestConfig
+    from cryptonorm.trade.backtest import simulate
+    from cryptonorm.trade.funding import funding_per_bar
+
+    c = SWAP.iloc[:600]
+    ts, px = c["timestamp"].to_numpy(), c["close"].to_numpy()
+    fc = np.sin(np.arange(len(ts)) / 7.0)  # long and short spells
+    rates = funding_series(int(ts[0]), int(ts[-1]) + HOUR, seed=3, outage=False)
+    fts, fr = rates["timestamp"].to_numpy(), rates["rate"].to_numpy()
+    cfg = BacktestConfig(fee_bps=10.0)
+    bt = simulate(ts, px, fc, cfg, "1h", "return", funding=funding_per_bar(ts, HOUR, fts, fr))
+    want_eq, want_paid = _loop_backtest(ts, px, fc, fts, fr, 10e-4, HOUR)
+    np.testing.assert_allclose(bt.equity["equity"].to_numpy(), want_eq, rtol=1e-12)
+    assert bt.metrics["costs"]["funding_paid"] == pytest.approx(want_paid, rel=1e-9)
+    assert sum(r["funding_paid"] for r in bt.metrics["per_year"]) == pytest.approx(want_paid, rel=1e-9)
+    # always long pays positive rates: buy-and-hold's funding equals the sum of the rates it sat through
+    held = (fts > ts[0] + HOUR) & (fts <= ts[-1] + HOUR)
+    assert bt.metrics["costs"]["bh_funding_paid"] > 0 and fr[held].sum() > 0
+    spot = simulate(ts, px, fc, cfg, "1h", "return")  # a spot backtest is unchanged: no funding anywhere
+    assert "funding" not in spot.equity.columns and "funding_paid" not in spot.metrics["costs"]
+    assert spot.metrics["strategy"]["total_return"] != bt.metrics["strategy"]["total_return"]
+
+
+def test_funding_that_does_not_cover_the_backtest_says_how_much_is_missing() -> None:
+    from cryptonorm.trade.funding import funding_per_bar
+
+    ts = SWAP["timestamp"].to_numpy()[:400]
+    rates = funding_series(int(ts[0]), int(ts[-1]), outage=False)
+    late = rates.iloc[10:]  # 10 funding times dropped; the first one (16:00) was before the first position
+    with pytest.raises(DataError, match=r" 9 funding time\(s\) missing at the start .*backtest.funding: off"):
+        funding_per_bar(ts, HOUR, late["timestamp"].to_numpy(), late["rate"].to_numpy())
+    with pytest.raises(DataError, match="no funding rates"):
+        funding_per_bar(ts, HOUR, np.zeros(0), np.zeros(0))
+
+
+# ---------------------------------------------------------------- funding features
+
+
+def _swap_cfg() -> Any:
+    return build_config({"data": {"timeframe": "1h"}, "features": {"window": 8, "sma": [10], "ema": [12],
+                                                                  "rsi": [14], "funding": [3, 6]},
+                         "split": {"train": 0.6, "val": 0.2, "test": 0.2}})
+
+
+def test_funding_features_use_only_rates_known_at_the_close() -> None:
+    from cryptonorm.features.funding import funding_features
+
+    c = SWAP.iloc[:300]
+    ts = c["timestamp"].to_numpy()
+    f = funding_features(ts, HOUR, RATES, [3])
+    fts, fr = RATES["timestamp"].to_numpy(), RATES["rate"].to_numpy()
+    for t in (40, 41, 47, 48, 200):  # a plain scan of what was published before the close of bar t
+        known = fr[fts < ts[t] + HOUR]
+        assert f["funding_rate"][t] == known[-1]
+        assert f["funding_mean_3"][t] == pytest.approx(known[-3:].mean(), rel=1e-12)
+        assert f["funding_z_3"][t] == pytest.approx((known[-1] - known[-3:].mean()) / known[-3:].std(), rel=1e-9)
+
+
+def test_audit_proves_funding_features_leak_free_and_catches_a_leak(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptonorm.features import audit as audit_mod
+    from cryptonorm.features import dataset, funding
+
+    cfg = _swap_cfg()
+    candles = SWAP.iloc[:700].reset_index(drop=True)
+    report = audit_mod.audit(candles, cfg, funding=RATES)
+    assert report.ok and "funding_rate" in dataset.prepare(candles, cfg, RATES).feature_names
+    real = funding.funding_features
+
+    def peeking(ts: np.ndarray, step: int, fr: pd.DataFrame, periods: list[int]) -> dict[str, np.ndarray]:
+        return real(ts + 8 * HOUR, step, fr, periods)  # uses the next funding rate before it is known
+
+    monkeypatch.setattr(dataset, "funding_features", peeking)
+    leaky = audit_mod.audit(candles, cfg, funding=RATES)
+    assert not leaky.ok and any(leak.name.startswith("funding_") for leak in leaky.leaks)

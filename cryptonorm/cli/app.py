@@ -101,10 +101,12 @@ OutOpt = Annotated[
 ]
 
 
-def console(stderr: bool = False) -> Console:
+def console(stderr: bool = False, wide: bool = False) -> Console:
+    """A rich console; `wide`: a log file or pipe gets a wide table (one line per row) instead of 80 columns."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    width = 200 if wide and not (sys.stderr if stderr else sys.stdout).isatty() else None
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
 def say(msg: str) -> None:

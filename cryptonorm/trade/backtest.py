@@ -84,6 +84,7 @@ def simulate(
     *,
     outcome: np.ndarray | None = None,
     forecast_stats: bool = True,
+    funding: np.ndarray | None = None,
 ) -> Backtest:
     """Backtest forecasts on the bars they were made for (see the module docstring for the timing).
 
@@ -97,6 +98,9 @@ def simulate(
     `outcome` (optional, (N,)): the realized outcome of each forecast, for the forecast metrics (e.g.
     Prepared.outcome for horizon > 1); default: the next bar's log return. `forecast_stats=False` skips
     the forecast metrics (their rank correlation is most of the time on a million bars).
+    `funding` (optional, (N,)): a perpetual swap's funding rate paid per unit of position in each bar
+    (`trade.funding.funding_per_bar`); charged to the strategy and to the baselines that hold positions
+    (not to the before-costs line), reported as `costs.funding_paid`, per year and in the equity frame.
     Raises ConfigError for a kind that cannot be traded, DataError for bad inputs; a backtest needs at
     least 2 bars (one bar to hold a position over), so a single-bar test set is a DataError.
     """
@@ -111,16 +115,19 @@ def simulate(
     gap[1:] = np.diff(ts) != step
 
     target = target_positions(ts, px, fc, cfg, timeframe, kind)  # decided at close t
-    pos, cost, ret, eq = run_positions(target, bar_ret, cost_rate)
+    carry = None if funding is None else np.asarray(funding, dtype="float64")
+    if carry is not None and carry.shape != px.shape:
+        raise DataError(f"backtest: funding has shape {carry.shape}, the bars {px.shape}")
+    pos, cost, ret, eq = run_positions(target, bar_ret, cost_rate, carry)
 
     # baselines on the same bars and costs
     bh_target = np.ones(n_rows)  # long 1 from the close of the first bar: one entry fee
-    bh_pos, bh_cost, bh_ret, bh_eq = run_positions(bh_target, bar_ret, cost_rate)
+    bh_pos, bh_cost, bh_ret, bh_eq = run_positions(bh_target, bar_ret, cost_rate, carry)
     ls_size = min(1.0, cfg.max_leverage)
     ls_target = np.sign(bar_ret) * ls_size  # sign of the bar's own return, known at its close
     if not cfg.allow_short:
         ls_target = np.maximum(ls_target, 0.0)
-    ls_pos, ls_cost, ls_ret, _ = run_positions(ls_target, bar_ret, cost_rate)
+    ls_pos, ls_cost, ls_ret, _ = run_positions(ls_target, bar_ret, cost_rate, carry)
 
     def perf(r: np.ndarray, p: np.ndarray, c: np.ndarray, tr: Trades | None = None) -> dict[str, float]:
         return performance_of(r[1:], p[1:], c[1:], ts, timeframe, tr)  # row 0 is the start, not a bar held
@@ -149,9 +156,14 @@ def simulate(
         "start": format_ms(int(ts[0])),
         "end": format_ms(int(ts[-1])),
     }
+    if carry is not None:
+        _add_funding(metrics, ts, pos * carry, eq, bh_pos * carry, bh_eq)
     # copy=False: every array is this function's own (the inputs were copied by _check_inputs)
-    equity = pd.DataFrame({"timestamp": ts, "close": px, "forecast": fc, "position": pos, "strategy_return": ret,
-                           "equity": eq, "bh_equity": bh_eq, "cost": cost, "gap": gap}, copy=False)
+    columns = {"timestamp": ts, "close": px, "forecast": fc, "position": pos, "strategy_return": ret,
+               "equity": eq, "bh_equity": bh_eq, "cost": cost, "gap": gap}
+    if carry is not None:
+        columns["funding"] = pos * carry  # the funding charged in the bar (fraction of equity; < 0 = received)
+    equity = pd.DataFrame(columns, copy=False)
     return Backtest(equity=equity, trades=trade_frame(ts, px, pos, trades), metrics=metrics)
 
 
@@ -161,6 +173,19 @@ def check_arrays(timestamps: np.ndarray, close: np.ndarray, forecast: np.ndarray
     strategies on the same bars (trade/vol_target.py)."""
     ts, px, fc, _ = _check_inputs(timestamps, close, forecast, None, BacktestConfig(), timeframe, "return")
     return ts, px, fc
+
+
+def _add_funding(metrics: dict[str, Any], ts: np.ndarray, charge: np.ndarray, eq: np.ndarray,
+                 bh_charge: np.ndarray, bh_eq: np.ndarray) -> None:
+    """Funding paid in units of the starting equity (sum charge_t x E_{t-1}, as fees_paid), total and per
+    calendar year, for the strategy and buy-and-hold."""
+    prev = np.r_[1.0, eq[:-1]]
+    paid = charge * prev
+    metrics["costs"]["funding_paid"] = float(paid.sum())
+    metrics["costs"]["bh_funding_paid"] = float((bh_charge * np.r_[1.0, bh_eq[:-1]]).sum())
+    years = ts.astype("datetime64[ms]").astype("datetime64[Y]").astype("int64") + 1970
+    for row in metrics["per_year"]:  # per_year rows are keyed by the year of each bar's open time (rows 1..)
+        row["funding_paid"] = float(paid[1:][years[1:] == row["year"]].sum())
 
 
 def _check_inputs(
