@@ -111,7 +111,7 @@ def _pair(n: int = 800, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_vol_metrics_against_statsmodels_and_scipy() -> None:
-    import statsmodels.api as sm
+    sm = pytest.importorskip("statsmodels.api")
 
     f, v = _pair()
     m = vm.vol_metrics(f, v, centre=float(np.mean(v[:100])))
@@ -141,7 +141,7 @@ def test_qlike_refuses_non_positive_forecasts_with_a_count() -> None:
 
 @pytest.mark.parametrize("lags", [0, 5])
 def test_diebold_mariano_matches_a_hac_regression_on_a_constant(lags: int) -> None:
-    import statsmodels.api as sm
+    sm = pytest.importorskip("statsmodels.api")
 
     f, v = _pair(600, 1)
     g = f * np.exp(np.random.default_rng(2).normal(0, 0.3, 600))
@@ -167,7 +167,7 @@ def _series() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 def test_har_equals_statsmodels_ols_on_the_training_rows_only() -> None:
-    import statsmodels.api as sm
+    sm = pytest.importorskip("statsmodels.api")
 
     m, var, r, train = _series()
     pred, info = vb.har(m, var, train, "4h")
