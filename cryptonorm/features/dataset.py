@@ -3,7 +3,7 @@
 
 A sample is identified by the row t where its input window ENDS: inputs are rows t-window+1 .. t, the
 label uses bars t+1 .. t+horizon only. Nothing here copies windows: `Dataset.X` is the (N, F) matrix and
-`cryptonorm.learn.training.gather_windows` builds a (B, W, F) batch from end rows on demand.
+`cryptonorm.learn.loop.gather_windows` builds a (B, W, F) batch from end rows on demand.
 
 Labels (`target.kind`), with r1[i] = log(close[i] / close[i-1]):
     return      log(close[t+h] / close[t])                        (regression)

@@ -84,8 +84,12 @@ class VolContext:
         return cols
 
 
-def backtest_frame(df: pd.DataFrame, cfg: Config, split: str) -> Any:
-    """The vol_target backtest of one split of forecasts.csv (all its rows feed the trailing-vol baseline)."""
+def backtest_frame(df: pd.DataFrame, cfg: Config, split: str) -> tuple[Any, np.ndarray]:
+    """The vol_target backtest of one split of forecasts.csv (all its rows feed the trailing-vol baseline),
+    and the realized annualized vol of each bar's label (what the forecast vol is compared with).
+
+    A swap's funding is not charged in this mode (metrics["costs"]["funding"] says so)."""
+    from cryptonorm.timeframes import bars_per_year
     from cryptonorm.trade import positions
     from cryptonorm.trade.vol_target import simulate_vol_target
 
@@ -95,5 +99,11 @@ def backtest_frame(df: pd.DataFrame, cfg: Config, split: str) -> Any:
     rows = (df["split"] == split).to_numpy()
     fvar = (df["forecast_var"] if "forecast_var" in df else
             pd.Series(realized.from_form(df["forecast"].to_numpy("float64"), cfg.target.vol_form)))
-    return simulate_vol_target(ts[rows], close[rows], np.asarray(fvar, dtype="float64")[rows], cfg.backtest,
-                               cfg.data.timeframe, trailing_vol=trailing[rows])
+    result = simulate_vol_target(ts[rows], close[rows], np.asarray(fvar, dtype="float64")[rows], cfg.backtest,
+                                 cfg.data.timeframe, trailing_vol=trailing[rows])
+    if cfg.data.market == "swap":
+        result.metrics["costs"]["funding"] = "not charged in backtest.mode vol_target"
+    yvar = (df["y_var"] if "y_var" in df else
+            pd.Series(realized.from_form(df["y"].to_numpy("float64"), cfg.target.vol_form)))
+    realized_vol = np.sqrt(np.asarray(yvar, dtype="float64")[rows] * bars_per_year(cfg.data.timeframe))
+    return result, realized_vol

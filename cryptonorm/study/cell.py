@@ -60,7 +60,7 @@ def run_cell(task: CellTask, candles: pd.DataFrame) -> dict[str, Any]:
         seen = json.loads((run_dir / "run.json").read_text())["data"]["hash"]
         if seen != task.data_hash:
             raise DataError(f"the cell trained on data {seen}, the sweep loaded {task.data_hash}")
-        _, bt = pipeline.backtest(run_dir)
+        _, bt = pipeline.backtest(run_dir, fmt="png")  # no page per cell: the sweep has its report.html
         m = bt.metrics
         result.update({
             "status": "ok", "device": summary.device, "stopped": summary.stopped, "best_epoch": summary.best_epoch,
