@@ -28,15 +28,16 @@ def _funding(cfg: Config, ts: np.ndarray) -> np.ndarray | None:
                            rates["rate"].to_numpy())
 
 
-def backtest(run_dir: Path, split: str = "test", fmt: str | None = None) -> tuple[Path, Any]:
+def backtest(run_dir: Path, split: str = "test", fmt: str | None = None, plot: bool = True) -> tuple[Path, Any]:
     """Backtest a run's out-of-sample forecasts; writes RUN_DIR/backtest/ (equity.png and/or report.html per
-    `fmt`: png | html | both; None: both when plotly is installed)."""
+    `fmt`: png | html | both; None: both when plotly is installed; neither with plot=False, which the claims
+    study uses for its many small cells: drawing equity.png took most of such a cell's backtest time)."""
     from cryptonorm.pipeline.reports import write_backtest_reports, write_no_backtest_report
     from cryptonorm.render.html import formats
     from cryptonorm.trade import backtest as bt
 
     run_dir = Path(run_dir)
-    want = formats(fmt)
+    want = formats(fmt) if plot else ()
     cfg = finished_run(run_dir)
     fpath = run_dir / "forecasts.csv"  # with walk-forward, every out-of-sample fold forecast is "test"
     if not fpath.exists():
