@@ -67,6 +67,7 @@ class ComparisonSpec(_Strict):
     control: Any = None  # the value it is compared with; null: the treatment against 0
     where: dict[str, Any] = Field(default_factory=dict)  # only cells with these grid values
     role: Literal["primary", "secondary"] = "primary"  # only primary comparisons decide the verdict
+    quick: bool = True  # false: left out of the --quick profile (its grid may lack these values)
 
 
 class ChangeSpec(_Strict):
@@ -118,6 +119,7 @@ class Claim:
     path: Path
     sweep_raw: dict[str, Any]  # the sweep file content with base and data.file made absolute
     sweep: Sweep | None = None
+    left_out: tuple[str, ...] = ()  # comparisons the --quick profile leaves out (quick: false), as written
 
     @property
     def name(self) -> str:
@@ -154,8 +156,17 @@ def load_claim(path: str | Path, quick: bool = False) -> Claim:
         msg = str(err["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"{path}: {loc}: {msg} (got {err.get('input')!r})") from None
     sweep = dict(spec.sweep)
-    if quick and spec.quick.change is not None:
-        spec = spec.model_copy(update={"rule": spec.rule.model_copy(update={"change": spec.quick.change})})
+    left_out: tuple[str, ...] = ()
+    if quick:
+        kept = [c for c in spec.rule.comparisons if c.quick]
+        if not any(c.role == "primary" for c in kept):
+            raise ConfigError(f"{path}: rule.comparisons: the --quick profile must keep a primary comparison")
+        left_out = tuple(f"{c.key}={_show(c.treatment)} vs {_show(c.control) if c.control is not None else 0}"
+                         + (f" where {c.where}" if c.where else "") for c in spec.rule.comparisons if not c.quick)
+        update: dict[str, Any] = {"comparisons": kept}
+        if spec.quick.change is not None:
+            update["change"] = spec.quick.change
+        spec = spec.model_copy(update={"rule": spec.rule.model_copy(update=update)})
     if quick:
         sweep["set"] = {**(sweep.get("set") or {}), **spec.quick.set}
         sweep["grid"] = {**(sweep.get("grid") or {}), **spec.quick.grid}
@@ -168,7 +179,7 @@ def load_claim(path: str | Path, quick: bool = False) -> Claim:
     if isinstance(file, str) and not Path(file).is_absolute():
         sets["data.file"] = str((path.parent / file).resolve())  # relative to the claim file, like base
         sweep["set"] = sets
-    return Claim(spec, path, sweep)
+    return Claim(spec, path, sweep, left_out=left_out)
 
 
 def prepare(claim: Claim, sweep_file: Path, overrides: tuple[str, ...] = ()) -> Claim:
