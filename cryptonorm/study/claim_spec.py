@@ -39,10 +39,11 @@ from cryptonorm.study import verdicts as vd
 from cryptonorm.study.spec import Sweep, load_sweep
 from cryptonorm.study.spec import show as _show
 from cryptonorm.trade.metrics import forecast_metrics
+from cryptonorm.trade.vol_metrics import vol_metrics
 
 SEED_KEY = "seed"
 # metrics that are already relative (ratios): effects are their plain differences, not divided again
-RELATIVE_METRICS = ("gap_at_best", "decay_mse", "diverged")
+RELATIVE_METRICS = ("gap_at_best", "decay_mse", "diverged", "qlike_vs_har")
 # metrics computed per cell from its run directory (claim_metrics.py), beside the test_/val_ forecast metrics
 DERIVED_METRICS = {
     "best_val_loss": "lowest validation loss over the epochs (the training loss function)",
@@ -54,6 +55,8 @@ DERIVED_METRICS = {
                        "at the budget + one epoch when never reached)",
     "decay_mse": "test MSE on the last third of the test period / on the first third",
     "train_seconds": "wall time of training",
+    "qlike_vs_har": "test QLIKE / the HAR-RV baseline's test QLIKE on the same bars - 1 (volatility targets; "
+                    "below 0: the network beats HAR)",
 }
 
 
@@ -211,7 +214,10 @@ def target_metrics(kind: str) -> list[str]:
     """Names of the forecast metrics a target kind has (asked of trade.metrics itself, so never stale)."""
     y = np.array([0.0, 1.0, 0.0, 1.0, 1.0]) if kind == "direction" else np.array([0.2, 0.1, 0.4, 0.3, 0.5])
     pred = np.array([0.3, 0.6, 0.2, 0.7, 0.9]) if kind == "direction" else np.array([0.25, 0.15, 0.3, 0.35, 0.45])
-    return [k for k in forecast_metrics(pred, y, kind) if k not in ("n", "base_rate")]
+    names = list(forecast_metrics(pred, y, kind))
+    if kind == "volatility":  # a volatility run also reports its metrics on the variance (pipeline/vol.py)
+        names += [k for k in vol_metrics(pred, y, float(y.mean())) if k not in names]
+    return [k for k in names if k not in ("n", "base_rate")]
 
 
 def check(claim: Claim) -> None:
