@@ -30,7 +30,15 @@ from cryptonorm.config import Config
 from cryptonorm.errors import ConfigError, TrainingError
 from cryptonorm.learn.checkpoints import save_checkpoint
 from cryptonorm.learn.device import resolve_device, seed_everything
-from cryptonorm.learn.models import Forecaster, build_model, uses_batch_statistics
+from cryptonorm.learn.models import Forecaster, build_model
+from cryptonorm.learn.norms import (
+    BATCH_NORMS,
+    RevIN,
+    eval_uses_batch_statistics,
+    recalibrate,
+    revin_target_feature,
+    uses_batch_statistics,
+)
 
 CHECKPOINT_FORMAT = 1
 HUBER_DELTA = 1.0  # in standard deviations of the (standardized) training target
@@ -115,9 +123,9 @@ def fit(
     """
     t, m = cfg.train, cfg.model
     dev = device if isinstance(device, torch.device) else resolve_device(device or t.device)
-    if m.norm == "batch" and t.batch_size < 2:
+    if m.norm in BATCH_NORMS and t.batch_size < 2:
         raise ConfigError(
-            f"train.batch_size must be >= 2 for model.norm=batch; BatchNorm needs at least two samples per "
+            f"train.batch_size must be >= 2 for model.norm={m.norm}; BatchNorm needs at least two samples per "
             f"batch for its statistics (got {t.batch_size})"
         )
     window = int(ds.window)
@@ -150,6 +158,7 @@ def fit(
     model.output = "logit" if loss_name == "bce" else "value"
     model.y_mean.fill_(y_mean)
     model.y_std.fill_(y_std)
+    denorm = _set_revin_target(model, ds, cfg)
 
     # nanoGPT's split: decay the matrices, not the biases and norm gains
     params = [p for p in model.parameters() if p.requires_grad]
@@ -243,6 +252,15 @@ def fit(
             plateau.step(monitored)
 
     model.load_state_dict(best_state)
+    recalibrated = 0
+    if m.bn_eval == "recalibrate":
+        # AdaBN: the running statistics re-estimated on the latest training windows, weights frozen
+        recent = torch.sort(train_idx).values[-m.bn_recalibrate_bars :]  # (k,) end rows
+        recalibrated = len(recent)
+        recalibrate(model, gather_windows(X, recent, offsets))
+        if checkpoint is not None and best_epoch:
+            save_checkpoint(checkpoint, model, cfg, X.shape[1], window,
+                            extra={"epoch": best_epoch, "loss": best_loss, "bn_recalibrated_windows": recalibrated})
     model.eval()
     which = "val" if len(val_np) else "train (no validation split)"
     if stopped == "non_finite_loss":
@@ -258,6 +276,10 @@ def fit(
         )
     else:
         message = f"trained {len(history)} epochs; best {which} loss {best_loss:.6g} at epoch {best_epoch}"
+    if denorm:
+        message += f"; RevIN de-normalizes the forecast with the window statistics of {denorm}"
+    if recalibrated:
+        message += f"; BatchNorm statistics recalibrated on the last {recalibrated} training windows"
     return FitResult(model, history, best_epoch, best_loss, stopped, message, str(dev))
 
 
@@ -275,8 +297,8 @@ def _evaluate(
     """Mean loss over the samples ending at `idx`, in eval mode (BatchNorm uses its running averages)."""
     model.eval()
     total = torch.zeros((), device=X.device)
-    for s in range(0, len(idx), batch_size):
-        b = idx[s : s + batch_size]  # (B,)
+    for a, e in _chunks(len(idx), batch_size, eval_uses_batch_statistics(model)):
+        b = idx[a:e]  # (B,)
         with _autocast(X.device, use_bf16):
             out = model(gather_windows(X, b, offsets))  # (B,)
         total += loss_fn(out.float(), y[b]) * len(b)
@@ -290,6 +312,37 @@ def gather_windows(X: torch.Tensor, idx: torch.Tensor, offsets: torch.Tensor) ->
     the flat row list is the same gather as fancy indexing, ~3x faster on CPU."""
     rows = (idx[:, None] + offsets).reshape(-1)  # (B*W,)
     return X.index_select(0, rows).view(len(idx), len(offsets), X.shape[1])
+
+
+def _chunks(n: int, size: int, no_single: bool) -> list[tuple[int, int]]:
+    """[start, stop) bounds of consecutive chunks of `size`; with `no_single` (inference that normalizes
+    with the batch's own statistics, model.bn_eval batch) a last chunk of one sample joins the one before."""
+    bounds = [*range(0, n, size), n]
+    if no_single:
+        if n == 1:
+            raise TrainingError("model.bn_eval=batch normalizes each forecast with the statistics of its batch and "
+                                "cannot forecast a single window; use model.bn_eval running or recalibrate")
+        if len(bounds) > 2 and n - bounds[-2] == 1:
+            del bounds[-2]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def _set_revin_target(model: Forecaster, ds: WindowedData, cfg: Config) -> str | None:
+    """RevIN with revin_denorm auto: de-normalize forecasts with the window statistics of the input column
+    in the target's units (see norms.revin_target_feature). Needs the dataset's feature names and scaler
+    (a bare WindowedData has none: then nothing is de-normalized). Returns the column's name or None."""
+    if not isinstance(model.input_norm, RevIN) or cfg.model.revin_denorm == "off":
+        return None
+    names, scaler = getattr(ds, "feature_names", None), getattr(ds, "scaler", None)
+    if names is None or scaler is None:
+        return None
+    name = revin_target_feature(list(names), cfg.target.kind, cfg.target.horizon)
+    if name is None:
+        return None
+    j = list(names).index(name)
+    # the scaler maps raw -> (raw - center) / scale; the forecast goes back to raw units the same way
+    model.input_norm.set_target(j, float(scaler.scale[j]), float(scaler.center[j]))
+    return name
 
 
 def _autocast(dev: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
@@ -329,7 +382,7 @@ def predict(
     rows = torch.as_tensor(idx_np).to(dev)  # (n,)
     offsets = torch.arange(-window + 1, 1, device=dev)  # (W,)
     outs = []
-    for s in range(0, len(rows), batch_size):
-        b = rows[s : s + batch_size]  # (B,)
+    for a, e in _chunks(len(rows), batch_size, eval_uses_batch_statistics(model)):
+        b = rows[a:e]  # (B,)
         outs.append(model.to_forecast(model(gather_windows(X, b, offsets)).float()))  # (B,)
     return torch.cat(outs).cpu().numpy().astype(np.float64)
