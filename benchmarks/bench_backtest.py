@@ -14,7 +14,8 @@ import time
 import numpy as np
 
 from cryptonorm.config import BacktestConfig
-from cryptonorm.trade.backtest import performance, simulate
+from cryptonorm.trade.backtest import simulate
+from cryptonorm.trade.performance import performance
 
 HOUR = 3_600_000
 

@@ -1,6 +1,7 @@
-"""A local HTTP server that speaks Binance's public spot REST API, for real ccxt in tests and benchmarks.
+"""A local HTTP server that speaks Binance's public spot and USD-M futures REST APIs, for real ccxt in tests.
 
-Only what ccxt's `binance` class calls for `load_markets()` and `fetch_ohlcv()` on spot markets:
+Only what ccxt's `binance` class calls for `load_markets()` and `fetch_ohlcv()` on spot markets, and for
+`load_markets()`, `fetch_ohlcv()` and `fetch_funding_rate_history()` on USD-M perpetual swaps:
 
     GET /api/v3/exchangeInfo   the markets (BTCUSDT, ETHUSDT, BNBUSDT, ETHBTC) with Binance's filters
     GET /api/v3/klines         symbol, interval, startTime, endTime, limit (default 500, at most 1000):
@@ -8,6 +9,12 @@ Only what ccxt's `binance` class calls for `load_markets()` and `fetch_ohlcv()` 
                                server's clock; the still-forming candle is served with partial values
                                (o = h = l = c = open, half the volume), as a live exchange does
     GET /api/v3/ping, /api/v3/time
+    GET /fapi/v1/exchangeInfo  the perpetuals (BTCUSDT, ETHUSDT; contractType PERPETUAL, marginAsset USDT)
+    GET /fapi/v1/klines        as /api/v3/klines on the swap's own candles (add_candles(..., market="swap")),
+                               limit at most 1500
+    GET /fapi/v1/fundingRate   symbol, startTime, endTime (both inclusive), limit (default 100, at most 1000):
+                               {"symbol", "fundingTime", "fundingRate", "markPrice"}, oldest first; without
+                               startTime the most recent `limit`; never past the server's clock
 
 Errors are answered like Binance: HTTP 400 with {"code": -1121, "msg": "Invalid symbol."} and friends.
 Any other path (e.g. a private or futures endpoint ccxt should not call) gets a 404 and is recorded in
@@ -38,12 +45,15 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import pandas as pd
 
-from cryptonorm.data.candles import COLUMNS, read_user_file
+from cryptonorm.data.candles import COLUMNS
+from cryptonorm.data.importers import read_user_file
 from cryptonorm.timeframes import timeframe_ms
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"  # /work/shared/data next to the repo
 
 MAX_LIMIT = 1000  # Binance spot: klines limit at most 1000 (default 500)
+FAPI_MAX_LIMIT = 1500  # USD-M futures: klines limit at most 1500
+FUNDING_MAX_LIMIT = 1000  # USD-M futures: fundingRate limit at most 1000 (default 100)
 INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w")
 
 # Fault kinds understood by `inject` / `chaos`:
@@ -99,6 +109,33 @@ def _symbol(base: str, quote: str, tick: str, step: str, min_notional: str) -> d
         "allowedSelfTradePreventionModes": ["NONE", "EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH", "DECREMENT"],
     }
 
+
+def _perpetual(base: str, tick: str, step: str) -> dict[str, Any]:
+    """One entry of /fapi/v1/exchangeInfo's "symbols" (a USDT-margined perpetual), as Binance sends it."""
+    return {
+        "symbol": base + "USDT", "pair": base + "USDT", "contractType": "PERPETUAL", "deliveryDate": 4133404800000,
+        "onboardDate": 1569398400000, "status": "TRADING", "maintMarginPercent": "2.5000",
+        "requiredMarginPercent": "5.0000", "baseAsset": base, "quoteAsset": "USDT", "marginAsset": "USDT",
+        "pricePrecision": 2, "quantityPrecision": 3, "baseAssetPrecision": 8, "quotePrecision": 8,
+        "underlyingType": "COIN", "underlyingSubType": [], "triggerProtect": "0.0500",
+        "liquidationFee": "0.012500", "marketTakeBound": "0.05", "maxMoveOrderLimit": 10000,
+        "filters": [
+            {"filterType": "PRICE_FILTER", "maxPrice": "4529764", "minPrice": "556.80", "tickSize": tick},
+            {"filterType": "LOT_SIZE", "maxQty": "1000", "minQty": step, "stepSize": step},
+            {"filterType": "MARKET_LOT_SIZE", "maxQty": "120", "minQty": step, "stepSize": step},
+            {"filterType": "MAX_NUM_ORDERS", "limit": 200},
+            {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
+            {"filterType": "MIN_NOTIONAL", "notional": "100"},
+            {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500", "multiplierDown": "0.9500",
+             "multiplierDecimal": "4"},
+        ],
+        "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET",
+                       "TRAILING_STOP_MARKET"],
+        "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
+    }
+
+
+PERPETUALS = [_perpetual("BTC", "0.10", "0.001"), _perpetual("ETH", "0.01", "0.001")]
 
 SYMBOLS = [
     _symbol("BTC", "USDT", "0.01000000", "0.00001000", "5.00000000"),
@@ -157,22 +194,40 @@ class FakeBinance:
     log: list[Request] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     symbols: list[dict[str, Any]] = field(default_factory=lambda: list(SYMBOLS))
-    _series: dict[tuple[str, str], _Series] = field(default_factory=dict)
+    perpetuals: list[dict[str, Any]] = field(default_factory=lambda: list(PERPETUALS))
+    _series: dict[tuple[str, str], _Series] = field(default_factory=dict)  # (symbol id or "fapi:" + id, interval)
+    _funding: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # id -> (times, rates)
     _faults: deque[Fault | None] = field(default_factory=deque)  # None: answer this one correctly
     _chaos: tuple[float, tuple[str, ...], random.Random, float] | None = None
     _last_klines: bytes = b"[]"
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # ------------------------------------------------------------ set-up
-    def add_candles(self, symbol_id: str, interval: str, candles: pd.DataFrame) -> None:
-        """Serve `candles` (a candle frame: COLUMNS) for symbol id (e.g. "BTCUSDT") and interval."""
-        if not any(s["symbol"] == symbol_id for s in self.symbols):
-            raise ValueError(f"{symbol_id} is not in exchangeInfo")
+    def add_candles(self, symbol_id: str, interval: str, candles: pd.DataFrame, market: str = "spot") -> None:
+        """Serve `candles` (a candle frame: COLUMNS) for symbol id (e.g. "BTCUSDT") and interval, on the spot
+        API or (market="swap") on the USD-M futures API."""
+        listed = self.symbols if market == "spot" else self.perpetuals
+        if not any(s["symbol"] == symbol_id for s in listed):
+            raise ValueError(f"{symbol_id} is not in the {market} exchangeInfo")
         df = candles[COLUMNS].sort_values("timestamp")
         ts = df["timestamp"].to_numpy("int64")
         assert len(np.unique(ts)) == len(ts), "served candles must have unique timestamps"
-        self._series[(symbol_id, interval)] = _Series(
+        key = symbol_id if market == "spot" else f"fapi:{symbol_id}"
+        self._series[(key, interval)] = _Series(
             ts, np.ascontiguousarray(df[COLUMNS[1:]].to_numpy("float64")), timeframe_ms(interval))
+
+    def add_funding(self, symbol_id: str, funding: pd.DataFrame) -> None:
+        """Serve funding rates (columns timestamp, rate) of a perpetual on /fapi/v1/fundingRate."""
+        if not any(s["symbol"] == symbol_id for s in self.perpetuals):
+            raise ValueError(f"{symbol_id} is not a perpetual in /fapi/v1/exchangeInfo")
+        df = funding.sort_values("timestamp")
+        self._funding[symbol_id] = (df["timestamp"].to_numpy("int64"), df["rate"].to_numpy("float64"))
+
+    def served_funding(self, symbol_id: str, until: int | None = None) -> pd.DataFrame:
+        """The funding rates a correct download up to `until` (default: the clock) must store, exactly."""
+        ts, rates = self._funding[symbol_id]
+        keep = ts <= (self.now() if until is None else until)
+        return pd.DataFrame({"timestamp": ts[keep], "rate": rates[keep]})
 
     def now(self) -> int:
         return self.now_ms if self.now_ms is not None else time.time_ns() // 1_000_000
@@ -241,12 +296,43 @@ class FakeBinance:
             "exchangeFilters": [], "symbols": self.symbols,
         }
 
-    def klines(self, q: dict[str, str]) -> tuple[int, list[str]]:
+    def futures_info(self) -> dict[str, Any]:
+        return {"timezone": "UTC", "serverTime": self.now(), "futuresType": "U_MARGINED",
+                "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+                                "limit": 2400}],
+                "exchangeFilters": [], "assets": [{"asset": "USDT", "marginAvailable": True}],
+                "symbols": self.perpetuals}
+
+    def funding_rates(self, q: dict[str, str]) -> list[dict[str, Any]]:
+        symbol = q.get("symbol", "")
+        if not any(s["symbol"] == symbol for s in self.perpetuals):
+            raise _ApiError(400, -1121, "Invalid symbol.")
+        try:
+            limit = int(q.get("limit", "100"))
+            start = int(q["startTime"]) if "startTime" in q else None
+            end = int(q["endTime"]) if "endTime" in q else None
+        except ValueError:
+            raise _ApiError(400, -1100, "Illegal characters found in a parameter.") from None
+        if not 1 <= limit <= FUNDING_MAX_LIMIT:
+            raise _ApiError(400, -1130, "Data sent for parameter 'limit' is not valid.")
+        ts, rates = self._funding.get(symbol, (np.zeros(0, "int64"), np.zeros(0)))
+        hi = int(np.searchsorted(ts, self.now(), side="right"))
+        if end is not None:
+            hi = min(hi, int(np.searchsorted(ts, end, side="right")))
+        if start is not None:
+            lo = int(np.searchsorted(ts, start, side="left"))
+            hi = min(hi, lo + limit)
+        else:
+            lo = max(0, hi - limit)
+        return [{"symbol": symbol, "fundingTime": int(ts[i]), "fundingRate": f"{rates[i]:.8f}",
+                 "markPrice": "0.00000000"} for i in range(lo, max(lo, hi))]
+
+    def klines(self, q: dict[str, str], futures: bool = False) -> tuple[int, list[str]]:
         """(HTTP status, pre-encoded kline rows) or raises _ApiError."""
         symbol = q.get("symbol")
         if not symbol:
             raise _ApiError(400, -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
-        if not any(s["symbol"] == symbol for s in self.symbols):
+        if not any(s["symbol"] == symbol for s in (self.perpetuals if futures else self.symbols)):
             raise _ApiError(400, -1121, "Invalid symbol.")
         interval = q.get("interval", "")
         if interval not in INTERVALS:
@@ -257,10 +343,10 @@ class FakeBinance:
             end = int(q["endTime"]) if "endTime" in q else None
         except ValueError:
             raise _ApiError(400, -1100, "Illegal characters found in a parameter.") from None
-        if not 1 <= limit <= MAX_LIMIT:
+        if not 1 <= limit <= (FAPI_MAX_LIMIT if futures else MAX_LIMIT):
             raise _ApiError(400, -1130, "Data sent for parameter 'limit' is not valid.")
         limit = min(limit, self.max_limit)
-        series = self._series.get((symbol, interval))
+        series = self._series.get((f"fapi:{symbol}" if futures else symbol, interval))
         if series is None:
             return 200, []
         now = self.now()
@@ -287,9 +373,15 @@ class FakeBinance:
         parts = urlsplit(h.path)
         q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         path = parts.path
-        endpoint = path.removeprefix("/api/v3/") if path.startswith("/api/v3/") else path
-        known = endpoint in ("klines", "exchangeInfo", "ping", "time")
-        fault = self._next_fault() if endpoint == "klines" else None
+        if path.startswith("/api/v3/"):
+            endpoint = path.removeprefix("/api/v3/")
+        elif path.startswith("/fapi/v1/"):
+            endpoint = "fapi/" + path.removeprefix("/fapi/v1/")
+        else:
+            endpoint = path
+        known = endpoint in ("klines", "exchangeInfo", "ping", "time", "fapi/klines", "fapi/exchangeInfo",
+                             "fapi/fundingRate", "fapi/ping", "fapi/time")
+        fault = self._next_fault() if endpoint in ("klines", "fapi/klines", "fapi/fundingRate") else None
         with self._lock:
             self.counts[endpoint if known else "unexpected"] += 1
             self.log.append(Request(endpoint, q, fault.kind if fault else None))
@@ -297,18 +389,31 @@ class FakeBinance:
                 self.unexpected.append(h.path)
         if not known:
             return _send_json(h, 404, {"code": -1, "msg": f"fake binance: no endpoint {path}"})
-        if endpoint == "ping":
+        if endpoint in ("ping", "fapi/ping"):
             return _send_json(h, 200, {})
-        if endpoint == "time":
+        if endpoint in ("time", "fapi/time"):
             return _send_json(h, 200, {"serverTime": self.now()})
         if endpoint == "exchangeInfo":
             return _send_json(h, 200, self.exchange_info())
+        if endpoint == "fapi/exchangeInfo":
+            return _send_json(h, 200, self.futures_info())
         if self.delay:
             time.sleep(self.delay)
         if fault is not None and _early_fault(h, fault):
             return
+        if endpoint == "fapi/fundingRate":
+            try:
+                rates = self.funding_rates(q)
+            except _ApiError as e:
+                return _send_json(h, e.status, {"code": e.code, "msg": e.msg})
+            if fault is not None and fault.kind == "slow":
+                time.sleep(fault.delay)
+            body = json.dumps([] if fault is not None and fault.kind == "empty" else rates).encode()
+            if fault is not None and fault.kind in ("malformed", "truncated"):
+                return _send_bytes(h, 200, body, cut=max(1, len(body) // 2))
+            return _send_bytes(h, 200, body)
         try:
-            status, rows = self.klines(q)
+            status, rows = self.klines(q, futures=endpoint == "fapi/klines")
         except _ApiError as e:
             return _send_json(h, e.status, {"code": e.code, "msg": e.msg})
         if fault is not None:
@@ -454,14 +559,17 @@ def serving(state: FakeBinance | None = None) -> Iterator[RunningServer]:
 _API_KEYS: list[str] | None = None
 
 
-def exchange_options(url: str, *, timeout_ms: int = 2_000, strict: bool = True) -> dict[str, Any]:
+def exchange_options(url: str, *, timeout_ms: int = 2_000, strict: bool = True,
+                     market: str = "spot") -> dict[str, Any]:
     """`data.exchange_options` that point ccxt's binance at the fake server.
 
-    Only `urls.api.public` (+ fetchMarkets types = spot) is needed. With `strict`, every other API group
-    of binance (sapi, fapiPublic, ...) is pointed at the server too, under its own prefix, so a call ccxt
-    should not make lands in `FakeBinance.unexpected` instead of trying the real exchange.
+    Only `urls.api.public` (+ fetchMarkets types = spot), or for market="swap" `urls.api.fapiPublic`
+    (+ types = linear), is needed. With `strict`, every other API group of binance (sapi, dapiPublic, ...) is
+    pointed at the server too, under its own prefix, so a call ccxt should not make lands in
+    `FakeBinance.unexpected` instead of trying the real exchange.
     """
-    api: dict[str, str] = {"public": url + "/api/v3"}
+    api: dict[str, str] = ({"public": url + "/api/v3"} if market == "spot" else
+                           {"fapiPublic": url + "/fapi/v1"})
     if strict:
         global _API_KEYS
         if _API_KEYS is None:
@@ -471,7 +579,7 @@ def exchange_options(url: str, *, timeout_ms: int = 2_000, strict: bool = True) 
         api = {k: f"{url}/unexpected/{k}" for k in _API_KEYS} | api
     return {
         "urls": {"api": api},
-        "options": {"fetchMarkets": {"types": ["spot"]}},  # not linear/inverse: fapi/dapi exchangeInfo
+        "options": {"fetchMarkets": {"types": ["spot"] if market == "spot" else ["linear"]}},
         "enableRateLimit": False,  # nothing to protect on loopback; keeps tests fast
         "timeout": timeout_ms,
     }

@@ -18,14 +18,9 @@ from hypothesis import strategies as st
 from cryptonorm.config import BacktestConfig
 from cryptonorm.errors import ConfigError, DataError
 from cryptonorm.timeframes import bars_per_year
-from cryptonorm.trade.backtest import (
-    TRADE_COLUMNS,
-    drawdown,
-    per_year,
-    performance,
-    simulate,
-    to_json_safe,
-)
+from cryptonorm.trade.backtest import simulate, to_json_safe
+from cryptonorm.trade.performance import drawdown, per_year, performance
+from cryptonorm.trade.trades import TRADE_COLUMNS
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data from the project root
 HOUR = 3_600_000

@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cryptonorm.config import Config, build_config
-from cryptonorm.data.candles import find_gaps, read_user_file
+from cryptonorm.data.candles import find_gaps
+from cryptonorm.data.importers import read_user_file
 from cryptonorm.errors import ConfigError, DataError
 from cryptonorm.features import dataset as ds_mod
 from cryptonorm.features import indicators

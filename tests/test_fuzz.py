@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from cryptonorm.config import Config, build_config, dump_yaml, load_config, read_yaml
-from cryptonorm.data.candles import COLUMNS, PRICE_COLUMNS, read_user_file
+from cryptonorm.data.candles import COLUMNS, PRICE_COLUMNS
+from cryptonorm.data.importers import read_user_file
 from cryptonorm.errors import CryptonormError
 from cryptonorm.timeframes import timeframe_ms
 

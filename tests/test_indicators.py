@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from cryptonorm.config import FeaturesConfig
-from cryptonorm.data.candles import read_user_file
+from cryptonorm.data.importers import read_user_file
 from cryptonorm.features import indicators as ind
 
 talib = pytest.importorskip("talib")

@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors click
-from typer._click.exceptions import UsageError as ClickUsageError
 from typer.core import TyperGroup
 
 from cryptonorm import __version__
@@ -32,23 +30,19 @@ if TYPE_CHECKING:
     from cryptonorm.config import Config
 
 class _OneLineErrors(TyperGroup):
-    """Usage errors (unknown option, missing argument) as one line on stderr, exit 2, like our own errors."""
+    """Usage errors (unknown option, missing argument) as one line on stderr, exit 2, like our own errors.
+
+    Only typer's public API: every parsing error is a `typer.TyperException` (typer vendors click, whose
+    exceptions derive from it) with `exit_code`, `format_message()` and, for usage errors, `ctx`.
+    """
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, windows_expand_args: bool = True,
              **extra: Any) -> Any:
         try:
             rv = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
-        except NoArgsIsHelpError as e:  # `cryptonorm` or `cryptonorm config` alone: the help
-            typer.echo(e.ctx.get_help() if e.ctx is not None else "")
-            rv = 2
-        except ClickUsageError as e:
-            where = e.ctx.command_path if e.ctx is not None else "cryptonorm"
-            typer.echo(f"error: {e.format_message()} (see {where} --help)", err=True)
-            rv = 2
-        except ClickException as e:
-            typer.echo(f"error: {e.format_message()}", err=True)
-            rv = e.exit_code
+        except typer.TyperException as e:
+            rv = _usage_error(e)
         except typer.Abort:
             typer.echo("aborted", err=True)
             rv = 1
@@ -57,12 +51,31 @@ class _OneLineErrors(TyperGroup):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
+def _usage_error(e: typer.TyperException) -> int:
+    """Print a parsing error as one line (or the help, for a bare group) and return its exit code."""
+    ctx = getattr(e, "ctx", None)
+    code = int(getattr(e, "exit_code", 1))
+    message = e.format_message()
+    if ctx is not None and (not message.strip() or message.lstrip().startswith("Usage:")):
+        # `cryptonorm` or `cryptonorm config` alone: the help, which typer's rich formatter has already
+        # printed while building the error (its message is then empty)
+        if message.strip():
+            typer.echo(message)
+        return 2
+    if code == 2:
+        where = ctx.command_path if ctx is not None else "cryptonorm"
+        typer.echo(f"error: {message} (see {where} --help)", err=True)
+    else:
+        typer.echo(f"error: {message}", err=True)
+    return code
+
+
 app = typer.Typer(
     name="cryptonorm",
     cls=_OneLineErrors,
     help="Deep-learning forecasters on crypto markets, with the normalization layer as a switch.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, powershell)
     pretty_exceptions_enable=False,
 )
 config_app = typer.Typer(help="Show or check an experiment config.", no_args_is_help=True)

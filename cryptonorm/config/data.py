@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -77,7 +77,10 @@ class DataConfig(Section):
     since: str | None = None  # ISO date of the first candle; None = the market's first candle
     until: str | None = None  # ISO date (exclusive); None = up to the last closed candle
     dir: str = "data"  # candle store: DIR/<exchange>/<BASE_QUOTE>-<timeframe>.parquet
-    file: str | None = None  # a local CSV/parquet of OHLCV candles used instead of the store
+    file: str | None = None  # a local CSV/parquet (or freqtrade .feather/.json) of OHLCV candles instead of the store
+    freqtrade_dir: str | None = None  # freqtrade's user_data/data/<exchange>/: its file for symbol+timeframe is read
+    market: Literal["spot", "swap"] = "spot"  # swap: the perpetual (ccxt symbol BASE/QUOTE:SETTLE), with funding
+    funding_file: str | None = None  # your own funding rates (CSV/parquet: timestamp, rate) instead of fetching
     exchange_options: dict[str, Any] = Field(default_factory=dict)  # passed to the ccxt constructor
     synthetic: SyntheticConfig = SyntheticConfig()
 
@@ -129,6 +132,26 @@ class DataConfig(Section):
                 raise ValueError(f"data.since ({self.since}) must be before data.until ({self.until})")
         return self
 
+    @model_validator(mode="after")
+    def _sources(self) -> DataConfig:
+        if self.file and self.freqtrade_dir:
+            raise ValueError("data.file and data.freqtrade_dir both name the candles; keep one")
+        for s in self.symbols:
+            if ":" in s and self.market == "spot":
+                raise ValueError(f"data.symbol {s!r} is a derivatives symbol (BASE/QUOTE:SETTLE); set data.market: "
+                                 "swap, or use BASE/QUOTE for spot")
+        if self.funding_file and self.market != "swap":
+            raise ValueError("data.funding_file applies to data.market: swap (spot positions pay no funding)")
+        if self.market == "swap" and self.exchange == "synthetic" and not (self.file or self.freqtrade_dir):
+            raise ValueError("data.market: swap needs a real exchange (the synthetic market is spot only); "
+                             "set data.exchange, or bring candles and data.funding_file")
+        return self
+
     @property
     def symbols(self) -> list[str]:
-        return [self.symbol] if isinstance(self.symbol, str) else list(self.symbol)
+        """The markets as ccxt names them: with data.market swap, BTC/USDT becomes the linear perpetual
+        BTC/USDT:USDT (settled in the quote currency)."""
+        raw = [self.symbol] if isinstance(self.symbol, str) else list(self.symbol)
+        if self.market == "swap":
+            return [s if ":" in s else f"{s}:{s.split('/')[1]}" for s in raw]
+        return raw

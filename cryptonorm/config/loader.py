@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from cryptonorm.config.experiment import Config
 from cryptonorm.errors import ConfigError
+from cryptonorm.text import did_you_mean
 
 # ---------------------------------------------------------------- loading and overrides
 
@@ -169,16 +169,16 @@ def format_validation_error(e: ValidationError) -> str:
         parent = _model_at(loc[:-1])
         name = str(loc[-1])
         allowed = list(parent.model_fields) if parent else []
-        close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
-        hint = f"did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}? " if close else ""
+        hint = did_you_mean(name, allowed, prefix="".join(f"{p}." for p in loc[:-1]))
+        hint += " " if hint else ""
         section = ".".join(map(str, loc[:-1])) or "the top level"
         return f"unknown key {key!r}: {hint}allowed in {section}: {', '.join(allowed)}{more}"
     given = err.get("input")
     msg = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
-        close = difflib.get_close_matches(str(given), re.findall(r"'([^']*)'", expected), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(str(given), re.findall(r"'([^']*)'", expected), cutoff=0.6)
+        hint = f"; {hint}" if hint else ""
         return f"{key}: got {given!r}; allowed: {expected.replace(' or ', ', ')}{hint}{more}"
     if err["type"] == "missing":
         return f"{key}: required{more}"

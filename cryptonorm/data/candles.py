@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -115,77 +114,6 @@ def gap_flags(timestamps: np.ndarray, timeframe: str) -> np.ndarray:
     if len(ts) > 1:
         flags[1:] = np.diff(ts) != timeframe_ms(timeframe)
     return flags
-
-
-def read_user_file(path: str | Path, timeframe: str) -> pd.DataFrame:
-    """Load a user's CSV/parquet (timestamps in ms or ISO), validated strictly."""
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"data.file {str(p)!r} not found; give the path of a CSV or parquet of OHLCV candles")
-    if p.is_dir():
-        raise DataError(f"data.file {str(p)!r} is a directory; give a CSV or parquet file")
-    name = p.name.lower()
-    if p.stat().st_size == 0:
-        raise DataError(f"data.file {str(p)!r} cannot be read: it is empty (0 bytes); it needs a header "
-                        f"{','.join(COLUMNS)} and one row per candle")
-    try:
-        if name.endswith(".parquet") or name.endswith(".pq"):
-            df = pd.read_parquet(p)
-        elif name.endswith((".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz", ".txt")):
-            df = pd.read_csv(p)
-        else:
-            raise DataError(f"data.file {str(p)!r}: unknown format; use .csv, .csv.gz or .parquet")
-    except DataError:
-        raise
-    except Exception as e:
-        raise DataError(f"data.file {str(p)!r} cannot be read as {'parquet' if 'parq' in name else 'CSV'}: "
-                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
-    if len(df) == 0:
-        raise DataError(f"data.file {str(p)!r} has no rows; it needs OHLCV candles")
-    df.columns = [str(c).strip().lower() for c in df.columns]
-    if "timestamp" not in df.columns:
-        for alt in ("datetime", "date", "time", "open_time"):
-            if alt in df.columns:
-                df = df.rename(columns={alt: "timestamp"})
-                break
-    missing = [c for c in COLUMNS if c not in df.columns]
-    if missing:
-        raise DataError(f"data.file {str(p)!r} lacks column(s) {', '.join(missing)}; "
-                        f"need {', '.join(COLUMNS)} (timestamp in ms or ISO 8601)")
-    twice = [c for c in COLUMNS if list(df.columns).count(c) > 1]
-    if twice:  # e.g. "Close" and "close", or "date" and "time" both taken as the timestamp
-        raise DataError(f"data.file {str(p)!r} has column(s) {', '.join(twice)} more than once (names are "
-                        "case-insensitive; date/time/datetime/open_time count as timestamp); keep one of each")
-    df = df.copy()
-    df["timestamp"] = _to_ms(df["timestamp"], p)
-    try:
-        return clean(df, timeframe, strict=True)
-    except DataError as e:
-        raise DataError(f"data.file {str(p)!r}: {e}") from None
-
-
-def _to_ms(col: pd.Series, p: Path) -> pd.Series:
-    if pd.api.types.is_numeric_dtype(col):
-        if col.isna().any():
-            raise DataError(f"data.file {str(p)!r}: {int(col.isna().sum())} empty timestamp(s)")
-        v = col.astype("float64")
-        if not np.isfinite(v.to_numpy()).all():
-            raise DataError(f"data.file {str(p)!r}: {int((~np.isfinite(v.to_numpy())).sum())} infinite "
-                            "timestamp(s); give epoch numbers (s or ms) or ISO 8601 dates")
-        # the unit by magnitude, as for any date between 1973 and 5138: s, ms, us or ns since the epoch
-        biggest = float(v.abs().max()) if len(v) else 0.0
-        for limit, to_ms in ((1e11, 1000.0), (1e14, 1.0), (1e17, 1e-3), (1e19, 1e-6)):
-            if biggest < limit:
-                return (v * to_ms).round().astype("int64")
-        raise DataError(f"data.file {str(p)!r}: timestamps up to {biggest:g} are not epoch times in s, ms, us or "
-                        "ns; give epoch numbers or ISO 8601 dates")
-    try:
-        dt = pd.to_datetime(col, utc=True, format="mixed")
-    except (ValueError, TypeError) as e:
-        raise DataError(f"data.file {str(p)!r}: timestamps are neither ms numbers nor ISO dates ({e})") from None
-    if dt.isna().any():
-        raise DataError(f"data.file {str(p)!r}: {int(dt.isna().sum())} empty or unparseable timestamp(s)")
-    return pd.Series(dt.dt.as_unit("ms").astype("int64").to_numpy(), index=col.index)
 
 
 def data_hash(df: pd.DataFrame) -> str:

@@ -8,7 +8,6 @@ ccxt's exceptions are translated where they arrive: network errors, time-outs an
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -21,6 +20,7 @@ from urllib.parse import quote, quote_plus
 
 from cryptonorm.config import DataConfig
 from cryptonorm.errors import ConfigError, ExchangeError, TransientExchangeError
+from cryptonorm.text import close_matches, did_you_mean
 from cryptonorm.timeframes import timeframe_ms
 
 
@@ -80,8 +80,8 @@ def open_source(data: DataConfig) -> Source:
     import ccxt
 
     if data.exchange not in ccxt.exchanges:
-        close = difflib.get_close_matches(data.exchange, ccxt.exchanges, n=3)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
+        hint = did_you_mean(data.exchange, ccxt.exchanges, n=3, quote=False)
+        hint += " " if hint else ""
         raise ConfigError(f"data.exchange: unknown exchange {data.exchange!r}; {hint}"
                           "use a ccxt exchange id (see ccxt.exchanges) or 'synthetic'")
     options: dict[str, Any] = {"enableRateLimit": True, "timeout": 30_000}
@@ -93,6 +93,9 @@ def open_source(data: DataConfig) -> Source:
         raise ConfigError(f"data.exchange_options rejected by {data.exchange}: {_short(e)}") from e
     if not exchange.has.get("fetchOHLCV"):
         raise ExchangeError(f"{data.exchange} does not offer OHLCV candles through ccxt; choose another exchange")
+    if data.market == "swap" and not (exchange.has.get("swap") and exchange.has.get("fetchFundingRateHistory")):
+        raise ExchangeError(f"{data.exchange} offers no perpetual swaps with funding history through ccxt; use "
+                            "data.market: spot, or an exchange with swaps (binance, bybit, okx, ...)")
     return exchange  # type: ignore[no-any-return]
 
 
@@ -145,8 +148,11 @@ def call(source: Source, what: str, fn: Callable[[], Any], retry: Retry = Retry(
 def check_symbol(source: Source, symbol: str, timeframe: str, retry: Retry = Retry()) -> None:
     """Fail at once, naming close matches, if the exchange lacks the market or the timeframe."""
     markets = call(source, "load markets", source.load_markets, retry)
+    if ":" in symbol and symbol not in markets and not any(":" in m for m in markets):
+        raise ExchangeError(f"{source.id} lists no perpetual swap markets (no BASE/QUOTE:SETTLE symbol); "
+                            f"{symbol!r} needs an exchange with swaps, or data.market: spot")
     if symbol not in markets:
-        close = difflib.get_close_matches(symbol, list(markets), n=3, cutoff=0.5)
+        close = close_matches(symbol, markets, n=3, cutoff=0.5)
         if close:
             hint = f"close matches: {', '.join(close)}"
         elif len(markets) <= 20:  # a short list (the synthetic market): name them all
@@ -159,14 +165,16 @@ def check_symbol(source: Source, symbol: str, timeframe: str, retry: Retry = Ret
         raise ExchangeError(f"{source.id} has no timeframe {timeframe!r}; it offers {', '.join(timeframes)}")
 
 
-def page_limit(source: Source) -> int:
-    """Candles per request: the exchange's own maximum where ccxt knows it, else 1000."""
+def page_limit(source: Source, market: str = "spot") -> int:
+    """Candles per request: the exchange's own maximum for the market type where ccxt knows it, else 1000."""
     limit = getattr(source, "page_limit", None)
     if isinstance(limit, int) and limit > 0:
         return limit
     features = getattr(source, "features", None) or {}
     try:
-        spot = features.get("spot") or {}
+        spot = features.get(market) or {}
+        if market == "swap":
+            spot = spot.get("linear") or {}
         n = (spot.get("fetchOHLCV") or {}).get("limit")
         if isinstance(n, int) and n > 0:
             return n
@@ -183,7 +191,7 @@ def pages(source: Source, symbol: str, timeframe: str, since: int, until: int | 
     newer than the one before (so a misbehaving exchange can never make it loop forever).
     """
     step = timeframe_ms(timeframe)
-    limit = page_limit(source)
+    limit = page_limit(source, "swap" if ":" in symbol else "spot")
     cursor = since
     while True:
         now = source.milliseconds()
@@ -221,3 +229,33 @@ def _fetch_page(source: Source, symbol: str, timeframe: str, since: int, limit: 
 
 def _valid_row(r: Any) -> bool:
     return isinstance(r, (list, tuple)) and len(r) >= 6 and isinstance(r[0], (int, float)) and r[0] == r[0]
+
+
+FUNDING_PAGE = 1000  # funding rates per request (Binance USD-M: at most 1000)
+
+
+def funding_pages(source: Source, symbol: str, since: int, until: int | None,
+                  retry: Retry = Retry()) -> Iterator[list[tuple[int, float]]]:
+    """Yield pages of (funding time ms, rate) in [since, until), advancing past the last time received.
+
+    Stops at `until`, at the exchange's clock, on an empty page, or on a page with nothing newer (never loops).
+    """
+    cursor = since
+    while True:
+        end = source.milliseconds() if until is None else min(until, source.milliseconds())
+        if cursor >= end:
+            return
+        fetch = getattr(source, "fetch_funding_rate_history", None)
+        if fetch is None:
+            raise ExchangeError(f"{source.id} offers no funding rate history; set data.funding_file")
+        raw = call(source, f"fetch {symbol} funding rates",
+                   partial(fetch, symbol, cursor, FUNDING_PAGE, {"until": end - 1}), retry)
+        rows = []
+        for r in raw or []:
+            ts, rate = r.get("timestamp"), r.get("fundingRate")
+            if isinstance(ts, (int, float)) and isinstance(rate, (int, float)) and cursor <= ts < end:
+                rows.append((int(ts), float(rate)))
+        if not rows:
+            return
+        yield sorted(rows)
+        cursor = max(ts for ts, _ in rows) + 1

@@ -14,14 +14,18 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from cryptonorm.atomic import atomic_path, write_text_atomic
 from cryptonorm.config import Config, DataConfig
-from cryptonorm.data.candles import clean, empty_frame, read_user_file
+from cryptonorm.data import freqtrade
+from cryptonorm.data.candles import clean, empty_frame
+from cryptonorm.data.funding import clean_funding, empty_funding
+from cryptonorm.data.importers import read_user_file
 from cryptonorm.errors import ConfigError, DataError
 from cryptonorm.timeframes import parse_date, timeframe_ms
 
@@ -34,15 +38,28 @@ def store_path(data_dir: str | Path, exchange: str, symbol: str, timeframe: str)
     return Path(data_dir) / exchange / f"{safe}-{timeframe}.parquet"
 
 
-def read_store(path: Path) -> pd.DataFrame:
-    """Read a stored candle file (empty frame if absent)."""
+@dataclass(frozen=True)
+class Kind:
+    """What a store file holds: how to validate such a frame, and its empty frame."""
+
+    name: str
+    clean: Callable[[pd.DataFrame], pd.DataFrame]
+    empty: Callable[[], pd.DataFrame]
+
+
+CANDLES = Kind("candle", clean, empty_frame)
+FUNDING = Kind("funding", clean_funding, empty_funding)
+
+
+def read_store(path: Path, kind: Kind = CANDLES) -> pd.DataFrame:
+    """Read a stored file (empty frame if absent)."""
     if not path.exists():
-        return empty_frame()
+        return kind.empty()
     try:
         df = pd.read_parquet(path)
     except Exception as e:  # pyarrow raises many types for a damaged file
-        raise DataError(f"candle file {path} is unreadable ({type(e).__name__}); delete it and fetch again") from e
-    return clean(df)
+        raise DataError(f"{kind.name} file {path} is unreadable ({type(e).__name__}); delete it and fetch again") from e
+    return kind.clean(df)
 
 
 def write_atomic(df: pd.DataFrame, path: Path) -> None:
@@ -66,10 +83,10 @@ def locked(path: Path, timeout: float = 600.0) -> Iterator[None]:
                         "wait for it to finish or remove the stale .lock file") from None
 
 
-def merge(*frames: pd.DataFrame) -> pd.DataFrame:
-    """Union of candle frames, oldest download first; where several have a timestamp, the last one wins."""
+def merge(*frames: pd.DataFrame, kind: Kind = CANDLES) -> pd.DataFrame:
+    """Union of frames, oldest download first; where several have a timestamp, the last one wins."""
     non_empty = [f for f in frames if len(f)]
-    return clean(pd.concat(non_empty, ignore_index=True)) if non_empty else empty_frame()
+    return kind.clean(pd.concat(non_empty, ignore_index=True)) if non_empty else kind.empty()
 
 
 
@@ -133,12 +150,12 @@ def _remove_stale_temps(path: Path) -> None:
         journal.rmdir()  # only when empty
 
 
-def consolidate(path: Path) -> pd.DataFrame:
+def consolidate(path: Path, kind: Kind = CANDLES) -> pd.DataFrame:
     """Merge pending journal pages into the main store file (under the file lock), atomically."""
     with locked(path):
         _remove_stale_temps(path)
         parts = journal_parts(path)
-        frame = read_store(path)
+        frame = read_store(path, kind)
         if not parts:
             return frame
         pieces = [frame]
@@ -150,7 +167,7 @@ def consolidate(path: Path) -> pd.DataFrame:
             except Exception:
                 with contextlib.suppress(OSError):
                     p.rename(p.with_suffix(".unreadable"))
-        merged = merge(*pieces)
+        merged = merge(*pieces, kind=kind)
         write_atomic(merged, path)
         for p in read:
             with contextlib.suppress(OSError):
@@ -172,11 +189,23 @@ def filter_range(df: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     return df[mask].reset_index(drop=True)
 
 
+def user_file(data: DataConfig) -> Path | None:
+    """The user's own candle file for this config: data.file, or the freqtrade file of data.symbol and
+    data.timeframe in data.freqtrade_dir (futures/ for a swap); None when candles come from the store."""
+    if data.file:
+        return Path(data.file)
+    if data.freqtrade_dir:
+        return freqtrade.find(data.freqtrade_dir, _one_symbol(data), data.timeframe,
+                              "futures" if data.market == "swap" else "")
+    return None
+
+
 def candle_path(cfg: Config) -> Path:
-    """The store file (or data.file) that train/backtest read for this config."""
-    if cfg.data.file:
-        return Path(cfg.data.file)
-    return store_path(cfg.data.dir, store_folder(cfg.data), _one_symbol(cfg), cfg.data.timeframe)
+    """The store file (or the user's file) that train/backtest read for this config."""
+    own = user_file(cfg.data)
+    if own is not None:
+        return own
+    return store_path(cfg.data.dir, store_folder(cfg.data), _one_symbol(cfg.data), cfg.data.timeframe)
 
 
 def store_folder(data: DataConfig) -> str:
@@ -188,8 +217,8 @@ def store_folder(data: DataConfig) -> str:
     return f"synthetic/{hashlib.sha256(params.encode()).hexdigest()[:10]}"
 
 
-def _one_symbol(cfg: Config) -> str:
-    syms = cfg.data.symbols
+def _one_symbol(data: DataConfig) -> str:
+    syms = data.symbols
     if len(syms) != 1:
         raise ConfigError(f"data.symbol lists {len(syms)} markets; training and backtests take one: "
                           f"set data.symbol to one of {', '.join(syms)}")
@@ -198,8 +227,9 @@ def _one_symbol(cfg: Config) -> str:
 
 def load_candles(cfg: Config) -> pd.DataFrame:
     """The candles an experiment uses: data.file, or the store, cut to [data.since, data.until)."""
-    if cfg.data.file:
-        df = read_user_file(cfg.data.file, cfg.data.timeframe)
+    own = user_file(cfg.data)
+    if own is not None:
+        df = read_user_file(own, cfg.data.timeframe)
     else:
         path = candle_path(cfg)
         if not path.exists() and not journal_parts(path):
@@ -215,7 +245,7 @@ def load_candles(cfg: Config) -> pd.DataFrame:
 
 def have_candles(cfg: Config) -> bool:
     """True when the store already covers data.since .. data.until (what `run` needs before training)."""
-    if cfg.data.file:
+    if cfg.data.file or cfg.data.freqtrade_dir:
         return True
     path = candle_path(cfg)
     if journal_parts(path) or not path.exists():

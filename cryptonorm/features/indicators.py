@@ -12,41 +12,8 @@ window or label span cross a gap (gap_policy=drop), or fills the gap with flat b
 `gap_mask` first (gap_policy=ffill). Indicator look-backs that reach back over a gap before a sample's
 window are not excluded.
 
-Columns of `compute_features` (c = close, h = high, l = low, v = volume, r1 = logret_1; "NaN" = leading
-warm-up rows; "input" = kept as a model input with `features.inputs: stationary`; with `all`, every column
-but timestamp is an input):
-
-| column | definition | NaN | input |
-| --- | --- | --- | --- |
-| timestamp, open, high, low, close, volume | the candle (timestamp = open time, ms, UTC) | 0 | no |
-| sma_{n} | mean of c over the last n bars (talib.SMA) | n-1 | no |
-| ema_{n} | EMA of c, alpha 2/(n+1), seeded with the SMA of the first n closes (talib.EMA) | n-1 | no |
-| rsi_{n} | Wilder's RSI 100 * G / (G + L) (1) (talib.RSI) | n | yes |
-| macd_{f}_{s}_{g} | EMA_f(c) - EMA_s(c), both EMAs started at bar s-1 (2) (talib.MACD) | s+g-2 | no |
-| macd_signal_{f}_{s}_{g} | EMA_g of the MACD line, seeded with the mean of its first g values | s+g-2 | no |
-| macd_hist_{f}_{s}_{g} | macd - macd_signal | s+g-2 | no |
-| bb_mid_{n}_{k} | sma_n of c (talib.BBANDS, matype SMA) | n-1 | no |
-| bb_upper_{n}_{k} | bb_mid + k * population std (ddof=0) of c over n bars (talib.BBANDS) | n-1 | no |
-| bb_lower_{n}_{k} | bb_mid - k * population std (ddof=0) of c over n bars (talib.BBANDS) | n-1 | no |
-| bb_pctb_{n}_{k} | %B = (c - bb_lower) / (bb_upper - bb_lower); 0.5 in a flat window (4) | n-1 | yes |
-| bb_width_{n}_{k} | bandwidth = (bb_upper - bb_lower) / bb_mid | n-1 | yes |
-| atr_{n} | Wilder's average true range (3), price units (talib.ATR) | n | no |
-| logret_{n} | log(c[t] / c[t-n]) | n | yes |
-| vol_{n} | population std (ddof=0) of r1 over the last n bars (per bar, not annualized) | n | yes |
-| volz_{n} | (v - mean) / population std of v over the last n bars (incl. t); 0 if flat (4) | n-1 | yes |
-| rel_sma_{n} | c / sma_n - 1 (when features.price_rel) | n-1 | yes |
-| rel_ema_{n} | c / ema_n - 1 (when features.price_rel) | n-1 | yes |
-| gap_mask | added by `dataset.prepare` with gap_policy=ffill: 1.0 on a filled bar, else 0.0 | 0 | yes |
-
-(1) G, L: Wilder averages (alpha = 1/n) of the gains and losses of c, seeded at bar n with the plain mean
-    of the first n changes; 50 where G + L = 0 (flat market).
-(2) EMA_s seeded with the SMA of the first s closes, EMA_f with the SMA of the f closes ending at bar s-1,
-    so EMA_f differs from ema_f; alphas 2/(n+1) for every period, 12/26 included (TA-Lib's fixed
-    0.15/0.075 belong to MACDFIX only).
-(3) TR = max(h - l, |h - c[t-1]|, |l - c[t-1]|); ATR = Wilder average (alpha = 1/n) of TR seeded at bar n
-    with the mean of TR over bars 1..n; atr_1 is TR itself.
-(4) flat: the window's std is below 1e-12 x its mean (exactly equal values, up to rounding noise).
-Rolling stds are computed two-pass per window (exact to float64 rounding), not by a running variance.
+Columns of `compute_features`: their definitions, warm-up lengths and which are model inputs are tabled
+once, in README.md ("Features"); the notes below cover what the table does not.
 
 `{k}` is written by `format_k` (2.0 -> "2", 2.5 -> "2.5"). MACD, ATR and the bands are in price units and
 drift with the price level, so `inputs: stationary` leaves them out in favour of the scale-free columns.
@@ -67,11 +34,12 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy.signal import lfilter
 
 from cryptonorm.config import FeaturesConfig
+from cryptonorm.data.candles import COLUMNS
 from cryptonorm.errors import DataError
 
 # A window whose std is below this fraction of its mean is flat (rounding noise, not a real spread).
 _FLAT = 1e-12
-CANDLE_COLUMNS = ["timestamp", "open", "high", "low", "close", "volume"]
+CANDLE_COLUMNS = COLUMNS  # the candle frame's columns (one definition, in data/candles.py)
 
 # Model inputs kept with `features.inputs: stationary`: scale-free columns only.
 _STATIONARY = re.compile(

@@ -1,1 +1,3 @@
-"""Learning: norms, models, recurrent cells, the training loop, checkpoints, the device. The only layer that imports torch for training."""
+"""Learning: norms, models, recurrent cells, the training loop, checkpoints, the device.
+The layer that imports torch.
+"""

@@ -13,9 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from cryptonorm.config import Config
-from cryptonorm.data.candles import Gap, find_gaps, from_rows, read_user_file
+from cryptonorm.config import Config, DataConfig
+from cryptonorm.data.candles import Gap, find_gaps, from_rows
+from cryptonorm.data.funding import FUNDING_COLUMNS, funding_gaps, funding_path
+from cryptonorm.data.importers import read_user_file
 from cryptonorm.data.store import (
+    FUNDING,
     add_page,
     consolidate,
     filter_range,
@@ -23,6 +26,7 @@ from cryptonorm.data.store import (
     read_pending,
     store_folder,
     store_path,
+    user_file,
     write_pending,
 )
 from cryptonorm.errors import DataError
@@ -35,6 +39,18 @@ ProgressFn = Callable[[dict[str, Any]], None]
 
 
 # ---------------------------------------------------------------- fetch
+
+
+@dataclass
+class FundingSummary:
+    """What one fetch left in the store for one swap's funding rates."""
+
+    path: Path
+    rows: int
+    new_rows: int
+    first: int | None
+    last: int | None
+    gaps: list[Gap] = field(default_factory=list)
 
 
 @dataclass
@@ -51,6 +67,7 @@ class FetchSummary:
     last: int | None
     gaps: list[Gap] = field(default_factory=list)
     source: str = "store"  # "store", or "file" for data.file
+    funding: FundingSummary | None = None  # a swap's funding rates, fetched beside its candles
 
     @property
     def missing_bars(self) -> int:
@@ -62,12 +79,13 @@ def fetch(cfg: Config, *, progress: ProgressFn | None = None, retry: Retry | Non
     from cryptonorm.data.exchange import Retry, check_symbol, open_source, pages
 
     data = cfg.data
-    if data.file:
-        df = filter_range(read_user_file(data.file, data.timeframe), cfg)
+    own = user_file(data)
+    if own is not None:
+        df = filter_range(read_user_file(own, data.timeframe), cfg)
         if len(df) == 0:
-            raise DataError(f"data.file {data.file!r} has no candles between data.since and data.until")
+            raise DataError(f"{own} has no candles between data.since and data.until")
         ts = df["timestamp"].to_numpy()
-        return [FetchSummary("file", data.symbols[0], data.timeframe, Path(data.file), len(df), 0,
+        return [FetchSummary("file", data.symbols[0], data.timeframe, own, len(df), 0,
                              int(ts[0]), int(ts[-1]), find_gaps(ts, data.timeframe), source="file")]
     retry = retry or Retry()
     source = open_source(data)
@@ -100,10 +118,40 @@ def fetch(cfg: Config, *, progress: ProgressFn | None = None, retry: Retry | Non
         with contextlib.suppress(OSError):
             journal.rmdir()
         ts = final["timestamp"].to_numpy()
-        out.append(FetchSummary(source.id, symbol, data.timeframe, path, len(final), len(final) - before,
-                                int(ts[0]) if len(ts) else None, int(ts[-1]) if len(ts) else None,
-                                find_gaps(ts, data.timeframe)))
+        summary = FetchSummary(source.id, symbol, data.timeframe, path, len(final), len(final) - before,
+                               int(ts[0]) if len(ts) else None, int(ts[-1]) if len(ts) else None,
+                               find_gaps(ts, data.timeframe))
+        if data.market == "swap" and not data.funding_file:
+            start = int(ts[0]) if len(ts) else since
+            summary.funding = fetch_funding(source, symbol, data, start, until, retry, progress)
+        out.append(summary)
     return out
+
+
+def fetch_funding(source: Any, symbol: str, data: DataConfig, since: int, until: int | None, retry: Retry,
+                  progress: ProgressFn | None = None) -> FundingSummary:
+    """Funding rates of one swap into the store beside its candles: journaled, incremental, resumable."""
+    from cryptonorm.data.exchange import funding_pages
+
+    path = funding_path(data.dir, store_folder(data), symbol)
+    stored = consolidate(path, FUNDING)
+    before = len(stored)
+    ranges = _plan(stored, since, until, 1, read_pending(path))  # step 1 ms: resume right after a stored time
+    write_pending(path, ranges)
+    got = 0
+    for i, (s, u) in enumerate(ranges):
+        for rows in funding_pages(source, symbol, s, u, retry):
+            add_page(path, pd.DataFrame(rows, columns=FUNDING_COLUMNS))
+            got += len(rows)
+            if progress:
+                progress({"symbol": f"{symbol} funding", "candles": got, "expected": got, "pages": 0})
+        write_pending(path, ranges[i + 1:])
+    final = consolidate(path, FUNDING)
+    with contextlib.suppress(OSError):
+        journal_dir(path).rmdir()
+    ts = final["timestamp"].to_numpy()
+    return FundingSummary(path, len(final), len(final) - before, int(ts[0]) if len(ts) else None,
+                          int(ts[-1]) if len(ts) else None, funding_gaps(ts))
 
 
 def _plan(stored: pd.DataFrame, since: int, until: int | None, step: int,

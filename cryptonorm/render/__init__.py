@@ -1,1 +1,3 @@
-"""Rendering below the steps: matplotlib plots and rich tables (rich is imported only here and in cli/)."""
+"""Rendering below the steps: matplotlib plots and rich tables (rich is imported only here and in
+cli/).
+"""

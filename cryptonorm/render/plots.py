@@ -6,13 +6,13 @@ so that importing this module (and starting the CLI) stays fast.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cryptonorm.atomic import atomic_path
+from cryptonorm.text import fmt
 from cryptonorm.trade.backtest import Backtest
 
 if TYPE_CHECKING:
@@ -93,8 +93,8 @@ def plot_equity(bt: Backtest, path: Path, title: str = "", *, log_scale: bool = 
     ax_dd.xaxis.set_major_locator(locator)
     ax_dd.xaxis.set_major_formatter(ConciseDateFormatter(locator))
     m = bt.metrics
-    sub = (f"Sharpe {_fmt(m['strategy'].get('sharpe'), 'num')} vs buy & hold "
-           f"{_fmt(m['buy_and_hold'].get('sharpe'), 'num')}; fees {m['costs']['fee_bps']:g} + slippage "
+    sub = (f"Sharpe {fmt(m['strategy'].get('sharpe'), 'num')} vs buy & hold "
+           f"{fmt(m['buy_and_hold'].get('sharpe'), 'num')}; fees {m['costs']['fee_bps']:g} + slippage "
            f"{m['costs']['slippage_bps']:g} bps per side; {m.get('gap_bars', 0)} bar(s) span gaps")
     fig.suptitle(f"{title}\n{sub}" if title else sub, fontsize=10)
     return atomic_savefig(fig, path, dpi=dpi)
@@ -121,14 +121,14 @@ def metrics_table(metrics: dict[str, Any]) -> Table:
                "span gaps")
     fc = metrics.get("forecast") or {}
     if fc:
-        caption += (f"\nforecasts: directional accuracy {_fmt(fc.get('directional_accuracy'), 'pct')}, "
-                    f"IC {_fmt(fc.get('ic_spearman'), 'num3')} (Spearman), n {_fmt(fc.get('n'), 'int')}")
+        caption += (f"\nforecasts: directional accuracy {fmt(fc.get('directional_accuracy'), 'pct')}, "
+                    f"IC {fmt(fc.get('ic_spearman'), 'num3')} (Spearman), n {fmt(fc.get('n'), 'int')}")
     table = Table(title="Backtest", caption=caption, caption_justify="left")
     table.add_column("metric")
     for name, _ in columns:
         table.add_column(name, justify="right", style="bold" if name == "Strategy" else None)
     for label, key, kind in TABLE_ROWS:
-        table.add_row(label, *(_fmt(col.get(key), kind) for _, col in columns))
+        table.add_row(label, *(fmt(col.get(key), kind) for _, col in columns))
     return table
 
 
@@ -140,29 +140,7 @@ def per_year_table(metrics: dict[str, Any]) -> Table:
     for name in ("year", "return", "buy & hold", "Sharpe", "max drawdown", "bars"):
         table.add_column(name, justify="right")
     for row in metrics.get("per_year", []):
-        table.add_row(str(row.get("year")), _fmt(row.get("return"), "pct"), _fmt(row.get("bh_return"), "pct"),
-                      _fmt(row.get("sharpe"), "num"), _fmt(row.get("max_drawdown"), "pct"),
-                      _fmt(row.get("bars"), "int"))
+        table.add_row(str(row.get("year")), fmt(row.get("return"), "pct"), fmt(row.get("bh_return"), "pct"),
+                      fmt(row.get("sharpe"), "num"), fmt(row.get("max_drawdown"), "pct"),
+                      fmt(row.get("bars"), "int"))
     return table
-
-
-def _fmt(value: Any, kind: str) -> str:
-    """One cell: NaN and missing values as '-' (undefined, e.g. the Sharpe of a flat line), inf as 'inf'."""
-    if value is None:
-        return "-"
-    v = float(value)
-    if math.isnan(v):
-        return "-"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    if kind == "pct":
-        return f"{v * 100:,.2f}%"
-    if kind == "int":
-        return f"{int(v):,d}"
-    if kind == "days":
-        return f"{v:,.1f}"
-    if kind == "num1":
-        return f"{v:,.1f}"
-    if kind == "num3":
-        return f"{v:.3f}"
-    return f"{v:,.2f}"

@@ -21,6 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from cryptonorm.text import fmt
 from cryptonorm.timeframes import format_ms
 
 
@@ -77,16 +78,6 @@ def gaps_table(summaries: list[Any]) -> Table:
     return t
 
 
-def _fmt(v: Any, pct: bool = False) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        if v != v:
-            return "nan"
-        return f"{v:+.2%}" if pct else f"{v:.4g}"
-    return str(v)
-
-
 def train_table(summary: Any) -> Table:
     m = summary.metrics
     t = Table(title=f"forecast metrics ({m.get('target')}, horizon {m.get('horizon')}; "
@@ -100,9 +91,9 @@ def train_table(summary: Any) -> Table:
     for split in ("val", "test"):
         if split not in m:
             continue
-        t.add_row(split, *[_fmt(m[split].get(k)) for k in keys])
+        t.add_row(split, *[_cell(m[split].get(k)) for k in keys])
         p = m[split].get("persistence", {})
-        t.add_row(f"{split} (persistence)", *[_fmt(p.get(k)) for k in keys], style="dim")
+        t.add_row(f"{split} (persistence)", *[_cell(p.get(k)) for k in keys], style="dim")
     t.caption = f"{m.get('message', '')}\nsamples: {m.get('samples')}; dropped: {m.get('dropped')}"
     return t
 
@@ -162,3 +153,8 @@ def simple_table(title: str, header: list[str], rows: list[list[str]]) -> Table:
     for r in rows:
         t.add_row(*r)
     return t
+
+
+def _cell(v: Any, pct: bool = False) -> str:
+    """A train-table cell: a signed percentage, or 4 significant digits."""
+    return fmt(v, "spct" if pct else "g4")

@@ -1,1 +1,3 @@
-"""The normalization study: sweep files, executors (process pool, Ray), results, statistics (pure), summaries and plots."""
+"""The normalization study: sweep files, executors (process pool, Ray), results, statistics (pure),
+summaries and plots.
+"""

@@ -1,1 +1,3 @@
-"""Trading: positions to returns after costs (simulation), performance and forecast metrics (pure), baselines. No torch."""
+"""Trading: positions to returns after costs (simulation), performance and forecast metrics (pure),
+baselines. No torch.
+"""

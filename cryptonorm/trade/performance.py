@@ -1,0 +1,171 @@
+"""Performance metrics of per-bar strategy returns (pure numpy): the metric table, drawdown, per calendar year."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from cryptonorm.errors import DataError
+from cryptonorm.timeframes import bars_per_year, timeframe_ms
+from cryptonorm.trade.trades import Trades, find_trades
+
+DAY_MS = 86_400_000
+YEAR_MS = 365 * DAY_MS  # crypto trades every day; the same year as bars_per_year
+
+
+def performance(
+    returns: np.ndarray, positions: np.ndarray, timeframe: str, fees: np.ndarray,
+    *, timestamps: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Performance metrics of per-bar strategy returns (pure).
+
+    Inputs, all (n,) for n bars held: `returns` r simple returns after costs, `positions` the position
+    held over each bar (starting flat before the first), `fees` the cost charged in each bar (fraction of
+    equity, already inside r). `timestamps` (n+1,) ms of the equity points (the start, then the end of
+    each bar; simulate passes the bars' open times) for calendar time; default: a regular grid.
+    Equity E_0 = 1, E_t = E_{t-1}(1 + r_t); P = bars_per_year(timeframe) = 365 x bars per day (8,760
+    for 1h, 2,190 for 4h, 365 for 1d); years = elapsed calendar time / 365 days. Risk-free rate 0.
+
+    | key | definition |
+    | --- | --- |
+    | total_return | E_n - 1 |
+    | cagr | E_n^(1/years) - 1 (elapsed calendar time; -1 if equity is wiped out) |
+    | volatility | std(r, ddof=1) x sqrt(P) |
+    | sharpe | mean(r) / std(r, ddof=1) x sqrt(P); NaN (null) when std is 0, e.g. no trades, or n < 2 |
+    | sortino | mean(r) / sqrt(mean(min(r, 0)^2)) x sqrt(P); NaN when no bar lost |
+    | max_drawdown | min over t of E_t / max(E_0..E_t) - 1 (<= 0) |
+    | max_drawdown_bars | bars from the peak before the deepest trough to recovery (back at that peak) or the end |
+    | max_drawdown_days | the same span in calendar days |
+    | max_drawdown_recovered | 1 if equity got back to that peak, else 0 |
+    | calmar | cagr / abs(max_drawdown); NaN when there was no drawdown |
+    | hit_rate | fraction of bars in the market (position != 0) with r > 0; NaN if never in the market |
+    | trades | trades opened: position goes from flat or the other side to long/short (a resize is not one) |
+    | win_rate | fraction of trades whose compounded return after costs is > 0; NaN with no trade |
+    | profit_factor | sum of r > 0 / abs(sum of r < 0); inf (null) with no losing bar, NaN with neither |
+    | exposure | fraction of bars with position != 0 |
+    | turnover | sum abs(position_t - position_{t-1}) per year (an entry from flat counts its size) |
+    | fees_paid | sum of costs in units of the starting equity: sum fees_t x E_{t-1} |
+    | bars | n |
+    | years | elapsed calendar years |
+    """
+    r, p, f = (np.asarray(a, dtype="float64") for a in (returns, positions, fees))
+    if not (r.ndim == 1 and r.shape == p.shape == f.shape):
+        raise DataError(f"performance: returns, positions and fees must be 1-D of one length, got "
+                        f"{r.shape}, {p.shape}, {f.shape}")
+    if timestamps is None:
+        ts = np.arange(len(r) + 1, dtype="int64") * timeframe_ms(timeframe)
+    else:
+        ts = np.asarray(timestamps, dtype="int64")
+        if ts.shape != (len(r) + 1,):
+            raise DataError(f"performance: timestamps must have n + 1 = {len(r) + 1} values (the start, then "
+                            f"each bar), got {ts.shape}")
+    return performance_of(r, p, f, ts, timeframe)
+
+
+def performance_of(
+    r: np.ndarray, p: np.ndarray, f: np.ndarray, ts: np.ndarray, timeframe: str, trades: Trades | None = None,
+) -> dict[str, float]:
+    """`performance` on checked float64 arrays (ts (n+1,)); `trades` found by the caller are reused."""
+    n = len(r)
+    root = math.sqrt(bars_per_year(timeframe))
+    years = float(ts[-1] - ts[0]) / YEAR_MS
+    eq = np.empty(n + 1)
+    eq[0] = 1.0
+    np.cumprod(1.0 + r, out=eq[1:])
+    final = float(eq[-1])
+    dd = drawdown(eq, ts)
+    mean = float(r.mean()) if n else math.nan
+    dev = r - mean
+    sd = math.sqrt(float(np.sum(dev * dev)) / (n - 1)) if n > 1 else math.nan
+    neg = np.minimum(r, 0.0)
+    downside = math.sqrt(float(np.sum(neg * neg)) / n) if n else math.nan
+    losses = -float(neg.sum())
+    gains = float(r.sum()) + losses
+    cagr = _cagr(final, years)
+    in_mkt = p != 0
+    n_in = int(np.count_nonzero(in_mkt))
+    tr = trades if trades is not None else find_trades(p, r, f)
+    turnover = float(np.abs(np.diff(p, prepend=0.0)).sum())
+    return {
+        "total_return": final - 1.0,
+        "cagr": cagr,
+        "volatility": sd * root,
+        "sharpe": mean / sd * root if sd > 0 else math.nan,
+        "sortino": mean / downside * root if downside > 0 else math.nan,
+        "max_drawdown": dd["max_drawdown"],
+        "max_drawdown_bars": dd["bars"],
+        "max_drawdown_days": dd["days"],
+        "max_drawdown_recovered": dd["recovered"],
+        "calmar": cagr / abs(dd["max_drawdown"]) if dd["max_drawdown"] < 0 else math.nan,
+        "hit_rate": int(np.count_nonzero(in_mkt & (r > 0))) / n_in if n_in else math.nan,
+        "trades": len(tr.first),
+        "win_rate": float(np.mean(tr.returns > 0)) if len(tr.first) else math.nan,
+        "profit_factor": gains / losses if losses > 0 else (math.inf if gains > 0 else math.nan),
+        "exposure": n_in / n if n else math.nan,
+        "turnover": turnover / years if years > 0 else math.nan,
+        "fees_paid": float(np.sum(f * eq[:-1])),
+        "bars": n,
+        "years": years,
+    }
+
+
+def _cagr(final: float, years: float) -> float:
+    if years <= 0:
+        return math.nan
+    if final <= 0:
+        return -1.0
+    with np.errstate(over="ignore"):
+        return float(np.power(final, 1.0 / years)) - 1.0  # inf (null in JSON) if absurdly large
+
+
+def drawdown(equity: np.ndarray, timestamps: np.ndarray) -> dict[str, float]:
+    """Deepest drawdown of an equity curve (n+1,) and the span from its peak to recovery (or the end).
+
+    Returns max_drawdown (<= 0), bars, days, recovered (1.0 / 0.0).
+    """
+    peak = np.maximum.accumulate(equity)
+    dd = equity / peak - 1.0
+    trough = int(np.argmin(dd))
+    mdd = float(dd[trough])
+    if mdd >= 0:
+        return {"max_drawdown": 0.0, "bars": 0, "days": 0.0, "recovered": 1.0}
+    peak_val = peak[trough]
+    start = int(np.flatnonzero(equity[: trough + 1] == peak_val)[-1])  # the last time at that peak
+    back = np.flatnonzero(equity[trough:] >= peak_val)
+    end = trough + int(back[0]) if len(back) else len(equity) - 1
+    return {"max_drawdown": mdd, "bars": end - start, "days": float(timestamps[end] - timestamps[start]) / DAY_MS,
+            "recovered": 1.0 if len(back) else 0.0}
+
+
+def per_year(
+    timestamps: np.ndarray, returns: np.ndarray, timeframe: str, *, bh_returns: np.ndarray | None = None,
+) -> list[dict[str, float]]:
+    """Per calendar year (UTC, by the open time of the bar a return belongs to): compounded return,
+    Sharpe (as in `performance`), max drawdown within the year (from the year's starting equity), bars,
+    and the buy-and-hold return when `bh_returns` is given. The years' returns compound to the total:
+    prod(1 + return_y) = 1 + total_return.
+    """
+    ts = np.asarray(timestamps, dtype="int64")
+    r = np.asarray(returns, dtype="float64")
+    if len(r) == 0:
+        return []
+    years = ts.astype("datetime64[ms]").astype("datetime64[Y]").astype("int64") + 1970
+    cuts = np.r_[0, np.flatnonzero(np.diff(years)) + 1, len(r)]
+    root = math.sqrt(bars_per_year(timeframe))
+    out: list[dict[str, float]] = []
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        seg = r[a:b]
+        eq = np.r_[1.0, np.cumprod(1.0 + seg)]
+        sd = float(np.std(seg, ddof=1)) if len(seg) > 1 else math.nan
+        row: dict[str, float] = {
+            "year": int(years[a]),
+            "return": float(eq[-1] - 1.0),
+            "sharpe": float(np.mean(seg)) / sd * root if sd > 0 else math.nan,
+            "max_drawdown": float(np.min(eq / np.maximum.accumulate(eq) - 1.0)),
+            "bars": int(b - a),
+        }
+        if bh_returns is not None:
+            row["bh_return"] = float(np.prod(1.0 + np.asarray(bh_returns[a:b], dtype="float64")) - 1.0)
+        out.append(row)
+    return out
