@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from cryptonorm.data.exchange import Retry
@@ -16,3 +19,50 @@ def sleeps() -> list[float]:
 @pytest.fixture
 def retry(sleeps: list[float]) -> Retry:
     return Retry(sleep=sleeps.append)  # backoff recorded, not slept
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One visible line when the browser tests skipped for want of a browser (skip reasons are hidden in -q)."""
+    for rep in terminalreporter.stats.get("skipped", []):
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        if "no headless Chromium" in reason:
+            terminalreporter.write_line(f"HTML report browser tests skipped: {reason.removeprefix('Skipped: ')}")
+            return
+
+
+# ---------------------------------------------------------------- one small real run, shared by the tests of the
+# notebook API, export, tracking and re-backtests (trained once per session: a few seconds)
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def small_real_config(**overrides: object) -> dict[str, object]:
+    """A raw config: BTC/USDT 1h from the shared real history, Jan-Apr 2024 (~2,900 bars), a tiny MLP."""
+    raw: dict[str, object] = {
+        "name": "small-real", "seed": 0,
+        "data": {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h",
+                 "file": str(SHARED_DATA / "BTC_USDT-1h.csv.gz"), "since": "2024-01-01", "until": "2024-05-01"},
+        "features": {"window": 16, "returns": [1, 2, 4, 8]},
+        "model": {"kind": "mlp", "norm": "layer", "hidden": [16, 8], "dropout": 0.0},
+        "train": {"epochs": 2, "threads": 1, "device": "cpu", "batch_size": 128},
+        "backtest": {"fee_bps": 10, "threshold": 0.0},
+    }
+    for key, value in overrides.items():
+        section, _, leaf = key.partition(".")
+        if leaf:
+            raw[section] = {**raw[section], leaf: value}  # type: ignore[dict-item]
+        else:
+            raw[key] = value
+    return raw
+
+
+@pytest.fixture(scope="session")
+def small_real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished, backtested run directory on real candles."""
+    from cryptonorm import pipeline
+    from cryptonorm.config import build_config
+
+    out = tmp_path_factory.mktemp("real") / "run"
+    pipeline.train(build_config(small_real_config()), out)
+    pipeline.backtest(out)
+    return out

@@ -117,3 +117,150 @@ def test_user_funding_file_is_read(tmp_path: Path) -> None:
         bad = tmp_path / "bad.csv"
         bad.write_text("a,b\n1,2\n")
         read_funding_file(bad)
+
+
+# ---------------------------------------------------------------- funding in the backtest
+
+
+def _loop_backtest(ts: np.ndarray, close: np.ndarray, fc: np.ndarray, fts: np.ndarray, fr: np.ndarray,
+                   fee: float, step: int) -> tuple[np.ndarray, float]:
+    """A slow, independent reference: walk the bars; a funding time T is paid by whatever position is
+    open at T (opened at a close before T, not yet closed at T)."""
+    eq, pos, paid = 1.0, 0.0, 0.0
+    out = [1.0]
+    k = int(np.searchsorted(fts, ts[0] + step, side="right"))  # funding times before the first position
+    for t in range(1, len(ts)):
+        new = 1.0 if fc[t - 1] > 0 else (-1.0 if fc[t - 1] < 0 else 0.0)
+        r = new * (close[t] / close[t - 1] - 1.0) - abs(new - pos) * fee
+        while k < len(fts) and fts[k] <= ts[t] + step:  # funding times while `new` is held
+            r -= new * fr[k]
+            paid += new * fr[k] * eq
+            k += 1
+        pos = new
+        eq *= 1.0 + r
+        out.append(eq)
+    return np.array(out), paid
+
+
+def test_funding_charges_equal_a_plain_loop_on_real_candles() -> None:
+    from cryptonorm.config import BacktestConfig
+    from cryptonorm.trade.backtest import simulate
+    from cryptonorm.trade.funding import funding_per_bar
+
+    c = SWAP.iloc[:600]
+    ts, px = c["timestamp"].to_numpy(), c["close"].to_numpy()
+    fc = np.sin(np.arange(len(ts)) / 7.0)  # long and short spells
+    rates = funding_series(int(ts[0]), int(ts[-1]) + HOUR, seed=3, outage=False)
+    fts, fr = rates["timestamp"].to_numpy(), rates["rate"].to_numpy()
+    cfg = BacktestConfig(fee_bps=10.0)
+    bt = simulate(ts, px, fc, cfg, "1h", "return", funding=funding_per_bar(ts, HOUR, fts, fr))
+    want_eq, want_paid = _loop_backtest(ts, px, fc, fts, fr, 10e-4, HOUR)
+    np.testing.assert_allclose(bt.equity["equity"].to_numpy(), want_eq, rtol=1e-12)
+    assert bt.metrics["costs"]["funding_paid"] == pytest.approx(want_paid, rel=1e-9)
+    assert sum(r["funding_paid"] for r in bt.metrics["per_year"]) == pytest.approx(want_paid, rel=1e-9)
+    # always long pays positive rates: buy-and-hold's funding equals the sum of the rates it sat through
+    held = (fts > ts[0] + HOUR) & (fts <= ts[-1] + HOUR)
+    assert bt.metrics["costs"]["bh_funding_paid"] > 0 and fr[held].sum() > 0
+    spot = simulate(ts, px, fc, cfg, "1h", "return")  # a spot backtest is unchanged: no funding anywhere
+    assert "funding" not in spot.equity.columns and "funding_paid" not in spot.metrics["costs"]
+    assert spot.metrics["strategy"]["total_return"] != bt.metrics["strategy"]["total_return"]
+
+
+def test_funding_that_does_not_cover_the_backtest_says_how_much_is_missing() -> None:
+    from cryptonorm.trade.funding import funding_per_bar
+
+    ts = SWAP["timestamp"].to_numpy()[:400]
+    rates = funding_series(int(ts[0]), int(ts[-1]), outage=False)
+    late = rates.iloc[10:]  # 10 funding times dropped; the first one (16:00) was before the first position
+    with pytest.raises(DataError, match=r" 9 funding time\(s\) missing at the start .*backtest.funding: off"):
+        funding_per_bar(ts, HOUR, late["timestamp"].to_numpy(), late["rate"].to_numpy())
+    with pytest.raises(DataError, match="no funding rates"):
+        funding_per_bar(ts, HOUR, np.zeros(0), np.zeros(0))
+
+
+# ---------------------------------------------------------------- funding features
+
+
+def _swap_cfg() -> Any:
+    return build_config({"data": {"timeframe": "1h"}, "features": {"window": 8, "sma": [10], "ema": [12],
+                                                                  "rsi": [14], "funding": [3, 6]},
+                         "split": {"train": 0.6, "val": 0.2, "test": 0.2}})
+
+
+def test_funding_features_use_only_rates_known_at_the_close() -> None:
+    from cryptonorm.features.funding import funding_features
+
+    c = SWAP.iloc[:300]
+    ts = c["timestamp"].to_numpy()
+    f = funding_features(ts, HOUR, RATES, [3])
+    fts, fr = RATES["timestamp"].to_numpy(), RATES["rate"].to_numpy()
+    for t in (40, 41, 47, 48, 200):  # a plain scan of what was published before the close of bar t
+        known = fr[fts < ts[t] + HOUR]
+        assert f["funding_rate"][t] == known[-1]
+        assert f["funding_mean_3"][t] == pytest.approx(known[-3:].mean(), rel=1e-12)
+        assert f["funding_z_3"][t] == pytest.approx((known[-1] - known[-3:].mean()) / known[-3:].std(), rel=1e-9)
+
+
+def test_audit_proves_funding_features_leak_free_and_catches_a_leak(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptonorm.features import audit as audit_mod
+    from cryptonorm.features import dataset, funding
+
+    cfg = _swap_cfg()
+    candles = SWAP.iloc[:700].reset_index(drop=True)
+    report = audit_mod.audit(candles, cfg, funding=RATES)
+    assert report.ok and "funding_rate" in dataset.prepare(candles, cfg, RATES).feature_names
+    real = funding.funding_features
+
+    def peeking(ts: np.ndarray, step: int, fr: pd.DataFrame, periods: list[int]) -> dict[str, np.ndarray]:
+        return real(ts + 8 * HOUR, step, fr, periods)  # uses the next funding rate before it is known
+
+    monkeypatch.setattr(dataset, "funding_features", peeking)
+    leaky = audit_mod.audit(candles, cfg, funding=RATES)
+    assert not leaky.ok and any(leak.name.startswith("funding_") for leak in leaky.leaks)
+
+
+def test_export_freqtrade_writes_swap_candles_and_funding(server: RunningServer, tmp_path: Path,
+                                                          retry: Retry) -> None:
+    from cryptonorm.pipeline.export import export_freqtrade
+
+    cfg = build_config({"data": swap_data(server, tmp_path)})
+    pipeline.fetch(cfg, retry=retry)
+    files = export_freqtrade(cfg, tmp_path / "ft")
+    names = sorted(p.relative_to(tmp_path / "ft").as_posix() for p in files)
+    assert names == ["futures/BTC_USDT_USDT-1h-futures.feather", "futures/BTC_USDT_USDT-8h-funding_rate.feather"]
+    rates = read_funding_file(tmp_path / "ft" / names[1])  # freqtrade's funding file: the rate in `open`
+    pd.testing.assert_frame_equal(rates, read_store(funding_path(tmp_path / "store", "binance", "BTC/USDT:USDT"),
+                                                    FUNDING))
+
+
+def test_swap_run_end_to_end_through_the_cli(server: RunningServer, tmp_path: Path) -> None:
+    """fetch -> train (funding features) -> backtest (funding charged) -> audit, all through the CLI."""
+    import json
+
+    import yaml
+
+    cfg = tmp_path / "swap.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "name": "swap", "data": swap_data(server, tmp_path),
+        "features": {"window": 8, "sma": [10], "ema": [12], "rsi": [14], "funding": [3]},
+        "model": {"hidden": [8]}, "train": {"epochs": 1, "batch_size": 128},
+    }))
+    runner = CliRunner()
+    assert runner.invoke(app, ["-q", "fetch", "-c", str(cfg)]).exit_code == 0
+    r = runner.invoke(app, ["-q", "run", str(cfg), "--out", str(tmp_path / "run"), "--json"])
+    assert r.exit_code == 0, r.output
+    run = tmp_path / "run"
+    scaler = json.loads((run / "scaler.json").read_text())
+    assert {"funding_rate", "funding_mean_3", "funding_z_3"} <= set(scaler["features"])
+    metrics = json.loads((run / "backtest" / "metrics.json").read_text())
+    assert metrics["costs"]["funding_paid"] != 0.0
+    equity = pd.read_csv(run / "backtest" / "equity.csv")
+    assert "funding" in equity.columns
+    assert metrics["costs"]["funding_paid"] == pytest.approx(
+        float((equity["funding"] * equity["equity"].shift(1, fill_value=1.0)).sum()), rel=1e-9)
+    audit = runner.invoke(app, ["audit", str(cfg)])
+    assert audit.exit_code == 0, audit.output
+    off = runner.invoke(app, ["-q", "run", str(cfg), "--out", str(tmp_path / "run2"), "--json",
+                              "--set", "backtest.funding=off"])
+    assert off.exit_code == 0, off.output
+    assert "funding_paid" not in json.loads((tmp_path / "run2" / "backtest" / "metrics.json").read_text())["costs"]

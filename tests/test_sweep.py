@@ -24,7 +24,8 @@ from typer.testing import CliRunner
 from cryptonorm.cli import app
 from cryptonorm.errors import ConfigError
 from cryptonorm.study import report as sr
-from cryptonorm.study import sweep as sw
+from cryptonorm.study import spec as sw
+from cryptonorm.study import stats as st
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -346,20 +347,20 @@ def test_ray_missing_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.Monke
 def test_paired_t_and_wilcoxon_match_scipy() -> None:
     rng = np.random.default_rng(1)
     a, b = rng.normal(1.0, 0.1, 7), rng.normal(1.05, 0.1, 7)
-    t, ref = sr.paired_t(a, b), stats.ttest_rel(a, b)
+    t, ref = st.paired_t(a, b), stats.ttest_rel(a, b)
     assert t.statistic == pytest.approx(ref.statistic) and t.pvalue == pytest.approx(ref.pvalue) and t.n == 7
-    w, wref = sr.paired_wilcoxon(a, b), stats.wilcoxon(a, b)
+    w, wref = st.paired_wilcoxon(a, b), stats.wilcoxon(a, b)
     assert w.statistic == pytest.approx(wref.statistic) and w.pvalue == pytest.approx(wref.pvalue)
 
 
 def test_paired_tests_degenerate_cases_are_nan_with_a_note() -> None:
-    one = sr.paired_t(np.array([1.0]), np.array([2.0]))
+    one = st.paired_t(np.array([1.0]), np.array([2.0]))
     assert np.isnan(one.pvalue) and "got 1" in one.note
-    equal = sr.paired_t(np.array([1.0, 2.0, 3.0]), np.array([0.5, 1.5, 2.5]))  # every difference is 0.5
+    equal = st.paired_t(np.array([1.0, 2.0, 3.0]), np.array([0.5, 1.5, 2.5]))  # every difference is 0.5
     assert np.isnan(equal.statistic) and np.isnan(equal.pvalue) and "all paired differences are equal" in equal.note
-    same = sr.paired_wilcoxon(np.array([1.0, 2.0]), np.array([1.0, 2.0]))
+    same = st.paired_wilcoxon(np.array([1.0, 2.0]), np.array([1.0, 2.0]))
     assert np.isnan(same.pvalue) and "zero" in same.note
-    nan_pair = sr.paired_t(np.array([1.0, np.nan, 3.0]), np.array([1.5, 2.0, 2.0]))
+    nan_pair = st.paired_t(np.array([1.0, np.nan, 3.0]), np.array([1.5, 2.0, 2.0]))
     assert nan_pair.n == 2  # a missing value drops its pair
 
 
@@ -369,16 +370,16 @@ def test_diebold_mariano() -> None:
     good = y + rng.normal(0, 0.002, 500)
     bad = y + rng.normal(0, 0.01, 500)
     # identical forecasts: no difference at all
-    same = sr.diebold_mariano((good - y) ** 2 - (good - y) ** 2)
+    same = st.diebold_mariano((good - y) ** 2 - (good - y) ** 2)
     assert np.isnan(same.statistic) and same.pvalue == 1.0
     # clearly better forecasts: tiny p, and the sign says which one is better
-    better = sr.diebold_mariano((good - y) ** 2 - (bad - y) ** 2)
+    better = st.diebold_mariano((good - y) ** 2 - (bad - y) ** 2)
     assert better.pvalue < 0.01 and better.statistic < 0 and better.n == 500
-    assert sr.diebold_mariano((bad - y) ** 2 - (good - y) ** 2).statistic == pytest.approx(-better.statistic)
+    assert st.diebold_mariano((bad - y) ** 2 - (good - y) ** 2).statistic == pytest.approx(-better.statistic)
     # two forecasts of equal quality: no rejection at 1%
     other = y + rng.normal(0, 0.002, 500)
-    assert sr.diebold_mariano((good - y) ** 2 - (other - y) ** 2).pvalue > 0.01
-    assert np.isnan(sr.diebold_mariano(np.array([0.1])).pvalue)
+    assert st.diebold_mariano((good - y) ** 2 - (other - y) ** 2).pvalue > 0.01
+    assert np.isnan(st.diebold_mariano(np.array([0.1])).pvalue)
 
 
 def test_diebold_mariano_matches_the_formula_with_overlap() -> None:
@@ -388,7 +389,7 @@ def test_diebold_mariano_matches_the_formula_with_overlap() -> None:
     gamma = [float(u[k:] @ u[: T - k]) / T for k in range(h)]
     var = gamma[0] + 2 * (2 / 3 * gamma[1] + 1 / 3 * gamma[2])  # Bartlett weights, lag h - 1 = 2
     stat = d.mean() / np.sqrt(var / T) * np.sqrt((T + 1 - 2 * h + h * (h - 1) / T) / T)
-    r = sr.diebold_mariano(d, horizon=h)
+    r = st.diebold_mariano(d, horizon=h)
     assert r.statistic == pytest.approx(stat)
     assert r.pvalue == pytest.approx(2 * stats.t.sf(abs(stat), T - 1))
 
@@ -400,9 +401,9 @@ def test_loss_differential_is_averaged_over_seeds_on_common_bars() -> None:
     s0 = (frame([1, 2, 3], [1.0, 0.0, 2.0], [0.0, 0.0, 0.0]), frame([1, 2, 3], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]))
     s1 = (frame([1, 2, 3], [3.0, 1.0, np.nan], [0.0, 0.0, 0.0]), frame([1, 2, 3], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]))
     # bar 3 has no forecast in seed 1: only bars 1 and 2 are common
-    assert sr.loss_differential([s0, s1]).tolist() == [(1 + 9) / 2, (0 + 1) / 2]
+    assert st.loss_differential([s0, s1]).tolist() == [(1 + 9) / 2, (0 + 1) / 2]
     val_rows = (frame([1], [5.0], [0.0], "val"), frame([1], [0.0], [0.0], "val"))
-    assert len(sr.loss_differential([val_rows])) == 0
+    assert len(st.loss_differential([val_rows])) == 0
 
 
 # ---------------------------------------------------------------- the report from hand-made results

@@ -1,18 +1,18 @@
 """The `sweep` and `report` commands (registered on cryptonorm.cli's app when this module is imported).
 
-No torch/pandas at import time: `cryptonorm --help` stays fast. The logic is in sweep.py and
-sweep_report.py; this module parses options and renders with rich.
+No torch/pandas at import time: `cryptonorm --help` stays fast. The logic is in cryptonorm.study
+(spec, sweep, report, summary); this module parses options and renders with rich.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from cryptonorm.cli.app import STATE, SetOpt, app, console, errors, say
+from cryptonorm.cli.app import STATE, FormatOpt, OpenOpt, SetOpt, app, console, errors, open_report, report_formats, say
 
 if TYPE_CHECKING:
 
@@ -34,24 +34,30 @@ def sweep_command(
                                                         "default: a local Ray with --jobs CPUs.")] = None,
     reference: ReferenceOpt = None,
     set_: SetOpt = None,
+    fmt: FormatOpt = None,
+    open_: OpenOpt = False,
 ) -> None:
     """Run a grid of experiments in parallel; resumable (finished cells are skipped, failed ones retried)."""
     from cryptonorm.render import tables
     from cryptonorm.study import report as sweep_report
     from cryptonorm.study import sweep as sw
+    from cryptonorm.study.results import RESULTS_CSV
+    from cryptonorm.study.spec import load_sweep
 
     with errors():
-        spec = sw.load_sweep(sweep_file, set_ or [])
+        report_formats(fmt)  # a bad --format fails before any training
+        spec = load_sweep(sweep_file, set_ or [])
         say(f"sweep {spec.spec.name}: {len(spec.cells)} cells over {', '.join(spec.grid_keys)} "
              f"(executor {executor}, {jobs} job{'s' * (jobs > 1)})")
         with tables.sweep_bar(disable=STATE.quiet) as on_event:
             outcome = sw.run_sweep(spec, out, jobs=jobs, executor=executor, address=address, on_event=on_event)
-        rep = sweep_report.render(outcome.sweep_dir, reference)
+        rep = sweep_report.render(outcome.sweep_dir, reference, fmt)
         _show(rep)
         say(f"{outcome.ran} cell(s) run, {outcome.skipped} finished earlier, in {outcome.seconds:.0f}s")
         typer.echo(str(outcome.sweep_dir))
+        _report_path(rep, open_)
         if outcome.failed:
-            typer.echo(f"error: {outcome.failed} of {outcome.total} cells failed (see {sw.RESULTS_CSV}); run the "
+            typer.echo(f"error: {outcome.failed} of {outcome.total} cells failed (see {RESULTS_CSV}); run the "
                        "same command again to retry them", err=True)
             raise typer.Exit(1)
 
@@ -59,19 +65,34 @@ def sweep_command(
 def report_command(
     sweep_dir: Annotated[Path, typer.Argument(help="A sweep directory, e.g. sweeps/norms.", show_default=False)],
     reference: ReferenceOpt = None,
+    fmt: FormatOpt = None,
+    open_: OpenOpt = False,
 ) -> None:
-    """Re-render a sweep's results table, summary.md and plots from its finished cells (no training)."""
+    """Re-render a sweep's results table, summary.md, plots and report.html from its finished cells (no
+    training); prints the report's path (report.html, or summary.md with --format png)."""
     from cryptonorm.study import report as sweep_report
 
     with errors():
-        rep = sweep_report.render(sweep_dir, reference)
+        report_formats(fmt)
+        rep = sweep_report.render(sweep_dir, reference, fmt)
         _show(rep)
-        typer.echo(str(rep.paths["summary"]))
+        if "html" not in rep.paths:
+            typer.echo(str(rep.paths["summary"]))
+        _report_path(rep, open_)
+
+
+def _report_path(rep: SweepReport, open_: bool) -> None:
+    """Print report.html's path (when written); open it (or summary.md) with --open."""
+    page = rep.paths.get("html")
+    if page is not None:
+        typer.echo(str(page))
+    if open_:
+        open_report(page or rep.paths["summary"])
 
 
 def _show(rep: SweepReport) -> None:
     from cryptonorm.render import tables
-    from cryptonorm.study import report as sweep_report
+    from cryptonorm.study import summary
 
     if STATE.quiet:
         return
@@ -79,18 +100,55 @@ def _show(rep: SweepReport) -> None:
 
     # a log file or pipe gets the whole table on one line per row instead of 80-column wrapping
     out = console() if sys.stdout.isatty() else Console(highlight=False, soft_wrap=True, width=200)
-    header, rows = sweep_report.summary_table(rep, compact=True)
+    header, rows = summary.summary_table(rep, compact=True)
     c = rep.counts
     title = f"sweep {rep.meta['name']}: mean ± std over seeds ({c['ok']}/{c['cells']} cells ok)"
     out.print(tables.simple_table(title, header, rows))
-    th, tr = sweep_report.tests_table(rep, compact=True)
+    th, tr = summary.tests_table(rep, compact=True)
     if tr:
         out.print(tables.simple_table(f"paired tests vs {rep.reference} on {rep.loss}", th, tr))
-    for note in [*sweep_report.test_notes(rep), *rep.notes]:
+    for note in [*summary.test_notes(rep), *rep.notes]:
         out.print(f"note: {note}")
     out.print(f"results: {rep.paths.get('results')}  summary: {rep.paths.get('summary')}  "
-                  f"plots: {rep.paths.get('plots')}")
+              f"plots: {rep.paths.get('plots', '-')}  report: {rep.paths.get('html', '-')}")
+
+
+def study_command(
+    folder: Annotated[Path, typer.Argument(help="Folder of claim files (or one file), e.g. configs/studies/.",
+                                           show_default=False)],
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Cells run at once (processes).")] = 1,
+    quick: Annotated[bool, typer.Option("--quick", help="The laptop profile: fewer seeds, epochs and cells.")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Study directory (default "  # noqa: UP045
+                                                                     "studies/quick or studies/full).")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Test the article's claims: run every claim's sweep (resumable), write verdicts.md/json and plots."""
+    from cryptonorm.render import tables
+    from cryptonorm.study import claims as cl
+
+    with errors():
+        study_dir = out or cl.default_dir(quick)
+        claims = cl.load_study(folder, study_dir, quick, tuple(set_ or []))
+        say(f"study: {len(claims)} claims, {sum(len(c.sweep.cells) for c in claims if c.sweep)} cells "
+            f"({'quick' if quick else 'full'} profile, {jobs} job{'s' * (jobs > 1)}) -> {study_dir}")
+
+        def announce(ev: dict[str, Any]) -> None:
+            if ev["event"] == "claim":
+                say(f"claim {ev['id']}: {ev['title']} ({ev['cells']} cells)")
+
+        outcome = cl.run_study(claims, study_dir, jobs=jobs, profile="quick" if quick else "full",
+                               on_event=announce, bar=lambda: tables.sweep_bar(disable=STATE.quiet))
+        if not STATE.quiet:
+            rows = [[str(r["id"]), r["title"], r["data"]["kind"], r["verdict"]] for r in outcome.claims]
+            console().print(tables.simple_table("verdicts", ["#", "claim", "data", "verdict"], rows))
+        say(f"{outcome.seconds:.0f}s; verdicts: {outcome.study_dir / cl.VERDICTS_MD}")
+        typer.echo(str(outcome.study_dir))
+        if outcome.failed_cells:
+            typer.echo(f"error: {outcome.failed_cells} cell(s) failed (see each claim's sweep_results.csv); run the "
+                       "same command again to retry them", err=True)
+            raise typer.Exit(1)
 
 
 app.command("sweep")(sweep_command)
 app.command("report")(report_command)
+app.command("study")(study_command)

@@ -24,6 +24,7 @@ class FeaturesConfig(Section):
     volatility: list[int] = [24]  # rolling std of 1-bar log returns -> vol_{n}
     volume_z: list[int] = [24]  # z-score of volume over n bars -> volz_{n}
     price_rel: bool = True  # close / MA - 1 for every sma and ema -> rel_sma_{n}, rel_ema_{n}
+    funding: list[int] = [3, 21]  # swaps only: means/z-scores of the last n funding rates -> funding_mean_{n}, ...
     window: int = Field(32, ge=1)  # bars of history per sample (LSTM sequence length; MLP flattens it)
     scaler: Literal["standard", "robust", "minmax", "none"] = "standard"  # fitted on the train split only
     gap_policy: Literal["drop", "ffill"] = "drop"  # drop windows/labels spanning a gap, or ffill + mask
@@ -205,6 +206,12 @@ class TrainConfig(Section):
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast on CUDA
     deterministic: bool = False  # torch deterministic algorithms (slower on CUDA)
     threads: int | None = Field(None, ge=1)  # torch CPU threads; null = torch's default
+    # torch.compile of the model for training steps: none, default, reduce-overhead (CUDA graphs per shape
+    # inside inductor); unavailable (MPS, no compiler) -> eager, with a note in the fit's message
+    compile: Literal["none", "default", "reduce-overhead"] = "none"
+    # capture the whole training step (gather, forward, loss, backward, clip, AdamW capturable) in one CUDA
+    # graph; the last short batch of each epoch is dropped; without CUDA -> eager, with a note
+    cuda_graph: bool = False
 
     @field_validator("device")
     @classmethod
@@ -235,7 +242,13 @@ class BacktestConfig(Section):
     max_leverage: float = Field(1.0, gt=0)
     fee_bps: float = Field(10.0, ge=0)  # per side on traded notional (a spot taker fee)
     slippage_bps: float = Field(0.0, ge=0)  # per side on traded notional
+    funding: Literal["auto", "off"] = "auto"  # auto: a swap's positions pay/earn funding; off: ignore it
     walk_forward: WalkForwardConfig = WalkForwardConfig()
+
+    @field_validator("funding", mode="before")
+    @classmethod
+    def _funding_off(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
 
 
 class Config(Section):

@@ -14,7 +14,6 @@ does not have to be retuned for the size of the target. The stats are stored on 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -28,8 +27,20 @@ from torch import nn
 
 from cryptonorm.config import Config
 from cryptonorm.errors import ConfigError, TrainingError
+from cryptonorm.learn import accel
 from cryptonorm.learn.checkpoints import save_checkpoint
 from cryptonorm.learn.device import resolve_device, seed_everything
+from cryptonorm.learn.loop import (
+    Batches,
+    EarlyStopping,
+    TrainState,
+    copy_state,
+    epoch_record,
+    evaluate,
+    inference_chunks,
+    run_epoch,
+)
+from cryptonorm.learn.loop import gather_windows as gather_windows  # re-exported: predict and callers use it
 from cryptonorm.learn.models import Forecaster, build_model
 from cryptonorm.learn.norms import (
     BATCH_NORMS,
@@ -40,7 +51,6 @@ from cryptonorm.learn.norms import (
     uses_batch_statistics,
 )
 
-CHECKPOINT_FORMAT = 1
 HUBER_DELTA = 1.0  # in standard deviations of the (standardized) training target
 
 
@@ -121,216 +131,70 @@ def fit(
     `device` defaults to cfg.train.device. `progress` receives each epoch's history dict. With
     `checkpoint`, the best weights are written there (atomically) every time they improve.
     """
-    t, m = cfg.train, cfg.model
+    t = cfg.train
     dev = device if isinstance(device, torch.device) else resolve_device(device or t.device)
-    if m.norm in BATCH_NORMS and t.batch_size < 2:
-        raise ConfigError(
-            f"train.batch_size must be >= 2 for model.norm={m.norm}; BatchNorm needs at least two samples per "
-            f"batch for its statistics (got {t.batch_size})"
-        )
-    window = int(ds.window)
-    if m.norm == "instance" and window < 2:
-        raise ConfigError(f"model.norm=instance normalizes over time and needs features.window >= 2 (got {window}); "
-                          "lengthen the window or pick another model.norm")
-    train_np = np.asarray(ds.train_idx, dtype=np.int64)
-    val_np = np.asarray(ds.val_idx, dtype=np.int64)
-    if len(train_np) == 0:
-        raise TrainingError("the training split has no samples; use more data or a shorter window/horizon")
-    for name, arr in (("train", train_np), ("val", val_np)):
-        if len(arr) and (arr.min() < window - 1 or arr.max() >= len(ds.X)):
-            raise ValueError(f"{name}_idx must hold END rows in [{window - 1}, {len(ds.X) - 1}]")
-
+    _check_fit_inputs(ds, cfg)
     if t.threads is not None:
         torch.set_num_threads(t.threads)
     seed_everything(cfg.seed, t.deterministic)
     loss_name = cfg.target.resolved_loss
     loss_fn = make_loss(loss_name)
-    y_mean, y_std = target_stats(np.asarray(ds.y)[train_np], loss_name)
-
-    # The whole dataset lives on the device, moved once. y is standardized once here, not per batch.
-    X = torch.as_tensor(np.asarray(ds.X), dtype=torch.float32).to(dev)  # (N, F)
-    y = torch.as_tensor((np.asarray(ds.y, dtype=np.float64) - y_mean) / y_std, dtype=torch.float32).to(dev)  # (N,)
-    train_idx = torch.as_tensor(train_np).to(dev)  # (n_train,)
-    val_idx = torch.as_tensor(val_np).to(dev)  # (n_val,)
-    offsets = torch.arange(-window + 1, 1, device=dev)  # (W,): rows t-W+1 .. t of the window ending at t
-
-    model = build_model(m, X.shape[1], window).to(dev)
-    model.output = "logit" if loss_name == "bce" else "value"
-    model.y_mean.fill_(y_mean)
-    model.y_std.fill_(y_std)
+    model = build_model(cfg.model, ds.X.shape[1], int(ds.window)).to(dev)  # the seeded initial weights
+    graph_why = accel.graph_note(dev, len(ds.train_idx), t.batch_size) if t.cuda_graph else None
+    graph = t.cuda_graph and graph_why is None
+    data = _batches(ds, cfg, dev, loss_name, drop_single=uses_batch_statistics(model), full_only=graph)
+    state = _init_state(model, cfg, dev, loss_name, data.y_mean, data.y_std, capturable=graph)
     denorm = _set_revin_target(model, ds, cfg)
-
-    # nanoGPT's split: decay the matrices, not the biases and norm gains
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": t.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    opt = torch.optim.AdamW(groups, lr=t.lr, fused=dev.type == "cuda")
-    plateau = (
-        torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=max(1, t.patience // 2))
-        if t.schedule == "plateau"
-        else None
-    )
     use_bf16 = t.precision == "bf16" and dev.type == "cuda"
-
-    n_train, bs = len(train_np), t.batch_size
-    n_batches = math.ceil(n_train / bs)
-    if uses_batch_statistics(model) and n_train % bs == 1:
-        n_batches -= 1  # a last batch of one sample has no batch statistics: drop it (it is reshuffled next epoch)
-        if n_batches == 0:
-            raise TrainingError("model.norm=batch needs at least 2 training samples; use more data")
-    n_used = min(n_train, n_batches * bs)
-    total_steps = t.epochs * n_batches
-    gen = torch.Generator().manual_seed(cfg.seed)  # batch order: seeded, on the CPU (same order on any device)
-
-    history: list[dict[str, Any]] = []
-    best_state = _copy_state(model)
-    best_loss, best_epoch, bad_epochs = math.inf, 0, 0
-    stopped, bad_value = "completed", ""
-    step = 0
-    model.train()
-    for epoch in range(1, t.epochs + 1):
-        t0 = time.perf_counter()
-        # shuffle the ORDER of training samples only; validation and test rows never enter this loop.
-        # (one small host->device copy per epoch, when the device is idle after the last epoch's .item())
-        order = train_idx[torch.randperm(n_train, generator=gen).to(dev)]  # (n_train,)
-        total = torch.zeros((), device=dev)  # summed on the device: no sync per step
-        for b in range(n_batches):
-            idx = order[b * bs : (b + 1) * bs]  # (B,)
-            xb = gather_windows(X, idx, offsets)  # (B, W, F) gathered on the device
-            yb = y[idx]  # (B,)
-            if t.schedule == "cosine":
-                lr = learning_rate(step, total_steps, t.lr, t.schedule)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-            with _autocast(dev, use_bf16):
-                out = model(xb)  # (B,)
-            loss = loss_fn(out.float(), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if t.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            opt.step()
-            total += loss.detach() * len(idx)
-            step += 1
-        train_loss = (total / n_used).item()  # the one host-device sync of the epoch
-        train_seconds = time.perf_counter() - t0
-        val_loss = _evaluate(model, X, y, val_idx, offsets, loss_fn, max(bs, 4096), use_bf16) if len(val_np) else None
-        monitored = val_loss if val_loss is not None else train_loss
-
-        finite = math.isfinite(train_loss) and (val_loss is None or math.isfinite(val_loss))
-        improved = finite and monitored < best_loss
-        if improved:
-            best_loss, best_epoch, bad_epochs = monitored, epoch, 0
-            best_state = _copy_state(model)
-            if checkpoint is not None:
-                save_checkpoint(checkpoint, model, cfg, X.shape[1], window, extra={"epoch": epoch, "loss": monitored})
-        elif finite:
-            bad_epochs += 1
-        record = {
-            "epoch": epoch,
-            "epochs": t.epochs,
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "lr": opt.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - t0,
-            "samples_per_s": n_used / max(train_seconds, 1e-9),
-            "best": improved,
-        }
-        history.append(record)
-        if progress is not None:
-            progress(record)
-        if not finite:
-            stopped = "non_finite_loss"
-            bad_value = f"train loss {train_loss}" if not math.isfinite(train_loss) else f"val loss {val_loss}"
-            break
-        if bad_epochs >= t.patience:
-            stopped = "early_stop"
-            break
-        if plateau is not None:
-            plateau.step(monitored)
-
-    model.load_state_dict(best_state)
-    recalibrated = 0
-    if m.bn_eval == "recalibrate":
-        # AdaBN: the running statistics re-estimated on the latest training windows, weights frozen
-        recent = torch.sort(train_idx).values[-m.bn_recalibrate_bars :]  # (k,) end rows
-        recalibrated = len(recent)
-        recalibrate(model, gather_windows(X, recent, offsets))
-        if checkpoint is not None and best_epoch:
-            save_checkpoint(checkpoint, model, cfg, X.shape[1], window,
-                            extra={"epoch": best_epoch, "loss": best_loss, "bn_recalibrated_windows": recalibrated})
-    model.eval()
-    which = "val" if len(val_np) else "train (no validation split)"
-    if stopped == "non_finite_loss":
-        kept = f"kept the weights of epoch {best_epoch}" if best_epoch else "kept the initial weights"
-        message = (
-            f"training stopped at epoch {len(history)}: {bad_value} is not finite; {kept}. Lower train.lr, "
-            "set train.grad_clip, or check the data for missing or extreme values"
-        )
-    elif stopped == "early_stop":
-        message = (
-            f"early stop at epoch {len(history)}: no {which} loss improvement in {t.patience} epochs; "
-            f"best {best_loss:.6g} at epoch {best_epoch}"
-        )
-    else:
-        message = f"trained {len(history)} epochs; best {which} loss {best_loss:.6g} at epoch {best_epoch}"
+    notes = [graph_why] if graph_why else []
+    notes += _accelerate(state, data, cfg, dev, loss_fn, use_bf16, graph)
+    stopped, bad_value = _epoch_loop(state, data, cfg, loss_fn, use_bf16, progress, checkpoint)
+    state.model.load_state_dict(state.best_state)
     if denorm:
-        message += f"; RevIN de-normalizes the forecast with the window statistics of {denorm}"
-    if recalibrated:
-        message += f"; BatchNorm statistics recalibrated on the last {recalibrated} training windows"
-    return FitResult(model, history, best_epoch, best_loss, stopped, message, str(dev))
+        notes.append(f"RevIN de-normalizes the forecast with the window statistics of {denorm}")
+    if cfg.model.bn_eval == "recalibrate":
+        notes.append(_recalibrate(state, data, cfg, checkpoint))
+    state.model.eval()
+    if isinstance(state.step_model, accel.SafeCompiled) and state.step_model.note:
+        notes.append(state.step_model.note)
+    message = _end_message(stopped, bad_value, state, cfg, has_val=len(data.val_idx) > 0)
+    return FitResult(state.model, state.history, state.stopper.best_epoch, state.stopper.best_loss, stopped,
+                     "; ".join([message, *notes]), str(dev))
 
 
-@torch.no_grad()
-def _evaluate(
-    model: nn.Module,
-    X: torch.Tensor,
-    y: torch.Tensor,
-    idx: torch.Tensor,
-    offsets: torch.Tensor,
-    loss_fn: nn.Module,
-    batch_size: int,
-    use_bf16: bool,
-) -> float:
-    """Mean loss over the samples ending at `idx`, in eval mode (BatchNorm uses its running averages)."""
-    model.eval()
-    total = torch.zeros((), device=X.device)
-    for a, e in _chunks(len(idx), batch_size, eval_uses_batch_statistics(model)):
-        b = idx[a:e]  # (B,)
-        with _autocast(X.device, use_bf16):
-            out = model(gather_windows(X, b, offsets))  # (B,)
-        total += loss_fn(out.float(), y[b]) * len(b)
-    model.train()
-    return (total / len(idx)).item()
+def _accelerate(state: TrainState, data: Batches, cfg: Config, dev: torch.device, loss_fn: nn.Module,
+                use_bf16: bool, graph: bool) -> list[str]:
+    """Set up train.cuda_graph or train.compile on the state; the notes on what could not be used."""
+    t = cfg.train
+    notes: list[str] = []
+    if graph:
+        state.graph_step = accel.GraphedStep(state.model, state.opt, loss_fn, data, t.grad_clip, use_bf16)
+        if t.compile != "none":
+            notes.append(f"train.compile={t.compile} is not used with train.cuda_graph (the graph already "
+                         "removes the launch overhead)")
+    elif t.compile != "none":
+        state.step_model, note = accel.compile_model(state.model, t.compile, dev)
+        notes += [note] if note else []
+    return notes
 
 
-def gather_windows(X: torch.Tensor, idx: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """(N, F) rows, (B,) end rows, (W,) offsets -> (B, W, F) windows: X[idx[:, None] + offsets], with
-    offsets = arange(-window + 1, 1). Only the batch is materialized, never all windows; index_select on
-    the flat row list is the same gather as fancy indexing, ~3x faster on CPU."""
-    rows = (idx[:, None] + offsets).reshape(-1)  # (B*W,)
-    return X.index_select(0, rows).view(len(idx), len(offsets), X.shape[1])
-
-
-def _chunks(n: int, size: int, no_single: bool) -> list[tuple[int, int]]:
-    """[start, stop) bounds of consecutive chunks of `size`; with `no_single` (inference that normalizes
-    with the batch's own statistics, model.bn_eval batch) a last chunk of one sample joins the one before."""
-    bounds = [*range(0, n, size), n]
-    if no_single:
-        if n == 1:
-            raise TrainingError("model.bn_eval=batch normalizes each forecast with the statistics of its batch and "
-                                "cannot forecast a single window; use model.bn_eval running or recalibrate")
-        if len(bounds) > 2 and n - bounds[-2] == 1:
-            del bounds[-2]
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
+def _recalibrate(state: TrainState, data: Batches, cfg: Config, checkpoint: str | Path | None) -> str:
+    """model.bn_eval recalibrate (AdaBN): after training, the running statistics of every BatchNorm are
+    re-estimated with the weights frozen on the latest `bn_recalibrate_bars` training windows, and the
+    checkpoint is written again with them. In walk-forward every fold's fit does this on its own windows."""
+    recent = torch.sort(data.train_idx).values[-cfg.model.bn_recalibrate_bars :]  # (k,) latest END rows
+    recalibrate(state.model, gather_windows(data.X, recent, data.offsets))  # one batch of (k, W, F)
+    if checkpoint is not None and state.stopper.best_epoch:
+        save_checkpoint(checkpoint, state.model, cfg, data.X.shape[1], len(data.offsets),
+                        extra={"epoch": state.stopper.best_epoch, "loss": state.stopper.best_loss,
+                               "bn_recalibrated_windows": len(recent)})
+    return f"BatchNorm statistics recalibrated on the last {len(recent)} training windows"
 
 
 def _set_revin_target(model: Forecaster, ds: WindowedData, cfg: Config) -> str | None:
     """RevIN with revin_denorm auto: de-normalize forecasts with the window statistics of the input column
-    in the target's units (see norms.revin_target_feature). Needs the dataset's feature names and scaler
-    (a bare WindowedData has none: then nothing is de-normalized). Returns the column's name or None."""
+    in the target's units (norms.revin_target_feature). Needs the dataset's feature names and scaler (a bare
+    WindowedData has neither: then nothing is de-normalized). Returns the column's name, or None."""
     if not isinstance(model.input_norm, RevIN) or cfg.model.revin_denorm == "off":
         return None
     names, scaler = getattr(ds, "feature_names", None), getattr(ds, "scaler", None)
@@ -345,12 +209,137 @@ def _set_revin_target(model: Forecaster, ds: WindowedData, cfg: Config) -> str |
     return name
 
 
-def _autocast(dev: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
-    return torch.autocast(dev.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+def _check_fit_inputs(ds: WindowedData, cfg: Config) -> None:
+    """Config errors that need the data (window) and index sanity checks, before anything is built."""
+    t, m = cfg.train, cfg.model
+    if m.norm in BATCH_NORMS and t.batch_size < 2:
+        raise ConfigError(
+            f"train.batch_size must be >= 2 for model.norm={m.norm}; BatchNorm needs at least two samples per "
+            f"batch for its statistics (got {t.batch_size})"
+        )
+    window = int(ds.window)
+    if m.norm == "instance" and window < 2:
+        raise ConfigError(f"model.norm=instance normalizes over time and needs features.window >= 2 (got {window}); "
+                          "lengthen the window or pick another model.norm")
+    if len(ds.train_idx) == 0:
+        raise TrainingError("the training split has no samples; use more data or a shorter window/horizon")
+    for name in ("train", "val"):
+        arr = np.asarray(getattr(ds, f"{name}_idx"), dtype=np.int64)
+        if len(arr) and (arr.min() < window - 1 or arr.max() >= len(ds.X)):
+            raise ValueError(f"{name}_idx must hold END rows in [{window - 1}, {len(ds.X) - 1}]")
 
 
-def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}  # stays on the device
+def _batches(ds: WindowedData, cfg: Config, dev: torch.device, loss_name: str, drop_single: bool,
+             full_only: bool = False) -> Batches:
+    """Move the data to the device once; y is standardized once here, not per batch.
+
+    `drop_single`: a model with batch statistics cannot train on a last batch of one sample; it is dropped
+    (and reshuffled into another batch next epoch). `full_only` (CUDA graphs): every batch has
+    train.batch_size samples; the last short batch is dropped the same way.
+    """
+    train_np = np.asarray(ds.train_idx, dtype=np.int64)
+    y_mean, y_std = target_stats(np.asarray(ds.y)[train_np], loss_name)
+    window, bs, n_train = int(ds.window), cfg.train.batch_size, len(train_np)
+    n_batches = n_train // bs if full_only else math.ceil(n_train / bs)
+    if drop_single and not full_only and n_train % bs == 1:
+        n_batches -= 1
+        if n_batches == 0:
+            raise TrainingError("model.norm=batch needs at least 2 training samples; use more data")
+    return Batches(
+        X=torch.as_tensor(np.asarray(ds.X), dtype=torch.float32).to(dev),  # (N, F)
+        y=torch.as_tensor((np.asarray(ds.y, dtype=np.float64) - y_mean) / y_std, dtype=torch.float32).to(dev),
+        train_idx=torch.as_tensor(train_np).to(dev),  # (n_train,)
+        val_idx=torch.as_tensor(np.asarray(ds.val_idx, dtype=np.int64)).to(dev),  # (n_val,)
+        offsets=torch.arange(-window + 1, 1, device=dev),  # (W,)
+        batch_size=bs,
+        n_batches=n_batches,
+        y_mean=y_mean,
+        y_std=y_std,
+    )
+
+
+def _init_state(model: Forecaster, cfg: Config, dev: torch.device, loss_name: str, y_mean: float,
+                y_std: float, capturable: bool = False) -> TrainState:
+    """The state before epoch 1: AdamW, the plateau scheduler if asked for, and the batch-order generator.
+
+    `capturable` (CUDA graphs): AdamW keeps its step count and learning rate in device tensors, so the whole
+    step can be captured; the rate is then set in place (loop.set_lr)."""
+    t = cfg.train
+    model.output = "logit" if loss_name == "bce" else "value"
+    model.y_mean.fill_(y_mean)
+    model.y_std.fill_(y_std)
+    # nanoGPT's split: decay the matrices, not the biases and norm gains
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": t.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    if capturable:
+        opt = torch.optim.AdamW(groups, lr=torch.tensor(t.lr, device=dev), capturable=True, foreach=True)
+    else:
+        opt = torch.optim.AdamW(groups, lr=t.lr, fused=dev.type == "cuda")
+    plateau = (
+        torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=max(1, t.patience // 2))
+        if t.schedule == "plateau"
+        else None
+    )
+    gen = torch.Generator().manual_seed(cfg.seed)  # batch order: seeded, on the CPU (same order on any device)
+    return TrainState(model, opt, plateau, gen, EarlyStopping(t.patience), copy_state(model))
+
+
+def _epoch_loop(state: TrainState, data: Batches, cfg: Config, loss_fn: nn.Module, use_bf16: bool,
+                progress: Callable[[dict[str, Any]], None] | None,
+                checkpoint: str | Path | None) -> tuple[str, str]:
+    """Epochs state.epoch + 1 .. train.epochs; returns (stopped, the non-finite value if any)."""
+    t = cfg.train
+    total_steps = t.epochs * data.n_batches
+
+    def lr_at(step: int) -> float | None:
+        return learning_rate(step, total_steps, t.lr, t.schedule) if t.schedule == "cosine" else None
+
+    state.model.train()
+    while state.epoch < t.epochs:
+        t0 = time.perf_counter()
+        train_loss = run_epoch(state, data, loss_fn, lr_at, t.grad_clip, use_bf16)
+        train_seconds = time.perf_counter() - t0
+        has_val = len(data.val_idx) > 0
+        val_loss = evaluate(state.model, data, loss_fn, max(data.batch_size, 4096), use_bf16) if has_val else None
+        monitored = val_loss if val_loss is not None else train_loss
+        state.epoch += 1
+        finite = math.isfinite(train_loss) and (val_loss is None or math.isfinite(val_loss))
+        improved = state.stopper.update(state.epoch, monitored, finite)
+        if improved:
+            state.best_state = copy_state(state.model)
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, state.model, cfg, data.X.shape[1], len(data.offsets),
+                                extra={"epoch": state.epoch, "loss": monitored})
+        record = epoch_record(state, t.epochs, train_loss, val_loss, improved, time.perf_counter() - t0,
+                              train_seconds, data.n_used)
+        state.history.append(record)
+        if progress is not None:
+            progress(record)
+        if not finite:
+            return "non_finite_loss", (f"train loss {train_loss}" if not math.isfinite(train_loss)
+                                       else f"val loss {val_loss}")
+        if state.stopper.should_stop:
+            return "early_stop", ""
+        if state.plateau is not None:
+            state.plateau.step(monitored)
+    return "completed", ""
+
+
+def _end_message(stopped: str, bad_value: str, state: TrainState, cfg: Config, has_val: bool) -> str:
+    """One line on how training ended, for the user."""
+    which = "val" if has_val else "train (no validation split)"
+    best_epoch, best_loss, epochs = state.stopper.best_epoch, state.stopper.best_loss, len(state.history)
+    if stopped == "non_finite_loss":
+        kept = f"kept the weights of epoch {best_epoch}" if best_epoch else "kept the initial weights"
+        return (f"training stopped at epoch {epochs}: {bad_value} is not finite; {kept}. Lower train.lr, "
+                "set train.grad_clip, or check the data for missing or extreme values")
+    if stopped == "early_stop":
+        return (f"early stop at epoch {epochs}: no {which} loss improvement in {cfg.train.patience} epochs; "
+                f"best {best_loss:.6g} at epoch {best_epoch}")
+    return f"trained {epochs} epochs; best {which} loss {best_loss:.6g} at epoch {best_epoch}"
 
 
 # ---------------------------------------------------------------- prediction
@@ -382,7 +371,7 @@ def predict(
     rows = torch.as_tensor(idx_np).to(dev)  # (n,)
     offsets = torch.arange(-window + 1, 1, device=dev)  # (W,)
     outs = []
-    for a, e in _chunks(len(rows), batch_size, eval_uses_batch_statistics(model)):
+    for a, e in inference_chunks(len(rows), batch_size, eval_uses_batch_statistics(model)):
         b = rows[a:e]  # (B,)
         outs.append(model.to_forecast(model(gather_windows(X, b, offsets)).float()))  # (B,)
     return torch.cat(outs).cpu().numpy().astype(np.float64)

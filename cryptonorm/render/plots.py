@@ -77,8 +77,8 @@ def plot_equity(bt: Backtest, path: Path, title: str = "", *, log_scale: bool = 
     ax.set_ylabel("equity (start = 1)" + (", log scale" if log_scale else ""))
     ax.grid(alpha=0.3)
 
-    ax_dd.fill_between(x, _drawdown(strat) * 100, 0.0, color="C3", alpha=0.35, lw=0, label="strategy")
-    ax_dd.plot(x, _drawdown(bh) * 100, color="0.55", lw=0.8, label="buy & hold")
+    ax_dd.fill_between(x, drawdown_curve(strat) * 100, 0.0, color="C3", alpha=0.35, lw=0, label="strategy")
+    ax_dd.plot(x, drawdown_curve(bh) * 100, color="0.55", lw=0.8, label="buy & hold")
     ax_dd.set_ylabel("drawdown %")
     ax_dd.grid(alpha=0.3)
 
@@ -100,20 +100,24 @@ def plot_equity(bt: Backtest, path: Path, title: str = "", *, log_scale: bool = 
     return atomic_savefig(fig, path, dpi=dpi)
 
 
-def _drawdown(equity: np.ndarray) -> np.ndarray:
+def drawdown_curve(equity: np.ndarray) -> np.ndarray:
+    """(N,) equity / running peak - 1 (<= 0) of an equity curve (N,); 0 where the peak is not positive."""
     peak = np.maximum.accumulate(equity)
     return np.divide(equity, peak, out=np.zeros_like(equity), where=peak > 0) - 1.0
 
 
-def metrics_table(metrics: dict[str, Any]) -> Table:
-    """Strategy vs buy-and-hold, flat and sign-of-last-return on the main metrics (a rich Table)."""
-    from rich.table import Table
-
+def metric_columns(metrics: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(column name, metrics) of the comparison: strategy, before costs, buy-and-hold, flat, last sign."""
     columns = [("Strategy", metrics.get("strategy", {})),
                ("Before costs", metrics.get("strategy_before_costs", {})),
                ("Buy & hold", metrics.get("buy_and_hold", {}))]
     columns += [(name, metrics.get("baselines", {}).get(key, {}))
                 for name, key in (("Flat", "flat"), ("Last sign", "last_sign"))]
+    return columns
+
+
+def metrics_caption(metrics: dict[str, Any]) -> str:
+    """Bars, dates, costs and gaps of a backtest (and its forecast quality), under the metrics table."""
     costs = metrics.get("costs", {})
     caption = (f"{metrics.get('bars', '?')} bars {metrics.get('start', '')} -> {metrics.get('end', '')} "
                f"({metrics.get('timeframe', '?')}); fees {costs.get('fee_bps', float('nan')):g} + slippage "
@@ -123,7 +127,15 @@ def metrics_table(metrics: dict[str, Any]) -> Table:
     if fc:
         caption += (f"\nforecasts: directional accuracy {fmt(fc.get('directional_accuracy'), 'pct')}, "
                     f"IC {fmt(fc.get('ic_spearman'), 'num3')} (Spearman), n {fmt(fc.get('n'), 'int')}")
-    table = Table(title="Backtest", caption=caption, caption_justify="left")
+    return caption
+
+
+def metrics_table(metrics: dict[str, Any]) -> Table:
+    """Strategy vs buy-and-hold, flat and sign-of-last-return on the main metrics (a rich Table)."""
+    from rich.table import Table
+
+    columns = metric_columns(metrics)
+    table = Table(title="Backtest", caption=metrics_caption(metrics), caption_justify="left")
     table.add_column("metric")
     for name, _ in columns:
         table.add_column(name, justify="right", style="bold" if name == "Strategy" else None)

@@ -58,12 +58,15 @@ def realized_vol(timestamps: np.ndarray, close: np.ndarray, lookback: int, timef
 
 
 def run_positions(
-    target: np.ndarray, bar_ret: np.ndarray, cost_rate: float
+    target: np.ndarray, bar_ret: np.ndarray, cost_rate: float, carry: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Targets decided at each close -> (position held, cost, strategy return, equity), all (N,)."""
+    """Targets decided at each close -> (position held, cost, strategy return, equity), all (N,).
+    `carry` (N,): a per-bar rate each unit of position pays (a swap's funding, see trade/funding.py)."""
     pos = np.empty_like(target)
     pos[0] = 0.0
     pos[1:] = target[:-1]  # the last target is never traded: its bar is beyond the data
     cost = np.abs(np.diff(pos, prepend=0.0)) * cost_rate
     ret = pos * bar_ret - cost
+    if carry is not None:
+        ret -= pos * carry
     return pos, cost, ret, np.cumprod(1.0 + ret)

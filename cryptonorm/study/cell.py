@@ -1,0 +1,96 @@
+"""Running one cell: train and backtest it, and write its result.json as the LAST step."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cryptonorm.config import build_config
+from cryptonorm.errors import DataError
+from cryptonorm.study.results import RESULT_FILE
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """What a worker needs for one cell (picklable; the candles travel separately, once per worker)."""
+
+    cell_id: str
+    params: dict[str, Any]
+    config: dict[str, Any]  # Config.to_dict()
+    config_hash: str
+    cell_dir: str  # absolute
+    data_hash: str
+    ship_files: bool = False  # return history.csv/forecasts.csv text too (Ray without a shared filesystem)
+    plot: bool = True  # the cell's equity.png; the claims study turns it off (most of a small cell's backtest)
+
+
+def one_line(e: BaseException) -> str:
+    """'ValueError: first line of the message': an error as one line of a table."""
+    text = str(e).strip().splitlines()
+    msg = text[0] if text else ""
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+def run_cell(task: CellTask, candles: pd.DataFrame) -> dict[str, Any]:
+    """Train and backtest one cell; write result.json LAST (status ok, or failed with a one-line error)."""
+    from cryptonorm import pipeline
+
+    t0 = time.time()
+    cell_dir = Path(task.cell_dir)
+    run_dir = cell_dir / "run"
+    result: dict[str, Any] = {
+        "cell_id": task.cell_id, "params": task.params, "seed": task.config.get("seed"), "status": "failed",
+        "error": None, "config_hash": task.config_hash, "data_hash": task.data_hash, "run_dir": "run",
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    try:
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        (cell_dir / RESULT_FILE).unlink(missing_ok=True)  # running: no verdict until this attempt ends
+        if run_dir.exists():
+            shutil.rmtree(run_dir)  # leftovers of a killed or failed attempt
+        cfg = build_config(task.config, source=f"cell {task.cell_id}")
+        summary = pipeline.train(cfg, run_dir, candles=candles)
+        seen = json.loads((run_dir / "run.json").read_text())["data"]["hash"]
+        if seen != task.data_hash:
+            raise DataError(f"the cell trained on data {seen}, the sweep loaded {task.data_hash}")
+        _, bt = pipeline.backtest(run_dir, fmt="png", plot=task.plot)  # no page per cell: the sweep has its report
+        m = bt.metrics
+        result.update({
+            "status": "ok", "device": summary.device, "stopped": summary.stopped, "best_epoch": summary.best_epoch,
+            "epochs_run": _epochs_run(run_dir), "train_seconds": round(summary.seconds, 3),
+            "metrics": {k: summary.metrics.get(k) for k in ("target", "horizon", "samples", "val", "test")},
+            "backtest": {"strategy": m.get("strategy", {}), "buy_and_hold": m.get("buy_and_hold", {})},
+        })
+    except Exception as e:  # the cell failed; the sweep goes on and a re-run retries it
+        result["error"] = one_line(e)
+    result["seconds"] = round(time.time() - t0, 3)
+    result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    pipeline.write_json(cell_dir / RESULT_FILE, result)
+    if task.ship_files:
+        result["_files"] = {name: (run_dir / name).read_text() for name in ("history.csv", "forecasts.csv")
+                            if (run_dir / name).exists()}
+    return result
+
+
+def _epochs_run(run_dir: Path) -> int | None:
+    p = run_dir / "history.csv"
+    if not p.exists():
+        return None
+    return max(0, len(p.read_text().strip().splitlines()) - 1)
+
+
+def failed_result(task: CellTask, error: str) -> dict[str, Any]:
+    """A verdict written by the parent when the worker could not write one (it died)."""
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return {"cell_id": task.cell_id, "params": task.params, "seed": task.config.get("seed"), "status": "failed",
+            "error": error, "config_hash": task.config_hash, "data_hash": task.data_hash, "run_dir": "run",
+            "started": now, "finished": now, "seconds": None}
+

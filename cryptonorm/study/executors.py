@@ -1,0 +1,171 @@
+"""Executors: run cell tasks inline, in a process pool, or as Ray tasks; each finished cell goes to `finished`.
+
+"local" runs `jobs` processes (concurrent.futures, "spawn" context; jobs=1 runs in this process); each sets
+torch to max(1, cores // jobs) threads unless the config sets train.threads. With train.device auto/cuda on
+a CUDA machine, all local workers share the one GPU (each holds its own copy of the small dataset and model
+there). "ray" runs each cell as a Ray task (1 CPU each) on a local Ray instance with `jobs` CPUs, or on an
+existing cluster (`address`). Ray gives no GPU to a task that does not ask for one, so Ray cells train on
+the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from cryptonorm.errors import CryptonormError, UsageError
+from cryptonorm.study.cell import CellTask, failed_result, one_line, run_cell
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+Finished = Callable[[CellTask, dict[str, Any]], None]
+
+
+# worker-process state, set once per process by the pool initializer
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(candles: pd.DataFrame, threads: int, parent_pid: int) -> None:
+    import torch
+
+    _WORKER["candles"] = candles
+    torch.set_num_threads(threads)
+
+    def watchdog() -> None:  # a SIGKILLed parent cannot stop its pool: leave instead of training on as an orphan
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(0.5)
+
+    threading.Thread(target=watchdog, daemon=True, name="cryptonorm-parent-watchdog").start()
+
+
+def _pool_cell(task: CellTask) -> dict[str, Any]:
+    return run_cell(task, _WORKER["candles"])
+
+
+def _ray_cell(task: CellTask, candles: pd.DataFrame, threads: int) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(threads)
+    return run_cell(task, candles)
+
+
+
+def cores() -> int:
+    """CPU cores this process may use."""
+    with contextlib.suppress(AttributeError):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+
+def run_inline(todo: list[CellTask], candles: pd.DataFrame, threads: int,
+                finished: Finished) -> None:
+    """Run the cells one after another in this process, torch on `threads` threads."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for task in todo:
+            finished(task, run_cell(task, candles))
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_pool(todo: list[CellTask], candles: pd.DataFrame, jobs: int, threads: int,
+              finished: Finished) -> None:
+    """`jobs` spawned processes; at most `jobs` cells in flight, so a dead worker costs only those cells."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    if not todo:
+        return
+    ctx = mp.get_context("spawn")
+    queue = list(reversed(todo))
+
+    def new_pool() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx, initializer=_init_worker,
+                                   initargs=(candles, threads, os.getpid()))
+
+    pool = new_pool()
+    running: dict[Future[dict[str, Any]], CellTask] = {}
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                task = queue.pop()
+                running[pool.submit(_pool_cell, task)] = task
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            broken = False
+            for fut in done:
+                task = running.pop(fut)
+                try:
+                    result = fut.result()
+                except BrokenProcessPool:
+                    broken = True
+                    result = failed_result(task, "worker process died (out of memory or killed?); run the sweep "
+                                                 "again to retry")
+                except Exception as e:
+                    result = failed_result(task, one_line(e))
+                finished(task, result)
+            if broken:  # every in-flight cell of a broken pool is lost: record them and start a fresh pool
+                for fut, task in list(running.items()):
+                    finished(task, failed_result(task, "worker pool broke while this cell ran; run the sweep "
+                                                       "again to retry"))
+                    running.pop(fut)
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = new_pool()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def import_ray() -> Any:
+    """The ray module, or a UsageError saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("--executor ray needs Ray, which is not installed: pip install cryptonorm[ray]") from None
+    return ray
+
+
+def run_ray(ray: Any, todo: list[CellTask], candles: pd.DataFrame, jobs: int, address: str | None,
+             threads: int, finished: Finished) -> None:
+    """Each cell is a Ray task with 1 CPU; the candles go into the object store once."""
+    started = False
+    if not ray.is_initialized():
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=jobs, include_dashboard=False, log_to_driver=False)
+        except Exception as e:
+            raise CryptonormError(f"cannot start or reach Ray{f' at {address}' if address else ''}: "
+                                  f"{one_line(e)}") from e
+        started = True
+    try:
+        if not todo:
+            return
+        remote = ray.remote(num_cpus=1, max_retries=0)(_ray_cell)
+        ref = ray.put(candles)
+        per_task = 1 if address else threads
+        pending = {remote.remote(task, ref, per_task): task for task in todo}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for r in done:
+                task = pending.pop(r)
+                try:
+                    result = ray.get(r)
+                except Exception as e:  # the task's process died; run_cell itself never raises
+                    result = failed_result(task, f"Ray task failed: {one_line(e)}")
+                finished(task, result)
+    finally:
+        if started:
+            ray.shutdown()
+

@@ -1,0 +1,174 @@
+"""Results: each cell's result.json, collected into one frame (sweep_results.csv), and the grid helpers
+that group that frame (values shown as strings, combinations of keys, selections)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cryptonorm.errors import ConfigError, DataError
+from cryptonorm.study.spec import Cell, show
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+RESULT_FILE = "result.json"
+SWEEP_FILE = "sweep.json"
+RESULTS_CSV = "sweep_results.csv"
+FORECAST_KEYS = ("mse", "mae", "directional_accuracy", "ic_pearson", "ic_spearman", "accuracy", "log_loss", "auc")
+BACKTEST_KEYS = ("sharpe", "sortino", "total_return", "cagr", "volatility", "max_drawdown", "trades", "win_rate",
+                 "hit_rate", "exposure", "turnover", "fees_paid")
+NORM_KEY = "model.norm"
+KIND_KEY = "model.kind"
+SEED_KEY = "seed"
+BATCH_KEY = "train.batch_size"
+# the metrics the aggregated table shows, where the cells have them
+SUMMARY_METRICS = ("test_mse", "test_mae", "test_directional_accuracy", "test_ic_spearman", "test_log_loss",
+                   "test_auc", "bt_sharpe", "bt_total_return", "bt_max_drawdown", "train_seconds")
+
+
+def cell_dir(sweep_dir: Path, cell: Cell | str) -> Path:
+    """SWEEP_DIR/cells/<cell id>."""
+    return sweep_dir / "cells" / (cell if isinstance(cell, str) else cell.id)
+
+
+def read_result(path: Path) -> dict[str, Any] | None:
+    """A cell's result.json, or None when it is missing or unreadable (then the cell runs again)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_done(result: dict[str, Any] | None, cell: Cell, data_hash: str) -> bool:
+    """A cell is finished when its result says ok for the same config hash and data hash."""
+    return (result is not None and result.get("status") == "ok" and result.get("config_hash") == cell.config_hash
+            and result.get("data_hash") == data_hash)
+
+
+
+def load_sweep_dir(sweep_dir: Path) -> dict[str, Any]:
+    """sweep.json of a sweep directory (what `cryptonorm report` starts from)."""
+    p = Path(sweep_dir) / SWEEP_FILE
+    if not p.exists():
+        raise ConfigError(f"{sweep_dir} is not a sweep directory (no {SWEEP_FILE}); pass the directory "
+                          "`cryptonorm sweep` wrote, e.g. sweeps/norms")
+    try:
+        meta = json.loads(p.read_text())
+    except ValueError as e:
+        raise DataError(f"{p} is damaged ({e}); run the sweep again to rewrite it") from None
+    return dict(meta)
+
+
+def collect_results(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One result per cell listed in sweep.json; cells without a verdict are 'pending'."""
+    meta = load_sweep_dir(sweep_dir)
+    dhash = meta["data"]["hash"]
+    out = []
+    for c in meta["cells"]:
+        r = read_result(cell_dir(Path(sweep_dir), c["id"]) / RESULT_FILE)
+        if r is None or (r.get("status") == "ok" and r.get("data_hash") != dhash):
+            r = {"cell_id": c["id"], "params": c["params"], "seed": c["seed"], "status": "pending", "error": None}
+        out.append(r)
+    return out
+
+
+def result_row(result: dict[str, Any], grid_keys: list[str], sweep_dir: Path) -> dict[str, Any]:
+    """Flatten one result into a CSV row: grid keys, seed, status, metrics, backtest, timing, run dir."""
+    row: dict[str, Any] = {"cell_id": result["cell_id"]}
+    params = result.get("params", {})
+    for k in grid_keys:
+        v = params.get(k)
+        row[k] = show(v) if isinstance(v, (list, dict)) else v
+    row["seed"] = result.get("seed")
+    row["status"] = result.get("status")
+    metrics = result.get("metrics") or {}
+    for split in ("val", "test"):
+        m = metrics.get(split) or {}
+        for key in FORECAST_KEYS:
+            if key in m:
+                row[f"{split}_{key}"] = m[key]
+    bt = result.get("backtest") or {}
+    strat, bh = bt.get("strategy") or {}, bt.get("buy_and_hold") or {}
+    for key in BACKTEST_KEYS:
+        if key in strat:
+            row[f"bt_{'n_trades' if key == 'trades' else key}"] = strat[key]
+    gross = bt.get("strategy_before_costs") or {}
+    if "sharpe" in gross:
+        row["bt_sharpe_before_costs"] = gross["sharpe"]
+    for key in ("sharpe", "total_return"):
+        if key in bh:
+            row[f"bh_{key}"] = bh[key]
+    row["train_seconds"] = result.get("train_seconds")
+    row["best_epoch"] = result.get("best_epoch")
+    row["epochs_run"] = result.get("epochs_run")
+    row["stopped"] = result.get("stopped")
+    row["run_dir"] = str(cell_dir(sweep_dir, result["cell_id"]) / "run") if result.get("status") != "pending" else None
+    row["error"] = result.get("error")
+    return row
+
+
+def results_frame(results: list[dict[str, Any]], grid_keys: list[str], sweep_dir: Path) -> pd.DataFrame:
+    """One row per result (see result_row), the same columns in the same order for every cell."""
+    import pandas as pd
+
+    rows = [result_row(r, grid_keys, sweep_dir) for r in results]
+    df = pd.DataFrame(rows)
+    # the same columns in the same order for every cell, whichever finished first
+    front = ["cell_id", *grid_keys, *([] if "seed" in grid_keys else ["seed"]), "status"]
+    rest = [c for c in df.columns if c not in front]
+    metric = [c for c in rest if c.startswith(("val_", "test_", "bt_", "bh_"))]
+    tail = [c for c in rest if c not in metric]
+    return df[[c for c in front if c in df.columns] + metric + tail]
+
+
+def write_results_csv(sweep_dir: Path, results: list[dict[str, Any]]) -> Path:
+    """Write SWEEP_DIR/sweep_results.csv atomically; return its path."""
+    from cryptonorm import pipeline
+
+    meta = load_sweep_dir(sweep_dir)
+    path = Path(sweep_dir) / RESULTS_CSV
+    pipeline.write_csv(path, results_frame(results, list(meta["grid"]), Path(sweep_dir)))
+    return path
+
+
+def grid_keys(meta: dict[str, Any]) -> list[str]:
+    """The grid keys of a sweep (sweep.json's `grid`), in file order."""
+    return list(meta["grid"])
+
+
+def group_keys(meta: dict[str, Any]) -> list[str]:
+    """The keys a table groups by: every grid key but the seed."""
+    return [k for k in grid_keys(meta) if k != SEED_KEY]
+
+
+def grid_values(meta: dict[str, Any], key: str) -> list[str]:
+    """A grid key's values as shown strings."""
+    return [show(v) for v in meta["grid"][key]]
+
+
+def labelled(df: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
+    """Grid columns as their shown strings (so 0.1, [64, 32] and 'layer' compare alike)."""
+    out = df.copy()
+    for k in grid_keys(meta):
+        out[k] = out[k].map(show)
+    return out
+
+
+def combos(meta: dict[str, Any], keys: list[str]) -> list[dict[str, str]]:
+    """Every combination of the values of `keys`, in grid order."""
+    return [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*(grid_values(meta, k) for k in keys))]
+
+
+def select(df: pd.DataFrame, combo: dict[str, str]) -> pd.DataFrame:
+    """The rows of `df` whose (shown) grid values equal `combo`."""
+    import pandas as pd
+
+    mask = pd.Series(True, index=df.index)
+    for k, v in combo.items():
+        mask &= df[k] == v
+    return df[mask]
+
