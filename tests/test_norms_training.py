@@ -221,3 +221,16 @@ def test_nonsense_combinations_are_one_line_config_errors(tmp_path: Path) -> Non
         code, _, err = _cli("train", QUICK, *args, "--out", str(tmp_path / "x"))
         assert code == 2 and expected in err and "Traceback" not in err, (sets, err)
         assert len(err.strip().splitlines()) == 1
+
+
+def test_shipped_sweeps_include_the_new_options_and_every_cell_validates() -> None:
+    from cryptonorm.study.spec import load_sweep
+
+    seen: dict[str, set[tuple[str, str, str]]] = {}
+    for name in ("norms", "batch_size", "bn_eval"):
+        sweep = load_sweep(ROOT / "configs" / "sweeps" / f"{name}.yaml")  # validates every cell's config
+        seen[name] = {(c.config.model.norm, c.config.model.input_norm, c.config.model.bn_eval) for c in sweep.cells}
+    new = {("batchrenorm", "none", "running"), ("layer", "revin", "running"), ("batch", "dain", "running")}
+    assert new <= seen["norms"]
+    assert ("batchrenorm", "none", "running") in seen["batch_size"]
+    assert {("batch", "none", "recalibrate"), ("batchrenorm", "none", "batch")} <= seen["bn_eval"]
