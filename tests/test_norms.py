@@ -172,6 +172,8 @@ def test_revin_target_feature_is_the_column_in_the_targets_units() -> None:
     assert revin_target_feature(names, "return", 2) is None  # a 2-bar return is not in logret_1's units
     assert revin_target_feature(names, "volatility", 4) == "vol_6"
     assert revin_target_feature(names, "volatility", 20) == "vol_24"
+    assert revin_target_feature(names, "volatility", 4, vol_form="var") is None  # a variance: other units
+    assert revin_target_feature(names, "volatility", 4, vol_form="log_var") is None
     assert revin_target_feature(names, "direction", 1) is None
     assert revin_target_feature(["rsi_14"], "volatility", 1) is None
 

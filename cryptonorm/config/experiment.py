@@ -59,21 +59,30 @@ class TargetConfig(Section):
 
     kind: Literal["return", "direction", "volatility"] = "return"
     horizon: int = Field(1, ge=1)  # bars ahead
-    loss: Literal["auto", "mse", "huber", "bce"] = "auto"  # auto: huber for regression, bce for direction
+    # auto: bce for direction, qlike for volatility (README "Volatility forecasting"), huber otherwise.
+    # qlike and nll (Gaussian negative log-likelihood of the returns) are losses on the forecast variance
+    loss: Literal["auto", "mse", "huber", "bce", "qlike", "nll"] = "auto"
+    vol_form: Literal["vol", "log_var", "var"] = "vol"  # volatility: what the network predicts (positive
+    # outputs for vol and var); metrics are always reported on variance and vol
+    rv: Literal["close", "parkinson", "garman_klass"] = "close"  # volatility: per-bar realized variance,
+    # squared close-to-close return or a range estimator from OHLC (features/realized.py)
 
     @model_validator(mode="after")
     def _loss(self) -> TargetConfig:
-        if self.kind == "direction" and self.loss in ("mse", "huber"):
+        if self.kind == "direction" and self.loss not in ("bce", "auto"):
             raise ValueError("target.loss must be 'bce' or 'auto' when target.kind is 'direction'")
         if self.kind != "direction" and self.loss == "bce":
             raise ValueError(f"target.loss 'bce' needs target.kind 'direction', not {self.kind!r}")
+        if self.kind != "volatility" and self.loss in ("qlike", "nll"):
+            raise ValueError(f"target.loss {self.loss!r} is a loss on a forecast variance: it needs target.kind "
+                             f"'volatility', not {self.kind!r}")
         return self
 
     @property
     def resolved_loss(self) -> str:
         if self.loss != "auto":
             return self.loss
-        return "bce" if self.kind == "direction" else "huber"
+        return {"direction": "bce", "volatility": "qlike"}.get(self.kind, "huber")
 
 
 class SplitConfig(Section):
@@ -234,11 +243,15 @@ class WalkForwardConfig(Section):
 class BacktestConfig(Section):
     """Forecasts -> positions -> returns after costs."""
 
+    # auto: vol_target for target.kind volatility, direction otherwise. direction: long/short on the
+    # forecast's sign (return or direction targets); vol_target: hold the underlying at
+    # target_vol / forecast vol, capped by max_leverage (volatility targets)
+    mode: Literal["auto", "direction", "vol_target"] = "auto"
     threshold: float = Field(0.0, ge=0)  # long if forecast > threshold, short if < -threshold
     allow_short: bool = True
     sizing: Literal["fixed", "forecast", "volatility"] = "fixed"
-    target_vol: float = Field(0.5, gt=0)  # annualized, for sizing: volatility
-    vol_lookback: int = Field(24 * 7, ge=2)  # bars, for sizing: volatility
+    target_vol: float = Field(0.5, gt=0)  # annualized, for sizing: volatility and mode: vol_target
+    vol_lookback: int = Field(24 * 7, ge=2)  # bars, for sizing: volatility (and vol_target's trailing baseline)
     max_leverage: float = Field(1.0, gt=0)
     fee_bps: float = Field(10.0, ge=0)  # per side on traded notional (a spot taker fee)
     slippage_bps: float = Field(0.0, ge=0)  # per side on traded notional
@@ -277,6 +290,24 @@ class Config(Section):
             raise ValueError(f"model.input_norm {self.model.input_norm!r} normalizes each window over time and "
                              f"needs features.window >= 2 (got {self.features.window})")
         return self
+
+    @model_validator(mode="after")
+    def _backtest_mode(self) -> Config:
+        mode, kind = self.backtest.mode, self.target.kind
+        if mode == "vol_target" and kind != "volatility":
+            raise ValueError(f"backtest.mode 'vol_target' sizes by a volatility forecast: it needs target.kind "
+                             f"'volatility', not {kind!r}; use backtest.mode 'auto' or 'direction'")
+        if mode == "direction" and kind == "volatility":
+            raise ValueError("backtest.mode 'direction' trades the sign of a return or direction forecast; a "
+                             "volatility forecast has no sign: use backtest.mode 'vol_target' (or 'auto')")
+        return self
+
+    @property
+    def backtest_mode(self) -> str:
+        """backtest.mode with auto resolved: vol_target for volatility targets, else direction."""
+        if self.backtest.mode != "auto":
+            return self.backtest.mode
+        return "vol_target" if self.target.kind == "volatility" else "direction"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML-safe mapping of the resolved config (tuples as lists)."""

@@ -31,7 +31,9 @@ class Forecaster(nn.Module):
 
     Training standardizes a regression target with the training split's mean and std (see training.py);
     `y_mean` / `y_std` are buffers, so they travel in the state dict and `to_forecast` undoes it.
-    With `output == "logit"` (target.kind direction) `to_forecast` returns probabilities instead.
+    With `output == "logit"` (target.kind direction) `to_forecast` returns probabilities instead; with
+    `output == "positive"` (a volatility target predicted as vol or var) the value x = out * y_std + y_mean
+    goes through s * (softplus(x / s) + 1e-6), s = y_std / 4: smooth, > 0, and ~x once x is a few s above 0.
     `input_norm` (RevIN / DAIN, or None) normalizes the window before the network (`core`); a RevIN with
     a target feature de-normalizes the network's output into raw target units, which are then
     standardized like the target, so the loss and `to_forecast` see the same units with or without it.
@@ -44,7 +46,7 @@ class Forecaster(nn.Module):
         super().__init__()
         self.register_buffer("y_mean", torch.zeros(()))
         self.register_buffer("y_std", torch.ones(()))
-        self.output = "value"  # "value" (regression) or "logit" (direction); set by training.fit
+        self.output = "value"  # "value" (regression), "logit" (direction) or "positive"; set by training.fit
         self.out_dim = 1  # outputs per sample: (B,) when 1, else (B, out_dim)
         self.input_norm: RevIN | DAIN | None = make_input_norm(m, n_features)
 
@@ -65,7 +67,11 @@ class Forecaster(nn.Module):
         """Raw model outputs -> forecasts in the target's units (or probabilities for logits)."""
         if self.output == "logit":
             return torch.sigmoid(out)
-        return out * self.y_std + self.y_mean
+        value = out * self.y_std + self.y_mean
+        if self.output == "positive":
+            s = self.y_std / 4.0
+            return s * (nn.functional.softplus(value / s) + 1e-6)  # + 1e-6: softplus underflows to 0 in float32
+        return value
 
 
 # ---------------------------------------------------------------- MLP

@@ -430,15 +430,17 @@ def make_input_norm(m: ModelConfig, n_features: int) -> RevIN | DAIN | None:
     raise ValueError(f"unknown model.input_norm {m.input_norm!r}")
 
 
-def revin_target_feature(feature_names: list[str], target_kind: str, horizon: int) -> str | None:
+def revin_target_feature(feature_names: list[str], target_kind: str, horizon: int,
+                         vol_form: str = "vol") -> str | None:
     """The input column in the target's units, whose window statistics de-normalize a RevIN forecast:
     `logret_{horizon}` for a return target (the same log return, h bars earlier); for a volatility target
-    the `vol_{n}` with n closest to the horizon (both per-bar volatilities of 1-bar log returns; ties:
-    the shorter n). None for direction targets (a logit has no units) or when no such column is an input."""
+    predicted as a volatility (target.vol_form vol) the `vol_{n}` with n closest to the horizon (both
+    per-bar volatilities of 1-bar log returns; ties: the shorter n). None for direction targets (a logit
+    has no units), for variances and log variances, or when no such column is an input."""
     if target_kind == "return":
         name = f"logret_{horizon}"
         return name if name in feature_names else None
-    if target_kind == "volatility":
+    if target_kind == "volatility" and vol_form == "vol":
         vols = [(abs(int(n[4:]) - horizon), int(n[4:]), n) for n in feature_names
                 if n.startswith("vol_") and n[4:].isdigit()]
         return min(vols)[2] if vols else None

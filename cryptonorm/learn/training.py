@@ -41,6 +41,7 @@ from cryptonorm.learn.loop import (
     run_epoch,
 )
 from cryptonorm.learn.loop import gather_windows as gather_windows  # re-exported: predict and callers use it
+from cryptonorm.learn.losses import make_loss
 from cryptonorm.learn.models import Forecaster, build_model
 from cryptonorm.learn.norms import (
     BATCH_NORMS,
@@ -50,10 +51,6 @@ from cryptonorm.learn.norms import (
     revin_target_feature,
     uses_batch_statistics,
 )
-
-HUBER_DELTA = 1.0  # in standard deviations of the (standardized) training target
-
-
 
 
 class WindowedData(Protocol):
@@ -96,15 +93,10 @@ def learning_rate(step: int, total_steps: int, base_lr: float, schedule: str) ->
     return base_lr  # "none", and "plateau" (which lowers it from the validation loss instead)
 
 
-def make_loss(name: str) -> nn.Module:
-    """The loss for cfg.target.resolved_loss; regression losses act on the standardized target."""
-    if name == "mse":
-        return nn.MSELoss()
-    if name == "huber":
-        return nn.HuberLoss(delta=HUBER_DELTA)
-    if name == "bce":
-        return nn.BCEWithLogitsLoss()  # the model outputs logits; predict() applies the sigmoid
-    raise ConfigError(f"target.loss: got {name!r}; allowed: mse, huber, bce")
+def output_map(cfg: Config) -> str:
+    """"positive" when the target must be > 0 (a volatility predicted as vol or var), else "value"."""
+    positive = cfg.target.kind == "volatility" and cfg.target.vol_form in ("vol", "var")
+    return "positive" if positive else "value"
 
 
 def target_stats(y_train: np.ndarray, loss: str) -> tuple[float, float]:
@@ -138,13 +130,14 @@ def fit(
         torch.set_num_threads(t.threads)
     seed_everything(cfg.seed, t.deterministic)
     loss_name = cfg.target.resolved_loss
-    loss_fn = make_loss(loss_name)
     model = build_model(cfg.model, ds.X.shape[1], int(ds.window)).to(dev)  # the seeded initial weights
     graph_why = accel.graph_note(dev, len(ds.train_idx), t.batch_size) if t.cuda_graph else None
     graph = t.cuda_graph and graph_why is None
     data = _batches(ds, cfg, dev, loss_name, drop_single=uses_batch_statistics(model), full_only=graph)
     state = _init_state(model, cfg, dev, loss_name, data.y_mean, data.y_std, capturable=graph)
     denorm = _set_revin_target(model, ds, cfg)
+    # the loss reads the model's output map (positive outputs are part of what is trained): learn/losses.py
+    loss_fn = make_loss(loss_name, model.to_forecast, data.y_mean, data.y_std, cfg.target.vol_form)
     use_bf16 = t.precision == "bf16" and dev.type == "cuda"
     notes = [graph_why] if graph_why else []
     notes += _accelerate(state, data, cfg, dev, loss_fn, use_bf16, graph)
@@ -200,7 +193,7 @@ def _set_revin_target(model: Forecaster, ds: WindowedData, cfg: Config) -> str |
     names, scaler = getattr(ds, "feature_names", None), getattr(ds, "scaler", None)
     if names is None or scaler is None:
         return None
-    name = revin_target_feature(list(names), cfg.target.kind, cfg.target.horizon)
+    name = revin_target_feature(list(names), cfg.target.kind, cfg.target.horizon, cfg.target.vol_form)
     if name is None:
         return None
     j = list(names).index(name)
@@ -265,7 +258,7 @@ def _init_state(model: Forecaster, cfg: Config, dev: torch.device, loss_name: st
     `capturable` (CUDA graphs): AdamW keeps its step count and learning rate in device tensors, so the whole
     step can be captured; the rate is then set in place (loop.set_lr)."""
     t = cfg.train
-    model.output = "logit" if loss_name == "bce" else "value"
+    model.output = "logit" if loss_name == "bce" else output_map(cfg)
     model.y_mean.fill_(y_mean)
     model.y_std.fill_(y_std)
     # nanoGPT's split: decay the matrices, not the biases and norm gains

@@ -42,8 +42,8 @@ def backtest(run_dir: Path, split: str = "test", fmt: str | None = None, plot: b
     fpath = run_dir / "forecasts.csv"  # with walk-forward, every out-of-sample fold forecast is "test"
     if not fpath.exists():
         raise DataError(f"{fpath} not found; train first (`cryptonorm train CONFIG`)")
-    df = pd.read_csv(fpath)
-    df = df[df["split"] == split]
+    full = pd.read_csv(fpath)
+    df = full[full["split"] == split]
     out_dir = run_dir / "backtest"
     title = f"{cfg.name}: {cfg.data.symbols[0]} {cfg.data.timeframe}, {split} split"
     if len(df) < 2:
@@ -51,11 +51,16 @@ def backtest(run_dir: Path, split: str = "test", fmt: str | None = None, plot: b
                "use a longer data range or a larger split.test")
         page = write_no_backtest_report(out_dir, title, why, want)
         raise DataError(why + (f" (see {page})" if page else ""))
-    outcome = df["outcome"].to_numpy("float64")
     ts = df["timestamp"].to_numpy("int64")
-    result = bt.simulate(ts, df["close"].to_numpy("float64"),
-                         df["forecast"].to_numpy("float64"), cfg.backtest, cfg.data.timeframe, cfg.target.kind,
-                         outcome=outcome, funding=_funding(cfg, ts))
+    if cfg.backtest_mode == "vol_target":  # a volatility forecast: pipeline/vol.py, trade/vol_target.py
+        from cryptonorm.pipeline.vol import backtest_frame
+
+        result, outcome = backtest_frame(full, cfg, split)
+    else:
+        outcome = df["outcome"].to_numpy("float64")
+        result = bt.simulate(ts, df["close"].to_numpy("float64"),
+                             df["forecast"].to_numpy("float64"), cfg.backtest, cfg.data.timeframe, cfg.target.kind,
+                             outcome=outcome, funding=_funding(cfg, ts))
     out_dir.mkdir(exist_ok=True)
     write_csv(out_dir / "equity.csv", result.equity)
     write_csv(out_dir / "trades.csv", result.trades)
