@@ -42,13 +42,14 @@ class Forecaster(nn.Module):
     y_mean: torch.Tensor
     y_std: torch.Tensor
 
-    def __init__(self, m: ModelConfig, n_features: int) -> None:
+    def __init__(self, m: ModelConfig | None = None, n_features: int = 0) -> None:
         super().__init__()
         self.register_buffer("y_mean", torch.zeros(()))
         self.register_buffer("y_std", torch.ones(()))
         self.output = "value"  # "value" (regression), "logit" (direction) or "positive"; set by training.fit
         self.out_dim = 1  # outputs per sample: (B,) when 1, else (B, out_dim)
-        self.input_norm: RevIN | DAIN | None = make_input_norm(m, n_features)
+        # without a config (a bare Forecaster, e.g. for its output map) there is no input norm
+        self.input_norm: RevIN | DAIN | None = make_input_norm(m, n_features) if m is not None else None
 
     def core(self, x: torch.Tensor) -> torch.Tensor:  # (B, W, F) -> (B,) or (B, out_dim)
         raise NotImplementedError
