@@ -38,6 +38,7 @@ from cryptonorm.study.results import (
     load_sweep_dir,
     results_frame,
     select,
+    throughput,
     write_results_csv,
 )
 from cryptonorm.study.stats import BAR_LOSSES, bar_loss, common_bars, dm_per_seed, min_pvalues
@@ -63,6 +64,7 @@ class SweepReport:
     notes: list[str] = field(default_factory=list)
     plots: list[Path] = field(default_factory=list)
     paths: dict[str, Path] = field(default_factory=dict)
+    throughput: dict[str, Any] = field(default_factory=dict)  # results.throughput: cells/hour, devices
 
     @property
     def counts(self) -> dict[str, int]:
@@ -196,7 +198,8 @@ def build_report(sweep_dir: Path, reference: str | None = None) -> SweepReport:
     """Everything the tables show, from the cells' result.json files (nothing is written)."""
     sweep_dir = Path(sweep_dir)
     meta = load_sweep_dir(sweep_dir)
-    df = results_frame(collect_results(sweep_dir), grid_keys(meta), sweep_dir)
+    raw = collect_results(sweep_dir)
+    df = results_frame(raw, grid_keys(meta), sweep_dir)
     metrics = metric_columns(meta)
     loss = metrics[0]
     ref = resolve_reference(meta, reference)
@@ -223,7 +226,8 @@ def build_report(sweep_dir: Path, reference: str | None = None) -> SweepReport:
         notes.append("seed is not a grid key: one run per combination, no spread and no paired tests over seeds")
     ok = df[df["status"] == "ok"]
     n_seeds = int(ok[SEED_KEY].nunique()) if len(ok) else 0
-    return SweepReport(meta, df, summary, tests, loss, ref, metrics, deg, inter, min_pvalues(n_seeds), notes)
+    return SweepReport(meta, df, summary, tests, loss, ref, metrics, deg, inter, min_pvalues(n_seeds), notes,
+                       throughput=throughput(raw))
 
 
 def render(sweep_dir: Path, reference: str | None = None, fmt: str | None = None) -> SweepReport:
