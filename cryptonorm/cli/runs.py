@@ -65,25 +65,69 @@ def predict(
         say(f"wrote {n} forecasts to {path}")
 
 
+GridOpt = Annotated[
+    Optional[list[str]],  # noqa: UP045 - typer needs Optional here
+    typer.Option("--grid", "-g", help="On a run directory: backtest.KEY=[v1,v2,...] (repeatable, at most two "
+                                      "keys): a grid on the validation split, the test split reported once."),
+]
+
+
 @app.command()
 def backtest(
     target: Annotated[Path, typer.Argument(help="A run directory, or a config (trains first).")],
     json_: JsonOpt = False,
     set_: SetOpt = None,
+    grid: GridOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="With a run directory and --set/--grid: "  # noqa: UP045
+                                                "the output folder (default RUN_DIR/backtest-<hash>).")] = None,
 ) -> None:
-    """Turn forecasts into positions and returns after fees, against buy-and-hold."""
+    """Turn forecasts into positions and returns after fees, against buy-and-hold.
+
+    On a run directory, --set backtest.KEY=V re-backtests its saved forecasts (no retraining) into
+    RUN_DIR/backtest-<hash>/; --grid tries several values on the validation split.
+    """
     from cryptonorm import pipeline
+    from cryptonorm.pipeline import rebacktest
 
     with errors():
         if pipeline.is_run_dir(target):
-            if set_:
-                raise UsageError("--set applies to a config, not to a finished run directory")
-            out_dir, result = pipeline.backtest(target)
+            if grid:
+                result = rebacktest.grid(target, rebacktest.parse_grid(grid), out,
+                                         overrides=rebacktest.parse_sets(set_ or []))
+                _show_grid(result, json_)
+                return
+            if set_ or out is not None:
+                written, result = rebacktest.rebacktest(target, rebacktest.parse_sets(set_ or []), out)
+                out_dir = written if written is not None else target
+            else:
+                out_dir, result = pipeline.backtest(target)
         else:
+            if grid or out is not None:
+                raise UsageError("--grid and --out apply to a run directory; train first, then "
+                                 "`cryptonorm backtest RUN_DIR --grid ...`")
             cfg = load_cli_config(target, set_)
             summary = _train(cfg, None, json_)
             out_dir, result = pipeline.backtest(summary.run_dir)
         _show_backtest(out_dir, result, json_)
+
+
+def _show_grid(result: Any, json_: bool) -> None:
+    from cryptonorm import pipeline
+    from cryptonorm.pipeline.rebacktest import grid_note
+    from cryptonorm.render import tables
+
+    if json_:
+        typer.echo(json.dumps(pipeline.json_safe({
+            "grid": result.table.to_dict(orient="records"), "selected": result.selected.to_dict(orient="records"),
+            "val": result.val, "test": result.test, "note": grid_note(result),
+            "paths": {k: str(v) for k, v in result.paths.items()}})))
+        return
+    if not STATE.quiet:
+        for title, header, rows in tables.grid_tables(result):
+            console(wide=True).print(tables.simple_table(title, header, rows))
+        say(f"note: {grid_note(result)}")
+        say(f"heatmap: {result.paths.get('heatmap')}")
+    typer.echo(str(result.out_dir))
 
 
 def _train(cfg: Config, out: Path | None, json_: bool) -> Any:
