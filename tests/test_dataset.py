@@ -25,7 +25,7 @@ from cryptonorm.features.audit import audit
 from cryptonorm.features.dataset import prepare
 from cryptonorm.features.scaling import Scaler
 from cryptonorm.features.splits import apply, fold, split
-from cryptonorm.learn.training import gather_windows
+from cryptonorm.learn.loop import gather_windows
 from cryptonorm.timeframes import parse_date
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -108,3 +108,21 @@ def test_cli_fetch_reads_a_freqtrade_dir(btc: pd.DataFrame, tmp_path: Path) -> N
     assert "600" in r.output
     bad = CliRunner().invoke(app, ["fetch", "-c", str(cfg), "--set", "data.file=x.csv"])
     assert bad.exit_code == 2 and "keep one" in bad.output
+
+
+def test_cli_export_freqtrade_round_trip(btc: pd.DataFrame, tmp_path: Path) -> None:
+    src = tmp_path / "btc.csv"
+    btc.to_csv(src, index=False)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data: {{file: {src}, symbol: BTC/USDT, timeframe: 1h}}\n")
+    out = tmp_path / "user_data" / "data" / "binance"
+    r = CliRunner().invoke(app, ["export", str(cfg), "--freqtrade", str(out)])
+    assert r.exit_code == 0, r.output
+    assert (out / "BTC_USDT-1h.feather").is_file()
+    back = build_config({"data": {"freqtrade_dir": str(out), "symbol": "BTC/USDT", "timeframe": "1h"}})
+    pd.testing.assert_frame_equal(load_candles(back), btc)  # export, read back: identical candles
+    for args in (["export", str(cfg)], ["export", str(cfg), "--freqtrade", str(out), "--onnx", "m.onnx"]):
+        bad = CliRunner().invoke(app, args)
+        assert bad.exit_code == 2 and "exactly one of --onnx FILE or --freqtrade DIR" in bad.output
+    bad = CliRunner().invoke(app, ["export", str(cfg), "--freqtrade", str(out), "--format", "csv"])
+    assert bad.exit_code == 2 and "feather, parquet, json, jsongz" in bad.output

@@ -176,3 +176,58 @@ def test_funding_that_does_not_cover_the_backtest_says_how_much_is_missing() -> 
         funding_per_bar(ts, HOUR, late["timestamp"].to_numpy(), late["rate"].to_numpy())
     with pytest.raises(DataError, match="no funding rates"):
         funding_per_bar(ts, HOUR, np.zeros(0), np.zeros(0))
+
+
+# ---------------------------------------------------------------- funding features
+
+
+def _swap_cfg() -> Any:
+    return build_config({"data": {"timeframe": "1h"}, "features": {"window": 8, "sma": [10], "ema": [12],
+                                                                  "rsi": [14], "funding": [3, 6]},
+                         "split": {"train": 0.6, "val": 0.2, "test": 0.2}})
+
+
+def test_funding_features_use_only_rates_known_at_the_close() -> None:
+    from cryptonorm.features.funding import funding_features
+
+    c = SWAP.iloc[:300]
+    ts = c["timestamp"].to_numpy()
+    f = funding_features(ts, HOUR, RATES, [3])
+    fts, fr = RATES["timestamp"].to_numpy(), RATES["rate"].to_numpy()
+    for t in (40, 41, 47, 48, 200):  # a plain scan of what was published before the close of bar t
+        known = fr[fts < ts[t] + HOUR]
+        assert f["funding_rate"][t] == known[-1]
+        assert f["funding_mean_3"][t] == pytest.approx(known[-3:].mean(), rel=1e-12)
+        assert f["funding_z_3"][t] == pytest.approx((known[-1] - known[-3:].mean()) / known[-3:].std(), rel=1e-9)
+
+
+def test_audit_proves_funding_features_leak_free_and_catches_a_leak(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptonorm.features import audit as audit_mod
+    from cryptonorm.features import dataset, funding
+
+    cfg = _swap_cfg()
+    candles = SWAP.iloc[:700].reset_index(drop=True)
+    report = audit_mod.audit(candles, cfg, funding=RATES)
+    assert report.ok and "funding_rate" in dataset.prepare(candles, cfg, RATES).feature_names
+    real = funding.funding_features
+
+    def peeking(ts: np.ndarray, step: int, fr: pd.DataFrame, periods: list[int]) -> dict[str, np.ndarray]:
+        return real(ts + 8 * HOUR, step, fr, periods)  # uses the next funding rate before it is known
+
+    monkeypatch.setattr(dataset, "funding_features", peeking)
+    leaky = audit_mod.audit(candles, cfg, funding=RATES)
+    assert not leaky.ok and any(leak.name.startswith("funding_") for leak in leaky.leaks)
+
+
+def test_export_freqtrade_writes_swap_candles_and_funding(server: RunningServer, tmp_path: Path,
+                                                          retry: Retry) -> None:
+    from cryptonorm.pipeline.export import export_freqtrade
+
+    cfg = build_config({"data": swap_data(server, tmp_path)})
+    pipeline.fetch(cfg, retry=retry)
+    files = export_freqtrade(cfg, tmp_path / "ft")
+    names = sorted(p.relative_to(tmp_path / "ft").as_posix() for p in files)
+    assert names == ["futures/BTC_USDT_USDT-1h-futures.feather", "futures/BTC_USDT_USDT-8h-funding_rate.feather"]
+    rates = read_funding_file(tmp_path / "ft" / names[1])  # freqtrade's funding file: the rate in `open`
+    pd.testing.assert_frame_equal(rates, read_store(funding_path(tmp_path / "store", "binance", "BTC/USDT:USDT"),
+                                                    FUNDING))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -94,5 +94,42 @@ def _show(rep: SweepReport) -> None:
                   f"plots: {rep.paths.get('plots')}")
 
 
+def study_command(
+    folder: Annotated[Path, typer.Argument(help="Folder of claim files (or one file), e.g. configs/studies/.",
+                                           show_default=False)],
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Cells run at once (processes).")] = 1,
+    quick: Annotated[bool, typer.Option("--quick", help="The laptop profile: fewer seeds, epochs and cells.")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Study directory (default "  # noqa: UP045
+                                                                     "studies/quick or studies/full).")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Test the article's claims: run every claim's sweep (resumable), write verdicts.md/json and plots."""
+    from cryptonorm.render import tables
+    from cryptonorm.study import claims as cl
+
+    with errors():
+        study_dir = out or cl.default_dir(quick)
+        claims = cl.load_study(folder, study_dir, quick, tuple(set_ or []))
+        say(f"study: {len(claims)} claims, {sum(len(c.sweep.cells) for c in claims if c.sweep)} cells "
+            f"({'quick' if quick else 'full'} profile, {jobs} job{'s' * (jobs > 1)}) -> {study_dir}")
+
+        def announce(ev: dict[str, Any]) -> None:
+            if ev["event"] == "claim":
+                say(f"claim {ev['id']}: {ev['title']} ({ev['cells']} cells)")
+
+        outcome = cl.run_study(claims, study_dir, jobs=jobs, profile="quick" if quick else "full",
+                               on_event=announce, bar=lambda: tables.sweep_bar(disable=STATE.quiet))
+        if not STATE.quiet:
+            rows = [[str(r["id"]), r["title"], r["data"]["kind"], r["verdict"]] for r in outcome.claims]
+            console().print(tables.simple_table("verdicts", ["#", "claim", "data", "verdict"], rows))
+        say(f"{outcome.seconds:.0f}s; verdicts: {outcome.study_dir / cl.VERDICTS_MD}")
+        typer.echo(str(outcome.study_dir))
+        if outcome.failed_cells:
+            typer.echo(f"error: {outcome.failed_cells} cell(s) failed (see each claim's sweep_results.csv); run the "
+                       "same command again to retry them", err=True)
+            raise typer.Exit(1)
+
+
 app.command("sweep")(sweep_command)
 app.command("report")(report_command)
+app.command("study")(study_command)

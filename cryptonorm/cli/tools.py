@@ -4,24 +4,43 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
-from cryptonorm.cli.app import STATE, JsonOpt, app, console, errors, say
+from cryptonorm.cli.app import STATE, JsonOpt, SetOpt, app, console, errors, load_cli_config, say
+from cryptonorm.errors import UsageError
 
 
 @app.command()
 def export(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.", show_default=False)],
-    onnx: Annotated[Path, typer.Option("--onnx", help="Output ONNX file (raw features in, forecast out).",
-                                       show_default=False)],
+    target: Annotated[Path, typer.Argument(help="A finished run directory (--onnx), or a run directory or config "
+                                                "whose data section names the candles (--freqtrade).",
+                                           show_default=False)],
+    onnx: Annotated[Optional[Path], typer.Option("--onnx", help="Output ONNX file (raw features in, forecast "  # noqa: UP045
+                                                                "out).", show_default=False)] = None,
+    freqtrade: Annotated[Optional[Path], typer.Option("--freqtrade", help="Write the candles in freqtrade's "  # noqa: UP045
+                                                      "layout into this folder (its user_data/data/<exchange>).",
+                                                      show_default=False)] = None,
+    fmt: Annotated[str, typer.Option("--format", help="freqtrade data format: feather, parquet, json, jsongz.")]
+        = "feather",
+    set_: SetOpt = None,
 ) -> None:
-    """Export a run's model with its scaler folded in (input: raw feature windows; output: forecasts)."""
-    from cryptonorm.pipeline.export import export_onnx
+    """Export a run's model as ONNX (scaler folded in), or the store's candles for freqtrade."""
+    from cryptonorm import pipeline
+    from cryptonorm.pipeline.export import export_freqtrade, export_onnx
 
     with errors():
-        summary = export_onnx(run_dir, onnx)
+        if (onnx is None) == (freqtrade is None):
+            raise UsageError("give exactly one of --onnx FILE or --freqtrade DIR")
+        if freqtrade is not None:
+            cfg = (pipeline.load_run_config(target) if pipeline.is_run_dir(target)
+                   else load_cli_config(target, set_))
+            for path in export_freqtrade(cfg, freqtrade, fmt):
+                typer.echo(str(path))
+            return
+        assert onnx is not None
+        summary = export_onnx(target, onnx)
         say(f"input 'features': (batch, {summary.window}, {len(summary.features)}) float32 raw values of "
             f"{', '.join(summary.features)}; output 'forecast': (batch,) {summary.target}")
         typer.echo(str(summary.path))

@@ -24,6 +24,7 @@ class FeaturesConfig(Section):
     volatility: list[int] = [24]  # rolling std of 1-bar log returns -> vol_{n}
     volume_z: list[int] = [24]  # z-score of volume over n bars -> volz_{n}
     price_rel: bool = True  # close / MA - 1 for every sma and ema -> rel_sma_{n}, rel_ema_{n}
+    funding: list[int] = [3, 21]  # swaps only: means/z-scores of the last n funding rates -> funding_mean_{n}, ...
     window: int = Field(32, ge=1)  # bars of history per sample (LSTM sequence length; MLP flattens it)
     scaler: Literal["standard", "robust", "minmax", "none"] = "standard"  # fitted on the train split only
     gap_policy: Literal["drop", "ffill"] = "drop"  # drop windows/labels spanning a gap, or ffill + mask

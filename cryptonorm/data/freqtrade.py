@@ -125,7 +125,10 @@ def write(candles: pd.DataFrame, freqtrade_dir: str | Path, symbol: str, timefra
           fmt: str = "feather", candle_type: str = "") -> Path:
     """Write a candle frame where and how freqtrade keeps it (atomically). Returns the file."""
     path = Path(freqtrade_dir) / relative_path(symbol, timeframe, fmt, candle_type)
-    df = clean(candles[COLUMNS])
+    if candle_type == "funding_rate":  # rates in the price columns: negative values are normal, no candle checks
+        df = candles[COLUMNS].sort_values("timestamp").reset_index(drop=True)
+    else:
+        df = clean(candles[COLUMNS])
     out = pd.DataFrame({"date": pd.to_datetime(df["timestamp"].to_numpy("int64"), unit="ms", utc=True)})
     for c in COLUMNS[1:]:
         out[c] = df[c].to_numpy("float64")

@@ -12,7 +12,7 @@ import pandas as pd
 
 from cryptonorm.config import Config
 from cryptonorm.errors import DataError
-from cryptonorm.timeframes import format_ms
+from cryptonorm.timeframes import format_ms, timeframe_ms
 
 if TYPE_CHECKING:
     pass
@@ -68,16 +68,19 @@ def _diff_rows(a: np.ndarray, b: np.ndarray, rtol: float, atol: float) -> tuple[
 
 
 def audit(candles: pd.DataFrame, cfg: Config, n_points: int = 5, *, points: Sequence[int] | None = None,
-          rtol: float = 1e-9, atol: float = 1e-12) -> AuditReport:
+          rtol: float = 1e-9, atol: float = 1e-12, funding: pd.DataFrame | None = None) -> AuditReport:
     """Look-ahead audit: cut the data after several bars t, recompute everything, compare with the
     full-data values at rows <= t.
 
     Compared: every raw feature, the scaled inputs (the scaler fitted on the full data's training split,
     applied to the truncated data), and at rows whose label span ends <= t, the label, the outcome and
-    the validity. `points` are row positions in `candles` (the last row kept); by default `n_points`
-    evenly spaced between the first valid sample and the end.
+    the validity. A swap's `funding` rates are cut at the same time: those with a funding time up to the
+    close of the last kept bar stay (a rate is known from its funding time on). `points` are row positions
+    in `candles` (the last row kept); by default `n_points` evenly spaced between the first valid sample and
+    the end.
     """
-    full = prepare(candles, cfg)
+    full = prepare(candles, cfg, funding)
+    step = timeframe_ms(cfg.data.timeframe)
     ds = split(full, cfg)
     ts_c = candles["timestamp"].to_numpy(dtype="int64")
     h = full.horizon
@@ -108,7 +111,8 @@ def audit(candles: pd.DataFrame, cfg: Config, n_points: int = 5, *, points: Sequ
 
     for c in cuts:
         cut_ts = int(ts_c[c])
-        part = prepare_unchecked(candles.iloc[:c + 1], cfg)
+        known = None if funding is None else funding[funding["timestamp"] <= cut_ts + step]
+        part = prepare_unchecked(candles.iloc[:c + 1], cfg, known)
         m = len(part.timestamps)
         if not np.array_equal(part.timestamps, full.timestamps[:m]):
             raise AssertionError("truncated rows do not align with the full data")  # a bug, not user error

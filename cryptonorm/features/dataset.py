@@ -3,7 +3,7 @@
 
 A sample is identified by the row t where its input window ENDS: inputs are rows t-window+1 .. t, the
 label uses bars t+1 .. t+horizon only. Nothing here copies windows: `Dataset.X` is the (N, F) matrix and
-`cryptonorm.learn.training.gather_windows` builds a (B, W, F) batch from end rows on demand.
+`cryptonorm.learn.loop.gather_windows` builds a (B, W, F) batch from end rows on demand.
 
 Labels (`target.kind`), with r1[i] = log(close[i] / close[i-1]):
     return      log(close[t+h] / close[t])                        (regression)
@@ -49,6 +49,7 @@ from cryptonorm.config import Config
 from cryptonorm.data.candles import gap_flags
 from cryptonorm.errors import ConfigError, DataError
 from cryptonorm.features import indicators
+from cryptonorm.features.funding import funding_features
 from cryptonorm.timeframes import format_ms, timeframe_ms
 
 if TYPE_CHECKING:
@@ -186,9 +187,9 @@ def min_bars(cfg: Config) -> int:
     return indicators.warmup_bars(f, names) + f.window + cfg.target.horizon
 
 
-def prepare(candles: pd.DataFrame, cfg: Config) -> Prepared:
+def prepare(candles: pd.DataFrame, cfg: Config, funding: pd.DataFrame | None = None) -> Prepared:
     """Features (raw), labels and validity of every row; raises DataError when no sample is possible."""
-    prep = prepare_unchecked(candles, cfg)
+    prep = prepare_unchecked(candles, cfg, funding)
     if not prep.valid.any():
         d = prep.dropped
         hint = ""
@@ -199,7 +200,9 @@ def prepare(candles: pd.DataFrame, cfg: Config) -> Prepared:
     return prep
 
 
-def prepare_unchecked(candles: pd.DataFrame, cfg: Config) -> Prepared:
+def prepare_unchecked(candles: pd.DataFrame, cfg: Config, funding: pd.DataFrame | None = None) -> Prepared:
+    """`prepare` without the "no valid sample" check (the audit prepares short prefixes). `funding`: a
+    swap's funding rates (timestamp, rate); adds the features of `features/funding.py`."""
     f, w, h = cfg.features, cfg.features.window, cfg.target.horizon
     _check_candles(candles)
     if f.gap_policy == "ffill":
@@ -218,12 +221,17 @@ def prepare_unchecked(candles: pd.DataFrame, cfg: Config) -> Prepared:
                         "features.window, target.horizon or the indicator periods")
     ts = candles["timestamp"].to_numpy(dtype="int64")
     table = indicators.compute_features(candles, f)
+    extra = {} if funding is None else funding_features(ts, timeframe_ms(cfg.data.timeframe), funding, f.funding)
+    names = names + list(extra)
     if f.gap_policy == "ffill":
         names = names + ["gap_mask"]
     # (N, F) column-major: each feature is one contiguous column (fast to fill, fit and compare)
     feats = np.empty((n, len(names)), dtype="float64", order="F")
     for j, name in enumerate(names):
-        feats[:, j] = filled if name == "gap_mask" else table[name].to_numpy(dtype="float64")
+        if name in extra:
+            feats[:, j] = extra[name]
+        else:
+            feats[:, j] = filled if name == "gap_mask" else table[name].to_numpy(dtype="float64")
     close = table["close"].to_numpy(dtype="float64").copy()
     del table
     y, outcome = _labels(close, h, cfg.target.kind)

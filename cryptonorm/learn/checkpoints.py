@@ -15,7 +15,6 @@ from cryptonorm.errors import TrainingError
 from cryptonorm.learn.models import Forecaster, build_model
 
 CHECKPOINT_FORMAT = 1
-HUBER_DELTA = 1.0  # in standard deviations of the (standardized) training target
 
 
 # ---------------------------------------------------------------- checkpoints

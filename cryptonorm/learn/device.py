@@ -10,10 +10,6 @@ import torch
 
 from cryptonorm.errors import ConfigError, TrainingError
 
-CHECKPOINT_FORMAT = 1
-HUBER_DELTA = 1.0  # in standard deviations of the (standardized) training target
-
-
 # ---------------------------------------------------------------- device and seeds
 
 

@@ -14,7 +14,6 @@ does not have to be retuned for the size of the target. The stats are stored on 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -30,9 +29,18 @@ from cryptonorm.config import Config
 from cryptonorm.errors import ConfigError, TrainingError
 from cryptonorm.learn.checkpoints import save_checkpoint
 from cryptonorm.learn.device import resolve_device, seed_everything
+from cryptonorm.learn.loop import (
+    Batches,
+    EarlyStopping,
+    TrainState,
+    copy_state,
+    epoch_record,
+    evaluate,
+    run_epoch,
+)
+from cryptonorm.learn.loop import gather_windows as gather_windows  # re-exported: predict and callers use it
 from cryptonorm.learn.models import Forecaster, build_model, uses_batch_statistics
 
-CHECKPOINT_FORMAT = 1
 HUBER_DELTA = 1.0  # in standard deviations of the (standardized) training target
 
 
@@ -113,8 +121,29 @@ def fit(
     `device` defaults to cfg.train.device. `progress` receives each epoch's history dict. With
     `checkpoint`, the best weights are written there (atomically) every time they improve.
     """
-    t, m = cfg.train, cfg.model
+    t = cfg.train
     dev = device if isinstance(device, torch.device) else resolve_device(device or t.device)
+    _check_fit_inputs(ds, cfg)
+    if t.threads is not None:
+        torch.set_num_threads(t.threads)
+    seed_everything(cfg.seed, t.deterministic)
+    loss_name = cfg.target.resolved_loss
+    loss_fn = make_loss(loss_name)
+    model = build_model(cfg.model, ds.X.shape[1], int(ds.window)).to(dev)  # the seeded initial weights
+    data = _batches(ds, cfg, dev, loss_name, drop_single=uses_batch_statistics(model))
+    state = _init_state(model, cfg, dev, loss_name, data.y_mean, data.y_std)
+    use_bf16 = t.precision == "bf16" and dev.type == "cuda"
+    stopped, bad_value = _epoch_loop(state, data, cfg, loss_fn, use_bf16, progress, checkpoint)
+    state.model.load_state_dict(state.best_state)
+    state.model.eval()
+    message = _end_message(stopped, bad_value, state, cfg, has_val=len(data.val_idx) > 0)
+    return FitResult(state.model, state.history, state.stopper.best_epoch, state.stopper.best_loss, stopped,
+                     message, str(dev))
+
+
+def _check_fit_inputs(ds: WindowedData, cfg: Config) -> None:
+    """Config errors that need the data (window) and index sanity checks, before anything is built."""
+    t, m = cfg.train, cfg.model
     if m.norm == "batch" and t.batch_size < 2:
         raise ConfigError(
             f"train.batch_size must be >= 2 for model.norm=batch; BatchNorm needs at least two samples per "
@@ -124,33 +153,48 @@ def fit(
     if m.norm == "instance" and window < 2:
         raise ConfigError(f"model.norm=instance normalizes over time and needs features.window >= 2 (got {window}); "
                           "lengthen the window or pick another model.norm")
-    train_np = np.asarray(ds.train_idx, dtype=np.int64)
-    val_np = np.asarray(ds.val_idx, dtype=np.int64)
-    if len(train_np) == 0:
+    if len(ds.train_idx) == 0:
         raise TrainingError("the training split has no samples; use more data or a shorter window/horizon")
-    for name, arr in (("train", train_np), ("val", val_np)):
+    for name in ("train", "val"):
+        arr = np.asarray(getattr(ds, f"{name}_idx"), dtype=np.int64)
         if len(arr) and (arr.min() < window - 1 or arr.max() >= len(ds.X)):
             raise ValueError(f"{name}_idx must hold END rows in [{window - 1}, {len(ds.X) - 1}]")
 
-    if t.threads is not None:
-        torch.set_num_threads(t.threads)
-    seed_everything(cfg.seed, t.deterministic)
-    loss_name = cfg.target.resolved_loss
-    loss_fn = make_loss(loss_name)
+
+def _batches(ds: WindowedData, cfg: Config, dev: torch.device, loss_name: str, drop_single: bool) -> Batches:
+    """Move the data to the device once; y is standardized once here, not per batch.
+
+    `drop_single`: a model with batch statistics cannot train on a last batch of one sample; it is dropped
+    (and reshuffled into another batch next epoch).
+    """
+    train_np = np.asarray(ds.train_idx, dtype=np.int64)
     y_mean, y_std = target_stats(np.asarray(ds.y)[train_np], loss_name)
+    window, bs, n_train = int(ds.window), cfg.train.batch_size, len(train_np)
+    n_batches = math.ceil(n_train / bs)
+    if drop_single and n_train % bs == 1:
+        n_batches -= 1
+        if n_batches == 0:
+            raise TrainingError("model.norm=batch needs at least 2 training samples; use more data")
+    return Batches(
+        X=torch.as_tensor(np.asarray(ds.X), dtype=torch.float32).to(dev),  # (N, F)
+        y=torch.as_tensor((np.asarray(ds.y, dtype=np.float64) - y_mean) / y_std, dtype=torch.float32).to(dev),
+        train_idx=torch.as_tensor(train_np).to(dev),  # (n_train,)
+        val_idx=torch.as_tensor(np.asarray(ds.val_idx, dtype=np.int64)).to(dev),  # (n_val,)
+        offsets=torch.arange(-window + 1, 1, device=dev),  # (W,)
+        batch_size=bs,
+        n_batches=n_batches,
+        y_mean=y_mean,
+        y_std=y_std,
+    )
 
-    # The whole dataset lives on the device, moved once. y is standardized once here, not per batch.
-    X = torch.as_tensor(np.asarray(ds.X), dtype=torch.float32).to(dev)  # (N, F)
-    y = torch.as_tensor((np.asarray(ds.y, dtype=np.float64) - y_mean) / y_std, dtype=torch.float32).to(dev)  # (N,)
-    train_idx = torch.as_tensor(train_np).to(dev)  # (n_train,)
-    val_idx = torch.as_tensor(val_np).to(dev)  # (n_val,)
-    offsets = torch.arange(-window + 1, 1, device=dev)  # (W,): rows t-W+1 .. t of the window ending at t
 
-    model = build_model(m, X.shape[1], window).to(dev)
+def _init_state(model: Forecaster, cfg: Config, dev: torch.device, loss_name: str, y_mean: float,
+                y_std: float) -> TrainState:
+    """The state before epoch 1: AdamW, the plateau scheduler if asked for, and the batch-order generator."""
+    t = cfg.train
     model.output = "logit" if loss_name == "bce" else "value"
     model.y_mean.fill_(y_mean)
     model.y_std.fill_(y_std)
-
     # nanoGPT's split: decay the matrices, not the biases and norm gains
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
@@ -163,141 +207,63 @@ def fit(
         if t.schedule == "plateau"
         else None
     )
-    use_bf16 = t.precision == "bf16" and dev.type == "cuda"
-
-    n_train, bs = len(train_np), t.batch_size
-    n_batches = math.ceil(n_train / bs)
-    if uses_batch_statistics(model) and n_train % bs == 1:
-        n_batches -= 1  # a last batch of one sample has no batch statistics: drop it (it is reshuffled next epoch)
-        if n_batches == 0:
-            raise TrainingError("model.norm=batch needs at least 2 training samples; use more data")
-    n_used = min(n_train, n_batches * bs)
-    total_steps = t.epochs * n_batches
     gen = torch.Generator().manual_seed(cfg.seed)  # batch order: seeded, on the CPU (same order on any device)
+    return TrainState(model, opt, plateau, gen, EarlyStopping(t.patience), copy_state(model))
 
-    history: list[dict[str, Any]] = []
-    best_state = _copy_state(model)
-    best_loss, best_epoch, bad_epochs = math.inf, 0, 0
-    stopped, bad_value = "completed", ""
-    step = 0
-    model.train()
-    for epoch in range(1, t.epochs + 1):
+
+def _epoch_loop(state: TrainState, data: Batches, cfg: Config, loss_fn: nn.Module, use_bf16: bool,
+                progress: Callable[[dict[str, Any]], None] | None,
+                checkpoint: str | Path | None) -> tuple[str, str]:
+    """Epochs state.epoch + 1 .. train.epochs; returns (stopped, the non-finite value if any)."""
+    t = cfg.train
+    total_steps = t.epochs * data.n_batches
+
+    def lr_at(step: int) -> float | None:
+        return learning_rate(step, total_steps, t.lr, t.schedule) if t.schedule == "cosine" else None
+
+    state.model.train()
+    while state.epoch < t.epochs:
         t0 = time.perf_counter()
-        # shuffle the ORDER of training samples only; validation and test rows never enter this loop.
-        # (one small host->device copy per epoch, when the device is idle after the last epoch's .item())
-        order = train_idx[torch.randperm(n_train, generator=gen).to(dev)]  # (n_train,)
-        total = torch.zeros((), device=dev)  # summed on the device: no sync per step
-        for b in range(n_batches):
-            idx = order[b * bs : (b + 1) * bs]  # (B,)
-            xb = gather_windows(X, idx, offsets)  # (B, W, F) gathered on the device
-            yb = y[idx]  # (B,)
-            if t.schedule == "cosine":
-                lr = learning_rate(step, total_steps, t.lr, t.schedule)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-            with _autocast(dev, use_bf16):
-                out = model(xb)  # (B,)
-            loss = loss_fn(out.float(), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if t.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            opt.step()
-            total += loss.detach() * len(idx)
-            step += 1
-        train_loss = (total / n_used).item()  # the one host-device sync of the epoch
+        train_loss = run_epoch(state, data, loss_fn, lr_at, t.grad_clip, use_bf16)
         train_seconds = time.perf_counter() - t0
-        val_loss = _evaluate(model, X, y, val_idx, offsets, loss_fn, max(bs, 4096), use_bf16) if len(val_np) else None
+        has_val = len(data.val_idx) > 0
+        val_loss = evaluate(state.model, data, loss_fn, max(data.batch_size, 4096), use_bf16) if has_val else None
         monitored = val_loss if val_loss is not None else train_loss
-
+        state.epoch += 1
         finite = math.isfinite(train_loss) and (val_loss is None or math.isfinite(val_loss))
-        improved = finite and monitored < best_loss
+        improved = state.stopper.update(state.epoch, monitored, finite)
         if improved:
-            best_loss, best_epoch, bad_epochs = monitored, epoch, 0
-            best_state = _copy_state(model)
+            state.best_state = copy_state(state.model)
             if checkpoint is not None:
-                save_checkpoint(checkpoint, model, cfg, X.shape[1], window, extra={"epoch": epoch, "loss": monitored})
-        elif finite:
-            bad_epochs += 1
-        record = {
-            "epoch": epoch,
-            "epochs": t.epochs,
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "lr": opt.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - t0,
-            "samples_per_s": n_used / max(train_seconds, 1e-9),
-            "best": improved,
-        }
-        history.append(record)
+                save_checkpoint(checkpoint, state.model, cfg, data.X.shape[1], len(data.offsets),
+                                extra={"epoch": state.epoch, "loss": monitored})
+        record = epoch_record(state, t.epochs, train_loss, val_loss, improved, time.perf_counter() - t0,
+                              train_seconds, data.n_used)
+        state.history.append(record)
         if progress is not None:
             progress(record)
         if not finite:
-            stopped = "non_finite_loss"
-            bad_value = f"train loss {train_loss}" if not math.isfinite(train_loss) else f"val loss {val_loss}"
-            break
-        if bad_epochs >= t.patience:
-            stopped = "early_stop"
-            break
-        if plateau is not None:
-            plateau.step(monitored)
+            return "non_finite_loss", (f"train loss {train_loss}" if not math.isfinite(train_loss)
+                                       else f"val loss {val_loss}")
+        if state.stopper.should_stop:
+            return "early_stop", ""
+        if state.plateau is not None:
+            state.plateau.step(monitored)
+    return "completed", ""
 
-    model.load_state_dict(best_state)
-    model.eval()
-    which = "val" if len(val_np) else "train (no validation split)"
+
+def _end_message(stopped: str, bad_value: str, state: TrainState, cfg: Config, has_val: bool) -> str:
+    """One line on how training ended, for the user."""
+    which = "val" if has_val else "train (no validation split)"
+    best_epoch, best_loss, epochs = state.stopper.best_epoch, state.stopper.best_loss, len(state.history)
     if stopped == "non_finite_loss":
         kept = f"kept the weights of epoch {best_epoch}" if best_epoch else "kept the initial weights"
-        message = (
-            f"training stopped at epoch {len(history)}: {bad_value} is not finite; {kept}. Lower train.lr, "
-            "set train.grad_clip, or check the data for missing or extreme values"
-        )
-    elif stopped == "early_stop":
-        message = (
-            f"early stop at epoch {len(history)}: no {which} loss improvement in {t.patience} epochs; "
-            f"best {best_loss:.6g} at epoch {best_epoch}"
-        )
-    else:
-        message = f"trained {len(history)} epochs; best {which} loss {best_loss:.6g} at epoch {best_epoch}"
-    return FitResult(model, history, best_epoch, best_loss, stopped, message, str(dev))
-
-
-@torch.no_grad()
-def _evaluate(
-    model: nn.Module,
-    X: torch.Tensor,
-    y: torch.Tensor,
-    idx: torch.Tensor,
-    offsets: torch.Tensor,
-    loss_fn: nn.Module,
-    batch_size: int,
-    use_bf16: bool,
-) -> float:
-    """Mean loss over the samples ending at `idx`, in eval mode (BatchNorm uses its running averages)."""
-    model.eval()
-    total = torch.zeros((), device=X.device)
-    for s in range(0, len(idx), batch_size):
-        b = idx[s : s + batch_size]  # (B,)
-        with _autocast(X.device, use_bf16):
-            out = model(gather_windows(X, b, offsets))  # (B,)
-        total += loss_fn(out.float(), y[b]) * len(b)
-    model.train()
-    return (total / len(idx)).item()
-
-
-def gather_windows(X: torch.Tensor, idx: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """(N, F) rows, (B,) end rows, (W,) offsets -> (B, W, F) windows: X[idx[:, None] + offsets], with
-    offsets = arange(-window + 1, 1). Only the batch is materialized, never all windows; index_select on
-    the flat row list is the same gather as fancy indexing, ~3x faster on CPU."""
-    rows = (idx[:, None] + offsets).reshape(-1)  # (B*W,)
-    return X.index_select(0, rows).view(len(idx), len(offsets), X.shape[1])
-
-
-def _autocast(dev: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
-    return torch.autocast(dev.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
-
-
-def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}  # stays on the device
+        return (f"training stopped at epoch {epochs}: {bad_value} is not finite; {kept}. Lower train.lr, "
+                "set train.grad_clip, or check the data for missing or extreme values")
+    if stopped == "early_stop":
+        return (f"early stop at epoch {epochs}: no {which} loss improvement in {cfg.train.patience} epochs; "
+                f"best {best_loss:.6g} at epoch {best_epoch}")
+    return f"trained {epochs} epochs; best {which} loss {best_loss:.6g} at epoch {best_epoch}"
 
 
 # ---------------------------------------------------------------- prediction

@@ -2,24 +2,19 @@
 
 This package owns paths, run directories and what is written to disk; the computation lives in the core
 modules. Every step can be called from Python with a `Config` (see `config.load_config`).
+
+Modules: fetch (the store), prepare (features, audit), rundir (run directories), training (the train step),
+walkforward (its folds), forecasting (predict), backtesting (backtest).
 """
 
 from cryptonorm.atomic import json_safe, write_csv, write_json, write_text_atomic
 from cryptonorm.data.store import candle_path, consolidate, have_candles, load_candles, store_folder
+from cryptonorm.pipeline.backtesting import backtest
 from cryptonorm.pipeline.fetch import FetchSummary, fetch
-from cryptonorm.pipeline.runs import (
-    TrainSummary,
-    audit,
-    backtest,
-    features,
-    finished_run,
-    is_run_dir,
-    load_run_config,
-    new_run_dir,
-    predict,
-    train,
-    versions,
-)
+from cryptonorm.pipeline.forecasting import predict
+from cryptonorm.pipeline.prepare import audit, features
+from cryptonorm.pipeline.rundir import finished_run, is_run_dir, load_run_config, new_run_dir, versions
+from cryptonorm.pipeline.training import TrainSummary, train
 
 __all__ = [
     "FetchSummary", "TrainSummary", "audit", "backtest", "candle_path", "consolidate", "features", "fetch",

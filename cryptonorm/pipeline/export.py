@@ -1,4 +1,5 @@
-"""`cryptonorm export`: a finished run's model, with its scaler folded in, as one ONNX file."""
+"""`cryptonorm export`: a finished run's model, with its scaler folded in, as one ONNX file; or the store's
+candles (and a swap's funding rates) in freqtrade's layout and format."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptonorm import __version__
+from cryptonorm.config import Config
+from cryptonorm.data.store import store_folder
 from cryptonorm.errors import ConfigError
 
 
@@ -26,7 +29,7 @@ def export_onnx(run_dir: Path, out: Path) -> ExportSummary:
     is not a run directory, an unfinished run, or an output that is not a .onnx file."""
     from cryptonorm.learn import checkpoints
     from cryptonorm.learn.export import export_onnx as write_onnx
-    from cryptonorm.pipeline.runs import load_run_config
+    from cryptonorm.pipeline.rundir import load_run_config
 
     run_dir, out = Path(run_dir), Path(out)
     if out.suffix.lower() != ".onnx":
@@ -48,3 +51,31 @@ def export_onnx(run_dir: Path, out: Path) -> ExportSummary:
             "walk_forward": "last fold's model" if cfg.backtest.walk_forward.enabled else "no"}
     write_onnx(model, scaler["center"], scaler["scale"], scaler.get("clip"), window, out, info)
     return ExportSummary(out, window, names, cfg.target.kind)
+
+
+def export_freqtrade(cfg: Config, out_dir: Path, fmt: str = "feather") -> list[Path]:
+    """Write the candles of every data.symbol (and a swap's funding rates) where and how freqtrade keeps
+    them: `out_dir` plays freqtrade's `user_data/data/<exchange>/`. Reads the store (or the config's own
+    file) exactly as training would; nothing in the store changes. Returns the files written."""
+    from cryptonorm.data import freqtrade
+    from cryptonorm.data.funding import funding_path, interval_ms
+    from cryptonorm.data.store import FUNDING, load_candles, read_store
+
+    if fmt not in freqtrade.FORMATS:
+        raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(freqtrade.FORMATS)}")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ConfigError(f"--freqtrade {out_dir} is a file; give a folder (freqtrade's user_data/data/<exchange>)")
+    swap = cfg.data.market == "swap"
+    written = []
+    for symbol in cfg.data.symbols:
+        one = cfg.model_copy(update={"data": cfg.data.model_copy(update={"symbol": symbol})})
+        candles = load_candles(one)
+        written.append(freqtrade.write(candles, out_dir, symbol, cfg.data.timeframe, fmt=fmt,
+                                       candle_type="futures" if swap else ""))
+        rates = read_store(funding_path(cfg.data.dir, store_folder(cfg.data), symbol), FUNDING) if swap else None
+        if rates is not None and len(rates):  # freqtrade's funding_rate candles: the rate in `open`
+            hours = interval_ms(rates["timestamp"].to_numpy()) // 3_600_000
+            frame = rates.rename(columns={"rate": "open"}).assign(high=rates["rate"], low=rates["rate"],
+                                                                   close=rates["rate"], volume=0.0)
+            written.append(freqtrade.write(frame, out_dir, symbol, f"{hours}h", fmt=fmt, candle_type="funding_rate"))
+    return written

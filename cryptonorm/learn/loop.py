@@ -1,0 +1,175 @@
+"""The training loop's parts: one optimizer step, one epoch, the early-stopping rule and the loop state.
+
+`TrainState` holds everything that changes from epoch to epoch (weights, optimizer, scheduler, the batch-order
+generator, the best weights, early stopping, history); `state_dict()`/`load_state_dict()` round-trip it, with
+the RNG states, so a run stopped after epoch k and resumed from that state continues exactly as an
+uninterrupted run would (on CPU with the same seed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from cryptonorm.learn.models import Forecaster
+
+
+@dataclass
+class Batches:
+    """The data of one fit, on the device: the whole (N, F) table, standardized targets and the index sets."""
+
+    X: torch.Tensor  # (N, F) float32, scaled
+    y: torch.Tensor  # (N,) float32, standardized target
+    train_idx: torch.Tensor  # (n_train,) int64 END rows
+    val_idx: torch.Tensor  # (n_val,) int64 END rows
+    offsets: torch.Tensor  # (W,): rows t-W+1 .. t of the window ending at t
+    batch_size: int
+    n_batches: int  # per epoch (a last batch of one sample is dropped for BatchNorm models)
+    y_mean: float  # the standardization of the target (stored on the model too)
+    y_std: float
+
+    @property
+    def n_used(self) -> int:
+        """Training samples seen per epoch."""
+        return min(len(self.train_idx), self.n_batches * self.batch_size)
+
+
+class EarlyStopping:
+    """Stop after `patience` finite epochs without an improvement of the monitored loss."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best_loss = math.inf
+        self.best_epoch = 0  # 0 = nothing improved on the initial weights yet
+        self.bad_epochs = 0
+
+    def update(self, epoch: int, monitored: float, finite: bool) -> bool:
+        """Record one epoch's monitored loss; True if it is the best so far."""
+        if finite and monitored < self.best_loss:
+            self.best_loss, self.best_epoch, self.bad_epochs = monitored, epoch, 0
+            return True
+        if finite:
+            self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        """True once `patience` epochs in a row brought no improvement."""
+        return self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-safe state, for resume."""
+        return {"best_loss": self.best_loss, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`."""
+        self.best_loss = float(state["best_loss"])
+        self.best_epoch = int(state["best_epoch"])
+        self.bad_epochs = int(state["bad_epochs"])
+
+
+@dataclass
+class TrainState:
+    """Everything an epoch changes; `epoch` is the last finished epoch (0 before the first)."""
+
+    model: Forecaster
+    opt: torch.optim.Optimizer
+    plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None
+    gen: torch.Generator  # batch order, on the CPU (the same order on any device)
+    stopper: EarlyStopping
+    best_state: dict[str, torch.Tensor]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    step: int = 0  # optimizer steps taken (drives the cosine schedule)
+    epoch: int = 0
+
+
+def gather_windows(X: torch.Tensor, idx: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """(N, F) rows, (B,) end rows, (W,) offsets -> (B, W, F) windows: X[idx[:, None] + offsets], with
+    offsets = arange(-window + 1, 1). Only the batch is materialized, never all windows; index_select on
+    the flat row list is the same gather as fancy indexing, ~3x faster on CPU."""
+    rows = (idx[:, None] + offsets).reshape(-1)  # (B*W,)
+    return X.index_select(0, rows).view(len(idx), len(offsets), X.shape[1])
+
+
+def autocast(dev: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on the device when enabled, else nothing."""
+    return torch.autocast(dev.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
+def copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of the weights and buffers (stays on the device)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: nn.Module, xb: torch.Tensor,
+               yb: torch.Tensor, grad_clip: float | None, use_bf16: bool) -> torch.Tensor:
+    """One optimizer step on a (B, W, F) batch with (B,) targets; the detached mean loss, still on the device."""
+    with autocast(xb.device, use_bf16):
+        out = model(xb)  # (B,)
+    loss = loss_fn(out.float(), yb)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    return loss.detach()
+
+
+def run_epoch(state: TrainState, data: Batches, loss_fn: nn.Module, lr_at: Callable[[int], float | None],
+              grad_clip: float | None, use_bf16: bool) -> float:
+    """One pass over the shuffled training samples; returns the mean training loss (one host sync).
+
+    `lr_at(step)` gives the learning rate of a step, or None to leave the optimizer's rate alone.
+    """
+    n_train, bs = len(data.train_idx), data.batch_size
+    dev = data.X.device
+    # shuffle the ORDER of training samples only; validation and test rows never enter this loop.
+    # (one small host->device copy per epoch, when the device is idle after the last epoch's .item())
+    order = data.train_idx[torch.randperm(n_train, generator=state.gen).to(dev)]  # (n_train,)
+    total = torch.zeros((), device=dev)  # summed on the device: no sync per step
+    for b in range(data.n_batches):
+        idx = order[b * bs : (b + 1) * bs]  # (B,)
+        lr = lr_at(state.step)
+        if lr is not None:
+            for group in state.opt.param_groups:
+                group["lr"] = lr
+        xb = gather_windows(data.X, idx, data.offsets)  # (B, W, F) gathered on the device
+        total += train_step(state.model, state.opt, loss_fn, xb, data.y[idx], grad_clip, use_bf16) * len(idx)
+        state.step += 1
+    return float((total / data.n_used).item())  # the one host-device sync of the epoch
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Batches, loss_fn: nn.Module, batch_size: int, use_bf16: bool) -> float:
+    """Mean loss over the validation samples, in eval mode (BatchNorm uses its running averages)."""
+    model.eval()
+    idx_all = data.val_idx
+    total = torch.zeros((), device=data.X.device)
+    for s in range(0, len(idx_all), batch_size):
+        b = idx_all[s : s + batch_size]  # (B,)
+        with autocast(data.X.device, use_bf16):
+            out = model(gather_windows(data.X, b, data.offsets))  # (B,)
+        total += loss_fn(out.float(), data.y[b]) * len(b)
+    model.train()
+    return float((total / len(idx_all)).item())
+
+
+def epoch_record(state: TrainState, epochs: int, train_loss: float, val_loss: float | None, improved: bool,
+                 seconds: float, train_seconds: float, n_used: int) -> dict[str, Any]:
+    """The history row of the epoch just finished (the same dict the progress callback receives)."""
+    return {
+        "epoch": state.epoch,
+        "epochs": epochs,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "lr": state.opt.param_groups[0]["lr"],
+        "seconds": seconds,
+        "samples_per_s": n_used / max(train_seconds, 1e-9),
+        "best": improved,
+    }

@@ -1,0 +1,33 @@
+"""The feature table and the look-ahead audit of a user's config and data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cryptonorm.atomic import write_csv
+from cryptonorm.config import Config
+from cryptonorm.data.store import load_candles, write_atomic
+from cryptonorm.errors import ConfigError
+
+
+def features(cfg: Config, out: Path) -> tuple[Path, int, int]:
+    """Write the raw (unscaled) feature table with timestamp and OHLCV to `out` (.parquet or .csv)."""
+    from cryptonorm.features.indicators import compute_features
+
+    suffix = out.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        raise ConfigError(f"-o {out}: use a .parquet or .csv file name")
+    table = compute_features(load_candles(cfg), cfg.features)
+    if suffix == ".parquet":
+        write_atomic(table, out)
+    else:
+        write_csv(out, table)
+    return out, len(table), table.shape[1]
+
+
+def audit(cfg: Config) -> Any:
+    """Run the look-ahead audit on the user's own config and data."""
+    from cryptonorm.features.audit import audit as run_audit
+
+    return run_audit(load_candles(cfg), cfg)

@@ -1,0 +1,138 @@
+"""The train step: one model on a chronological split (or walk-forward folds), written to a run directory."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cryptonorm.atomic import write_csv, write_json, write_text_atomic
+from cryptonorm.config import Config, dump_yaml
+from cryptonorm.data.candles import data_hash
+from cryptonorm.data.store import candle_path, have_candles, load_candles
+from cryptonorm.pipeline.fetch import ProgressFn, fetch
+from cryptonorm.pipeline.rundir import check_run_dir, clear_run_outputs, new_run_dir, resolved_paths, versions
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "lr", "seconds", "samples_per_s"]
+
+
+@dataclass
+class TrainSummary:
+    """What `train` returns: the run directory, its metrics and how training ended."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    device: str
+    stopped: str
+    best_epoch: int
+    seconds: float
+
+
+def train(cfg: Config, out: Path | None = None, *, progress: ProgressFn | None = None,
+          candles: pd.DataFrame | None = None) -> TrainSummary:
+    """Train one model; write config, checkpoint, scaler, history, metrics and forecasts to a run dir."""
+    t0 = time.time()
+    if candles is None:
+        if cfg.data.exchange == "synthetic" and not cfg.data.file and not have_candles(cfg):
+            fetch(cfg)  # the offline market is generated on demand: no network, deterministic
+        candles = load_candles(cfg)
+    from cryptonorm.features import dataset, splits
+    from cryptonorm.learn import device as device_mod
+    from cryptonorm.learn import training  # torch is imported only once there is data to train on
+    from cryptonorm.pipeline.walkforward import walk_forward
+
+    prep = dataset.prepare(candles, cfg)
+    device = device_mod.resolve_device(cfg.train.device)
+    run_dir = Path(out) if out is not None else new_run_dir(cfg)
+    check_run_dir(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    clear_run_outputs(run_dir)  # a re-run into the same directory never leaves a mix of two runs
+    write_text_atomic(run_dir / "config.yaml", dump_yaml(resolved_paths(cfg)))
+    device_mod.seed_everything(cfg.seed, cfg.train.deterministic)
+    if cfg.backtest.walk_forward.enabled:
+        ds, res, forecasts, split_of, folds = walk_forward(prep, cfg, device, progress, run_dir)
+    else:
+        ds = splits.split(prep, cfg)
+        res = training.fit(ds, cfg, device, progress=progress, checkpoint=run_dir / "model.pt")
+        forecasts = np.full(len(ds.y), np.nan)
+        split_of = np.full(len(ds.y), "", dtype=object)
+        for name in ("train", "val", "test"):
+            idx = getattr(ds, f"{name}_idx")
+            if len(idx):
+                forecasts[idx] = training.predict(res.model, ds, idx, device)
+                split_of[idx] = name
+        folds = []
+    write_csv(run_dir / "history.csv", pd.DataFrame(res.history).reindex(columns=HISTORY_COLUMNS))
+    write_json(run_dir / "scaler.json", {"scaler": ds.scaler.to_dict(), "features": ds.feature_names,
+                                          "window": ds.window})
+    metrics = _split_metrics(ds, forecasts, split_of, cfg)
+    metrics.update({"stopped": res.stopped, "best_epoch": res.best_epoch, "message": res.message})
+    if folds:
+        metrics["walk_forward"] = {"folds": len(folds), "mode": cfg.backtest.walk_forward.mode,
+                                   "step": cfg.backtest.walk_forward.step,
+                                   "train_bars": cfg.backtest.walk_forward.train_bars}
+        write_csv(run_dir / "folds.csv", pd.DataFrame(folds))
+    write_json(run_dir / "metrics.json", metrics)
+    _write_forecasts(run_dir, ds, forecasts, split_of)
+    run_info = {"seed": cfg.seed, "device": str(device), "versions": versions(),
+                "data": {"path": str(candle_path(cfg)), "hash": data_hash(candles), "rows": len(candles),
+                         "first": int(candles["timestamp"].iloc[0]), "last": int(candles["timestamp"].iloc[-1])},
+                "seconds": round(time.time() - t0, 3), "stopped": res.stopped,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write_json(run_dir / "run.json", run_info)
+    return TrainSummary(run_dir, metrics, str(device), res.stopped, res.best_epoch, time.time() - t0)
+
+
+def _split_metrics(ds: Any, forecasts: np.ndarray, split_of: np.ndarray, cfg: Config) -> dict[str, Any]:
+    """Forecast metrics of the validation and test samples, beside the persistence baseline."""
+    from cryptonorm.trade.metrics import forecast_metrics
+
+    kind = cfg.target.kind
+    out: dict[str, Any] = {"target": kind, "horizon": cfg.target.horizon, "samples": {}, "dropped": ds.dropped}
+    for name in ("train", "val", "test"):
+        idx = np.flatnonzero((split_of == name) & np.isfinite(forecasts))
+        out["samples"][name] = len(idx)
+        if name != "train" and len(idx):
+            out[name] = forecast_metrics(forecasts[idx], ds.y[idx].astype("float64"), kind)
+            out[name]["persistence"] = _persistence_metrics(ds, idx, kind)
+    return out
+
+
+def _persistence_metrics(ds: Any, idx: np.ndarray, kind: str) -> dict[str, float]:
+    """The naive baseline: tomorrow looks like today (last bar's log return, or its sign)."""
+    from cryptonorm.trade.metrics import forecast_metrics
+
+    last = np.zeros(len(ds.close))
+    last[1:] = np.diff(np.log(ds.close))
+    h = max(1, int(getattr(ds, "horizon", 1)))
+    if kind == "direction":
+        pred = (last[idx] > 0).astype("float64") * 0.98 + 0.01
+    elif kind == "volatility":
+        pred = np.abs(last[idx])
+    else:
+        pred = last[idx] * h
+    return {k: v for k, v in forecast_metrics(pred, ds.y[idx].astype("float64"), kind).items() if k != "n"}
+
+
+def _write_forecasts(run_dir: Path, ds: Any, forecasts: np.ndarray, split_of: np.ndarray) -> None:
+    """forecasts.csv: every bar from the first out-of-sample forecast on (NaN where there is no valid sample).
+
+    Bars inside a split's span that have no forecast (a gap, a dropped window) keep the split's name, so the
+    backtest trades them flat instead of silently skipping them.
+    """
+    oos = np.flatnonzero((split_of == "val") | (split_of == "test"))
+    start = int(oos[0]) if len(oos) else 0
+    split = split_of[start:].copy()
+    for name in ("val", "test"):
+        rows = np.flatnonzero(split == name)
+        if len(rows):
+            seg = split[rows[0]:rows[-1] + 1]
+            seg[seg == ""] = name
+    df = pd.DataFrame({"timestamp": ds.timestamps[start:], "close": ds.close[start:], "forecast": forecasts[start:],
+                       "y": ds.y[start:], "outcome": ds.outcome[start:], "split": split})
+    write_csv(run_dir / "forecasts.csv", df)

@@ -1,0 +1,60 @@
+"""Walk-forward training: refit every `step` bars; every test forecast is out of sample."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cryptonorm.config import Config
+from cryptonorm.errors import ConfigError, DataError
+from cryptonorm.pipeline.fetch import ProgressFn
+
+
+def walk_forward(prep: Any, cfg: Config, device: Any, progress: ProgressFn | None,
+                 run_dir: Path) -> tuple[Any, Any, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """Refit every `step` bars on a rolling/expanding window; every test forecast is out of sample.
+
+    Fold k predicts rows [s, s + step); it trains on rows before s - embargo (the last `val_fraction` of
+    them, after another embargo, for early stopping), with the scaler refitted on its own training rows.
+    Returns (last fold's dataset, last fold's FitResult, forecasts (N,), split names (N,), fold records).
+    """
+    from cryptonorm.features import splits
+    from cryptonorm.learn import training
+
+    wf = cfg.backtest.walk_forward
+    n = len(prep.timestamps)
+    embargo = cfg.split.embargo if cfg.split.embargo is not None else prep.horizon + prep.window
+    if wf.train_bars + 2 * embargo + wf.step > n:
+        raise ConfigError(f"backtest.walk_forward needs train_bars + 2 x embargo + step = "
+                          f"{wf.train_bars + 2 * embargo + wf.step} bars, the data has {n}; lower "
+                          "backtest.walk_forward.train_bars/step or use more data")
+    forecasts = np.full(n, np.nan)
+    split_of = np.full(n, "", dtype=object)
+    folds: list[dict[str, Any]] = []
+    ds = res = None
+    start = wf.train_bars + embargo
+    while start < n:
+        stop = min(start + wf.step, n)
+        fit_end = start - embargo  # labels of training samples end before the test windows begin
+        fit_start = 0 if wf.mode == "expanding" else max(0, fit_end - wf.train_bars)
+        n_val = max(1, int((fit_end - fit_start) * wf.val_fraction))
+        val_start = fit_end - n_val
+        train_end = val_start - embargo
+        ds_k = splits.fold(prep, slice(fit_start, train_end), slice(val_start, fit_end), slice(start, stop), cfg)
+        if len(ds_k.train_idx) and len(ds_k.val_idx) and len(ds_k.test_idx):
+            fold_progress = None if progress is None else (lambda d, k=len(folds): progress({**d, "fold": k}))
+            res = training.fit(ds_k, cfg, device, progress=fold_progress, checkpoint=run_dir / "model.pt")
+            forecasts[ds_k.test_idx] = training.predict(res.model, ds_k, ds_k.test_idx, device)
+            split_of[ds_k.test_idx] = "test"
+            ds = ds_k
+            folds.append({"fold": len(folds), "train_start": int(prep.timestamps[fit_start]),
+                          "train_end": int(prep.timestamps[train_end - 1]), "test_start": int(prep.timestamps[start]),
+                          "test_end": int(prep.timestamps[stop - 1]), "train_samples": len(ds_k.train_idx),
+                          "test_samples": len(ds_k.test_idx), "best_epoch": res.best_epoch, "stopped": res.stopped})
+        start = stop
+    if ds is None or res is None:
+        raise DataError("walk-forward produced no fold with training, validation and test samples; "
+                        "use more data or a smaller backtest.walk_forward.train_bars")
+    return ds, res, forecasts, split_of, folds
