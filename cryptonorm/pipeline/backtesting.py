@@ -6,35 +6,57 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
-from cryptonorm.atomic import write_csv, write_json
+from cryptonorm.atomic import write_csv, write_json, write_text_atomic
+from cryptonorm.config import Config
 from cryptonorm.errors import DataError
 from cryptonorm.pipeline.rundir import finished_run
 
+BACKTEST_DIR = "backtest"  # the run's own backtest, written by `cryptonorm run` / `backtest RUN_DIR`
+
 
 def backtest(run_dir: Path, split: str = "test") -> tuple[Path, Any]:
-    """Backtest a run's out-of-sample forecasts; writes RUN_DIR/backtest/."""
-    from cryptonorm.render import plots as report
-    from cryptonorm.trade import backtest as bt
-
+    """Backtest a run's out-of-sample forecasts; writes RUN_DIR/backtest/ (other settings: rebacktest.py)."""
     run_dir = Path(run_dir)
     cfg = finished_run(run_dir)
-    fpath = run_dir / "forecasts.csv"  # with walk-forward, every out-of-sample fold forecast is "test"
+    result = simulate_forecasts(load_forecasts(run_dir, split), cfg)  # walk-forward: every fold's forecast is "test"
+    out_dir = run_dir / BACKTEST_DIR
+    write_backtest(out_dir, result, cfg, split)
+    return out_dir, result
+
+
+def load_forecasts(run_dir: Path, split: str) -> pd.DataFrame:
+    """The saved out-of-sample forecasts of one split (rows of forecasts.csv), at least 2 bars."""
+    fpath = Path(run_dir) / "forecasts.csv"
     if not fpath.exists():
         raise DataError(f"{fpath} not found; train first (`cryptonorm train CONFIG`)")
     df = pd.read_csv(fpath)
     df = df[df["split"] == split]
     if len(df) < 2:
         raise DataError(f"the {split} split of {run_dir} has {len(df)} bar(s); a backtest needs at least 2: "
-                        "use a longer data range or a larger split.test")
-    result = bt.simulate(df["timestamp"].to_numpy("int64"), df["close"].to_numpy("float64"),
-                         df["forecast"].to_numpy("float64"), cfg.backtest, cfg.data.timeframe, cfg.target.kind,
-                         outcome=df["outcome"].to_numpy("float64"))
-    out_dir = run_dir / "backtest"
-    out_dir.mkdir(exist_ok=True)
+                        f"use a longer data range or a larger split.{split}")
+    return df
+
+
+def simulate_forecasts(df: pd.DataFrame, cfg: Config, *, forecast_stats: bool = True) -> Any:
+    """`trade.backtest.simulate` on rows of forecasts.csv with the config's backtest settings."""
+    from cryptonorm.trade import backtest as bt
+
+    return bt.simulate(df["timestamp"].to_numpy("int64"), df["close"].to_numpy("float64"),
+                       df["forecast"].to_numpy("float64"), cfg.backtest, cfg.data.timeframe, cfg.target.kind,
+                       outcome=df["outcome"].to_numpy("float64"), forecast_stats=forecast_stats)
+
+
+def write_backtest(out_dir: Path, result: Any, cfg: Config, split: str) -> None:
+    """equity.csv, trades.csv, metrics.json, equity.png and the backtest settings used (backtest.yaml)."""
+    from cryptonorm.render import plots
+
+    out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(out_dir / "equity.csv", result.equity)
     write_csv(out_dir / "trades.csv", result.trades)
     write_json(out_dir / "metrics.json", result.metrics)
-    report.plot_equity(result, out_dir / "equity.png", title=f"{cfg.name}: {cfg.data.symbols[0]} "
-                       f"{cfg.data.timeframe}, {split} split")
-    return out_dir, result
+    write_text_atomic(out_dir / "backtest.yaml", yaml.safe_dump({"backtest": cfg.backtest.model_dump(mode="json")},
+                                                                sort_keys=False, default_flow_style=None))
+    plots.plot_equity(result, out_dir / "equity.png", title=f"{cfg.name}: {cfg.data.symbols[0]} "
+                      f"{cfg.data.timeframe}, {split} split")

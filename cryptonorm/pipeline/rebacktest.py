@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from cryptonorm.atomic import write_csv, write_json, write_text_atomic
+from cryptonorm.atomic import write_csv, write_json
 from cryptonorm.config import Config, build_config
-from cryptonorm.errors import ConfigError, DataError
+from cryptonorm.errors import ConfigError
+from cryptonorm.pipeline.backtesting import BACKTEST_DIR, load_forecasts, simulate_forecasts, write_backtest
 
-BACKTEST_DIR = "backtest"  # the run's own backtest, written by `cryptonorm run` / `backtest RUN_DIR`
 COST_KEYS = ("fee_bps", "slippage_bps")  # cost scenarios: given by the market, never chosen on data
 MAX_GRID = 400  # combinations; each is one backtest of the validation split
 
@@ -70,42 +69,6 @@ def settings_hash(cfg: Config) -> str:
 # ---------------------------------------------------------------- one backtest
 
 
-def load_forecasts(run_dir: Path, split: str) -> pd.DataFrame:
-    """The saved out-of-sample forecasts of one split (rows of forecasts.csv), at least 2 bars."""
-    fpath = Path(run_dir) / "forecasts.csv"
-    if not fpath.exists():
-        raise DataError(f"{fpath} not found; train first (`cryptonorm train CONFIG`)")
-    df = pd.read_csv(fpath)
-    df = df[df["split"] == split]
-    if len(df) < 2:
-        raise DataError(f"the {split} split of {run_dir} has {len(df)} bar(s); a backtest needs at least 2: "
-                        "use a longer data range or a larger split")
-    return df
-
-
-def simulate_forecasts(df: pd.DataFrame, cfg: Config, *, forecast_stats: bool = True) -> Any:
-    """`trade.backtest.simulate` on rows of forecasts.csv with the config's backtest settings."""
-    from cryptonorm.trade import backtest as bt
-
-    return bt.simulate(df["timestamp"].to_numpy("int64"), df["close"].to_numpy("float64"),
-                       df["forecast"].to_numpy("float64"), cfg.backtest, cfg.data.timeframe, cfg.target.kind,
-                       outcome=df["outcome"].to_numpy("float64"), forecast_stats=forecast_stats)
-
-
-def write_backtest(out_dir: Path, result: Any, cfg: Config, split: str) -> None:
-    """equity.csv, trades.csv, metrics.json, equity.png and the backtest settings used (backtest.yaml)."""
-    from cryptonorm.render import plots
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(out_dir / "equity.csv", result.equity)
-    write_csv(out_dir / "trades.csv", result.trades)
-    write_json(out_dir / "metrics.json", result.metrics)
-    write_text_atomic(out_dir / "backtest.yaml", yaml.safe_dump({"backtest": cfg.backtest.model_dump(mode="json")},
-                                                                sort_keys=False, default_flow_style=None))
-    plots.plot_equity(result, out_dir / "equity.png", title=f"{cfg.name}: {cfg.data.symbols[0]} "
-                      f"{cfg.data.timeframe}, {split} split")
-
-
 def rebacktest(run_dir: Path, overrides: Mapping[str, Any] | None = None, out: Path | None = None, *,
                split: str = "test", write: bool = True) -> tuple[Path | None, Any]:
     """Backtest RUN_DIR's saved forecasts with `overrides` (backtest.* keys); no retraining.
@@ -113,7 +76,7 @@ def rebacktest(run_dir: Path, overrides: Mapping[str, Any] | None = None, out: P
     Writes to `out`, by default RUN_DIR/backtest-<settings hash>/ (RUN_DIR/backtest/ itself is never
     written here); `write=False` writes nothing and returns (None, result).
     """
-    from cryptonorm.pipeline.runs import finished_run
+    from cryptonorm.pipeline.rundir import finished_run
 
     run_dir = Path(run_dir)
     cfg = backtest_overrides(finished_run(run_dir), overrides or {})
@@ -198,7 +161,7 @@ def grid(run_dir: Path, values: Mapping[str, Sequence[Any]], out: Path | None = 
     """Every combination of `values` (backtest keys -> values) on the validation split; per cost level the
     best Sharpe after costs there chooses the other settings; the test split is backtested once with them.
     `overrides` (backtest keys) change the run's settings the grid starts from."""
-    from cryptonorm.pipeline.runs import finished_run
+    from cryptonorm.pipeline.rundir import finished_run
 
     run_dir = Path(run_dir)
     base = backtest_overrides(finished_run(run_dir), overrides or {})
