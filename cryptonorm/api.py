@@ -105,11 +105,18 @@ def load_run(run_dir: PathLike) -> Run:
     return Run(Path(run_dir), finished_run(Path(run_dir)))
 
 
-def train(cfg: Config | PathLike, out: PathLike | None = None, *, candles: pd.DataFrame | None = None) -> Run:
-    """Train like `cryptonorm train` (fetching the offline market if needed); returns the run."""
+def train(cfg: Config | PathLike, out: PathLike | None = None, *, candles: pd.DataFrame | None = None,
+          track: str | None = None) -> Run:
+    """Train like `cryptonorm train` (fetching the offline market if needed); returns the run.
+    `track`: "mlflow" or "tensorboard" logs it (experiment = the config's name)."""
     from cryptonorm import pipeline
+    from cryptonorm.pipeline.tracking import check_backend, log_runs
 
-    summary = pipeline.train(_config(cfg), Path(out) if out is not None else None, candles=candles)
+    config = _config(cfg)
+    backend = check_backend(track)
+    summary = pipeline.train(config, Path(out) if out is not None else None, candles=candles)
+    if backend is not None:
+        log_runs(backend, config.name, [(summary.run_dir.name, summary.run_dir)])
     return load_run(summary.run_dir)
 
 
@@ -169,20 +176,27 @@ def stats(metrics: dict[str, Any]) -> pd.Series:
 
 
 def sweep(path: PathLike, *, out: PathLike | None = None, jobs: int = 1, executor: str = "local",
-          overrides: Mapping[str, Any] | None = None) -> pd.DataFrame:
+          overrides: Mapping[str, Any] | None = None, track: str | None = None) -> pd.DataFrame:
     """Run (or resume) a sweep like `cryptonorm sweep`, render its report, and return its results table
-    (one row per cell: grid values, status, validation/test metrics, backtest metrics)."""
+    (one row per cell: grid values, status, validation/test metrics, backtest metrics). `track`: log each
+    finished cell as one run under one experiment for the sweep."""
     import json
 
+    from cryptonorm.pipeline.tracking import check_backend
     from cryptonorm.study import report
     from cryptonorm.study.results import collect_results, results_frame
     from cryptonorm.study.spec import load_sweep
     from cryptonorm.study.sweep import run_sweep
 
     sets = [f"{k}={json.dumps(v)}" for k, v in (overrides or {}).items()]
+    backend = check_backend(track)
     spec = load_sweep(path, sets)
     outcome = run_sweep(spec, Path(out) if out is not None else None, jobs=jobs, executor=executor)
     report.render(outcome.sweep_dir)
+    if backend is not None:
+        from cryptonorm.study.tracking import track_sweep
+
+        track_sweep(outcome.sweep_dir, backend)
     return results_frame(collect_results(outcome.sweep_dir), spec.grid_keys, outcome.sweep_dir)
 
 

@@ -86,15 +86,27 @@ grid:
 """
 
 
-def test_sweep_returns_the_results_table(tmp_path: Path, real_config: Any) -> None:
+def test_sweep_returns_the_results_table_and_tracks_one_run_per_cell(tmp_path: Path, real_config: Any,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    mlflow = pytest.importorskip("mlflow")
+    uri = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # a file store, allowed explicitly (MLflow 3)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     base = real_config(**{"data.until": "2024-02-15"})
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     (tmp_path / "sweep.yaml").write_text(TINY_SWEEP)
-    df = cn.sweep(tmp_path / "sweep.yaml", out=tmp_path / "sw")
+    df = cn.sweep(tmp_path / "sweep.yaml", out=tmp_path / "sw", track="mlflow")
     assert list(df["model.norm"]) == ["none", "layer"] and (df["status"] == "ok").all()
     on_disk = pd.read_csv(tmp_path / "sw" / "sweep_results.csv")
     assert on_disk["cell_id"].tolist() == df["cell_id"].tolist()
     assert on_disk["test_mse"].to_numpy() == pytest.approx(df["test_mse"].to_numpy())
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("sweep-api-tiny").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == sorted(df["cell_id"])
+    by_cell = {r.info.run_name: r for r in runs}
+    for _, row in df.iterrows():
+        assert by_cell[row["cell_id"]].data.params["model.norm"] == row["model.norm"]
+        assert by_cell[row["cell_id"]].data.metrics["test.mse"] == pytest.approx(row["test_mse"])
 
 
 def test_example_notebook_runs(tmp_path: Path) -> None:

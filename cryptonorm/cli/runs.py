@@ -14,6 +14,7 @@ from cryptonorm.cli.app import (
     JsonOpt,
     OutOpt,
     SetOpt,
+    TrackOpt,
     app,
     console,
     errors,
@@ -34,14 +35,18 @@ def train(
     out: OutOpt = None,
     json_: JsonOpt = False,
     set_: SetOpt = None,
+    track: TrackOpt = None,
 ) -> None:
     """Train a forecaster; prints the run directory."""
     from cryptonorm import pipeline
+    from cryptonorm.pipeline.tracking import check_backend
     from cryptonorm.render import tables
 
     with errors():
         cfg = load_cli_config(config, set_)
+        backend = check_backend(track)
         summary = _train(cfg, out, json_)
+        _track(backend, cfg, summary.run_dir)
         if json_:
             typer.echo(json.dumps(pipeline.json_safe({"run_dir": summary.run_dir, "device": summary.device,
                                                       "stopped": summary.stopped, "metrics": summary.metrics})))
@@ -78,6 +83,7 @@ def backtest(
     json_: JsonOpt = False,
     set_: SetOpt = None,
     grid: GridOpt = None,
+    track: TrackOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="With a run directory and --set/--grid: "  # noqa: UP045
                                                 "the output folder (default RUN_DIR/backtest-<hash>).")] = None,
 ) -> None:
@@ -88,9 +94,14 @@ def backtest(
     """
     from cryptonorm import pipeline
     from cryptonorm.pipeline import rebacktest
+    from cryptonorm.pipeline.tracking import check_backend
 
     with errors():
+        backend = check_backend(track)
         if pipeline.is_run_dir(target):
+            if backend is not None:
+                raise UsageError("--track applies to a config (train, backtest, then log); a finished run is "
+                                 "logged by `cryptonorm train/run CONFIG --track ...`")
             if grid:
                 result = rebacktest.grid(target, rebacktest.parse_grid(grid), out,
                                          overrides=rebacktest.parse_sets(set_ or []))
@@ -108,6 +119,7 @@ def backtest(
             cfg = load_cli_config(target, set_)
             summary = _train(cfg, None, json_)
             out_dir, result = pipeline.backtest(summary.run_dir)
+            _track(backend, cfg, summary.run_dir)
         _show_backtest(out_dir, result, json_)
 
 
@@ -160,13 +172,16 @@ def run(
     out: OutOpt = None,
     json_: JsonOpt = False,
     set_: SetOpt = None,
+    track: TrackOpt = None,
 ) -> None:
     """Fetch (if missing), train, backtest and report in one go."""
     from cryptonorm import pipeline
+    from cryptonorm.pipeline.tracking import check_backend
     from cryptonorm.render import tables
 
     with errors():
         cfg = load_cli_config(config, set_)
+        backend = check_backend(track)
         if not pipeline.have_candles(cfg):
             say(f"fetching {', '.join(cfg.data.symbols)} {cfg.data.timeframe} from {cfg.data.exchange}")
             with tables.progress_bar("candles", disable=STATE.quiet or json_) as update:
@@ -175,6 +190,17 @@ def run(
         if not STATE.quiet and not json_:
             console().print(tables.train_table(summary))
         out_dir, result = pipeline.backtest(summary.run_dir)
+        _track(backend, cfg, summary.run_dir)
         _show_backtest(out_dir, result, json_)
         say(f"run directory: {summary.run_dir}  (equity plot: {out_dir / 'equity.png'})")
 
+
+
+def _track(backend: str | None, cfg: Config, run_dir: Path) -> None:
+    """Log a finished run to the tracker (experiment = the config's name, run = the run directory's name)."""
+    if backend is None:
+        return
+    from cryptonorm.pipeline.tracking import log_runs
+
+    log_runs(backend, cfg.name, [(Path(run_dir).name, Path(run_dir))])
+    say(f"logged to {backend} (experiment {cfg.name})")

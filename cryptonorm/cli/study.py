@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from cryptonorm.cli.app import STATE, SetOpt, app, console, errors, say
+from cryptonorm.cli.app import STATE, SetOpt, TrackOpt, app, console, errors, say
 
 if TYPE_CHECKING:
 
@@ -34,6 +34,7 @@ def sweep_command(
                                                         "default: a local Ray with --jobs CPUs.")] = None,
     reference: ReferenceOpt = None,
     set_: SetOpt = None,
+    track: TrackOpt = None,
 ) -> None:
     """Run a grid of experiments in parallel; resumable (finished cells are skipped, failed ones retried)."""
     from cryptonorm.render import tables
@@ -43,6 +44,9 @@ def sweep_command(
     from cryptonorm.study.spec import load_sweep
 
     with errors():
+        from cryptonorm.pipeline.tracking import check_backend
+
+        backend = check_backend(track)
         spec = load_sweep(sweep_file, set_ or [])
         say(f"sweep {spec.spec.name}: {len(spec.cells)} cells over {', '.join(spec.grid_keys)} "
              f"(executor {executor}, {jobs} job{'s' * (jobs > 1)})")
@@ -50,6 +54,11 @@ def sweep_command(
             outcome = sw.run_sweep(spec, out, jobs=jobs, executor=executor, address=address, on_event=on_event)
         rep = sweep_report.render(outcome.sweep_dir, reference)
         _show(rep)
+        if backend is not None:
+            from cryptonorm.study.tracking import track_sweep
+
+            n = track_sweep(outcome.sweep_dir, backend)
+            say(f"logged {n} new cell run(s) to {backend} (experiment sweep-{spec.spec.name})")
         say(f"{outcome.ran} cell(s) run, {outcome.skipped} finished earlier, in {outcome.seconds:.0f}s")
         typer.echo(str(outcome.sweep_dir))
         if outcome.failed:
