@@ -1,19 +1,38 @@
-"""The backtest step: a run's out-of-sample forecasts turned into positions and returns after costs."""
+"""The backtest step: a run's out-of-sample forecasts turned into positions and returns after costs.
+
+`load_forecasts`, `simulate_forecasts` and `write_backtest` are shared with re-backtests of saved
+forecasts under other settings (rebacktest.py), so both trade the same way (funding included).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
 from cryptonorm.atomic import write_csv, write_json, write_text_atomic
 from cryptonorm.config import Config
+from cryptonorm.data.store import load_funding
 from cryptonorm.errors import DataError
 from cryptonorm.pipeline.rundir import finished_run
+from cryptonorm.timeframes import timeframe_ms
 
 BACKTEST_DIR = "backtest"  # the run's own backtest, written by `cryptonorm run` / `backtest RUN_DIR`
+
+
+def _funding(cfg: Config, ts: np.ndarray) -> np.ndarray | None:
+    """A swap's funding rate paid per unit of position in each bar (None for spot or backtest.funding off)."""
+    if cfg.data.market != "swap" or cfg.backtest.funding == "off":
+        return None
+    from cryptonorm.trade.funding import funding_per_bar
+
+    rates = load_funding(cfg)
+    assert rates is not None  # a swap always has funding (or load_funding raised)
+    return funding_per_bar(ts, timeframe_ms(cfg.data.timeframe), rates["timestamp"].to_numpy(),
+                           rates["rate"].to_numpy())
 
 
 def backtest(run_dir: Path, split: str = "test") -> tuple[Path, Any]:
@@ -40,12 +59,14 @@ def load_forecasts(run_dir: Path, split: str) -> pd.DataFrame:
 
 
 def simulate_forecasts(df: pd.DataFrame, cfg: Config, *, forecast_stats: bool = True) -> Any:
-    """`trade.backtest.simulate` on rows of forecasts.csv with the config's backtest settings."""
+    """`trade.backtest.simulate` on rows of forecasts.csv with the config's backtest settings (and a swap's
+    funding)."""
     from cryptonorm.trade import backtest as bt
 
-    return bt.simulate(df["timestamp"].to_numpy("int64"), df["close"].to_numpy("float64"),
-                       df["forecast"].to_numpy("float64"), cfg.backtest, cfg.data.timeframe, cfg.target.kind,
-                       outcome=df["outcome"].to_numpy("float64"), forecast_stats=forecast_stats)
+    ts = df["timestamp"].to_numpy("int64")
+    return bt.simulate(ts, df["close"].to_numpy("float64"), df["forecast"].to_numpy("float64"), cfg.backtest,
+                       cfg.data.timeframe, cfg.target.kind, outcome=df["outcome"].to_numpy("float64"),
+                       forecast_stats=forecast_stats, funding=_funding(cfg, ts))
 
 
 def write_backtest(out_dir: Path, result: Any, cfg: Config, split: str) -> None:

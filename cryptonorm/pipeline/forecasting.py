@@ -10,7 +10,7 @@ import pandas as pd
 
 from cryptonorm.atomic import write_csv
 from cryptonorm.config import build_config
-from cryptonorm.data.store import load_candles
+from cryptonorm.data.store import load_candles, load_funding
 from cryptonorm.errors import DataError
 from cryptonorm.pipeline.rundir import finished_run
 
@@ -34,7 +34,7 @@ def predict(run_dir: Path, data_file: Path | None = None, out: Path | None = Non
     model, _ = checkpoints.load_checkpoint(run_dir / "model.pt")
     device = device_mod.resolve_device(cfg.train.device)
     model.to(device)
-    ds = splits.apply(dataset.prepare(load_candles(cfg), cfg), Scaler.from_dict(meta["scaler"]),
+    ds = splits.apply(dataset.prepare(load_candles(cfg), cfg, load_funding(cfg)), Scaler.from_dict(meta["scaler"]),
                        meta["features"])
     idx = ds.test_idx  # every bar with a complete, clean input window, the latest one included
     pred = np.full(len(ds.close), np.nan)
