@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -99,3 +100,30 @@ def test_grid_on_a_walk_forward_run_is_refused(run: Path) -> None:
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     r = runner.invoke(app, ["backtest", str(run), "--grid", "backtest.threshold=[0, 0.001]"])
     assert r.exit_code == 2 and "walk-forward" in r.stderr
+
+
+def test_a_sweep_rerun_with_new_backtest_settings_only_rebacktests(tmp_path: Path, real_config: Any) -> None:
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(real_config(**{"data.until": "2024-02-15"})))
+    (tmp_path / "sweep.yaml").write_text("name: rb\nbase: base.yaml\nset: {train.epochs: 1}\ngrid: {seed: [0]}\n")
+    sweep_dir = tmp_path / "sw"
+    r = runner.invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "-o", str(sweep_dir)])
+    assert r.exit_code == 0, r.stderr
+    (cell,) = (sweep_dir / "cells").iterdir()
+    trained = {n: (cell / "run" / n).stat().st_mtime_ns for n in ("model.pt", "history.csv", "forecasts.csv")}
+    before = json.loads((cell / "result.json").read_text())
+    r = runner.invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "-o", str(sweep_dir), "--set",
+                            "backtest.fee_bps=2"])
+    assert r.exit_code == 0, r.stderr
+    assert "0 cell(s) run, 1 finished earlier (1 re-backtested" in r.stdout
+    assert list((sweep_dir / "cells").iterdir()) == [cell]  # the same cell id: training is identified without costs
+    assert {n: (cell / "run" / n).stat().st_mtime_ns for n in trained} == trained  # not retrained
+    after = json.loads((cell / "result.json").read_text())
+    want = rebacktest.rebacktest(cell / "run", {"fee_bps": 2}, write=False)[1].metrics["strategy"]
+    assert after["backtest"]["strategy"]["sharpe"] == pytest.approx(want["sharpe"])
+    assert after["backtest"]["strategy"]["sharpe"] > before["backtest"]["strategy"]["sharpe"]  # cheaper trades
+    assert json.loads((cell / "run" / "backtest" / "metrics.json").read_text())["costs"]["fee_bps"] == 2
+    row = pd.read_csv(sweep_dir / "sweep_results.csv").iloc[0]
+    assert row["bt_sharpe"] == pytest.approx(want["sharpe"])
+    r = runner.invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "-o", str(sweep_dir), "--set",
+                            "backtest.fee_bps=2"])
+    assert "re-backtested" not in r.stdout  # nothing changed: nothing to do

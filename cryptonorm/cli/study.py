@@ -59,7 +59,8 @@ def sweep_command(
 
             n = track_sweep(outcome.sweep_dir, backend)
             say(f"logged {n} new cell run(s) to {backend} (experiment sweep-{spec.spec.name})")
-        say(f"{outcome.ran} cell(s) run, {outcome.skipped} finished earlier, in {outcome.seconds:.0f}s")
+        again = f" ({outcome.rebacktested} re-backtested with new backtest settings)" if outcome.rebacktested else ""
+        say(f"{outcome.ran} cell(s) run, {outcome.skipped} finished earlier{again}, in {outcome.seconds:.0f}s")
         typer.echo(str(outcome.sweep_dir))
         if outcome.failed:
             typer.echo(f"error: {outcome.failed} of {outcome.total} cells failed (see {RESULTS_CSV}); run the "
