@@ -11,7 +11,9 @@ import typer
 from cryptonorm.cli.app import (
     STATE,
     ConfigArg,
+    FormatOpt,
     JsonOpt,
+    OpenOpt,
     OutOpt,
     SetOpt,
     TrackOpt,
@@ -19,6 +21,8 @@ from cryptonorm.cli.app import (
     console,
     errors,
     load_cli_config,
+    open_report,
+    report_formats,
     say,
 )
 from cryptonorm.errors import UsageError
@@ -83,11 +87,14 @@ def backtest(
     json_: JsonOpt = False,
     set_: SetOpt = None,
     grid: GridOpt = None,
-    track: TrackOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="With a run directory and --set/--grid: "  # noqa: UP045
                                                 "the output folder (default RUN_DIR/backtest-<hash>).")] = None,
+    fmt: FormatOpt = None,
+    open_: OpenOpt = False,
+    track: TrackOpt = None,
 ) -> None:
-    """Turn forecasts into positions and returns after fees, against buy-and-hold.
+    """Turn forecasts into positions and returns after fees, against buy-and-hold; prints the backtest
+    directory, then the report's path (report.html, or equity.png with --format png).
 
     On a run directory, --set backtest.KEY=V re-backtests its saved forecasts (no retraining) into
     RUN_DIR/backtest-<hash>/; --grid tries several values on the validation split.
@@ -97,6 +104,7 @@ def backtest(
     from cryptonorm.pipeline.tracking import check_backend
 
     with errors():
+        want = report_formats(fmt)  # a bad --format fails before any work
         backend = check_backend(track)
         if pipeline.is_run_dir(target):
             if backend is not None:
@@ -108,19 +116,19 @@ def backtest(
                 _show_grid(result, json_)
                 return
             if set_ or out is not None:
-                written, result = rebacktest.rebacktest(target, rebacktest.parse_sets(set_ or []), out)
+                written, result = rebacktest.rebacktest(target, rebacktest.parse_sets(set_ or []), out, fmt=fmt)
                 out_dir = written if written is not None else target
             else:
-                out_dir, result = pipeline.backtest(target)
+                out_dir, result = pipeline.backtest(target, fmt=fmt)
         else:
             if grid or out is not None:
                 raise UsageError("--grid and --out apply to a run directory; train first, then "
                                  "`cryptonorm backtest RUN_DIR --grid ...`")
             cfg = load_cli_config(target, set_)
             summary = _train(cfg, None, json_)
-            out_dir, result = pipeline.backtest(summary.run_dir)
+            out_dir, result = pipeline.backtest(summary.run_dir, fmt=fmt)
             _track(backend, cfg, summary.run_dir)
-        _show_backtest(out_dir, result, json_)
+        _show_backtest(out_dir, result, json_, open_, want)
 
 
 def _show_grid(result: Any, json_: bool) -> None:
@@ -154,16 +162,22 @@ def _train(cfg: Config, out: Path | None, json_: bool) -> Any:
     return summary
 
 
-def _show_backtest(out_dir: Path, result: Any, json_: bool) -> None:
+def _show_backtest(out_dir: Path, result: Any, json_: bool, open_: bool, want: tuple[str, ...]) -> None:
+    """The metrics table, the backtest directory and the report's path (--json: the metrics alone)."""
     from cryptonorm import pipeline
+    from cryptonorm.pipeline.reports import EQUITY_PNG, REPORT_HTML
     from cryptonorm.render import plots as report
 
+    page = out_dir / (REPORT_HTML if "html" in want else EQUITY_PNG)
     if json_:
         typer.echo(json.dumps(pipeline.json_safe(result.metrics)))
-        return
-    if not STATE.quiet:
-        console().print(report.metrics_table(result.metrics))
-    typer.echo(str(out_dir))
+    else:
+        if not STATE.quiet:
+            console().print(report.metrics_table(result.metrics))
+        typer.echo(str(out_dir))
+        typer.echo(str(page))
+    if open_:
+        open_report(page)
 
 
 @app.command()
@@ -172,6 +186,8 @@ def run(
     out: OutOpt = None,
     json_: JsonOpt = False,
     set_: SetOpt = None,
+    fmt: FormatOpt = None,
+    open_: OpenOpt = False,
     track: TrackOpt = None,
 ) -> None:
     """Fetch (if missing), train, backtest and report in one go."""
@@ -180,6 +196,7 @@ def run(
     from cryptonorm.render import tables
 
     with errors():
+        want = report_formats(fmt)
         cfg = load_cli_config(config, set_)
         backend = check_backend(track)
         if not pipeline.have_candles(cfg):
@@ -189,11 +206,10 @@ def run(
         summary = _train(cfg, out, json_)
         if not STATE.quiet and not json_:
             console().print(tables.train_table(summary))
-        out_dir, result = pipeline.backtest(summary.run_dir)
+        out_dir, result = pipeline.backtest(summary.run_dir, fmt=fmt)
         _track(backend, cfg, summary.run_dir)
-        _show_backtest(out_dir, result, json_)
-        say(f"run directory: {summary.run_dir}  (equity plot: {out_dir / 'equity.png'})")
-
+        _show_backtest(out_dir, result, json_, open_, want)
+        say(f"run directory: {summary.run_dir}")
 
 
 def _track(backend: str | None, cfg: Config, run_dir: Path) -> None:

@@ -169,6 +169,12 @@ class TrainConfig(Section):
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast on CUDA
     deterministic: bool = False  # torch deterministic algorithms (slower on CUDA)
     threads: int | None = Field(None, ge=1)  # torch CPU threads; null = torch's default
+    # torch.compile of the model for training steps: none, default, reduce-overhead (CUDA graphs per shape
+    # inside inductor); unavailable (MPS, no compiler) -> eager, with a note in the fit's message
+    compile: Literal["none", "default", "reduce-overhead"] = "none"
+    # capture the whole training step (gather, forward, loss, backward, clip, AdamW capturable) in one CUDA
+    # graph; the last short batch of each epoch is dropped; without CUDA -> eager, with a note
+    cuda_graph: bool = False
 
     @field_validator("device")
     @classmethod

@@ -87,6 +87,10 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     step: int = 0  # optimizer steps taken (drives the cosine schedule)
     epoch: int = 0
+    # faster steps (learn/accel.py), not part of the saved state: the module the steps run (compiled; None =
+    # model) and a CUDA-graph step taking a (B,) batch of END rows and returning its mean loss
+    step_model: nn.Module | None = None
+    graph_step: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 def gather_windows(X: torch.Tensor, idx: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
@@ -137,12 +141,25 @@ def run_epoch(state: TrainState, data: Batches, loss_fn: nn.Module, lr_at: Calla
         idx = order[b * bs : (b + 1) * bs]  # (B,)
         lr = lr_at(state.step)
         if lr is not None:
-            for group in state.opt.param_groups:
-                group["lr"] = lr
-        xb = gather_windows(data.X, idx, data.offsets)  # (B, W, F) gathered on the device
-        total += train_step(state.model, state.opt, loss_fn, xb, data.y[idx], grad_clip, use_bf16) * len(idx)
+            set_lr(state.opt, lr)
+        if state.graph_step is not None:
+            total += state.graph_step(idx) * len(idx)
+        else:
+            xb = gather_windows(data.X, idx, data.offsets)  # (B, W, F) gathered on the device
+            model = state.step_model or state.model
+            total += train_step(model, state.opt, loss_fn, xb, data.y[idx], grad_clip, use_bf16) * len(idx)
         state.step += 1
     return float((total / data.n_used).item())  # the one host-device sync of the epoch
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's learning rate; a tensor rate (AdamW capturable=True inside a CUDA graph) is filled
+    in place, since the graph reads it from that memory."""
+    for group in opt.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
 
 
 @torch.no_grad()
@@ -168,7 +185,7 @@ def epoch_record(state: TrainState, epochs: int, train_loss: float, val_loss: fl
         "epochs": epochs,
         "train_loss": train_loss,
         "val_loss": val_loss,
-        "lr": state.opt.param_groups[0]["lr"],
+        "lr": float(state.opt.param_groups[0]["lr"]),  # a tensor with CUDA graphs
         "seconds": seconds,
         "samples_per_s": n_used / max(train_seconds, 1e-9),
         "best": improved,

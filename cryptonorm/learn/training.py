@@ -27,6 +27,7 @@ from torch import nn
 
 from cryptonorm.config import Config
 from cryptonorm.errors import ConfigError, TrainingError
+from cryptonorm.learn import accel
 from cryptonorm.learn.checkpoints import save_checkpoint
 from cryptonorm.learn.device import resolve_device, seed_everything
 from cryptonorm.learn.loop import (
@@ -130,15 +131,37 @@ def fit(
     loss_name = cfg.target.resolved_loss
     loss_fn = make_loss(loss_name)
     model = build_model(cfg.model, ds.X.shape[1], int(ds.window)).to(dev)  # the seeded initial weights
-    data = _batches(ds, cfg, dev, loss_name, drop_single=uses_batch_statistics(model))
-    state = _init_state(model, cfg, dev, loss_name, data.y_mean, data.y_std)
+    graph_why = accel.graph_note(dev, len(ds.train_idx), t.batch_size) if t.cuda_graph else None
+    graph = t.cuda_graph and graph_why is None
+    data = _batches(ds, cfg, dev, loss_name, drop_single=uses_batch_statistics(model), full_only=graph)
+    state = _init_state(model, cfg, dev, loss_name, data.y_mean, data.y_std, capturable=graph)
     use_bf16 = t.precision == "bf16" and dev.type == "cuda"
+    notes = [graph_why] if graph_why else []
+    notes += _accelerate(state, data, cfg, dev, loss_fn, use_bf16, graph)
     stopped, bad_value = _epoch_loop(state, data, cfg, loss_fn, use_bf16, progress, checkpoint)
     state.model.load_state_dict(state.best_state)
     state.model.eval()
+    if isinstance(state.step_model, accel.SafeCompiled) and state.step_model.note:
+        notes.append(state.step_model.note)
     message = _end_message(stopped, bad_value, state, cfg, has_val=len(data.val_idx) > 0)
     return FitResult(state.model, state.history, state.stopper.best_epoch, state.stopper.best_loss, stopped,
-                     message, str(dev))
+                     "; ".join([message, *notes]), str(dev))
+
+
+def _accelerate(state: TrainState, data: Batches, cfg: Config, dev: torch.device, loss_fn: nn.Module,
+                use_bf16: bool, graph: bool) -> list[str]:
+    """Set up train.cuda_graph or train.compile on the state; the notes on what could not be used."""
+    t = cfg.train
+    notes: list[str] = []
+    if graph:
+        state.graph_step = accel.GraphedStep(state.model, state.opt, loss_fn, data, t.grad_clip, use_bf16)
+        if t.compile != "none":
+            notes.append(f"train.compile={t.compile} is not used with train.cuda_graph (the graph already "
+                         "removes the launch overhead)")
+    elif t.compile != "none":
+        state.step_model, note = accel.compile_model(state.model, t.compile, dev)
+        notes += [note] if note else []
+    return notes
 
 
 def _check_fit_inputs(ds: WindowedData, cfg: Config) -> None:
@@ -161,17 +184,19 @@ def _check_fit_inputs(ds: WindowedData, cfg: Config) -> None:
             raise ValueError(f"{name}_idx must hold END rows in [{window - 1}, {len(ds.X) - 1}]")
 
 
-def _batches(ds: WindowedData, cfg: Config, dev: torch.device, loss_name: str, drop_single: bool) -> Batches:
+def _batches(ds: WindowedData, cfg: Config, dev: torch.device, loss_name: str, drop_single: bool,
+             full_only: bool = False) -> Batches:
     """Move the data to the device once; y is standardized once here, not per batch.
 
     `drop_single`: a model with batch statistics cannot train on a last batch of one sample; it is dropped
-    (and reshuffled into another batch next epoch).
+    (and reshuffled into another batch next epoch). `full_only` (CUDA graphs): every batch has
+    train.batch_size samples; the last short batch is dropped the same way.
     """
     train_np = np.asarray(ds.train_idx, dtype=np.int64)
     y_mean, y_std = target_stats(np.asarray(ds.y)[train_np], loss_name)
     window, bs, n_train = int(ds.window), cfg.train.batch_size, len(train_np)
-    n_batches = math.ceil(n_train / bs)
-    if drop_single and n_train % bs == 1:
+    n_batches = n_train // bs if full_only else math.ceil(n_train / bs)
+    if drop_single and not full_only and n_train % bs == 1:
         n_batches -= 1
         if n_batches == 0:
             raise TrainingError("model.norm=batch needs at least 2 training samples; use more data")
@@ -189,8 +214,11 @@ def _batches(ds: WindowedData, cfg: Config, dev: torch.device, loss_name: str, d
 
 
 def _init_state(model: Forecaster, cfg: Config, dev: torch.device, loss_name: str, y_mean: float,
-                y_std: float) -> TrainState:
-    """The state before epoch 1: AdamW, the plateau scheduler if asked for, and the batch-order generator."""
+                y_std: float, capturable: bool = False) -> TrainState:
+    """The state before epoch 1: AdamW, the plateau scheduler if asked for, and the batch-order generator.
+
+    `capturable` (CUDA graphs): AdamW keeps its step count and learning rate in device tensors, so the whole
+    step can be captured; the rate is then set in place (loop.set_lr)."""
     t = cfg.train
     model.output = "logit" if loss_name == "bce" else "value"
     model.y_mean.fill_(y_mean)
@@ -201,7 +229,10 @@ def _init_state(model: Forecaster, cfg: Config, dev: torch.device, loss_name: st
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": t.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    opt = torch.optim.AdamW(groups, lr=t.lr, fused=dev.type == "cuda")
+    if capturable:
+        opt = torch.optim.AdamW(groups, lr=torch.tensor(t.lr, device=dev), capturable=True, foreach=True)
+    else:
+        opt = torch.optim.AdamW(groups, lr=t.lr, fused=dev.type == "cuda")
     plateau = (
         torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=max(1, t.patience // 2))
         if t.schedule == "plateau"

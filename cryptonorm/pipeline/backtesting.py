@@ -1,7 +1,7 @@
 """The backtest step: a run's out-of-sample forecasts turned into positions and returns after costs.
 
-`load_forecasts`, `simulate_forecasts` and `write_backtest` are shared with re-backtests of saved
-forecasts under other settings (rebacktest.py), so both trade the same way (funding included).
+`run_backtest`, `load_forecasts` and `simulate_forecasts` are shared with re-backtests of saved forecasts
+under other settings (rebacktest.py), so both trade the same way (funding included) and write the same files.
 """
 
 from __future__ import annotations
@@ -35,26 +35,59 @@ def _funding(cfg: Config, ts: np.ndarray) -> np.ndarray | None:
                            rates["rate"].to_numpy())
 
 
-def backtest(run_dir: Path, split: str = "test") -> tuple[Path, Any]:
-    """Backtest a run's out-of-sample forecasts; writes RUN_DIR/backtest/ (other settings: rebacktest.py)."""
+def backtest(run_dir: Path, split: str = "test", fmt: str | None = None, plot: bool = True) -> tuple[Path, Any]:
+    """Backtest a run's out-of-sample forecasts; writes RUN_DIR/backtest/ (equity.png and/or report.html per
+    `fmt`: png | html | both; None: both when plotly is installed; neither with plot=False, which the claims
+    study uses for its many small cells: drawing equity.png took most of such a cell's backtest time).
+    Other backtest settings on the same forecasts: rebacktest.py."""
     run_dir = Path(run_dir)
-    cfg = finished_run(run_dir)
-    result = simulate_forecasts(load_forecasts(run_dir, split), cfg)  # walk-forward: every fold's forecast is "test"
     out_dir = run_dir / BACKTEST_DIR
-    write_backtest(out_dir, result, cfg, split)
-    return out_dir, result
+    return out_dir, run_backtest(run_dir, finished_run(run_dir), split, out_dir, fmt=fmt, plot=plot)
 
 
-def load_forecasts(run_dir: Path, split: str) -> pd.DataFrame:
-    """The saved out-of-sample forecasts of one split (rows of forecasts.csv), at least 2 bars."""
+def run_backtest(run_dir: Path, cfg: Config, split: str, out_dir: Path, *, fmt: str | None = None,
+                 plot: bool = True) -> Any:
+    """Backtest RUN_DIR's saved `split` forecasts with `cfg`'s backtest settings into `out_dir`: equity.csv,
+    trades.csv, metrics.json, backtest.yaml (the settings used) and the reports; returns the Backtest."""
+    from cryptonorm.pipeline.reports import write_backtest_reports, write_no_backtest_report
+    from cryptonorm.render.html import formats
+
+    want = formats(fmt) if plot else ()
+    title = f"{cfg.name}: {cfg.data.symbols[0]} {cfg.data.timeframe}, {split} split"
+    df = _split_rows(run_dir, split)  # with walk-forward, every out-of-sample fold forecast is "test"
+    if len(df) < 2:
+        why = _too_short(run_dir, split, len(df))
+        page = write_no_backtest_report(out_dir, title, why, want)
+        raise DataError(why + (f" (see {page})" if page else ""))
+    result = simulate_forecasts(df, cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(out_dir / "equity.csv", result.equity)
+    write_csv(out_dir / "trades.csv", result.trades)
+    write_json(out_dir / "metrics.json", result.metrics)
+    write_text_atomic(out_dir / "backtest.yaml", yaml.safe_dump({"backtest": cfg.backtest.model_dump(mode="json")},
+                                                                sort_keys=False, default_flow_style=None))
+    write_backtest_reports(out_dir, result, title, want, outcome=df["outcome"].to_numpy("float64"))
+    return result
+
+
+def _split_rows(run_dir: Path, split: str) -> pd.DataFrame:
     fpath = Path(run_dir) / "forecasts.csv"
     if not fpath.exists():
         raise DataError(f"{fpath} not found; train first (`cryptonorm train CONFIG`)")
     df = pd.read_csv(fpath)
-    df = df[df["split"] == split]
+    return df[df["split"] == split]
+
+
+def _too_short(run_dir: Path, split: str, n: int) -> str:
+    return (f"the {split} split of {run_dir} has {n} bar(s); a backtest needs at least 2: "
+            f"use a longer data range or a larger split.{split}")
+
+
+def load_forecasts(run_dir: Path, split: str) -> pd.DataFrame:
+    """The saved out-of-sample forecasts of one split (rows of forecasts.csv), at least 2 bars."""
+    df = _split_rows(run_dir, split)
     if len(df) < 2:
-        raise DataError(f"the {split} split of {run_dir} has {len(df)} bar(s); a backtest needs at least 2: "
-                        f"use a longer data range or a larger split.{split}")
+        raise DataError(_too_short(run_dir, split, len(df)))
     return df
 
 
@@ -67,17 +100,3 @@ def simulate_forecasts(df: pd.DataFrame, cfg: Config, *, forecast_stats: bool = 
     return bt.simulate(ts, df["close"].to_numpy("float64"), df["forecast"].to_numpy("float64"), cfg.backtest,
                        cfg.data.timeframe, cfg.target.kind, outcome=df["outcome"].to_numpy("float64"),
                        forecast_stats=forecast_stats, funding=_funding(cfg, ts))
-
-
-def write_backtest(out_dir: Path, result: Any, cfg: Config, split: str) -> None:
-    """equity.csv, trades.csv, metrics.json, equity.png and the backtest settings used (backtest.yaml)."""
-    from cryptonorm.render import plots
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(out_dir / "equity.csv", result.equity)
-    write_csv(out_dir / "trades.csv", result.trades)
-    write_json(out_dir / "metrics.json", result.metrics)
-    write_text_atomic(out_dir / "backtest.yaml", yaml.safe_dump({"backtest": cfg.backtest.model_dump(mode="json")},
-                                                                sort_keys=False, default_flow_style=None))
-    plots.plot_equity(result, out_dir / "equity.png", title=f"{cfg.name}: {cfg.data.symbols[0]} "
-                      f"{cfg.data.timeframe}, {split} split")

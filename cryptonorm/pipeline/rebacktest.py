@@ -22,7 +22,7 @@ import pandas as pd
 from cryptonorm.atomic import write_csv, write_json
 from cryptonorm.config import Config, build_config
 from cryptonorm.errors import ConfigError
-from cryptonorm.pipeline.backtesting import BACKTEST_DIR, load_forecasts, simulate_forecasts, write_backtest
+from cryptonorm.pipeline.backtesting import BACKTEST_DIR, load_forecasts, run_backtest, simulate_forecasts
 
 COST_KEYS = ("fee_bps", "slippage_bps")  # cost scenarios: given by the market, never chosen on data
 MAX_GRID = 400  # combinations; each is one backtest of the validation split
@@ -70,21 +70,21 @@ def settings_hash(cfg: Config) -> str:
 
 
 def rebacktest(run_dir: Path, overrides: Mapping[str, Any] | None = None, out: Path | None = None, *,
-               split: str = "test", write: bool = True) -> tuple[Path | None, Any]:
+               split: str = "test", write: bool = True, fmt: str | None = None) -> tuple[Path | None, Any]:
     """Backtest RUN_DIR's saved forecasts with `overrides` (backtest.* keys); no retraining.
 
-    Writes to `out`, by default RUN_DIR/backtest-<settings hash>/ (RUN_DIR/backtest/ itself is never
-    written here); `write=False` writes nothing and returns (None, result).
+    Writes what the backtest step writes (reports per `fmt`) to `out`, by default
+    RUN_DIR/backtest-<settings hash>/ (RUN_DIR/backtest/ itself is never written here); `write=False`
+    writes nothing and returns (None, result).
     """
     from cryptonorm.pipeline.rundir import finished_run
 
     run_dir = Path(run_dir)
     cfg = backtest_overrides(finished_run(run_dir), overrides or {})
-    out_dir = _out_dir(run_dir, out, f"backtest-{settings_hash(cfg)}") if write else None
-    result = simulate_forecasts(load_forecasts(run_dir, split), cfg)
-    if out_dir is not None:
-        write_backtest(out_dir, result, cfg, split)
-    return out_dir, result
+    if not write:
+        return None, simulate_forecasts(load_forecasts(run_dir, split), cfg)
+    out_dir = _out_dir(run_dir, out, f"backtest-{settings_hash(cfg)}")
+    return out_dir, run_backtest(run_dir, cfg, split, out_dir, fmt=fmt)
 
 
 def _out_dir(run_dir: Path, out: Path | None, default: str) -> Path:
