@@ -1,7 +1,7 @@
 """The backtest step: a run's out-of-sample forecasts turned into positions and returns after costs.
 
-`run_backtest`, `load_forecasts` and `simulate_forecasts` are shared with re-backtests of saved forecasts
-under other settings (rebacktest.py), so both trade the same way (funding included) and write the same files.
+`run_backtest`, `read_forecasts` and `simulate_split` are shared with re-backtests of saved forecasts under
+other settings (rebacktest.py), so both trade the same way (funding, vol_target mode) and write the same files.
 """
 
 from __future__ import annotations
@@ -54,28 +54,29 @@ def run_backtest(run_dir: Path, cfg: Config, split: str, out_dir: Path, *, fmt: 
 
     want = formats(fmt) if plot else ()
     title = f"{cfg.name}: {cfg.data.symbols[0]} {cfg.data.timeframe}, {split} split"
-    df = _split_rows(run_dir, split)  # with walk-forward, every out-of-sample fold forecast is "test"
-    if len(df) < 2:
-        why = _too_short(run_dir, split, len(df))
+    full = read_forecasts(run_dir)  # with walk-forward, every out-of-sample fold forecast is "test"
+    n = int((full["split"] == split).sum())
+    if n < 2:
+        why = _too_short(run_dir, split, n)
         page = write_no_backtest_report(out_dir, title, why, want)
         raise DataError(why + (f" (see {page})" if page else ""))
-    result = simulate_forecasts(df, cfg)
+    result, outcome = simulate_split(full, cfg, split)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(out_dir / "equity.csv", result.equity)
     write_csv(out_dir / "trades.csv", result.trades)
     write_json(out_dir / "metrics.json", result.metrics)
     write_text_atomic(out_dir / "backtest.yaml", yaml.safe_dump({"backtest": cfg.backtest.model_dump(mode="json")},
                                                                 sort_keys=False, default_flow_style=None))
-    write_backtest_reports(out_dir, result, title, want, outcome=df["outcome"].to_numpy("float64"))
+    write_backtest_reports(out_dir, result, title, want, outcome=outcome)
     return result
 
 
-def _split_rows(run_dir: Path, split: str) -> pd.DataFrame:
+def read_forecasts(run_dir: Path) -> pd.DataFrame:
+    """RUN_DIR/forecasts.csv: every saved out-of-sample forecast, all splits."""
     fpath = Path(run_dir) / "forecasts.csv"
     if not fpath.exists():
         raise DataError(f"{fpath} not found; train first (`cryptonorm train CONFIG`)")
-    df = pd.read_csv(fpath)
-    return df[df["split"] == split]
+    return pd.read_csv(fpath)
 
 
 def _too_short(run_dir: Path, split: str, n: int) -> str:
@@ -83,20 +84,22 @@ def _too_short(run_dir: Path, split: str, n: int) -> str:
             f"use a longer data range or a larger split.{split}")
 
 
-def load_forecasts(run_dir: Path, split: str) -> pd.DataFrame:
-    """The saved out-of-sample forecasts of one split (rows of forecasts.csv), at least 2 bars."""
-    df = _split_rows(run_dir, split)
+def simulate_split(full: pd.DataFrame, cfg: Config, split: str, *, forecast_stats: bool = True,
+                   run_dir: Path | None = None) -> tuple[Any, np.ndarray]:
+    """The backtest of one split of forecasts.csv (`full`) with `cfg`'s settings (and a swap's funding), and
+    the realized outcome of each of its bars. A split of fewer than 2 bars is a DataError."""
+    df = full[full["split"] == split]
     if len(df) < 2:
-        raise DataError(_too_short(run_dir, split, len(df)))
-    return df
+        raise DataError(_too_short(run_dir or Path("the run"), split, len(df)))
+    if cfg.backtest_mode == "vol_target":  # a volatility forecast: pipeline/vol.py, trade/vol_target.py
+        from cryptonorm.pipeline.vol import backtest_frame
 
-
-def simulate_forecasts(df: pd.DataFrame, cfg: Config, *, forecast_stats: bool = True) -> Any:
-    """`trade.backtest.simulate` on rows of forecasts.csv with the config's backtest settings (and a swap's
-    funding)."""
+        result, outcome = backtest_frame(full, cfg, split)
+        return result, outcome
     from cryptonorm.trade import backtest as bt
 
     ts = df["timestamp"].to_numpy("int64")
+    outcome = df["outcome"].to_numpy("float64")
     return bt.simulate(ts, df["close"].to_numpy("float64"), df["forecast"].to_numpy("float64"), cfg.backtest,
-                       cfg.data.timeframe, cfg.target.kind, outcome=df["outcome"].to_numpy("float64"),
-                       forecast_stats=forecast_stats, funding=_funding(cfg, ts))
+                       cfg.data.timeframe, cfg.target.kind, outcome=outcome, forecast_stats=forecast_stats,
+                       funding=_funding(cfg, ts)), outcome

@@ -21,8 +21,8 @@ import pandas as pd
 
 from cryptonorm.atomic import write_csv, write_json
 from cryptonorm.config import Config, build_config
-from cryptonorm.errors import ConfigError
-from cryptonorm.pipeline.backtesting import BACKTEST_DIR, load_forecasts, run_backtest, simulate_forecasts
+from cryptonorm.errors import ConfigError, DataError
+from cryptonorm.pipeline.backtesting import BACKTEST_DIR, read_forecasts, run_backtest, simulate_split
 
 COST_KEYS = ("fee_bps", "slippage_bps")  # cost scenarios: given by the market, never chosen on data
 MAX_GRID = 400  # combinations; each is one backtest of the validation split
@@ -82,7 +82,7 @@ def rebacktest(run_dir: Path, overrides: Mapping[str, Any] | None = None, out: P
     run_dir = Path(run_dir)
     cfg = backtest_overrides(finished_run(run_dir), overrides or {})
     if not write:
-        return None, simulate_forecasts(load_forecasts(run_dir, split), cfg)
+        return None, simulate_split(read_forecasts(run_dir), cfg, split, run_dir=run_dir)[0]
     out_dir = _out_dir(run_dir, out, f"backtest-{settings_hash(cfg)}")
     return out_dir, run_backtest(run_dir, cfg, split, out_dir, fmt=fmt)
 
@@ -173,11 +173,16 @@ def grid(run_dir: Path, values: Mapping[str, Sequence[Any]], out: Path | None = 
     if len(combos) > MAX_GRID:
         raise ConfigError(f"--grid has {len(combos)} combinations; at most {MAX_GRID}")
     configs = [backtest_overrides(base, c, option="--grid") for c in combos]  # every value checked first
-    val, test = load_forecasts(run_dir, "val"), load_forecasts(run_dir, "test")
+    full = read_forecasts(run_dir)
+    val, test = full[full["split"] == "val"], full[full["split"] == "test"]
+    for name, rows in (("validation", val), ("test", test)):
+        if len(rows) < 2:
+            raise DataError(f"the {name} split of {run_dir} has {len(rows)} bar(s); a grid needs at least 2 in "
+                            "the validation and the test split")
     out_dir = _out_dir(run_dir, out, f"backtest-grid-{_grid_hash(base, values)}") if write else None
     rows = []
     for combo, cfg in zip(combos, configs, strict=True):
-        s = simulate_forecasts(val, cfg, forecast_stats=False).metrics["strategy"]
+        s = simulate_split(full, cfg, "val", forecast_stats=False)[0].metrics["strategy"]
         rows.append({**combo, "val_sharpe": s["sharpe"], "val_total_return": s["total_return"],
                      "val_max_drawdown": s["max_drawdown"], "val_trades": s["trades"], "val_exposure": s["exposure"]})
     table = pd.DataFrame(rows)
@@ -188,7 +193,7 @@ def grid(run_dir: Path, values: Mapping[str, Sequence[Any]], out: Path | None = 
         best = int(group["val_sharpe"].fillna(float("-inf")).to_numpy().argmax())  # ties: the first listed
         idx = group.index[best]
         table.loc[idx, "chosen"] = True
-        m = simulate_forecasts(test, configs[idx]).metrics
+        m = simulate_split(full, configs[idx], "test")[0].metrics
         s, bh = m["strategy"], m["buy_and_hold"]
         picked.append({**combos[idx], "val_sharpe": table.loc[idx, "val_sharpe"], "test_sharpe": s["sharpe"],
                        "test_total_return": s["total_return"], "test_max_drawdown": s["max_drawdown"],

@@ -70,7 +70,12 @@ def train(cfg: Config, out: Path | None = None, *, progress: ProgressFn | None =
     write_csv(run_dir / "history.csv", pd.DataFrame(res.history).reindex(columns=HISTORY_COLUMNS))
     write_json(run_dir / "scaler.json", {"scaler": ds.scaler.to_dict(), "features": ds.feature_names,
                                           "window": ds.window})
-    metrics = _split_metrics(ds, forecasts, split_of, cfg)
+    vol = None
+    if cfg.target.kind == "volatility":  # baselines, DM and variance metrics (pipeline/vol.py)
+        from cryptonorm.pipeline.vol import VolContext
+
+        vol = VolContext(prep, forecasts, split_of, cfg)
+    metrics = _split_metrics(ds, forecasts, split_of, cfg, vol)
     metrics.update({"stopped": res.stopped, "best_epoch": res.best_epoch, "message": res.message})
     if folds:
         metrics["walk_forward"] = {"folds": len(folds), "mode": cfg.backtest.walk_forward.mode,
@@ -78,7 +83,7 @@ def train(cfg: Config, out: Path | None = None, *, progress: ProgressFn | None =
                                    "train_bars": cfg.backtest.walk_forward.train_bars}
         write_csv(run_dir / "folds.csv", pd.DataFrame(folds))
     write_json(run_dir / "metrics.json", metrics)
-    _write_forecasts(run_dir, ds, forecasts, split_of)
+    _write_forecasts(run_dir, ds, forecasts, split_of, vol)
     run_info = {"seed": cfg.seed, "device": str(device), "versions": versions(),
                 "data": {"path": str(candle_path(cfg)), "hash": data_hash(candles), "rows": len(candles),
                          "first": int(candles["timestamp"].iloc[0]), "last": int(candles["timestamp"].iloc[-1])},
@@ -88,8 +93,10 @@ def train(cfg: Config, out: Path | None = None, *, progress: ProgressFn | None =
     return TrainSummary(run_dir, metrics, str(device), res.stopped, res.best_epoch, time.time() - t0)
 
 
-def _split_metrics(ds: Any, forecasts: np.ndarray, split_of: np.ndarray, cfg: Config) -> dict[str, Any]:
-    """Forecast metrics of the validation and test samples, beside the persistence baseline."""
+def _split_metrics(ds: Any, forecasts: np.ndarray, split_of: np.ndarray, cfg: Config,
+                   vol: Any = None) -> dict[str, Any]:
+    """Forecast metrics of the validation and test samples, beside the persistence baseline (for
+    volatility: beside the volatility baselines, pipeline/vol.py)."""
     from cryptonorm.trade.metrics import forecast_metrics
 
     kind = cfg.target.kind
@@ -99,7 +106,10 @@ def _split_metrics(ds: Any, forecasts: np.ndarray, split_of: np.ndarray, cfg: Co
         out["samples"][name] = len(idx)
         if name != "train" and len(idx):
             out[name] = forecast_metrics(forecasts[idx], ds.y[idx].astype("float64"), kind)
-            out[name]["persistence"] = _persistence_metrics(ds, idx, kind)
+            if vol is not None:
+                out[name].update(vol.metrics(idx))
+            else:
+                out[name]["persistence"] = _persistence_metrics(ds, idx, kind)
     return out
 
 
@@ -112,14 +122,12 @@ def _persistence_metrics(ds: Any, idx: np.ndarray, kind: str) -> dict[str, float
     h = max(1, int(getattr(ds, "horizon", 1)))
     if kind == "direction":
         pred = (last[idx] > 0).astype("float64") * 0.98 + 0.01
-    elif kind == "volatility":
-        pred = np.abs(last[idx])
     else:
         pred = last[idx] * h
     return {k: v for k, v in forecast_metrics(pred, ds.y[idx].astype("float64"), kind).items() if k != "n"}
 
 
-def _write_forecasts(run_dir: Path, ds: Any, forecasts: np.ndarray, split_of: np.ndarray) -> None:
+def _write_forecasts(run_dir: Path, ds: Any, forecasts: np.ndarray, split_of: np.ndarray, vol: Any = None) -> None:
     """forecasts.csv: every bar from the first out-of-sample forecast on (NaN where there is no valid sample).
 
     Bars inside a split's span that have no forecast (a gap, a dropped window) keep the split's name, so the
@@ -134,5 +142,6 @@ def _write_forecasts(run_dir: Path, ds: Any, forecasts: np.ndarray, split_of: np
             seg = split[rows[0]:rows[-1] + 1]
             seg[seg == ""] = name
     df = pd.DataFrame({"timestamp": ds.timestamps[start:], "close": ds.close[start:], "forecast": forecasts[start:],
-                       "y": ds.y[start:], "outcome": ds.outcome[start:], "split": split})
+                       "y": ds.y[start:], "outcome": ds.outcome[start:], "split": split,
+                       **(vol.columns(start) if vol is not None else {})})
     write_csv(run_dir / "forecasts.csv", df)
