@@ -12,7 +12,19 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from cryptonorm.cli.app import STATE, FormatOpt, OpenOpt, SetOpt, app, console, errors, open_report, report_formats, say
+from cryptonorm.cli.app import (
+    STATE,
+    FormatOpt,
+    OpenOpt,
+    SetOpt,
+    TrackOpt,
+    app,
+    console,
+    errors,
+    open_report,
+    report_formats,
+    say,
+)
 
 if TYPE_CHECKING:
 
@@ -32,10 +44,14 @@ def sweep_command(
     executor: Annotated[str, typer.Option(help="local (process pool) or ray.")] = "local",
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (with --executor ray); "  # noqa: UP045
                                                         "default: a local Ray with --jobs CPUs.")] = None,
+    gpus_per_cell: Annotated[float, typer.Option("--gpus-per-cell", min=0.0, help=(
+        "GPUs per cell: 0.25 packs four cells on each GPU (local: pinned workers; Ray: num_gpus per task); "
+        "0 = no GPU asked for (local cells still use the GPU when train.device allows)."))] = 0.0,
     reference: ReferenceOpt = None,
     set_: SetOpt = None,
     fmt: FormatOpt = None,
     open_: OpenOpt = False,
+    track: TrackOpt = None,
 ) -> None:
     """Run a grid of experiments in parallel; resumable (finished cells are skipped, failed ones retried)."""
     from cryptonorm.render import tables
@@ -45,15 +61,25 @@ def sweep_command(
     from cryptonorm.study.spec import load_sweep
 
     with errors():
+        from cryptonorm.pipeline.tracking import check_backend
+
         report_formats(fmt)  # a bad --format fails before any training
+        backend = check_backend(track)  # and an unknown tracker
         spec = load_sweep(sweep_file, set_ or [])
         say(f"sweep {spec.spec.name}: {len(spec.cells)} cells over {', '.join(spec.grid_keys)} "
              f"(executor {executor}, {jobs} job{'s' * (jobs > 1)})")
         with tables.sweep_bar(disable=STATE.quiet) as on_event:
-            outcome = sw.run_sweep(spec, out, jobs=jobs, executor=executor, address=address, on_event=on_event)
+            outcome = sw.run_sweep(spec, out, jobs=jobs, executor=executor, address=address, on_event=on_event,
+                                   gpus_per_cell=gpus_per_cell)
         rep = sweep_report.render(outcome.sweep_dir, reference, fmt)
         _show(rep)
-        say(f"{outcome.ran} cell(s) run, {outcome.skipped} finished earlier, in {outcome.seconds:.0f}s")
+        if backend is not None:
+            from cryptonorm.study.tracking import track_sweep
+
+            n = track_sweep(outcome.sweep_dir, backend)
+            say(f"logged {n} new cell run(s) to {backend} (experiment sweep-{spec.spec.name})")
+        again = f" ({outcome.rebacktested} re-backtested with new backtest settings)" if outcome.rebacktested else ""
+        say(f"{outcome.ran} cell(s) run, {outcome.skipped} finished earlier{again}, in {outcome.seconds:.0f}s")
         typer.echo(str(outcome.sweep_dir))
         _report_path(rep, open_)
         if outcome.failed:

@@ -17,7 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from cryptonorm.errors import TrainingError
 from cryptonorm.learn.models import Forecaster
+from cryptonorm.learn.norms import eval_uses_batch_statistics
 
 
 @dataclass
@@ -163,13 +165,27 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
 
 
 @torch.no_grad()
+def inference_chunks(n: int, size: int, no_single: bool) -> list[tuple[int, int]]:
+    """[start, stop) bounds of consecutive chunks of `size` rows; with `no_single` (a model that normalizes
+    with the inference batch's own statistics, model.bn_eval batch) a last chunk of one sample joins the
+    one before, and a single window is an error: a batch of one has no batch statistics."""
+    bounds = [*range(0, n, size), n]
+    if no_single:
+        if n == 1:
+            raise TrainingError("model.bn_eval=batch normalizes each forecast with the statistics of its batch and "
+                                "cannot forecast a single window; use model.bn_eval running or recalibrate")
+        if len(bounds) > 2 and n - bounds[-2] == 1:
+            del bounds[-2]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
 def evaluate(model: nn.Module, data: Batches, loss_fn: nn.Module, batch_size: int, use_bf16: bool) -> float:
     """Mean loss over the validation samples, in eval mode (BatchNorm uses its running averages)."""
     model.eval()
     idx_all = data.val_idx
     total = torch.zeros((), device=data.X.device)
-    for s in range(0, len(idx_all), batch_size):
-        b = idx_all[s : s + batch_size]  # (B,)
+    for a, e in inference_chunks(len(idx_all), batch_size, eval_uses_batch_statistics(model)):
+        b = idx_all[a:e]  # (B,)
         with autocast(data.X.device, use_bf16):
             out = model(gather_windows(data.X, b, data.offsets))  # (B,)
         total += loss_fn(out.float(), data.y[b]) * len(b)

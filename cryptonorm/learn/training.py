@@ -37,11 +37,20 @@ from cryptonorm.learn.loop import (
     copy_state,
     epoch_record,
     evaluate,
+    inference_chunks,
     run_epoch,
 )
 from cryptonorm.learn.loop import gather_windows as gather_windows  # re-exported: predict and callers use it
 from cryptonorm.learn.losses import make_loss
-from cryptonorm.learn.models import Forecaster, build_model, uses_batch_statistics
+from cryptonorm.learn.models import Forecaster, build_model
+from cryptonorm.learn.norms import (
+    BATCH_NORMS,
+    RevIN,
+    eval_uses_batch_statistics,
+    recalibrate,
+    revin_target_feature,
+    uses_batch_statistics,
+)
 
 
 class WindowedData(Protocol):
@@ -126,6 +135,7 @@ def fit(
     graph = t.cuda_graph and graph_why is None
     data = _batches(ds, cfg, dev, loss_name, drop_single=uses_batch_statistics(model), full_only=graph)
     state = _init_state(model, cfg, dev, loss_name, data.y_mean, data.y_std, capturable=graph)
+    denorm = _set_revin_target(model, ds, cfg)
     # the loss reads the model's output map (positive outputs are part of what is trained): learn/losses.py
     loss_fn = make_loss(loss_name, model.to_forecast, data.y_mean, data.y_std, cfg.target.vol_form)
     use_bf16 = t.precision == "bf16" and dev.type == "cuda"
@@ -133,6 +143,10 @@ def fit(
     notes += _accelerate(state, data, cfg, dev, loss_fn, use_bf16, graph)
     stopped, bad_value = _epoch_loop(state, data, cfg, loss_fn, use_bf16, progress, checkpoint)
     state.model.load_state_dict(state.best_state)
+    if denorm:
+        notes.append(f"RevIN de-normalizes the forecast with the window statistics of {denorm}")
+    if cfg.model.bn_eval == "recalibrate":
+        notes.append(_recalibrate(state, data, cfg, checkpoint))
     state.model.eval()
     if isinstance(state.step_model, accel.SafeCompiled) and state.step_model.note:
         notes.append(state.step_model.note)
@@ -157,12 +171,43 @@ def _accelerate(state: TrainState, data: Batches, cfg: Config, dev: torch.device
     return notes
 
 
+def _recalibrate(state: TrainState, data: Batches, cfg: Config, checkpoint: str | Path | None) -> str:
+    """model.bn_eval recalibrate (AdaBN): after training, the running statistics of every BatchNorm are
+    re-estimated with the weights frozen on the latest `bn_recalibrate_bars` training windows, and the
+    checkpoint is written again with them. In walk-forward every fold's fit does this on its own windows."""
+    recent = torch.sort(data.train_idx).values[-cfg.model.bn_recalibrate_bars :]  # (k,) latest END rows
+    recalibrate(state.model, gather_windows(data.X, recent, data.offsets))  # one batch of (k, W, F)
+    if checkpoint is not None and state.stopper.best_epoch:
+        save_checkpoint(checkpoint, state.model, cfg, data.X.shape[1], len(data.offsets),
+                        extra={"epoch": state.stopper.best_epoch, "loss": state.stopper.best_loss,
+                               "bn_recalibrated_windows": len(recent)})
+    return f"BatchNorm statistics recalibrated on the last {len(recent)} training windows"
+
+
+def _set_revin_target(model: Forecaster, ds: WindowedData, cfg: Config) -> str | None:
+    """RevIN with revin_denorm auto: de-normalize forecasts with the window statistics of the input column
+    in the target's units (norms.revin_target_feature). Needs the dataset's feature names and scaler (a bare
+    WindowedData has neither: then nothing is de-normalized). Returns the column's name, or None."""
+    if not isinstance(model.input_norm, RevIN) or cfg.model.revin_denorm == "off":
+        return None
+    names, scaler = getattr(ds, "feature_names", None), getattr(ds, "scaler", None)
+    if names is None or scaler is None:
+        return None
+    name = revin_target_feature(list(names), cfg.target.kind, cfg.target.horizon, cfg.target.vol_form)
+    if name is None:
+        return None
+    j = list(names).index(name)
+    # the scaler maps raw -> (raw - center) / scale; the forecast goes back to raw units the same way
+    model.input_norm.set_target(j, float(scaler.scale[j]), float(scaler.center[j]))
+    return name
+
+
 def _check_fit_inputs(ds: WindowedData, cfg: Config) -> None:
     """Config errors that need the data (window) and index sanity checks, before anything is built."""
     t, m = cfg.train, cfg.model
-    if m.norm == "batch" and t.batch_size < 2:
+    if m.norm in BATCH_NORMS and t.batch_size < 2:
         raise ConfigError(
-            f"train.batch_size must be >= 2 for model.norm=batch; BatchNorm needs at least two samples per "
+            f"train.batch_size must be >= 2 for model.norm={m.norm}; BatchNorm needs at least two samples per "
             f"batch for its statistics (got {t.batch_size})"
         )
     window = int(ds.window)
@@ -319,7 +364,7 @@ def predict(
     rows = torch.as_tensor(idx_np).to(dev)  # (n,)
     offsets = torch.arange(-window + 1, 1, device=dev)  # (W,)
     outs = []
-    for s in range(0, len(rows), batch_size):
-        b = rows[s : s + batch_size]  # (B,)
+    for a, e in inference_chunks(len(rows), batch_size, eval_uses_batch_statistics(model)):
+        b = rows[a:e]  # (B,)
         outs.append(model.to_forecast(model(gather_windows(X, b, offsets)).float()))  # (B,)
     return torch.cat(outs).cpu().numpy().astype(np.float64)

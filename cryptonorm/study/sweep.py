@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptonorm.errors import UsageError
-from cryptonorm.study.cell import CellTask
-from cryptonorm.study.executors import cores, import_ray, run_inline, run_pool, run_ray
+from cryptonorm.study.cell import CellTask, needs_backtest, rebacktest_cell
+from cryptonorm.study.executors import cores, gpu_slots, import_ray, run_inline, run_pool, run_ray, visible_gpus
 from cryptonorm.study.results import (
     RESULT_FILE,
     SWEEP_FILE,
@@ -40,7 +40,7 @@ from cryptonorm.study.results import (
     read_result,
     write_results_csv,
 )
-from cryptonorm.study.spec import Sweep, label
+from cryptonorm.study.spec import Cell, Sweep, label
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,6 +58,7 @@ class SweepOutcome:
     failed: int  # of all cells, after this run
     results: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    rebacktested: int = 0  # of the skipped (trained) cells: backtested again with new backtest settings
 
 
 
@@ -77,10 +78,12 @@ def prepare_data(sweep: Sweep, on_event: EventFn | None = None) -> tuple[pd.Data
 
 
 def run_sweep(sweep: Sweep, sweep_dir: Path | None = None, *, jobs: int = 1, executor: str = "local",
-              address: str | None = None, on_event: EventFn | None = None, cell_plots: bool = True) -> SweepOutcome:
+              address: str | None = None, on_event: EventFn | None = None, cell_plots: bool = True,
+              gpus_per_cell: float = 0.0) -> SweepOutcome:
     """Run every cell not finished yet; write sweep.json, each cell's result.json and sweep_results.csv.
 
-    `cell_plots=False` skips each cell's equity.png (the claims study: hundreds of small cells)."""
+    `cell_plots=False` skips each cell's equity.png (the claims study: hundreds of small cells).
+    `gpus_per_cell` > 0 packs cells onto GPUs (executors.py): 0.25 = four cells per GPU."""
     from cryptonorm import pipeline
 
     if jobs < 1:
@@ -89,6 +92,10 @@ def run_sweep(sweep: Sweep, sweep_dir: Path | None = None, *, jobs: int = 1, exe
         raise UsageError(f"--executor must be local or ray, got {executor!r}")
     if address and executor != "ray":
         raise UsageError("--address is for --executor ray")
+    if gpus_per_cell < 0:
+        raise UsageError(f"--gpus-per-cell must be >= 0, got {gpus_per_cell:g}")
+    # local GPU slots; Ray places GPU tasks itself (the GPUs may be on other machines)
+    slots = gpu_slots(gpus_per_cell, visible_gpus()) if gpus_per_cell > 0 and executor == "local" else None
     ray = import_ray() if executor == "ray" else None
     t0 = time.time()
     sweep_dir = Path(sweep_dir or sweep.default_dir()).resolve()
@@ -107,10 +114,13 @@ def run_sweep(sweep: Sweep, sweep_dir: Path | None = None, *, jobs: int = 1, exe
             "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         })
         todo: list[CellTask] = []
+        rebacktest: list[Cell] = []  # trained, but backtested with other backtest settings
         stale = 0
         for c in sweep.cells:
             prev = read_result(cell_dir(sweep_dir, c) / RESULT_FILE)
             if is_done(prev, c, dhash):
+                if prev is not None and needs_backtest(prev, c.config):
+                    rebacktest.append(c)
                 continue
             stale += prev is not None and prev.get("status") == "ok"
             todo.append(CellTask(c.id, c.params, c.config.to_dict(), c.config_hash, str(cell_dir(sweep_dir, c)),
@@ -130,16 +140,21 @@ def run_sweep(sweep: Sweep, sweep_dir: Path | None = None, *, jobs: int = 1, exe
                   "todo": len(todo)})
 
         threads = max(1, cores() // jobs)
+        if slots is not None:
+            jobs = min(jobs, len(slots))  # more workers than GPU slots would share one slot's GPU
         if ray is not None:
-            run_ray(ray, todo, candles, jobs, address, threads, finished)
-        elif jobs == 1:
+            run_ray(ray, todo, candles, jobs, address, threads, finished, gpus_per_cell)
+        elif jobs == 1 and slots is None:
             run_inline(todo, candles, threads, finished)
         else:
-            run_pool(todo, candles, jobs, threads, finished)
+            run_pool(todo, candles, jobs, threads, finished, slots)
+        for c in rebacktest:  # seconds each: the saved forecasts traded with the new settings
+            rebacktest_cell(cell_dir(sweep_dir, c), c.config, plot=cell_plots)
         results = collect_results(sweep_dir)
         write_results_csv(sweep_dir, results)
     failed = sum(r.get("status") != "ok" for r in results)
-    return SweepOutcome(sweep_dir, dhash, len(sweep.cells), skipped, len(todo), failed, results, time.time() - t0)
+    return SweepOutcome(sweep_dir, dhash, len(sweep.cells), skipped, len(todo), failed, results, time.time() - t0,
+                        len(rebacktest))
 
 
 def _land(task: CellTask, result: dict[str, Any]) -> None:
