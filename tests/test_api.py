@@ -81,6 +81,7 @@ TINY_SWEEP = """\
 name: api-tiny
 base: base.yaml
 set: {train.epochs: 1}
+seeds: 1
 grid:
   model.norm: [none, layer]
 """

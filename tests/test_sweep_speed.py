@@ -40,7 +40,7 @@ def test_gpus_per_cell_without_a_gpu_is_one_clear_line(tmp_path: Path, data_dir:
 
 
 def test_summary_records_cells_per_hour_and_each_cells_device(tmp_path: Path, data_dir: Path) -> None:
-    sweep = "name: tiny-tp\nbase: base.yaml\nset: {train.epochs: 1}\ngrid:\n  model.norm: [none, layer]\n"
+    sweep = "name: tiny-tp\nbase: base.yaml\nset: {train.epochs: 1}\nseeds: 1\ngrid:\n  model.norm: [none, layer]\n"
     path = write_sweep(tmp_path, data_dir, sweep=sweep)
     out = tmp_path / "out"
     code, _, err = cli("sweep", str(path), "--out", str(out))
