@@ -301,7 +301,8 @@ def test_a_killed_rerun_never_leaves_a_run_dir_mixing_two_runs(tmp_path: Path, s
             raise _Killed
 
         with pytest.raises(_Killed):  # a second run, other settings, killed after its first epoch
-            pipeline.train(load_config(QUICK, [*base, "features.window=6", "seed=3"]), run_dir, progress=die)
+            pipeline.train(load_config(QUICK, [*base, "features.window=6", "seed=3"]), run_dir, force=True,
+                           progress=die)
         code, out, err = cli("backtest", str(run_dir), "--json")
     assert code == 1, "backtest used a run dir whose config.yaml and model.pt belong to another run than its " \
                       "forecasts.csv and run.json"

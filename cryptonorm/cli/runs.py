@@ -28,12 +28,17 @@ if TYPE_CHECKING:
 # ---------------------------------------------------------------- train / predict / backtest / run
 
 
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace a finished run in --out (or restart an "
+                                        "interrupted one instead of resuming it).")]
+
+
 @app.command()
 def train(
     config: ConfigArg,
     out: OutOpt = None,
     json_: JsonOpt = False,
     set_: SetOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Train a forecaster; prints the run directory."""
     from cryptonorm import pipeline
@@ -41,7 +46,7 @@ def train(
 
     with errors():
         cfg = load_cli_config(config, set_)
-        summary = _train(cfg, out, json_)
+        summary = _train(cfg, out, json_, force)
         if json_:
             typer.echo(json.dumps(pipeline.json_safe({"run_dir": summary.run_dir, "device": summary.device,
                                                       "stopped": summary.stopped, "metrics": summary.metrics})))
@@ -81,21 +86,27 @@ def backtest(
             out_dir, result = pipeline.backtest(target)
         else:
             cfg = load_cli_config(target, set_)
-            summary = _train(cfg, None, json_)
+            summary = _train(cfg, None, json_, False)
             out_dir, result = pipeline.backtest(summary.run_dir)
         _show_backtest(out_dir, result, json_)
 
 
-def _train(cfg: Config, out: Path | None, json_: bool) -> Any:
-    """Train with an epoch bar (unless quiet or --json); warn on stderr if the loss went non-finite."""
+def _train(cfg: Config, out: Path | None, json_: bool, force: bool, backtest: bool = False) -> Any:
+    """Train (and backtest) with an epoch bar (unless quiet or --json); warn on stderr if the loss went
+    non-finite; say where an interrupted run was resumed."""
     from cryptonorm import pipeline
     from cryptonorm.render import tables
 
     with tables.epoch_bar(cfg.train.epochs, disable=STATE.quiet or json_) as update:
-        summary = pipeline.train(cfg, out, progress=update)
+        if backtest:
+            summary, out_dir, result = pipeline.train_and_backtest(cfg, out, force=force, progress=update)
+        else:
+            summary = pipeline.train(cfg, out, force=force, progress=update)
+    if summary.resumed:
+        typer.echo(f"resumed the interrupted run in {summary.run_dir} {summary.resumed}", err=True)
     if summary.stopped == "non_finite_loss":
         typer.echo(f"warning: {summary.metrics.get('message')}", err=True)
-    return summary
+    return (summary, out_dir, result) if backtest else summary
 
 
 def _show_backtest(out_dir: Path, result: Any, json_: bool) -> None:
@@ -116,6 +127,7 @@ def run(
     out: OutOpt = None,
     json_: JsonOpt = False,
     set_: SetOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Fetch (if missing), train, backtest and report in one go."""
     from cryptonorm import pipeline
@@ -127,10 +139,13 @@ def run(
             say(f"fetching {', '.join(cfg.data.symbols)} {cfg.data.timeframe} from {cfg.data.exchange}")
             with tables.progress_bar("candles", disable=STATE.quiet or json_) as update:
                 pipeline.fetch(cfg, progress=update)
-        summary = _train(cfg, out, json_)
-        if not STATE.quiet and not json_:
+        summary, out_dir, result = _train(cfg, out, json_, force, backtest=True)
+        if json_:  # one document: the run, its training and its backtest
+            typer.echo(json.dumps(pipeline.json_safe({
+                "run_dir": summary.run_dir, "device": summary.device, "stopped": summary.stopped,
+                "metrics": summary.metrics, "backtest_dir": out_dir, "backtest": result.metrics})))
+            return
+        if not STATE.quiet:
             console().print(tables.train_table(summary))
-        out_dir, result = pipeline.backtest(summary.run_dir)
         _show_backtest(out_dir, result, json_)
         say(f"run directory: {summary.run_dir}  (equity plot: {out_dir / 'equity.png'})")
-

@@ -115,11 +115,15 @@ def fit(
     *,
     progress: Callable[[dict[str, Any]], None] | None = None,
     checkpoint: str | Path | None = None,
+    resume: dict[str, Any] | None = None,
+    on_epoch_end: Callable[[TrainState], None] | None = None,
 ) -> FitResult:
     """Train a fresh model on ds.train_idx, early-stop on ds.val_idx, return the best weights.
 
     `device` defaults to cfg.train.device. `progress` receives each epoch's history dict. With
     `checkpoint`, the best weights are written there (atomically) every time they improve.
+    `on_epoch_end(state)` is called after every epoch that training goes on from (save `state.state_dict()`);
+    `resume` is such a saved state: training continues after its epoch exactly as it would have gone on.
     """
     t = cfg.train
     dev = device if isinstance(device, torch.device) else resolve_device(device or t.device)
@@ -132,8 +136,10 @@ def fit(
     model = build_model(cfg.model, ds.X.shape[1], int(ds.window)).to(dev)  # the seeded initial weights
     data = _batches(ds, cfg, dev, loss_name, drop_single=uses_batch_statistics(model))
     state = _init_state(model, cfg, dev, loss_name, data.y_mean, data.y_std)
+    if resume is not None:
+        state.load_state_dict(resume)
     use_bf16 = t.precision == "bf16" and dev.type == "cuda"
-    stopped, bad_value = _epoch_loop(state, data, cfg, loss_fn, use_bf16, progress, checkpoint)
+    stopped, bad_value = _epoch_loop(state, data, cfg, loss_fn, use_bf16, progress, checkpoint, on_epoch_end)
     state.model.load_state_dict(state.best_state)
     state.model.eval()
     message = _end_message(stopped, bad_value, state, cfg, has_val=len(data.val_idx) > 0)
@@ -213,7 +219,8 @@ def _init_state(model: Forecaster, cfg: Config, dev: torch.device, loss_name: st
 
 def _epoch_loop(state: TrainState, data: Batches, cfg: Config, loss_fn: nn.Module, use_bf16: bool,
                 progress: Callable[[dict[str, Any]], None] | None,
-                checkpoint: str | Path | None) -> tuple[str, str]:
+                checkpoint: str | Path | None,
+                on_epoch_end: Callable[[TrainState], None] | None = None) -> tuple[str, str]:
     """Epochs state.epoch + 1 .. train.epochs; returns (stopped, the non-finite value if any)."""
     t = cfg.train
     total_steps = t.epochs * data.n_batches
@@ -249,6 +256,8 @@ def _epoch_loop(state: TrainState, data: Batches, cfg: Config, loss_fn: nn.Modul
             return "early_stop", ""
         if state.plateau is not None:
             state.plateau.step(monitored)
+        if on_epoch_end is not None and state.epoch < t.epochs:
+            on_epoch_end(state)
     return "completed", ""
 
 

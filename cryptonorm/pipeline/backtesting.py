@@ -1,19 +1,31 @@
-"""The backtest step: a run's out-of-sample forecasts turned into positions and returns after costs."""
+"""The backtest step: a run's out-of-sample forecasts turned into positions and returns after costs.
+
+RUN_DIR/backtest/ is built in a hidden temp folder and renamed into place when complete, so no command
+ever sees a half-written backtest (a killed one leaves a `.backtest.*.tmp` folder that the next train clears).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from cryptonorm.atomic import write_csv, write_json
+from cryptonorm.atomic import DIR_MODE, write_csv, write_json
 from cryptonorm.errors import DataError
-from cryptonorm.pipeline.rundir import finished_run
+from cryptonorm.pipeline.fetch import ProgressFn
+from cryptonorm.pipeline.integrity import verify_run
+from cryptonorm.pipeline.rundir import check_run_dir, finished_run, new_run_dir, run_dir_lock
+from cryptonorm.pipeline.training import TrainSummary, train
 
 
 def backtest(run_dir: Path, split: str = "test") -> tuple[Path, Any]:
-    """Backtest a run's out-of-sample forecasts; writes RUN_DIR/backtest/."""
+    """Backtest a run's out-of-sample forecasts; writes RUN_DIR/backtest/ (all of it, or nothing)."""
     from cryptonorm.render import plots as report
     from cryptonorm.trade import backtest as bt
 
@@ -22,19 +34,48 @@ def backtest(run_dir: Path, split: str = "test") -> tuple[Path, Any]:
     fpath = run_dir / "forecasts.csv"  # with walk-forward, every out-of-sample fold forecast is "test"
     if not fpath.exists():
         raise DataError(f"{fpath} not found; train first (`cryptonorm train CONFIG`)")
-    df = pd.read_csv(fpath)
-    df = df[df["split"] == split]
-    if len(df) < 2:
-        raise DataError(f"the {split} split of {run_dir} has {len(df)} bar(s); a backtest needs at least 2: "
-                        "use a longer data range or a larger split.test")
-    result = bt.simulate(df["timestamp"].to_numpy("int64"), df["close"].to_numpy("float64"),
-                         df["forecast"].to_numpy("float64"), cfg.backtest, cfg.data.timeframe, cfg.target.kind,
-                         outcome=df["outcome"].to_numpy("float64"))
-    out_dir = run_dir / "backtest"
-    out_dir.mkdir(exist_ok=True)
-    write_csv(out_dir / "equity.csv", result.equity)
-    write_csv(out_dir / "trades.csv", result.trades)
-    write_json(out_dir / "metrics.json", result.metrics)
-    report.plot_equity(result, out_dir / "equity.png", title=f"{cfg.name}: {cfg.data.symbols[0]} "
-                       f"{cfg.data.timeframe}, {split} split")
+    with run_dir_lock(run_dir):
+        verify_run(run_dir)  # the model too: a run whose files do not belong together is refused
+        df = pd.read_csv(fpath)
+        df = df[df["split"] == split]
+        if len(df) < 2:
+            raise DataError(f"the {split} split of {run_dir} has {len(df)} bar(s); a backtest needs at least 2: "
+                            "use a longer data range or a larger split.test")
+        result = bt.simulate(df["timestamp"].to_numpy("int64"), df["close"].to_numpy("float64"),
+                             df["forecast"].to_numpy("float64"), cfg.backtest, cfg.data.timeframe, cfg.target.kind,
+                             outcome=df["outcome"].to_numpy("float64"))
+        out_dir = run_dir / "backtest"
+        with _folder_swap(out_dir) as tmp:
+            write_csv(tmp / "equity.csv", result.equity)
+            write_csv(tmp / "trades.csv", result.trades)
+            write_json(tmp / "metrics.json", result.metrics)
+            report.plot_equity(result, tmp / "equity.png", title=f"{cfg.name}: {cfg.data.symbols[0]} "
+                               f"{cfg.data.timeframe}, {split} split")
     return out_dir, result
+
+
+@contextlib.contextmanager
+def _folder_swap(target: Path) -> Iterator[Path]:
+    """Yield a hidden temp folder beside `target`; when the block succeeds it replaces `target` by renames."""
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        os.chmod(tmp, DIR_MODE)
+        old = target.with_name(f".{target.name}.old.{os.getpid()}.tmp")
+        if target.exists():
+            target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def train_and_backtest(cfg: Any, out: Path | None = None, *, force: bool = False,
+                       progress: ProgressFn | None = None) -> tuple[TrainSummary, Path, Any]:
+    """`cryptonorm run`: train, then backtest the test split, with the run directory locked throughout."""
+    run_dir = Path(out) if out is not None else new_run_dir(cfg)
+    check_run_dir(run_dir)
+    with run_dir_lock(run_dir):
+        summary = train(cfg, run_dir, force=force, progress=progress)
+        out_dir, result = backtest(summary.run_dir)
+    return summary, out_dir, result
