@@ -373,6 +373,17 @@ CASES: list[tuple[str, list[str], dict[str, str], int, list[str]]] = [
     ("no-store-yet", ["train", "CONFIG", "--set", "data.exchange=binance"], {}, 1, ["cryptonorm fetch"]),
     ("damaged-store", ["train", "CONFIG", "--set", "data.timeframe=2h"], {"STORE-2h": "PAR1 not parquet"}, 1,
      ["unreadable", "delete it and fetch again"]),
+    # issue 11: paths, separators and cross-section config checks, one line each
+    ("semicolon-csv", ["train", "CONFIG", "--set", "data.file=FILE"], {"FILE": rows(0, 1, 2).replace(",", ";")}, 1,
+     ["separated by semicolons", "','"]),
+    ("out-under-a-file", ["train", "CONFIG", "--out=FILE/run"], {"FILE": "x"}, 1,
+     ["candles.csv/run", "is a file, not a folder"]),
+    ("out-not-permitted", ["train", "CONFIG", "--out", "/sys/cryptonorm-test/run"], {}, 1,
+     ["/sys/cryptonorm-test", "choose a location you can write to"]),
+    ("data-dir-under-a-file", ["fetch", "-c", "CONFIG", "--set", "data.dir=FILE/store"], {"FILE": "x"}, 1,
+     ["candles.csv/store", "is a file, not a folder"]),
+    ("batchnorm-batch-of-one", ["train", "CONFIG", "--set", "model.norm=batch", "--set", "train.batch_size=1"], {},
+     2, ["train.batch_size must be >= 2 for model.norm=batch"]),
     # accepted on purpose: exchange exports are often newest first; sorting loses nothing (duplicates do fail)
     ("newest-first-is-sorted", ["fetch", "-c", "CONFIG", "--set", "data.file=FILE"], {"FILE": rows(5, 4, 3, 2, 1)},
      0, []),

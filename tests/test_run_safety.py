@@ -318,3 +318,40 @@ def test_run_json_is_one_document(store: Path, tmp_path: Path) -> None:
     doc = json.loads(out)  # fails on a second document
     assert doc["run_dir"] == str(tmp_path / "r")
     assert "test" in doc["metrics"] and "strategy" in doc["backtest"]
+
+
+# ---------------------------------------------------------------- path errors: one line naming the path
+
+PATH_CASES = [
+    ("out-under-a-file", ["train", QUICK, "--out", "{FILE}/run"], "{FILE}/run", "is a file, not a folder"),
+    ("data-dir-under-a-file", ["fetch", "--until", "2022-01-03", "--data-dir", "{FILE}/store"], "{FILE}/store",
+     "is a file, not a folder"),
+    ("o-under-a-file", ["features", QUICK, "-o", "{FILE}/f.csv"], "{FILE}", "is a file, not a folder"),
+    ("sweep-out-is-a-file", ["sweep", "{SWEEP}", "--out", "{FILE}"], "{FILE}", "is a file, not a folder"),
+    ("data-dir-not-permitted", ["fetch", "--until", "2022-01-03", "--data-dir", "/sys/cryptonorm-test"],
+     "/sys/cryptonorm-test", "choose a location you can write to"),
+    ("o-not-permitted", ["features", QUICK, "-o", "/sys/cryptonorm-test.csv"], "/sys/cryptonorm-test.csv",
+     "choose a location you can write to"),
+    ("sweep-out-not-permitted", ["sweep", "{SWEEP}", "--out", "/sys/cryptonorm-test"], "/sys/cryptonorm-test",
+     "choose a location you can write to"),
+]
+
+
+@pytest.mark.parametrize(("case", "args", "path", "says"), PATH_CASES, ids=[c[0] for c in PATH_CASES])
+def test_path_errors_name_the_path(case: str, args: list[str], path: str, says: str, store: Path,
+                                   tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(json.dumps({"name": "s", "base": QUICK, "set": {**SMALL, "data.dir": str(store)},
+                                 "grid": {"seed": [0, 1]}}))
+    fill = {"FILE": str(blocker), "SWEEP": str(sweep)}
+    argv = [a.format(**fill) for a in args]
+    if argv[0] in ("train", "features"):
+        argv[2:2] = sets({**SMALL, "data.dir": str(store)})
+    code, _, err = cli(*argv)
+    assert code == 1
+    line = one_line(err)
+    assert path.format(**fill) in line and says in line, line
+    assert ".tmp" not in line and "Errno" not in line
+    assert blocker.read_text() == "not a folder"

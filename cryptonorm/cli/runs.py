@@ -93,15 +93,25 @@ def backtest(
 
 def _train(cfg: Config, out: Path | None, json_: bool, force: bool, backtest: bool = False) -> Any:
     """Train (and backtest) with an epoch bar (unless quiet or --json); warn on stderr if the loss went
-    non-finite; say where an interrupted run was resumed."""
+    non-finite; say where an interrupted run was resumed, and how to resume this one if it is interrupted."""
     from cryptonorm import pipeline
     from cryptonorm.render import tables
 
-    with tables.epoch_bar(cfg.train.epochs, disable=STATE.quiet or json_) as update:
-        if backtest:
-            summary, out_dir, result = pipeline.train_and_backtest(cfg, out, force=force, progress=update)
-        else:
-            summary = pipeline.train(cfg, out, force=force, progress=update)
+    created = out is None
+    run_dir = pipeline.new_run_dir(cfg) if out is None else out  # named now, so an interrupt can say where
+    STATE.resume_hint = f"run it again with --out {run_dir} to resume"
+    try:
+        with tables.epoch_bar(cfg.train.epochs, disable=STATE.quiet or json_) as update:
+            if backtest:
+                summary, out_dir, result = pipeline.train_and_backtest(cfg, run_dir, force=force, progress=update)
+            else:
+                summary = pipeline.train(cfg, run_dir, force=force, progress=update)
+    except BaseException:
+        if created:
+            pipeline.remove_if_empty(run_dir)  # refused before anything was written: leave no empty folder
+        raise
+    finally:
+        STATE.resume_hint = ""
     if summary.resumed:
         typer.echo(f"resumed the interrupted run in {summary.run_dir} {summary.resumed}", err=True)
     if summary.stopped == "non_finite_loss":

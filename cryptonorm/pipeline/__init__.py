@@ -20,14 +20,16 @@ from cryptonorm.pipeline.rundir import (
     is_run_dir,
     load_run_config,
     new_run_dir,
+    remove_if_empty,
     run_dir_lock,
     versions,
 )
 from cryptonorm.pipeline.training import TrainSummary, train
+from cryptonorm.pipeline.validate import validate_config
 
 __all__ = [
     "FetchSummary", "TrainSummary", "audit", "backtest", "candle_path", "consolidate", "features", "fetch",
     "finished_run", "have_candles", "is_run_dir", "json_safe", "load_candles", "load_run_config", "new_run_dir",
-    "predict", "run_dir_lock", "store_folder", "train", "train_and_backtest", "verify_run", "versions", "write_csv",
-    "write_json", "write_text_atomic",
+    "predict", "remove_if_empty", "run_dir_lock", "store_folder", "train", "train_and_backtest",
+    "validate_config", "verify_run", "versions", "write_csv", "write_json", "write_text_atomic",
 ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ from cryptonorm.data.store import (
     write_pending,
 )
 from cryptonorm.errors import DataError
+from cryptonorm.pipeline.validate import validate_config
 from cryptonorm.timeframes import parse_date, timeframe_ms
 
 if TYPE_CHECKING:
@@ -87,7 +88,10 @@ def fetch(cfg: Config, *, progress: ProgressFn | None = None, retry: Retry | Non
         ts = df["timestamp"].to_numpy()
         return [FetchSummary("file", data.symbols[0], data.timeframe, own, len(df), 0,
                              int(ts[0]), int(ts[-1]), find_gaps(ts, data.timeframe), source="file")]
+    validate_config(cfg)
     retry = retry or Retry()
+    if progress is not None and retry.notify is None:  # a retrying fetch says so instead of sitting silent
+        retry = replace(retry, notify=lambda msg: progress({"retry": msg}))
     source = open_source(data)
     step = timeframe_ms(data.timeframe)
     until = parse_date(data.until) if data.until else None

@@ -165,6 +165,14 @@ def clear_run_outputs(run_dir: Path) -> None:
                     p.unlink()
 
 
+def remove_if_empty(run_dir: Path) -> None:
+    """Remove a run directory that holds nothing (but its lock file): a command refused before writing."""
+    with contextlib.suppress(OSError):
+        if all(p.name == LOCK for p in run_dir.iterdir()):
+            (run_dir / LOCK).unlink(missing_ok=True)
+            run_dir.rmdir()
+
+
 def load_run_config(run_dir: Path) -> Config:
     """The config.yaml of a run directory, validated."""
     p = Path(run_dir) / "config.yaml"

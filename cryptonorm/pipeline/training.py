@@ -112,7 +112,8 @@ def _write_outputs(run_dir: Path, cfg: Config, ds: Any, res: Any, forecasts: np.
         metrics["walk_forward"] = {"folds": len(folds), "mode": cfg.backtest.walk_forward.mode,
                                    "step": cfg.backtest.walk_forward.step,
                                    "train_bars": cfg.backtest.walk_forward.train_bars}
-        write_csv(run_dir / "folds.csv", pd.DataFrame(folds))
+        write_csv(run_dir / "folds.csv", pd.DataFrame(folds), times=("train_start", "train_end", "test_start",
+                                                                      "test_end"))
     write_json(run_dir / "metrics.json", metrics)
     _write_forecasts(run_dir, ds, forecasts, split_of)
     return metrics
