@@ -522,3 +522,67 @@ def test_atomic_savefig_leaves_nothing_behind_on_failure(tmp_path: Path) -> None
     assert list(tmp_path.iterdir()) == []
     atomic_savefig(fig, tmp_path / "x.png")
     assert [p.name for p in tmp_path.iterdir()] == ["x.png"]
+
+
+# ---------------------------------------------------------------- the fast paths agree with the plain ones
+
+
+def test_forecast_metrics_match_scipy_with_ties() -> None:
+    from scipy import stats
+
+    from cryptonorm.trade.metrics import forecast_metrics, rankdata
+
+    rng = np.random.default_rng(3)
+    pred = np.round(rng.normal(0.0, 1.0, 2000), 1)  # rounded: many ties
+    y = pred * 0.3 + np.round(rng.normal(0.0, 1.0, 2000), 1)
+    np.testing.assert_array_equal(rankdata(pred), stats.rankdata(pred))
+    np.testing.assert_array_equal(rankdata(np.arange(5.0)), [1, 2, 3, 4, 5])
+    m = forecast_metrics(pred, y, "return")
+    assert m["ic_spearman"] == pytest.approx(stats.spearmanr(pred, y)[0], abs=1e-12)
+    assert m["ic_pearson"] == pytest.approx(stats.pearsonr(pred, y)[0], abs=1e-12)
+    p = np.clip(np.round(rng.uniform(0, 1, 2000), 2), 1e-7, 1 - 1e-7)
+    up = (rng.uniform(0, 1, 2000) < p).astype("float64")
+    d = forecast_metrics(p, up, "direction")
+    u = stats.mannwhitneyu(p[up == 1], p[up == 0]).statistic  # AUC = U / (n_pos n_neg), ties half
+    assert d["auc"] == pytest.approx(u / ((up == 1).sum() * (up == 0).sum()), abs=1e-12)
+    assert d["ic_spearman"] == pytest.approx(stats.spearmanr(p, up)[0], abs=1e-12)
+    assert math.isnan(forecast_metrics(np.ones(10), y[:10], "return")["ic_spearman"])
+
+
+@pytest.mark.parametrize("allow_short", [True, False])
+def test_shared_work_gives_the_same_metrics_as_performance_on_each_series(allow_short: bool) -> None:
+    """simulate reuses trades, equity and turnover between the strategy, its cost-free twin and the
+    baselines; each must equal `performance` run from scratch on positions rebuilt here."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    ts = 1_600_000_000_000 + np.arange(n, dtype=np.int64) * HOUR
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    fc = rng.normal(0, 1e-3, n)
+    cfg = _cfg(sizing="forecast", fee_bps=7, slippage_bps=3, max_leverage=1.5, allow_short=allow_short)
+    bt = simulate(ts, close, fc, cfg, "1h", "return")
+    bar = np.r_[0.0, close[1:] / close[:-1] - 1]
+    rate = 10 / 1e4
+
+    def series(pos: np.ndarray, c: float) -> dict[str, float]:
+        fee = np.abs(np.diff(pos, prepend=0.0)) * c
+        return performance((pos * bar - fee)[1:], pos[1:], "1h", fee[1:], timestamps=ts)
+
+    pos = bt.equity["position"].to_numpy()
+    ls = np.r_[0.0, np.sign(bar[:-1])]
+    ls = ls if allow_short else np.maximum(ls, 0.0)
+    expected = {"strategy": series(pos, rate), "strategy_before_costs": series(pos, 0.0),
+                "buy_and_hold": series(np.r_[0.0, np.ones(n - 1)], rate), "flat": series(np.zeros(n), rate),
+                "last_sign": series(ls, rate)}
+    got = {**{k: bt.metrics[k] for k in ("strategy", "strategy_before_costs", "buy_and_hold")},
+           **bt.metrics["baselines"]}
+    for name, want in expected.items():
+        assert got[name].keys() == want.keys(), name
+        for key, value in want.items():
+            assert got[name][key] == pytest.approx(value, rel=1e-9, abs=1e-12, nan_ok=True), (name, key)
+
+
+def test_per_year_skips_a_year_without_bars() -> None:
+    ts = np.array([pd.Timestamp(d, tz="UTC").value // 1_000_000 for d in
+                   ("2019-12-31 23:00", "2020-06-01", "2022-03-01", "2022-03-02", "2023-01-01")])
+    rows = per_year(ts, np.array([0.01, 0.02, -0.01, 0.03, 0.0]), "1d")
+    assert [(r["year"], r["bars"]) for r in rows] == [(2019, 1), (2020, 1), (2022, 2), (2023, 1)]

@@ -21,7 +21,7 @@ def test_defaults_are_complete_and_round_trip() -> None:
                                   "backtest"}
 
 
-@pytest.mark.parametrize("path", [p for p in CONFIGS if "sweeps" not in p.parts], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [p for p in CONFIGS if not {"sweeps", "studies"} & set(p.parts)], ids=lambda p: p.name)
 def test_shipped_configs_validate(path: Path) -> None:
     cfg = load_config(path)
     assert cfg.name

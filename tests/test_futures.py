@@ -231,3 +231,36 @@ def test_export_freqtrade_writes_swap_candles_and_funding(server: RunningServer,
     rates = read_funding_file(tmp_path / "ft" / names[1])  # freqtrade's funding file: the rate in `open`
     pd.testing.assert_frame_equal(rates, read_store(funding_path(tmp_path / "store", "binance", "BTC/USDT:USDT"),
                                                     FUNDING))
+
+
+def test_swap_run_end_to_end_through_the_cli(server: RunningServer, tmp_path: Path) -> None:
+    """fetch -> train (funding features) -> backtest (funding charged) -> audit, all through the CLI."""
+    import json
+
+    import yaml
+
+    cfg = tmp_path / "swap.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "name": "swap", "data": swap_data(server, tmp_path),
+        "features": {"window": 8, "sma": [10], "ema": [12], "rsi": [14], "funding": [3]},
+        "model": {"hidden": [8]}, "train": {"epochs": 1, "batch_size": 128},
+    }))
+    runner = CliRunner()
+    assert runner.invoke(app, ["-q", "fetch", "-c", str(cfg)]).exit_code == 0
+    r = runner.invoke(app, ["-q", "run", str(cfg), "--out", str(tmp_path / "run"), "--json"])
+    assert r.exit_code == 0, r.output
+    run = tmp_path / "run"
+    scaler = json.loads((run / "scaler.json").read_text())
+    assert {"funding_rate", "funding_mean_3", "funding_z_3"} <= set(scaler["features"])
+    metrics = json.loads((run / "backtest" / "metrics.json").read_text())
+    assert metrics["costs"]["funding_paid"] != 0.0
+    equity = pd.read_csv(run / "backtest" / "equity.csv")
+    assert "funding" in equity.columns
+    assert metrics["costs"]["funding_paid"] == pytest.approx(
+        float((equity["funding"] * equity["equity"].shift(1, fill_value=1.0)).sum()), rel=1e-9)
+    audit = runner.invoke(app, ["audit", str(cfg)])
+    assert audit.exit_code == 0, audit.output
+    off = runner.invoke(app, ["-q", "run", str(cfg), "--out", str(tmp_path / "run2"), "--json",
+                              "--set", "backtest.funding=off"])
+    assert off.exit_code == 0, off.output
+    assert "funding_paid" not in json.loads((tmp_path / "run2" / "backtest" / "metrics.json").read_text())["costs"]

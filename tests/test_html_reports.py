@@ -273,3 +273,95 @@ def test_verdicts_page_renders_whatever_keys_exist(browser: Browser, tmp_path: P
     empty = browser.open_report(verdicts_page([], tmp_path / "empty" / "verdicts.html"))
     clean(empty)
     assert empty.charts == [] and "No verdicts" in empty.notices[0]
+
+
+# ---------------------------------------------------------------- the real CLI: sweep, report, backtest
+
+BASE = """\
+name: tiny
+seed: 0
+data: {{exchange: synthetic, symbol: BTC/USDT, timeframe: 1h, since: "2022-01-01", until: "2022-03-01",
+        dir: {data_dir}, synthetic: {{seed: 7, signal: 0.15}}}}
+features: {{window: 8, sma: [10], ema: [12], macd: [], bbands: [], returns: [1, 2, 4]}}
+model: {{kind: mlp, norm: layer, hidden: [8], dropout: 0.0}}
+train: {{epochs: 1, batch_size: 64, device: cpu, threads: 1}}
+"""
+SWEEP = "name: tiny\nbase: base.yaml\ngrid:\n  model.norm: [none, layer]\n  seed: [0, 1]\n"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    from typer.testing import CliRunner
+
+    from cryptonorm.cli import app
+
+    r = CliRunner().invoke(app, list(args))
+    return r.exit_code, r.stdout, r.stderr
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real 4-cell sweep (2 norms x 2 seeds, 1 epoch each) through `cryptonorm sweep --format html`."""
+    root = tmp_path_factory.mktemp("sweep")
+    (root / "base.yaml").write_text(BASE.format(data_dir=root / "candles"))
+    (root / "sweep.yaml").write_text(SWEEP)
+    code, out, err = cli("sweep", str(root / "sweep.yaml"), "--out", str(root / "sw"), "--format", "html")
+    assert code == 0, err
+    assert out.strip().splitlines()[-1] == str(root / "sw" / "report.html")  # the report's path, printed
+    return root / "sw"
+
+
+def test_sweep_cli_writes_an_offline_report(browser: Browser, swept: Path) -> None:
+    assert (swept / H.PLOTLY_JS).exists() and not (swept / "plots").exists()  # --format html: no PNGs
+    cells = sorted((swept / "cells").glob("*/run/backtest"))
+    assert len(cells) == 4 and all((c / "equity.png").exists() and not (c / "report.html").exists() for c in cells)
+    seen = browser.open_report(swept / "report.html")
+    clean(seen)
+    charts = by_id(seen)
+    assert charts["box-0"]["traces"] == charts["box-1"]["traces"] == 2  # one box per norm, every seed a point
+    assert sum(charts["box-0"]["points"]) == 4 and charts["curves"]["traces"] == 4 and "batch" not in charts
+
+
+def test_report_cli_formats_and_open(swept: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    code, out, err = cli("report", str(swept), "--format", "png")
+    assert code == 0 and out.strip().splitlines()[-1] == str(swept / "summary.md")
+    assert (swept / "plots" / "test_loss_by_norm.png").exists()
+    code, out, err = cli("report", str(swept), "--format", "pdf")
+    assert code == 2 and err.strip() == "error: --format 'pdf' is not valid; use one of png, html, both"
+    opened = tmp_path / "opened.txt"  # a stand-in browser: webbrowser runs $BROWSER with the URL
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BROWSER": f"{sys.executable} -c \"import sys; "
+           f"open({str(opened)!r}, 'w').write(sys.argv[1])\" %s"}
+    r = subprocess.run([sys.executable, "-m", "cryptonorm", "-q", "report", str(swept), "--open"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == str(swept / "report.html")
+    assert opened.read_text() == (swept / "report.html").resolve().as_uri()
+
+
+def test_backtest_cli_prints_the_report_and_a_run_without_a_backtest_says_so(browser: Browser, swept: Path,
+                                                                           tmp_path: Path) -> None:
+    import shutil
+
+    run = sorted((swept / "cells").glob("*/run"))[0]
+    code, out, err = cli("backtest", str(run), "--format", "both")
+    assert code == 0, err
+    assert out.strip().splitlines()[-2:] == [str(run / "backtest"), str(run / "backtest" / "report.html")]
+    seen = browser.open_report(run / "backtest" / "report.html")
+    clean(seen)
+    assert by_id(seen)["backtest"]["traces"] == 14
+    code, out, _ = cli("backtest", str(run), "--format", "png")
+    assert code == 0 and out.strip().splitlines()[-1] == str(run / "backtest" / "equity.png")
+
+    bare = tmp_path / "bare"  # the same run with no test bars left: nothing to backtest
+    shutil.copytree(run, bare)
+    shutil.rmtree(bare / "backtest")
+    f = pd.read_csv(bare / "forecasts.csv")
+    f[f["split"] != "test"].to_csv(bare / "forecasts.csv", index=False)
+    code, out, err = cli("backtest", str(bare))
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "has 0 bar(s)" in err
+    assert f"see {bare / 'backtest' / 'report.html'}" in err
+    seen = browser.open_report(bare / "backtest" / "report.html")
+    clean(seen)
+    assert seen.charts == [] and "No backtest to show: the test split" in seen.notices[0]

@@ -102,6 +102,8 @@ def test_study_end_to_end_then_resume(tmp_path: Path) -> None:
     for p in rec["plots"]:
         assert Path(p).stat().st_size > 0
     assert (out / "tiny_claim" / "summary.md").exists()  # the claim's sweep, rendered like any sweep
+    assert not list((out / "tiny_claim" / "cells").glob("*/run/backtest/equity.png"))  # no per-cell plots
+    assert list((out / "tiny_claim" / "cells").glob("*/run/backtest/metrics.json"))
     # 1 epoch in the quick profile
     hist = next((out / "tiny_claim" / "cells").glob("*/run/history.csv")).read_text().strip().splitlines()
     assert len(hist) == 2

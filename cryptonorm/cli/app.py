@@ -102,6 +102,36 @@ OutOpt = Annotated[
 ]
 
 
+FormatOpt = Annotated[
+    Optional[str],  # noqa: UP045 - typer needs Optional here
+    typer.Option("--format", help="Report format: png, html (interactive, offline) or both. Default: both, "
+                                  "or png alone when plotly is not installed.", show_default=False),
+]
+OpenOpt = Annotated[bool, typer.Option("--open", help="Open the report in the default web browser, if there is one.")]
+
+
+def report_formats(fmt: str | None) -> tuple[str, ...]:
+    """The formats to write (cryptonorm.render.html.formats); says so when the default falls back to png."""
+    from cryptonorm.render.html import INSTALL_HINT, formats
+
+    want = formats(fmt)
+    if fmt is None and "html" not in want:
+        say(f"note: plotly is not installed, so no HTML report (PNG only): {INSTALL_HINT.split(', or')[0]}")
+    return want
+
+
+def open_report(path: Path) -> None:
+    """Open `path` in the default web browser; one line instead when there is none (not an error)."""
+    import webbrowser
+
+    try:
+        browser = webbrowser.get()
+    except webbrowser.Error:
+        typer.echo(f"note: no web browser found to open {path}; open it yourself", err=True)
+        return
+    browser.open(Path(path).resolve().as_uri())
+
+
 PIPED_WIDTH = 10_000  # off a terminal: tables take their natural width (one line per row), never cut at 80
 
 

@@ -11,13 +11,17 @@ import typer
 from cryptonorm.cli.app import (
     STATE,
     ConfigArg,
+    FormatOpt,
     JsonOpt,
+    OpenOpt,
     OutOpt,
     SetOpt,
     app,
     console,
     errors,
     load_cli_config,
+    open_report,
+    report_formats,
     say,
 )
 from cryptonorm.errors import UsageError
@@ -75,23 +79,28 @@ def backtest(
     target: Annotated[Path, typer.Argument(help="A run directory, or a config (trains first).")],
     json_: JsonOpt = False,
     set_: SetOpt = None,
+    fmt: FormatOpt = None,
+    open_: OpenOpt = False,
 ) -> None:
-    """Turn forecasts into positions and returns after fees, against buy-and-hold."""
+    """Turn forecasts into positions and returns after fees, against buy-and-hold; prints the backtest
+    directory, then the report's path (report.html, or equity.png with --format png)."""
     from cryptonorm import pipeline
 
     with errors():
+        want = report_formats(fmt)  # a bad --format fails before any work
         if pipeline.is_run_dir(target):
             if set_:
                 raise UsageError("--set applies to a config, not to a finished run directory")
-            out_dir, result = pipeline.backtest(target)
+            out_dir, result = pipeline.backtest(target, fmt=fmt)
         else:
             cfg = load_cli_config(target, set_)
             summary = _train(cfg, None, json_, False)
-            out_dir, result = pipeline.backtest(summary.run_dir)
-        _show_backtest(out_dir, result, json_)
+            out_dir, result = pipeline.backtest(summary.run_dir, fmt=fmt)
+        _show_backtest(out_dir, result, json_, open_, want)
 
 
-def _train(cfg: Config, out: Path | None, json_: bool, force: bool, backtest: bool = False) -> Any:
+def _train(cfg: Config, out: Path | None, json_: bool, force: bool, backtest: bool = False,
+           fmt: str | None = None) -> Any:
     """Train (and backtest) with an epoch bar (unless quiet or --json); warn on stderr if the loss went
     non-finite; say where an interrupted run was resumed, and how to resume this one if it is interrupted."""
     from cryptonorm import pipeline
@@ -103,7 +112,8 @@ def _train(cfg: Config, out: Path | None, json_: bool, force: bool, backtest: bo
     try:
         with tables.epoch_bar(cfg.train.epochs, disable=STATE.quiet or json_) as update:
             if backtest:
-                summary, out_dir, result = pipeline.train_and_backtest(cfg, run_dir, force=force, progress=update)
+                summary, out_dir, result = pipeline.train_and_backtest(cfg, run_dir, force=force, progress=update,
+                                                                       fmt=fmt)
             else:
                 summary = pipeline.train(cfg, run_dir, force=force, progress=update)
     except BaseException:
@@ -119,16 +129,22 @@ def _train(cfg: Config, out: Path | None, json_: bool, force: bool, backtest: bo
     return (summary, out_dir, result) if backtest else summary
 
 
-def _show_backtest(out_dir: Path, result: Any, json_: bool) -> None:
+def _show_backtest(out_dir: Path, result: Any, json_: bool, open_: bool, want: tuple[str, ...]) -> None:
+    """The metrics table, the backtest directory and the report's path (--json: the metrics alone)."""
     from cryptonorm import pipeline
+    from cryptonorm.pipeline.reports import EQUITY_PNG, REPORT_HTML
     from cryptonorm.render import plots as report
 
+    page = out_dir / (REPORT_HTML if "html" in want else EQUITY_PNG)
     if json_:
         typer.echo(json.dumps(pipeline.json_safe(result.metrics)))
-        return
-    if not STATE.quiet:
-        console().print(report.metrics_table(result.metrics))
-    typer.echo(str(out_dir))
+    else:
+        if not STATE.quiet:
+            console().print(report.metrics_table(result.metrics))
+        typer.echo(str(out_dir))
+        typer.echo(str(page))
+    if open_:
+        open_report(page)
 
 
 @app.command()
@@ -138,18 +154,21 @@ def run(
     json_: JsonOpt = False,
     set_: SetOpt = None,
     force: ForceOpt = False,
+    fmt: FormatOpt = None,
+    open_: OpenOpt = False,
 ) -> None:
     """Fetch (if missing), train, backtest and report in one go."""
     from cryptonorm import pipeline
     from cryptonorm.render import tables
 
     with errors():
+        want = report_formats(fmt)
         cfg = load_cli_config(config, set_)
         if not pipeline.have_candles(cfg):
             say(f"fetching {', '.join(cfg.data.symbols)} {cfg.data.timeframe} from {cfg.data.exchange}")
             with tables.progress_bar("candles", disable=STATE.quiet or json_) as update:
                 pipeline.fetch(cfg, progress=update)
-        summary, out_dir, result = _train(cfg, out, json_, force, backtest=True)
+        summary, out_dir, result = _train(cfg, out, json_, force, backtest=True, fmt=fmt)
         if json_:  # one document: the run, its training and its backtest
             typer.echo(json.dumps(pipeline.json_safe({
                 "run_dir": summary.run_dir, "device": summary.device, "stopped": summary.stopped,
@@ -157,5 +176,5 @@ def run(
             return
         if not STATE.quiet:
             console().print(tables.train_table(summary))
-        _show_backtest(out_dir, result, json_)
-        say(f"run directory: {summary.run_dir}  (equity plot: {out_dir / 'equity.png'})")
+        _show_backtest(out_dir, result, json_, open_, want)
+        say(f"run directory: {summary.run_dir}")

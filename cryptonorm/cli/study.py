@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from cryptonorm.cli.app import STATE, SetOpt, app, console, errors, say
+from cryptonorm.cli.app import STATE, FormatOpt, OpenOpt, SetOpt, app, console, errors, open_report, report_formats, say
 
 if TYPE_CHECKING:
 
@@ -33,6 +33,8 @@ def sweep_command(
                                                         "default: a local Ray with --jobs CPUs.")] = None,
     reference: ReferenceOpt = None,
     set_: SetOpt = None,
+    fmt: FormatOpt = None,
+    open_: OpenOpt = False,
 ) -> None:
     """Run a grid of experiments in parallel; resumable (finished cells are skipped, failed ones retried)."""
     from cryptonorm.render import tables
@@ -42,15 +44,17 @@ def sweep_command(
     from cryptonorm.study.spec import load_sweep
 
     with errors():
+        report_formats(fmt)  # a bad --format fails before any training
         spec = load_sweep(sweep_file, set_ or [])
         say(f"sweep {spec.spec.name}: {len(spec.cells)} cells over {', '.join(spec.grid_keys)} "
              f"(executor {executor}, {jobs} job{'s' * (jobs > 1)})")
         with tables.sweep_bar(disable=STATE.quiet) as on_event:
             outcome = sw.run_sweep(spec, out, jobs=jobs, executor=executor, address=address, on_event=on_event)
-        rep = sweep_report.render(outcome.sweep_dir, reference)
+        rep = sweep_report.render(outcome.sweep_dir, reference, fmt)
         _show(rep)
         say(f"{outcome.ran} cell(s) run, {outcome.skipped} finished earlier, in {outcome.seconds:.0f}s")
         typer.echo(str(outcome.sweep_dir))
+        _report_path(rep, open_)
         if outcome.failed:
             typer.echo(f"error: {outcome.failed} of {outcome.total} cells failed (see {RESULTS_CSV}); run the "
                        "same command again to retry them", err=True)
@@ -60,14 +64,29 @@ def sweep_command(
 def report_command(
     sweep_dir: Annotated[Path, typer.Argument(help="A sweep directory, e.g. sweeps/norms.", show_default=False)],
     reference: ReferenceOpt = None,
+    fmt: FormatOpt = None,
+    open_: OpenOpt = False,
 ) -> None:
-    """Re-render a sweep's results table, summary.md and plots from its finished cells (no training)."""
+    """Re-render a sweep's results table, summary.md, plots and report.html from its finished cells (no
+    training); prints the report's path (report.html, or summary.md with --format png)."""
     from cryptonorm.study import report as sweep_report
 
     with errors():
-        rep = sweep_report.render(sweep_dir, reference)
+        report_formats(fmt)
+        rep = sweep_report.render(sweep_dir, reference, fmt)
         _show(rep)
-        typer.echo(str(rep.paths["summary"]))
+        if "html" not in rep.paths:
+            typer.echo(str(rep.paths["summary"]))
+        _report_path(rep, open_)
+
+
+def _report_path(rep: SweepReport, open_: bool) -> None:
+    """Print report.html's path (when written); open it (or summary.md) with --open."""
+    page = rep.paths.get("html")
+    if page is not None:
+        typer.echo(str(page))
+    if open_:
+        open_report(page or rep.paths["summary"])
 
 
 def _show(rep: SweepReport) -> None:
@@ -87,7 +106,7 @@ def _show(rep: SweepReport) -> None:
     for note in [*summary.test_notes(rep), *rep.notes]:
         out.print(f"note: {note}")
     out.print(f"results: {rep.paths.get('results')}  summary: {rep.paths.get('summary')}  "
-                  f"plots: {rep.paths.get('plots')}")
+              f"plots: {rep.paths.get('plots', '-')}  report: {rep.paths.get('html', '-')}")
 
 
 def study_command(

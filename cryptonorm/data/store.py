@@ -261,3 +261,30 @@ def have_candles(cfg: Config) -> bool:
         if int(ts.iloc[-1]) + step < until:
             return False
     return True
+
+
+def load_funding(cfg: Config) -> pd.DataFrame | None:
+    """A swap's funding rates (timestamp, rate): data.funding_file, the freqtrade folder's funding_rate file,
+    or the store (fetched beside the candles). None for spot. Rates are not cut to data.since/until: the
+    bars' positions need the funding times around them."""
+    data = cfg.data
+    if data.market != "swap":
+        return None
+    from cryptonorm.data import freqtrade
+    from cryptonorm.data.funding import funding_path, read_funding_file
+
+    if data.funding_file:
+        return read_funding_file(data.funding_file)
+    if data.freqtrade_dir:
+        folder = Path(data.freqtrade_dir) / "futures"
+        stem = freqtrade.pair_to_filename(_one_symbol(data))
+        found = sorted(folder.glob(f"{stem}-*-funding_rate.*")) if folder.is_dir() else []
+        if not found:
+            raise DataError(f"no freqtrade funding_rate file for {_one_symbol(data)} in {folder}; download it with "
+                            "freqtrade (download-data --trading-mode futures) or give data.funding_file")
+        return read_funding_file(found[0])
+    path = funding_path(data.dir, store_folder(data), _one_symbol(data))
+    if not path.exists() and not journal_parts(path):
+        raise DataError(f"no funding rates stored at {path}; run `cryptonorm fetch -c CONFIG` (data.market: swap "
+                        "fetches them with the candles) or give data.funding_file")
+    return consolidate(path, FUNDING) if journal_parts(path) else read_store(path, FUNDING)

@@ -14,22 +14,43 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from cryptonorm.atomic import DIR_MODE, write_csv, write_json
+from cryptonorm.config import Config
+from cryptonorm.data.store import load_funding
 from cryptonorm.errors import DataError
 from cryptonorm.pipeline.fetch import ProgressFn
 from cryptonorm.pipeline.integrity import verify_run
 from cryptonorm.pipeline.rundir import check_run_dir, finished_run, new_run_dir, run_dir_lock
 from cryptonorm.pipeline.training import TrainSummary, train
+from cryptonorm.timeframes import timeframe_ms
 
 
-def backtest(run_dir: Path, split: str = "test") -> tuple[Path, Any]:
-    """Backtest a run's out-of-sample forecasts; writes RUN_DIR/backtest/ (all of it, or nothing)."""
-    from cryptonorm.render import plots as report
+def _funding(cfg: Config, ts: np.ndarray) -> np.ndarray | None:
+    """A swap's funding rate paid per unit of position in each bar (None for spot or backtest.funding off)."""
+    if cfg.data.market != "swap" or cfg.backtest.funding == "off":
+        return None
+    from cryptonorm.trade.funding import funding_per_bar
+
+    rates = load_funding(cfg)
+    assert rates is not None  # a swap always has funding (or load_funding raised)
+    return funding_per_bar(ts, timeframe_ms(cfg.data.timeframe), rates["timestamp"].to_numpy(),
+                           rates["rate"].to_numpy())
+
+
+def backtest(run_dir: Path, split: str = "test", fmt: str | None = None, plot: bool = True) -> tuple[Path, Any]:
+    """Backtest a run's out-of-sample forecasts; writes RUN_DIR/backtest/, all of it or nothing (equity.png
+    and/or report.html per `fmt`: png | html | both; None: both when plotly is installed; neither with
+    plot=False, which the claims study uses for its many small cells: drawing equity.png took most of such a
+    cell's backtest time). The run's files must match the SHA-256 recorded in run.json."""
+    from cryptonorm.pipeline.reports import write_backtest_reports, write_no_backtest_report
+    from cryptonorm.render.html import formats
     from cryptonorm.trade import backtest as bt
 
     run_dir = Path(run_dir)
+    want = formats(fmt) if plot else ()
     cfg = finished_run(run_dir)
     fpath = run_dir / "forecasts.csv"  # with walk-forward, every out-of-sample fold forecast is "test"
     if not fpath.exists():
@@ -38,19 +59,23 @@ def backtest(run_dir: Path, split: str = "test") -> tuple[Path, Any]:
         verify_run(run_dir)  # the model too: a run whose files do not belong together is refused
         df = pd.read_csv(fpath)
         df = df[df["split"] == split]
-        if len(df) < 2:
-            raise DataError(f"the {split} split of {run_dir} has {len(df)} bar(s); a backtest needs at least 2: "
-                            "use a longer data range or a larger split.test")
-        result = bt.simulate(df["timestamp"].to_numpy("int64"), df["close"].to_numpy("float64"),
-                             df["forecast"].to_numpy("float64"), cfg.backtest, cfg.data.timeframe, cfg.target.kind,
-                             outcome=df["outcome"].to_numpy("float64"))
         out_dir = run_dir / "backtest"
+        title = f"{cfg.name}: {cfg.data.symbols[0]} {cfg.data.timeframe}, {split} split"
+        if len(df) < 2:
+            why = (f"the {split} split of {run_dir} has {len(df)} bar(s); a backtest needs at least 2: "
+                   "use a longer data range or a larger split.test")
+            page = write_no_backtest_report(out_dir, title, why, want)
+            raise DataError(why + (f" (see {page})" if page else ""))
+        outcome = df["outcome"].to_numpy("float64")
+        ts = df["timestamp"].to_numpy("int64")
+        result = bt.simulate(ts, df["close"].to_numpy("float64"),
+                             df["forecast"].to_numpy("float64"), cfg.backtest, cfg.data.timeframe, cfg.target.kind,
+                             outcome=outcome, funding=_funding(cfg, ts))
         with _folder_swap(out_dir) as tmp:
             write_csv(tmp / "equity.csv", result.equity)
             write_csv(tmp / "trades.csv", result.trades)
             write_json(tmp / "metrics.json", result.metrics)
-            report.plot_equity(result, tmp / "equity.png", title=f"{cfg.name}: {cfg.data.symbols[0]} "
-                               f"{cfg.data.timeframe}, {split} split")
+            write_backtest_reports(tmp, result, title, want, outcome=outcome)
     return out_dir, result
 
 
@@ -70,12 +95,12 @@ def _folder_swap(target: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def train_and_backtest(cfg: Any, out: Path | None = None, *, force: bool = False,
-                       progress: ProgressFn | None = None) -> tuple[TrainSummary, Path, Any]:
+def train_and_backtest(cfg: Config, out: Path | None = None, *, force: bool = False,
+                       progress: ProgressFn | None = None, fmt: str | None = None) -> tuple[TrainSummary, Path, Any]:
     """`cryptonorm run`: train, then backtest the test split, with the run directory locked throughout."""
     run_dir = Path(out) if out is not None else new_run_dir(cfg)
     check_run_dir(run_dir)
     with run_dir_lock(run_dir):
         summary = train(cfg, run_dir, force=force, progress=progress)
-        out_dir, result = backtest(summary.run_dir)
+        out_dir, result = backtest(summary.run_dir, fmt=fmt)
     return summary, out_dir, result

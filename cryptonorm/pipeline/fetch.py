@@ -42,9 +42,9 @@ ProgressFn = Callable[[dict[str, Any]], None]
 # ---------------------------------------------------------------- fetch
 
 
-@dataclass
-class FundingSummary:
-    """What one fetch left in the store for one swap's funding rates."""
+@dataclass(kw_only=True)
+class Stored:
+    """What one fetch left in one store file: rows, how many are new, first and last time, gaps."""
 
     path: Path
     rows: int
@@ -53,20 +53,25 @@ class FundingSummary:
     last: int | None
     gaps: list[Gap] = field(default_factory=list)
 
+    @classmethod
+    def of(cls, path: Path, frame: pd.DataFrame, before: int, gaps: list[Gap], **more: Any) -> Any:
+        ts = frame["timestamp"].to_numpy()
+        return cls(path=path, rows=len(frame), new_rows=len(frame) - before, first=int(ts[0]) if len(ts) else None,
+                   last=int(ts[-1]) if len(ts) else None, gaps=gaps, **more)
 
-@dataclass
-class FetchSummary:
+
+@dataclass(kw_only=True)
+class FundingSummary(Stored):
+    """What one fetch left in the store for one swap's funding rates."""
+
+
+@dataclass(kw_only=True)
+class FetchSummary(Stored):
     """What one fetch left in the store for one market."""
 
     exchange: str
     symbol: str
     timeframe: str
-    path: Path
-    rows: int
-    new_rows: int
-    first: int | None
-    last: int | None
-    gaps: list[Gap] = field(default_factory=list)
     source: str = "store"  # "store", or "file" for data.file
     funding: FundingSummary | None = None  # a swap's funding rates, fetched beside its candles
 
@@ -85,9 +90,9 @@ def fetch(cfg: Config, *, progress: ProgressFn | None = None, retry: Retry | Non
         df = filter_range(read_user_file(own, data.timeframe), cfg)
         if len(df) == 0:
             raise DataError(f"{own} has no candles between data.since and data.until")
-        ts = df["timestamp"].to_numpy()
-        return [FetchSummary("file", data.symbols[0], data.timeframe, own, len(df), 0,
-                             int(ts[0]), int(ts[-1]), find_gaps(ts, data.timeframe), source="file")]
+        gaps = find_gaps(df["timestamp"].to_numpy(), data.timeframe)
+        return [FetchSummary.of(own, df, len(df), gaps, exchange="file", symbol=data.symbols[0],
+                                timeframe=data.timeframe, source="file")]
     validate_config(cfg)
     retry = retry or Retry()
     if progress is not None and retry.notify is None:  # a retrying fetch says so instead of sitting silent
@@ -121,10 +126,9 @@ def fetch(cfg: Config, *, progress: ProgressFn | None = None, retry: Retry | Non
         final = consolidate(path)
         with contextlib.suppress(OSError):
             journal.rmdir()
+        summary = FetchSummary.of(path, final, before, find_gaps(final["timestamp"].to_numpy(), data.timeframe),
+                                  exchange=source.id, symbol=symbol, timeframe=data.timeframe)
         ts = final["timestamp"].to_numpy()
-        summary = FetchSummary(source.id, symbol, data.timeframe, path, len(final), len(final) - before,
-                               int(ts[0]) if len(ts) else None, int(ts[-1]) if len(ts) else None,
-                               find_gaps(ts, data.timeframe))
         if data.market == "swap" and not data.funding_file:
             start = int(ts[0]) if len(ts) else since
             summary.funding = fetch_funding(source, symbol, data, start, until, retry, progress)
@@ -153,9 +157,7 @@ def fetch_funding(source: Any, symbol: str, data: DataConfig, since: int, until:
     final = consolidate(path, FUNDING)
     with contextlib.suppress(OSError):
         journal_dir(path).rmdir()
-    ts = final["timestamp"].to_numpy()
-    return FundingSummary(path, len(final), len(final) - before, int(ts[0]) if len(ts) else None,
-                          int(ts[-1]) if len(ts) else None, funding_gaps(ts))
+    return FundingSummary.of(path, final, before, funding_gaps(final["timestamp"].to_numpy()))
 
 
 def _plan(stored: pd.DataFrame, since: int, until: int | None, step: int,

@@ -11,7 +11,7 @@ import pandas as pd
 
 from cryptonorm.atomic import write_csv
 from cryptonorm.config import Config, build_config
-from cryptonorm.data.store import load_candles
+from cryptonorm.data.store import load_candles, load_funding
 from cryptonorm.errors import DataError
 from cryptonorm.pipeline.integrity import verify_run
 from cryptonorm.pipeline.rundir import finished_run, run_dir_lock
@@ -37,7 +37,7 @@ def predict(run_dir: Path, data_file: Path | None = None, out: Path | None = Non
             cfg = build_config({**cfg.to_dict(), "data": data})
         device = device_mod.resolve_device(cfg.train.device)
         model.to(device)
-        ds = splits.apply(dataset.prepare(load_candles(cfg), cfg), scaler, meta["features"])
+        ds = splits.apply(dataset.prepare(load_candles(cfg), cfg, load_funding(cfg)), scaler, meta["features"])
         idx = ds.test_idx  # every bar with a complete, clean input window, the latest one included
         pred = np.full(len(ds.close), np.nan)
         if len(idx):

@@ -7,8 +7,9 @@ from typing import Any
 
 from cryptonorm.atomic import write_csv
 from cryptonorm.config import Config
-from cryptonorm.data.store import load_candles, write_atomic
+from cryptonorm.data.store import load_candles, load_funding, write_atomic
 from cryptonorm.errors import ConfigError
+from cryptonorm.timeframes import timeframe_ms
 
 
 def features(cfg: Config, out: Path) -> tuple[Path, int, int]:
@@ -19,6 +20,14 @@ def features(cfg: Config, out: Path) -> tuple[Path, int, int]:
     if suffix not in (".parquet", ".csv"):
         raise ConfigError(f"-o {out}: use a .parquet or .csv file name")
     table = compute_features(load_candles(cfg), cfg.features)
+    funding = load_funding(cfg)
+    if funding is not None:  # a swap: the funding features beside the indicators
+        from cryptonorm.features.funding import funding_features
+
+        step = timeframe_ms(cfg.data.timeframe)
+        for name, col in funding_features(table["timestamp"].to_numpy("int64"), step, funding,
+                                          cfg.features.funding).items():
+            table[name] = col
     if suffix == ".parquet":
         write_atomic(table, out)
     else:
@@ -30,4 +39,4 @@ def audit(cfg: Config) -> Any:
     """Run the look-ahead audit on the user's own config and data."""
     from cryptonorm.features.audit import audit as run_audit
 
-    return run_audit(load_candles(cfg), cfg)
+    return run_audit(load_candles(cfg), cfg, funding=load_funding(cfg))

@@ -58,10 +58,12 @@ def versions() -> dict[str, str]:
 
 
 def resolved_paths(cfg: Config) -> Config:
-    """The config with data.dir and data.file made absolute, so a run directory works from any folder."""
+    """The config with data.dir, data.file, data.freqtrade_dir and data.funding_file made absolute, so a run
+    directory works from any folder."""
     update: dict[str, Any] = {"dir": str(Path(cfg.data.dir).resolve())}
-    if cfg.data.file:
-        update["file"] = str(Path(cfg.data.file).resolve())
+    for key in ("file", "freqtrade_dir", "funding_file"):
+        if getattr(cfg.data, key):
+            update[key] = str(Path(getattr(cfg.data, key)).resolve())
     return cfg.model_copy(update={"data": cfg.data.model_copy(update=update)})
 
 

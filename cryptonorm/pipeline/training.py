@@ -14,7 +14,7 @@ import pandas as pd
 from cryptonorm.atomic import write_csv, write_json, write_text_atomic
 from cryptonorm.config import Config, dump_yaml
 from cryptonorm.data.candles import data_hash
-from cryptonorm.data.store import candle_path, have_candles, load_candles
+from cryptonorm.data.store import candle_path, have_candles, load_candles, load_funding
 from cryptonorm.pipeline.fetch import ProgressFn, fetch
 from cryptonorm.pipeline.integrity import file_hashes
 from cryptonorm.pipeline.resume import Checkpointer
@@ -52,7 +52,7 @@ def train(cfg: Config, out: Path | None = None, *, force: bool = False, progress
     from cryptonorm.learn import device as device_mod  # torch is imported only once there is data to train on
     from cryptonorm.pipeline.walkforward import walk_forward
 
-    prep = dataset.prepare(candles, cfg)
+    prep = dataset.prepare(candles, cfg, load_funding(cfg))  # funding: None unless a swap
     device = device_mod.resolve_device(cfg.train.device)
     run_dir = Path(out) if out is not None else new_run_dir(cfg)
     check_run_dir(run_dir)

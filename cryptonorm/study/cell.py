@@ -29,6 +29,7 @@ class CellTask:
     cell_dir: str  # absolute
     data_hash: str
     ship_files: bool = False  # return history.csv/forecasts.csv text too (Ray without a shared filesystem)
+    plot: bool = True  # the cell's equity.png; the claims study turns it off (most of a small cell's backtest)
 
 
 def one_line(e: BaseException) -> str:
@@ -60,7 +61,7 @@ def run_cell(task: CellTask, candles: pd.DataFrame) -> dict[str, Any]:
         seen = json.loads((run_dir / "run.json").read_text())["data"]["hash"]
         if seen != task.data_hash:
             raise DataError(f"the cell trained on data {seen}, the sweep loaded {task.data_hash}")
-        _, bt = pipeline.backtest(run_dir)
+        _, bt = pipeline.backtest(run_dir, fmt="png", plot=task.plot)  # no page per cell: the sweep has its report
         m = bt.metrics
         result.update({
             "status": "ok", "device": summary.device, "stopped": summary.stopped, "best_epoch": summary.best_epoch,

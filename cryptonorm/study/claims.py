@@ -85,9 +85,9 @@ def run_study(claims: list[Claim], study_dir: Path, *, jobs: int = 1, profile: s
         sweep_dir = study_dir / c.name
         if bar is not None:
             with bar() as cell_events:
-                res = run_sweep(c.sweep, sweep_dir, jobs=jobs, on_event=cell_events)
+                res = run_sweep(c.sweep, sweep_dir, jobs=jobs, on_event=cell_events, cell_plots=False)
         else:
-            res = run_sweep(c.sweep, sweep_dir, jobs=jobs, on_event=on_event)
+            res = run_sweep(c.sweep, sweep_dir, jobs=jobs, on_event=on_event, cell_plots=False)
         outcome.failed_cells += res.failed
         sweep_report.render(res.sweep_dir)
     outcome.claims = judge_all(claims, study_dir, profile)
@@ -136,13 +136,15 @@ def judge(claim: Claim, sweep_dir: Path, plots_dir: Path, profile: str = "full")
                  "margin": rule.margin, "alpha": rule.alpha, "require": rule.require, "test": rule.test,
                  "change": None if spec.rule.change is None else
                  {"key": spec.rule.change.key, "from": spec.rule.change.start, "to": spec.rule.change.to},
-                 "correction": "Holm over the claim's comparisons"},
+                 "correction": "Holm over the claim's primary comparisons; secondary ones a separate family"},
+        "show": list(spec.rule.show),
         "verdict": verdict.verdict, "reason": verdict.reason,
         "comparisons": _records(verdict.table),
         "groups": _groups(ok, rule.metric, keys_of(claim), spec.rule.show),
         "steps_target": frame.attrs.get("steps_target"),
     }
     record["plots"] = [str(p.resolve()) for p in claim_plots.claim_plots(record, ok, plots_dir)]
+    record["sweep_plots"] = sorted(str(p.resolve()) for p in (sweep_dir / "plots").glob("*.png"))
     # flat keys for a page built from verdicts.json (render/html_verdicts.py shows these first)
     prim = [c for c in record["comparisons"] if c["role"] == "primary" and c.get("p_holm") is not None]
     record.update({"claim": f"{spec.claim.id}. {spec.claim.title}", "numbers": verdicts_md.primary(record),

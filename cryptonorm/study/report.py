@@ -159,25 +159,34 @@ def build_report(sweep_dir: Path, reference: str | None = None) -> SweepReport:
 
 
 
-def render(sweep_dir: Path, reference: str | None = None) -> SweepReport:
-    """Re-read every cell's result; write sweep_results.csv, plots/*.png and summary.md (no training)."""
+def render(sweep_dir: Path, reference: str | None = None, fmt: str | None = None) -> SweepReport:
+    """Re-read every cell's result; write sweep_results.csv, summary.md, and per `fmt` (png | html | both;
+    None: both when plotly is installed, else png) plots/*.png and report.html (no training)."""
+    from cryptonorm.render.html import formats
     from cryptonorm.study.plots import plot_batch_size, plot_box, plot_curves, x_key
 
     sweep_dir = Path(sweep_dir)
+    want = formats(fmt)  # a bad --format is an error before anything is written
     rep = build_report(sweep_dir, reference)
     rep.paths["results"] = write_results_csv(sweep_dir, collect_results(sweep_dir))
     plots = sweep_dir / "plots"
-    made = [
-        plot_box(rep, rep.loss, f"{rep.loss} by {x_key(rep.meta) or 'cell'}", plots / "test_loss_by_norm.png"),
-        plot_box(rep, "bt_sharpe", f"test-split Sharpe by {x_key(rep.meta) or 'cell'}", plots / "sharpe_by_norm.png"),
-        plot_batch_size(rep, plots / "test_loss_vs_batch_size.png"),
-        plot_curves(rep, plots / "training_curves.png"),
-    ]
-    rep.plots = [p for p in made if p is not None]
+    if "png" in want:
+        made = [
+            plot_box(rep, rep.loss, f"{rep.loss} by {x_key(rep.meta) or 'cell'}", plots / "test_loss_by_norm.png"),
+            plot_box(rep, "bt_sharpe", f"test-split Sharpe by {x_key(rep.meta) or 'cell'}",
+                     plots / "sharpe_by_norm.png"),
+            plot_batch_size(rep, plots / "test_loss_vs_batch_size.png"),
+            plot_curves(rep, plots / "training_curves.png"),
+        ]
+        rep.plots = [p for p in made if p is not None]
+        rep.paths["plots"] = plots
     from cryptonorm.pipeline import write_text_atomic
     from cryptonorm.study.summary import markdown
 
     rep.paths["summary"] = sweep_dir / SUMMARY_MD
     write_text_atomic(rep.paths["summary"], markdown(rep))
-    rep.paths["plots"] = plots
+    if "html" in want:
+        from cryptonorm.study.html import write_html
+
+        rep.paths["html"] = write_html(rep, sweep_dir)
     return rep

@@ -77,8 +77,10 @@ def prepare_data(sweep: Sweep, on_event: EventFn | None = None) -> tuple[pd.Data
 
 
 def run_sweep(sweep: Sweep, sweep_dir: Path | None = None, *, jobs: int = 1, executor: str = "local",
-              address: str | None = None, on_event: EventFn | None = None) -> SweepOutcome:
-    """Run every cell not finished yet; write sweep.json, each cell's result.json and sweep_results.csv."""
+              address: str | None = None, on_event: EventFn | None = None, cell_plots: bool = True) -> SweepOutcome:
+    """Run every cell not finished yet; write sweep.json, each cell's result.json and sweep_results.csv.
+
+    `cell_plots=False` skips each cell's equity.png (the claims study: hundreds of small cells)."""
     from cryptonorm import pipeline
 
     if jobs < 1:
@@ -112,7 +114,7 @@ def run_sweep(sweep: Sweep, sweep_dir: Path | None = None, *, jobs: int = 1, exe
                 continue
             stale += prev is not None and prev.get("status") == "ok"
             todo.append(CellTask(c.id, c.params, c.config.to_dict(), c.config_hash, str(cell_dir(sweep_dir, c)),
-                                 dhash, ship_files=executor == "ray"))
+                                 dhash, ship_files=executor == "ray", plot=cell_plots))
         skipped = len(sweep.cells) - len(todo)
         emit = on_event or (lambda _: None)
         emit({"event": "start", "total": len(sweep.cells), "todo": len(todo), "skipped": skipped, "stale": stale,

@@ -14,7 +14,8 @@ matched on every other grid key and the seed (so each pair differs only in `key`
   - `spread`: the spread over seeds, unpaired: effect std(treatment) / std(control) - 1; Brown-Forsythe test
     (Levene's test about the median) for equal spread; the CI (rule and report) is a percentile bootstrap
     resampling each group's seeds.
-The p-values of every comparison of a claim are Holm-corrected together (the family is the claim).
+The p-values of a claim's primary comparisons (those that decide the verdict) are Holm-corrected together;
+its secondary comparisons (shown for context) form a second family, corrected among themselves.
 
 The rule (all of it in the claim file, fixed before the run): with s = +1 when the claim predicts a higher
 metric for the treatment (-1 for lower), e = s * effect and its CI [e_lo, e_hi]:
@@ -164,7 +165,11 @@ def compare(df: pd.DataFrame, rule: Rule, keys: list[str]) -> pd.DataFrame:
         rows.append(_spread_row(comp, t, c) if rule.test == "spread" else _paired_row(comp, t, c, rule))
     table = pd.DataFrame(rows)
     if len(table):
-        table["p_holm"] = holm(table["p"].to_numpy("float64"))
+        table["p_holm"] = math.nan
+        for role in ("primary", "secondary"):  # two families: the deciding comparisons, and the rest
+            mask = (table["role"] == role).to_numpy()
+            if mask.any():
+                table.loc[mask, "p_holm"] = holm(table.loc[mask, "p"].to_numpy("float64"))
         judged = [_judge(r, rule) for _, r in table.iterrows()]
         table["supports"] = [j == "supports" for j in judged]
         table["opposes"] = [j == "opposes" for j in judged]

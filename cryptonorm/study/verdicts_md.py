@@ -53,7 +53,8 @@ def markdown(meta: dict[str, Any], study_dir: Path) -> str:
            f"Written {meta['written']}; {meta['seconds']:.0f} s for this invocation (cells finished earlier were "
            "not re-run). Each claim's rule was written in its claim file before the run; effects are relative "
            "(treatment vs control, % of the control's mean, or differences of relative changes); p-values are "
-           "Holm-corrected over each claim's comparisons; the rule's 95% CI is the Student-t interval over seeds "
+           "Holm-corrected over each claim's primary comparisons (secondary ones: a separate family); "
+           "the rule's 95% CI is the Student-t interval over seeds "
            "(a percentile bootstrap for spreads), and a percentile-bootstrap CI is shown beside it.", ""]
     rows = [[str(r["id"]), r["title"], data_label(r), f"{r['model']}/{r['target']}", str(len(r["seeds"])),
              r["rule"]["metric"], primary(r), f"**{r['verdict']}**"] for r in claims]
@@ -79,7 +80,7 @@ def _section(r: dict[str, Any], study_dir: Path) -> list[str]:
            f"alpha {rule['alpha']:g} on Holm p, require {rule['require']}, test {rule['test']}"
            + (f", relative change of the metric from {rule['change']['key']}={rule['change']['from']} to "
               f"{rule['change']['to']}" if rule.get("change") else ""), ""]
-    if r.get("steps_target") is not None:
+    if r.get("steps_target") is not None and "steps_to_target" in (rule["metric"], *(r.get("show") or [])):
         out += [f"Target validation loss for steps_to_target: {_g(r['steps_target'])}.", ""]
     if r["groups"]:
         keys = [k for k in r["groups"][0] if k not in ("n", "mean", "std", "show")]
@@ -106,6 +107,9 @@ def _section(r: dict[str, Any], study_dir: Path) -> list[str]:
         out += [f"- note: {n_}" for n_ in notes] + ([""] if notes else [])
     out += [f"**Verdict: {r['verdict']}** — {r['reason']}.", ""]
     out += [f"![claim {r['id']}]({_rel(p, study_dir)})" for p in r.get("plots", [])] + [""]
+    if r.get("sweep_plots"):
+        out += ["The sweep's own plots: " + ", ".join(f"[{Path(p).stem}]({_rel(p, study_dir)})"
+                                                      for p in r["sweep_plots"]), ""]
     return out
 
 

@@ -24,21 +24,20 @@ in `metrics["gap_bars"]`, never treated as ordinary.
 from __future__ import annotations
 
 import math
-import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from cryptonorm.config import BacktestConfig
 from cryptonorm.errors import ConfigError, DataError
 from cryptonorm.timeframes import format_ms, timeframe_ms
 from cryptonorm.trade.metrics import forecast_metrics
-from cryptonorm.trade.performance import drawdown, per_year, performance, performance_of
+from cryptonorm.trade.performance import drawdown, flat_performance, per_year, performance, performance_of
 from cryptonorm.trade.positions import realized_vol, run_positions, target_positions
-from cryptonorm.trade.trades import TRADE_COLUMNS, Trades, find_trades, trade_frame
+from cryptonorm.trade.trades import TRADE_COLUMNS, Trades, find_trades, trade_bounds, trade_frame, trade_returns
 
 # the public names of the backtest, wherever they live (callers import them from here)
 __all__ = ["EQUITY_COLUMNS", "KINDS", "TRADE_COLUMNS", "Backtest", "Trades", "drawdown", "find_trades", "per_year",
@@ -105,6 +104,22 @@ def simulate(
     least 2 bars (one bar to hold a position over), so a single-bar test set is a DataError.
     """
     ts, px, fc, out = _check_inputs(timestamps, close, forecast, outcome, cfg, timeframe, kind)
+    carry = None if funding is None else np.asarray(funding, dtype="float64")
+    if carry is not None and carry.shape != px.shape:
+        raise DataError(f"backtest: funding has shape {carry.shape}, the bars {px.shape}")
+    # the forecast metrics (two sorts on a million bars) run on a second thread beside the simulation: numpy
+    # releases the GIL in sorts and ufuncs, so a second core, when there is one, takes them
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        forecast_job = pool.submit(_forecast_metrics, fc, px, out, kind) if forecast_stats else None
+        return _simulate(ts, px, fc, cfg, timeframe, kind, forecast_job, carry)
+
+
+def _simulate(
+    ts: np.ndarray, px: np.ndarray, fc: np.ndarray, cfg: BacktestConfig, timeframe: str, kind: str,
+    forecast_job: Future[dict[str, float]] | None, carry: np.ndarray | None,
+) -> Backtest:
+    """simulate on checked inputs; `forecast_job` yields the forecast metrics (None: skipped), `carry` is
+    the funding per bar (None: spot)."""
     n_rows = len(px)
     step = timeframe_ms(timeframe)
     cost_rate = (cfg.fee_bps + cfg.slippage_bps) / 1e4
@@ -115,37 +130,23 @@ def simulate(
     gap[1:] = np.diff(ts) != step
 
     target = target_positions(ts, px, fc, cfg, timeframe, kind)  # decided at close t
-    carry = None if funding is None else np.asarray(funding, dtype="float64")
-    if carry is not None and carry.shape != px.shape:
-        raise DataError(f"backtest: funding has shape {carry.shape}, the bars {px.shape}")
     pos, cost, ret, eq = run_positions(target, bar_ret, cost_rate, carry)
-
-    # baselines on the same bars and costs
-    bh_target = np.ones(n_rows)  # long 1 from the close of the first bar: one entry fee
-    bh_pos, bh_cost, bh_ret, bh_eq = run_positions(bh_target, bar_ret, cost_rate, carry)
-    ls_size = min(1.0, cfg.max_leverage)
-    ls_target = np.sign(bar_ret) * ls_size  # sign of the bar's own return, known at its close
-    if not cfg.allow_short:
-        ls_target = np.maximum(ls_target, 0.0)
-    ls_pos, ls_cost, ls_ret, _ = run_positions(ls_target, bar_ret, cost_rate, carry)
-
-    def perf(r: np.ndarray, p: np.ndarray, c: np.ndarray, tr: Trades | None = None) -> dict[str, float]:
-        return performance_of(r[1:], p[1:], c[1:], ts, timeframe, tr)  # row 0 is the start, not a bar held
-
-    gross_pos, gross_cost, gross_ret, _ = run_positions(target, bar_ret, 0.0)  # the same positions, no costs
-
-    zeros = np.zeros(n_rows)
-    trades = find_trades(pos[1:], ret[1:], cost[1:])
-    strategy = perf(ret, pos, cost, trades)
+    held = pos[1:]  # row 0 is the start, not a bar held
+    first, last = trade_bounds(held)  # shared by the strategy before and after costs
+    trades = Trades(first, last, trade_returns(held, ret[1:], cost[1:], first, last))
+    turnover = float(np.abs(np.diff(held, prepend=0.0)).sum())
+    strategy = performance_of(ret[1:], held, cost[1:], ts, timeframe, trades, equity=eq, turnover=turnover)
+    gross = _before_costs(held, bar_ret[1:], ts, timeframe, first, last, turnover)  # no fees, no funding
+    bh_ret, bh_eq, baselines = _baselines(bar_ret, ts, cfg, timeframe, carry)
     metrics: dict[str, Any] = {
         "strategy": strategy,
-        "strategy_before_costs": perf(gross_ret, gross_pos, gross_cost),
-        "buy_and_hold": perf(bh_ret, bh_pos, bh_cost),
-        "baselines": {"flat": perf(zeros, zeros, zeros), "last_sign": perf(ls_ret, ls_pos, ls_cost)},
+        "strategy_before_costs": gross,
+        "buy_and_hold": baselines.pop("buy_and_hold"),
+        "baselines": baselines,
         "per_year": per_year(ts[1:], ret[1:], timeframe, bh_returns=bh_ret[1:]),
         "costs": {"fee_bps": cfg.fee_bps, "slippage_bps": cfg.slippage_bps,
                   "bps_per_side": cfg.fee_bps + cfg.slippage_bps, "fees_paid": strategy["fees_paid"]},
-        "forecast": _forecast_metrics(fc, px, out, kind) if forecast_stats else {},
+        "forecast": forecast_job.result() if forecast_job else {},
         "bars": n_rows,
         "periods": n_rows - 1,
         "gap_bars": int(gap.sum()),
@@ -157,7 +158,7 @@ def simulate(
         "end": format_ms(int(ts[-1])),
     }
     if carry is not None:
-        _add_funding(metrics, ts, pos * carry, eq, bh_pos * carry, bh_eq)
+        _add_funding(metrics, ts, pos * carry, eq, np.r_[0.0, carry[1:]], bh_eq)  # buy-and-hold: 0, then 1
     # copy=False: every array is this function's own (the inputs were copied by _check_inputs)
     columns = {"timestamp": ts, "close": px, "forecast": fc, "position": pos, "strategy_return": ret,
                "equity": eq, "bh_equity": bh_eq, "cost": cost, "gap": gap}
@@ -165,6 +166,42 @@ def simulate(
         columns["funding"] = pos * carry  # the funding charged in the bar (fraction of equity; < 0 = received)
     equity = pd.DataFrame(columns, copy=False)
     return Backtest(equity=equity, trades=trade_frame(ts, px, pos, trades), metrics=metrics)
+
+
+def _before_costs(
+    held: np.ndarray, bar_ret: np.ndarray, ts: np.ndarray, timeframe: str, first: np.ndarray, last: np.ndarray,
+    turnover: float,
+) -> dict[str, float]:
+    """The strategy's metrics with no costs: its positions, hence its trades and turnover, are reused."""
+    ret = held * bar_ret
+    nil = np.zeros(len(held))
+    trades = Trades(first, last, trade_returns(held, ret, nil, first, last))
+    return performance_of(ret, held, nil, ts, timeframe, trades, turnover=turnover)
+
+
+def _baselines(
+    bar_ret: np.ndarray, ts: np.ndarray, cfg: BacktestConfig, timeframe: str, carry: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, dict[str, float]]]:
+    """Buy-and-hold, flat and last-sign on the same bars and costs -> (bh returns (N,), bh equity (N,), metrics)."""
+    n_rows = len(bar_ret)
+    cost_rate = (cfg.fee_bps + cfg.slippage_bps) / 1e4
+    bh_target = np.ones(n_rows)  # long 1 from the close of the first bar: one entry fee
+    bh_pos, bh_cost, bh_ret, bh_eq = run_positions(bh_target, bar_ret, cost_rate, carry)
+    # a single trade over every bar held, its entry fee wholly its own and no exit: its return is the final
+    # equity's (the same sequential product as trade_returns would take)
+    one = np.zeros(1, dtype=np.int64)
+    bh_trades = Trades(one, one + n_rows - 2, bh_eq[-1:] - 1.0)
+    ls_size = min(1.0, cfg.max_leverage)
+    ls_target = np.sign(bar_ret) * ls_size  # sign of the bar's own return, known at its close
+    if not cfg.allow_short:
+        ls_target = np.maximum(ls_target, 0.0)
+    ls_pos, ls_cost, ls_ret, ls_eq = run_positions(ls_target, bar_ret, cost_rate, carry)
+    return bh_ret, bh_eq, {
+        "buy_and_hold": performance_of(bh_ret[1:], bh_pos[1:], bh_cost[1:], ts, timeframe, bh_trades,
+                                       equity=bh_eq, turnover=1.0),
+        "flat": flat_performance(n_rows - 1, ts),
+        "last_sign": performance_of(ls_ret[1:], ls_pos[1:], ls_cost[1:], ts, timeframe, equity=ls_eq),
+    }
 
 
 def _add_funding(metrics: dict[str, Any], ts: np.ndarray, charge: np.ndarray, eq: np.ndarray,
@@ -239,9 +276,7 @@ def _forecast_metrics(fc: np.ndarray, close: np.ndarray, outcome: np.ndarray | N
     y = outcome[ok]
     if kind == "direction" and not np.isin(y, (0.0, 1.0)).all():
         y = (y > 0).astype("float64")  # a return outcome -> up / not up
-    with warnings.catch_warnings():  # a constant forecast has no correlation: NaN, as documented there
-        warnings.simplefilter("ignore", stats.ConstantInputWarning)
-        return forecast_metrics(fc[ok], y, kind)
+    return forecast_metrics(fc[ok], y, kind)
 
 
 # ---------------------------------------------------------------- serialization

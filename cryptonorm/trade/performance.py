@@ -8,6 +8,7 @@ import numpy as np
 
 from cryptonorm.errors import DataError
 from cryptonorm.timeframes import bars_per_year, timeframe_ms
+from cryptonorm.trade.metrics import dot
 from cryptonorm.trade.trades import Trades, find_trades
 
 DAY_MS = 86_400_000
@@ -65,28 +66,35 @@ def performance(
 
 def performance_of(
     r: np.ndarray, p: np.ndarray, f: np.ndarray, ts: np.ndarray, timeframe: str, trades: Trades | None = None,
+    *, equity: np.ndarray | None = None, turnover: float | None = None,
 ) -> dict[str, float]:
-    """`performance` on checked float64 arrays (ts (n+1,)); `trades` found by the caller are reused."""
+    """`performance` on checked float64 arrays (ts (n+1,)). Work the caller already did is reused: `trades`,
+    `equity` (n+1,) = [1, cumprod(1 + r)] and `turnover` = sum |dp| (prepending a flat start)."""
     n = len(r)
     root = math.sqrt(bars_per_year(timeframe))
     years = float(ts[-1] - ts[0]) / YEAR_MS
-    eq = np.empty(n + 1)
-    eq[0] = 1.0
-    np.cumprod(1.0 + r, out=eq[1:])
+    if equity is None:
+        eq = np.empty(n + 1)
+        eq[0] = 1.0
+        np.cumprod(1.0 + r, out=eq[1:])
+    else:
+        eq = equity
     final = float(eq[-1])
     dd = drawdown(eq, ts)
-    mean = float(r.mean()) if n else math.nan
+    total = float(r.sum())
+    mean = total / n if n else math.nan
     dev = r - mean
-    sd = math.sqrt(float(np.sum(dev * dev)) / (n - 1)) if n > 1 else math.nan
-    neg = np.minimum(r, 0.0)
-    downside = math.sqrt(float(np.sum(neg * neg)) / n) if n else math.nan
+    sd = math.sqrt(dot(dev, dev) / (n - 1)) if n > 1 else math.nan
+    neg = np.minimum(r, 0.0, out=dev)  # dev is spent: reuse its memory
+    downside = math.sqrt(dot(neg, neg) / n) if n else math.nan
     losses = -float(neg.sum())
-    gains = float(r.sum()) + losses
+    gains = total + losses
     cagr = _cagr(final, years)
     in_mkt = p != 0
     n_in = int(np.count_nonzero(in_mkt))
     tr = trades if trades is not None else find_trades(p, r, f)
-    turnover = float(np.abs(np.diff(p, prepend=0.0)).sum())
+    if turnover is None:
+        turnover = float(np.abs(np.diff(p, prepend=0.0)).sum())
     return {
         "total_return": final - 1.0,
         "cagr": cagr,
@@ -98,15 +106,31 @@ def performance_of(
         "max_drawdown_days": dd["days"],
         "max_drawdown_recovered": dd["recovered"],
         "calmar": cagr / abs(dd["max_drawdown"]) if dd["max_drawdown"] < 0 else math.nan,
-        "hit_rate": int(np.count_nonzero(in_mkt & (r > 0))) / n_in if n_in else math.nan,
+        "hit_rate": int(np.count_nonzero(np.logical_and(in_mkt, r > 0, out=in_mkt))) / n_in if n_in else math.nan,
         "trades": len(tr.first),
-        "win_rate": float(np.mean(tr.returns > 0)) if len(tr.first) else math.nan,
+        "win_rate": float(np.count_nonzero(tr.returns > 0)) / len(tr.first) if len(tr.first) else math.nan,
         "profit_factor": gains / losses if losses > 0 else (math.inf if gains > 0 else math.nan),
         "exposure": n_in / n if n else math.nan,
         "turnover": turnover / years if years > 0 else math.nan,
-        "fees_paid": float(np.sum(f * eq[:-1])),
+        "fees_paid": dot(f, eq[:-1]),
         "bars": n,
         "years": years,
+    }
+
+
+def flat_performance(n: int, ts: np.ndarray) -> dict[str, float]:
+    """`performance` of n bars never in the market (all returns, positions and fees 0), without the arrays.
+
+    The flat baseline of every backtest; tests check it equals performance(zeros, zeros, zeros).
+    """
+    years = float(ts[-1] - ts[0]) / YEAR_MS
+    nan = math.nan
+    return {
+        "total_return": 0.0, "cagr": _cagr(1.0, years), "volatility": 0.0 if n > 1 else nan, "sharpe": nan,
+        "sortino": nan, "max_drawdown": 0.0, "max_drawdown_bars": 0, "max_drawdown_days": 0.0,
+        "max_drawdown_recovered": 1.0, "calmar": nan, "hit_rate": nan, "trades": 0, "win_rate": nan,
+        "profit_factor": nan, "exposure": 0.0 if n else nan, "turnover": 0.0 if years > 0 else nan,
+        "fees_paid": 0.0, "bars": n, "years": years,
     }
 
 
@@ -125,17 +149,18 @@ def drawdown(equity: np.ndarray, timestamps: np.ndarray) -> dict[str, float]:
     Returns max_drawdown (<= 0), bars, days, recovered (1.0 / 0.0).
     """
     peak = np.maximum.accumulate(equity)
-    dd = equity / peak - 1.0
-    trough = int(np.argmin(dd))
-    mdd = float(dd[trough])
+    ratio = np.divide(equity, peak, out=peak)  # peak is not needed again: reuse its memory
+    trough = int(np.argmin(ratio))
+    mdd = float(ratio[trough]) - 1.0
     if mdd >= 0:
         return {"max_drawdown": 0.0, "bars": 0, "days": 0.0, "recovered": 1.0}
-    peak_val = peak[trough]
-    start = int(np.flatnonzero(equity[: trough + 1] == peak_val)[-1])  # the last time at that peak
-    back = np.flatnonzero(equity[trough:] >= peak_val)
-    end = trough + int(back[0]) if len(back) else len(equity) - 1
+    peak_val = float(np.max(equity[: trough + 1]))
+    start = trough - int(np.argmax(equity[trough::-1] == peak_val))  # the last time at that peak
+    back = equity[trough:] >= peak_val
+    recovered = bool(back.any())
+    end = trough + int(np.argmax(back)) if recovered else len(equity) - 1
     return {"max_drawdown": mdd, "bars": end - start, "days": float(timestamps[end] - timestamps[start]) / DAY_MS,
-            "recovered": 1.0 if len(back) else 0.0}
+            "recovered": 1.0 if recovered else 0.0}
 
 
 def per_year(
@@ -150,16 +175,22 @@ def per_year(
     r = np.asarray(returns, dtype="float64")
     if len(r) == 0:
         return []
-    years = ts.astype("datetime64[ms]").astype("datetime64[Y]").astype("int64") + 1970
-    cuts = np.r_[0, np.flatnonzero(np.diff(years)) + 1, len(r)]
+    # year boundaries by binary search of each new year's first millisecond (ts is sorted), not by
+    # converting every timestamp to a calendar year
+    first_year, last_year = ts[[0, -1]].astype("datetime64[ms]").astype("datetime64[Y]")
+    starts = np.arange(first_year + 1, last_year + 1).astype("datetime64[ms]").astype("int64")
+    cuts = np.r_[0, np.searchsorted(ts, starts, side="left"), len(r)]
+    year0 = int(first_year.astype("int64")) + 1970
     root = math.sqrt(bars_per_year(timeframe))
     out: list[dict[str, float]] = []
-    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+    for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
+        if a == b:
+            continue  # a calendar year without bars (a long outage)
         seg = r[a:b]
         eq = np.r_[1.0, np.cumprod(1.0 + seg)]
         sd = float(np.std(seg, ddof=1)) if len(seg) > 1 else math.nan
         row: dict[str, float] = {
-            "year": int(years[a]),
+            "year": year0 + i,
             "return": float(eq[-1] - 1.0),
             "sharpe": float(np.mean(seg)) / sd * root if sd > 0 else math.nan,
             "max_drawdown": float(np.min(eq / np.maximum.accumulate(eq) - 1.0)),
