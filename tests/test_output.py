@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,10 +47,21 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def piped_run(store: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
-    run = tmp_path_factory.mktemp("run") / "r"
-    code, out, err = cli("run", QUICK, *sets({**SMALL, "data.dir": str(store)}), "--out", str(run))
+    work = tmp_path_factory.mktemp("run")
+    run = work / "r"
+    with pytest.MonkeyPatch.context() as mp:  # data.dir relative to the working folder, as a user writes it
+        mp.chdir(work)
+        code, out, err = cli("run", QUICK, *sets({**SMALL, "data.dir": os.path.relpath(store, work)}), "--out", "r")
     assert code == 0, err
     return run, out, err
+
+
+def test_run_json_records_absolute_data_paths(piped_run: tuple[Path, str, str], store: Path) -> None:
+    run, _, _ = piped_run
+    data = json.loads((run / "run.json").read_text())["data"]
+    assert Path(data["path"]).is_absolute() and Path(data["path"]).is_file()
+    assert Path(data["path"]).is_relative_to(store.resolve())
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["dir"] == str(store.resolve())
 
 
 def test_piped_tables_are_never_truncated(piped_run: tuple[Path, str, str], store: Path) -> None:

@@ -70,7 +70,7 @@ def train(cfg: Config, out: Path | None = None, *, force: bool = False, progress
             folds = []
         metrics = _write_outputs(run_dir, cfg, ds, res, forecasts, split_of, folds)
         run_info = {"seed": cfg.seed, "device": str(device), "versions": versions(),
-                    "data": {"path": str(candle_path(cfg)), "hash": candle_hash, "rows": len(candles),
+                    "data": {"path": str(candle_path(stored).resolve()), "hash": candle_hash, "rows": len(candles),
                              "first": int(candles["timestamp"].iloc[0]),
                              "last": int(candles["timestamp"].iloc[-1])},
                     "files": file_hashes(run_dir),  # checked by predict and backtest
