@@ -75,7 +75,7 @@ def finish(proc: subprocess.Popen[str]) -> None:
 
 def check_files(root: Path) -> list[Path]:
     """Every file under `root` is complete; returns the temp files of interrupted atomic writes."""
-    from cryptonorm.learn.checkpoints import load_checkpoint
+    from cryptonorm.learn.checkpoints import load_checkpoint, load_train_state
 
     temps = []
     for p in sorted(root.rglob("*")):
@@ -95,6 +95,8 @@ def check_files(root: Path) -> list[Path]:
             pd.read_csv(p)
         elif name.endswith(".yaml"):
             build_config(read_yaml(p))
+        elif name == "resume.pt":
+            load_train_state(p)  # the training state after the last finished epoch, weights_only=True inside
         elif name.endswith(".pt"):
             load_checkpoint(p)  # torch.load(..., weights_only=True) inside
         elif name.endswith(".png"):
