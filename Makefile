@@ -36,8 +36,10 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_features.py --mem-rows 1000000
 	$(BIN)/python benchmarks/bench_backtest.py
+	$(BIN)/python benchmarks/bench_vol.py
 	$(BIN)/python benchmarks/bench_training.py --quick
 	$(BIN)/python benchmarks/bench_fetch_soak.py --years 0.5
+	$(BIN)/python benchmarks/bench_reports.py --repeat 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

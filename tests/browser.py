@@ -29,7 +29,7 @@ def find_chromium() -> tuple[str, str] | None:
                   shutil.which("chromium") or "", shutil.which("chromium-browser") or "",
                   shutil.which("google-chrome") or ""]
     binary = next((c for c in candidates if c and os.access(c, os.X_OK)), None)
-    if not driver or not binary:
+    if not driver or not os.access(driver, os.X_OK) or not binary:
         return None
     try:
         import selenium  # noqa: F401

@@ -413,7 +413,7 @@ class FakeBinance:
                 return _send_bytes(h, 200, body, cut=max(1, len(body) // 2))
             return _send_bytes(h, 200, body)
         try:
-            status, rows = self.klines(q, futures=endpoint == "fapi/klines")
+            status, rows = self.klines(q, futures=True) if endpoint == "fapi/klines" else self.klines(q)
         except _ApiError as e:
             return _send_json(h, e.status, {"code": e.code, "msg": e.msg})
         if fault is not None:

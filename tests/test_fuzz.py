@@ -7,6 +7,7 @@ Deterministic (derandomize=True) and bounded, so the file runs in about 20 s.
 
 from __future__ import annotations
 
+import copy
 import gzip
 import math
 from collections.abc import Iterator
@@ -100,7 +101,9 @@ def raw_configs(draw: st.DrawFn) -> dict[Any, Any]:
     """A raw mapping: known dotted keys set to their default, a near value or anything; plus stray keys."""
     raw: dict[Any, Any] = {}
     for path in draw(st.lists(st.sampled_from(LEAVES), max_size=6)):
-        default = _default_at(path)
+        # a copy: a whole-section default (a dict of DEFAULTS) put in raw would otherwise be written into by a
+        # later path through that section, changing DEFAULTS and so the strategy between examples
+        default = copy.deepcopy(_default_at(path))
         near: st.SearchStrategy[Any]
         if isinstance(default, bool):
             near = st.booleans()

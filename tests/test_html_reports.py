@@ -25,7 +25,7 @@ from cryptonorm.config import BacktestConfig
 from cryptonorm.errors import ConfigError
 from cryptonorm.pipeline.integrity import sha256
 from cryptonorm.render import html as H
-from cryptonorm.render.html_backtest import backtest_page, before_costs_equity, rolling_sharpe
+from cryptonorm.render.html_backtest import MAX_TRADE_MARKERS, backtest_page, before_costs_equity, rolling_sharpe
 from cryptonorm.render.html_sweep import SweepPage, TableData, sweep_page, t_interval
 from cryptonorm.render.html_verdicts import verdicts_page
 from cryptonorm.timeframes import bars_per_year
@@ -160,9 +160,13 @@ def test_backtest_page_on_real_bars(browser: Browser, real_backtest: Any, tmp_pa
     assert last["strategy"] == pytest.approx(bt.equity["equity"].iloc[-1])
     assert last["buy & hold"] == pytest.approx(bt.equity["bh_equity"].iloc[-1])
     assert last["before costs"] == pytest.approx(1 + bt.metrics["strategy_before_costs"]["total_return"])
-    n_long = int((bt.trades["side"].astype(str) == "long").sum())
-    assert chart["points"][names.index("long entry")] == n_long
-    assert chart["points"][names.index("exit")] == len(bt.trades)
+    # more trades than markers: the MAX_TRADE_MARKERS of largest |return| are marked, and the title says so
+    marked = bt.trades.loc[bt.trades["return"].abs().sort_values(ascending=False).index[:MAX_TRADE_MARKERS]]
+    assert len(bt.trades) > MAX_TRADE_MARKERS
+    assert chart["points"][names.index("long entry")] == int((marked["side"].astype(str) == "long").sum())
+    assert chart["points"][names.index("exit")] == MAX_TRADE_MARKERS
+    title = browser.driver.execute_script("return document.getElementById('backtest')._fullLayout.title.text")
+    assert f"the {MAX_TRADE_MARKERS:,} trades of largest |return| of {len(bt.trades):,} marked" in title
     # linked x-axes: zooming the drawdown row zooms the price row too
     ranges = browser.driver.execute_script("""
         const gd = document.getElementById('backtest');

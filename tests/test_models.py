@@ -13,15 +13,8 @@ from torch.func import functional_call
 from torch.nn.utils import parametrize
 
 from cryptonorm.config import ModelConfig
-from cryptonorm.learn.models import (
-    LSTM,
-    MLP,
-    BatchNormLSTM,
-    LayerNormLSTM,
-    StepBatchNorm,
-    build_model,
-    uses_batch_statistics,
-)
+from cryptonorm.learn.models import LSTM, MLP, BatchNormLSTM, LayerNormLSTM, build_model
+from cryptonorm.learn.norms import StepBatchNorm, uses_batch_statistics
 
 torch.set_num_threads(1)
 

@@ -104,6 +104,10 @@ def check_files(root: Path) -> list[Path]:
             assert data.startswith(b"\x89PNG\r\n\x1a\n") and data.endswith(b"IEND\xaeB`\x82"), p
         elif name.endswith(".md"):
             assert p.read_text(encoding="utf-8").strip(), p
+        elif name.endswith(".html"):
+            assert p.read_text(encoding="utf-8").rstrip().endswith("</html>"), p  # a whole page, not half
+        elif name == "plotly.min.js":
+            assert p.stat().st_size > 1_000_000, p  # the offline plotly bundle, written atomically
         else:
             raise AssertionError(f"unexpected file {p} (a journal page set aside as unreadable?)")
     return temps

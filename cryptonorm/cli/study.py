@@ -31,6 +31,9 @@ def sweep_command(
     executor: Annotated[str, typer.Option(help="local (process pool) or ray.")] = "local",
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (with --executor ray); "  # noqa: UP045
                                                         "default: a local Ray with --jobs CPUs.")] = None,
+    gpus_per_cell: Annotated[float, typer.Option("--gpus-per-cell", min=0.0, help=(
+        "GPUs per cell: 0.25 packs four cells on each GPU (local: pinned workers; Ray: num_gpus per task); "
+        "0 = no GPU asked for (local cells still use the GPU when train.device allows)."))] = 0.0,
     reference: ReferenceOpt = None,
     set_: SetOpt = None,
     fmt: FormatOpt = None,
@@ -49,7 +52,8 @@ def sweep_command(
         say(f"sweep {spec.spec.name}: {len(spec.cells)} cells over {', '.join(spec.grid_keys)} "
              f"(executor {executor}, {jobs} job{'s' * (jobs > 1)})")
         with tables.sweep_bar(disable=STATE.quiet) as on_event:
-            outcome = sw.run_sweep(spec, out, jobs=jobs, executor=executor, address=address, on_event=on_event)
+            outcome = sw.run_sweep(spec, out, jobs=jobs, executor=executor, address=address, on_event=on_event,
+                                   gpus_per_cell=gpus_per_cell)
         rep = sweep_report.render(outcome.sweep_dir, reference, fmt)
         _show(rep)
         say(f"{outcome.ran} cell(s) run, {outcome.skipped} finished earlier, in {outcome.seconds:.0f}s")

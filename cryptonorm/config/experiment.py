@@ -59,21 +59,30 @@ class TargetConfig(Section):
 
     kind: Literal["return", "direction", "volatility"] = "return"
     horizon: int = Field(1, ge=1)  # bars ahead
-    loss: Literal["auto", "mse", "huber", "bce"] = "auto"  # auto: huber for regression, bce for direction
+    # auto: bce for direction, qlike for volatility (README "Volatility forecasting"), huber otherwise.
+    # qlike and nll (Gaussian negative log-likelihood of the returns) are losses on the forecast variance
+    loss: Literal["auto", "mse", "huber", "bce", "qlike", "nll"] = "auto"
+    vol_form: Literal["vol", "log_var", "var"] = "vol"  # volatility: what the network predicts (positive
+    # outputs for vol and var); metrics are always reported on variance and vol
+    rv: Literal["close", "parkinson", "garman_klass"] = "close"  # volatility: per-bar realized variance,
+    # squared close-to-close return or a range estimator from OHLC (features/realized.py)
 
     @model_validator(mode="after")
     def _loss(self) -> TargetConfig:
-        if self.kind == "direction" and self.loss in ("mse", "huber"):
+        if self.kind == "direction" and self.loss not in ("bce", "auto"):
             raise ValueError("target.loss must be 'bce' or 'auto' when target.kind is 'direction'")
         if self.kind != "direction" and self.loss == "bce":
             raise ValueError(f"target.loss 'bce' needs target.kind 'direction', not {self.kind!r}")
+        if self.kind != "volatility" and self.loss in ("qlike", "nll"):
+            raise ValueError(f"target.loss {self.loss!r} is a loss on a forecast variance: it needs target.kind "
+                             f"'volatility', not {self.kind!r}")
         return self
 
     @property
     def resolved_loss(self) -> str:
         if self.loss != "auto":
             return self.loss
-        return "bce" if self.kind == "direction" else "huber"
+        return {"direction": "bce", "volatility": "qlike"}.get(self.kind, "huber")
 
 
 class SplitConfig(Section):
@@ -109,12 +118,31 @@ class ModelConfig(Section):
     """The forecaster and its normalization layer."""
 
     kind: Literal["mlp", "lstm"] = "mlp"
-    norm: Literal["none", "batch", "layer", "group", "instance", "rms", "weight"] = "layer"
+    # the hidden-layer norm; batchrenorm = batch renormalization (Ioffe 2017), see the renorm_* keys
+    norm: Literal["none", "batch", "batchrenorm", "layer", "group", "instance", "rms", "weight"] = "layer"
     norm_placement: Literal["layer", "cell"] = "layer"  # lstm only: "cell" = recurrent-normalized cells
     groups: int = Field(4, ge=1)  # GroupNorm groups: must divide every hidden width
-    norm_eps: float = Field(1e-5, gt=0)
-    norm_momentum: float = Field(0.1, gt=0, le=1)  # BatchNorm running-average momentum
+    norm_eps: float = Field(1e-5, gt=0)  # every norm's epsilon, RevIN's too
+    norm_momentum: float = Field(0.1, gt=0, le=1)  # BatchNorm / batch renorm running-average momentum
     norm_affine: bool = True
+    # normalize each input window before the network: revin (Kim et al. 2022, reversible instance norm,
+    # forecast de-normalized, see revin_denorm) or dain (Passalis et al. 2019, adaptive shift/scale/gate)
+    input_norm: Literal["none", "revin", "dain"] = "none"
+    input_norm_affine: bool = True  # RevIN's learnable per-feature gain and bias
+    # RevIN: auto = de-normalize the forecast with the window statistics of the input column in the
+    # target's units (logret_{horizon} for return, the nearest vol_{n} for volatility) when it is an
+    # input; off = never (the network then forecasts the standardized target directly)
+    revin_denorm: Literal["auto", "off"] = "auto"
+    # BatchNorm variants at inference: running averages (running), re-estimated after training on the
+    # latest bn_recalibrate_bars training windows with the weights frozen (recalibrate, AdaBN), or the
+    # inference batch's own statistics (batch: a diagnostic, leaks across the batch)
+    bn_eval: Literal["running", "recalibrate", "batch"] = "running"
+    bn_recalibrate_bars: int = Field(2000, ge=2, le=200_000)  # most recent training windows (one batch)
+    renorm_r_max: float = Field(3.0, ge=1)  # batch renorm: final bound on r (the paper's 3)
+    renorm_d_max: float = Field(5.0, ge=0)  # batch renorm: final bound on d (the paper's 5)
+    renorm_warmup_steps: int = Field(5000, ge=0)  # steps of plain BatchNorm (r_max=1, d_max=0) first
+    renorm_r_max_steps: int = Field(40000, ge=0)  # step at which r_max is reached (linear ramp)
+    renorm_d_max_steps: int = Field(25000, ge=0)  # step at which d_max is reached (linear ramp)
     hidden: list[int] = [128, 64]  # MLP: widths of the hidden layers; LSTM: hidden size of each layer
     dropout: float = Field(0.1, ge=0, lt=1)
     activation: Literal["relu", "gelu", "silu", "tanh"] = "gelu"
@@ -140,6 +168,7 @@ class ModelConfig(Section):
                 "model.norm 'instance' needs a sequence to normalize over; use it with model.kind 'lstm', "
                 "or pick layer/group/batch/rms/weight for the mlp"
             )
+        self._norm_combination()
         if self.norm_placement == "cell":
             if self.kind != "lstm":
                 raise ValueError("model.norm_placement 'cell' is for model.kind 'lstm' only")
@@ -149,6 +178,23 @@ class ModelConfig(Section):
                     f"'batch' (Cooijmans et al. 2016), not {self.norm!r}"
                 )
         return self
+
+
+    def _norm_combination(self) -> None:
+        """Combinations of the batch-statistics options that make no sense."""
+        if self.bn_eval != "running" and self.norm not in ("batch", "batchrenorm"):
+            raise ValueError(
+                f"model.bn_eval {self.bn_eval!r} changes how BatchNorm's statistics are used at inference, but "
+                f"model.norm {self.norm!r} has no batch statistics; use model.norm batch or batchrenorm, or "
+                "model.bn_eval running"
+            )
+        if self.norm == "batchrenorm" and self.norm_placement == "cell":
+            raise ValueError("model.norm 'batchrenorm' is not available inside the LSTM cell: use "
+                             "model.norm_placement 'layer', or model.norm 'batch' with the cell placement")
+        for key in ("renorm_r_max_steps", "renorm_d_max_steps"):
+            if getattr(self, key) < self.renorm_warmup_steps:
+                raise ValueError(f"model.{key}={getattr(self, key)} must be at least "
+                                 f"model.renorm_warmup_steps={self.renorm_warmup_steps} (the ramp starts there)")
 
 
 def _common_divisors(widths: list[int]) -> list[int]:
@@ -169,6 +215,12 @@ class TrainConfig(Section):
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast on CUDA
     deterministic: bool = False  # torch deterministic algorithms (slower on CUDA)
     threads: int | None = Field(None, ge=1)  # torch CPU threads; null = torch's default
+    # torch.compile of the model for training steps: none, default, reduce-overhead (CUDA graphs per shape
+    # inside inductor); unavailable (MPS, no compiler) -> eager, with a note in the fit's message
+    compile: Literal["none", "default", "reduce-overhead"] = "none"
+    # capture the whole training step (gather, forward, loss, backward, clip, AdamW capturable) in one CUDA
+    # graph; the last short batch of each epoch is dropped; without CUDA -> eager, with a note
+    cuda_graph: bool = False
 
     @field_validator("device")
     @classmethod
@@ -191,11 +243,15 @@ class WalkForwardConfig(Section):
 class BacktestConfig(Section):
     """Forecasts -> positions -> returns after costs."""
 
+    # auto: vol_target for target.kind volatility, direction otherwise. direction: long/short on the
+    # forecast's sign (return or direction targets); vol_target: hold the underlying at
+    # target_vol / forecast vol, capped by max_leverage (volatility targets)
+    mode: Literal["auto", "direction", "vol_target"] = "auto"
     threshold: float = Field(0.0, ge=0)  # long if forecast > threshold, short if < -threshold
     allow_short: bool = True
     sizing: Literal["fixed", "forecast", "volatility"] = "fixed"
-    target_vol: float = Field(0.5, gt=0)  # annualized, for sizing: volatility
-    vol_lookback: int = Field(24 * 7, ge=2)  # bars, for sizing: volatility
+    target_vol: float = Field(0.5, gt=0)  # annualized, for sizing: volatility and mode: vol_target
+    vol_lookback: int = Field(24 * 7, ge=2)  # bars, for sizing: volatility (and vol_target's trailing baseline)
     max_leverage: float = Field(1.0, gt=0)
     fee_bps: float = Field(10.0, ge=0)  # per side on traded notional (a spot taker fee)
     slippage_bps: float = Field(0.0, ge=0)  # per side on traded notional
@@ -238,6 +294,31 @@ class Config(Section):
             raise ValueError(f"model.norm=instance normalizes over time and needs features.window >= 2 (got "
                              f"{self.features.window}); lengthen the window or pick another model.norm")
         return self
+
+    @model_validator(mode="after")
+    def _window_norms(self) -> Config:
+        if self.model.input_norm != "none" and self.features.window < 2:
+            raise ValueError(f"model.input_norm {self.model.input_norm!r} normalizes each window over time and "
+                             f"needs features.window >= 2 (got {self.features.window})")
+        return self
+
+    @model_validator(mode="after")
+    def _backtest_mode(self) -> Config:
+        mode, kind = self.backtest.mode, self.target.kind
+        if mode == "vol_target" and kind != "volatility":
+            raise ValueError(f"backtest.mode 'vol_target' sizes by a volatility forecast: it needs target.kind "
+                             f"'volatility', not {kind!r}; use backtest.mode 'auto' or 'direction'")
+        if mode == "direction" and kind == "volatility":
+            raise ValueError("backtest.mode 'direction' trades the sign of a return or direction forecast; a "
+                             "volatility forecast has no sign: use backtest.mode 'vol_target' (or 'auto')")
+        return self
+
+    @property
+    def backtest_mode(self) -> str:
+        """backtest.mode with auto resolved: vol_target for volatility targets, else direction."""
+        if self.backtest.mode != "auto":
+            return self.backtest.mode
+        return "vol_target" if self.target.kind == "volatility" else "direction"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML-safe mapping of the resolved config (tuples as lists)."""

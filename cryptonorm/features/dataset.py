@@ -8,7 +8,9 @@ label uses bars t+1 .. t+horizon only. Nothing here copies windows: `Dataset.X` 
 Labels (`target.kind`), with r1[i] = log(close[i] / close[i-1]):
     return      log(close[t+h] / close[t])                        (regression)
     direction   1.0 if that return > 0 else 0.0                   (classification)
-    volatility  sqrt(mean(r1[t+1 .. t+h] ** 2)), realized, not annualized
+    volatility  target.vol_form (vol | log_var | var) of the mean per-bar realized variance over bars
+                t+1 .. t+h, by target.rv (close | parkinson | garman_klass; see realized.py); with the
+                defaults (vol, close): sqrt(mean(r1[t+1 .. t+h] ** 2)), not annualized
 `outcome` is always log(close[t+h] / close[t]) (the backtest trades it).
 
 Validity of row t (reasons counted in `dropped`, first match wins):
@@ -18,7 +20,8 @@ Validity of row t (reasons counted in `dropped`, first match wins):
                 label span, i.e. between rows t-window+1 and t+horizon; gap_policy=ffill: one of the bars
                 t .. t+horizon is a filled bar (the decision bar and the label must be real bars; only the
                 window may hold filled bars, flagged by the `gap_mask` input)
-    nan         any other non-finite input in the window, or a non-finite label
+    nan         any other non-finite input in the window, or a non-finite label (for volatility also a
+                label of exactly zero variance: a flat price over the whole horizon)
 A gap is never one ordinary bar inside a sample's window or label span. Indicators, however, are computed
 over the bar sequence (see indicators.py): a look-back that reaches before the window may still span a gap
 (e.g. logret_1 or sma_50 at the first row of a window that starts right after a gap).
@@ -48,7 +51,7 @@ import pandas as pd
 from cryptonorm.config import Config
 from cryptonorm.data.candles import gap_flags
 from cryptonorm.errors import ConfigError, DataError
-from cryptonorm.features import indicators
+from cryptonorm.features import indicators, realized
 from cryptonorm.features.funding import funding_features
 from cryptonorm.timeframes import format_ms, timeframe_ms
 
@@ -80,6 +83,9 @@ class Prepared:
     filled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # (N,) bool: ffilled bars
     inputs_valid: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # (N,) bool: row t's
     # window is complete and clean (as for `valid`) whether or not its label exists: what `predict` may use
+    bar_var: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (N,) float64 per-bar realized variance
+    # (target.rv, realized.bar_variance) for kind volatility, read by the volatility baselines; else empty
+    vol_form: str = "vol"  # target.vol_form: what `y` holds for kind volatility
 
 
 @dataclass(eq=False)
@@ -159,14 +165,8 @@ def _labels(close: np.ndarray, horizon: int, kind: str) -> tuple[np.ndarray, np.
         y = (outcome > 0).astype("float64")
         y[np.isnan(outcome)] = np.nan
         return y, outcome
-    if kind == "volatility":
-        r1 = indicators.log_return(close, 1)  # r1[i] = log(close[i] / close[i-1]), NaN at 0
-        # sum of squares over rows j-h+1 .. j (pandas' compensated rolling sum: precise and prefix-stable)
-        ss = pd.Series(r1 * r1).rolling(h, min_periods=h).sum().to_numpy()
-        y = np.full(n, np.nan)
-        if n > h:
-            y[:n - h] = np.sqrt(np.maximum(ss[h:], 0.0) / h)
-        return y, outcome
+    if kind == "volatility":  # its label reads the OHLC bars: realized.labels, called by prepare
+        return np.full(n, np.nan), outcome
     raise ConfigError(f"target.kind {kind!r} is unknown; use return, direction or volatility")
 
 
@@ -235,6 +235,10 @@ def prepare_unchecked(candles: pd.DataFrame, cfg: Config, funding: pd.DataFrame 
     close = table["close"].to_numpy(dtype="float64").copy()
     del table
     y, outcome = _labels(close, h, cfg.target.kind)
+    bar_var = np.zeros(0)
+    if cfg.target.kind == "volatility":
+        span = None if f.gap_policy == "ffill" else np.r_[1, np.diff(ts) // timeframe_ms(cfg.data.timeframe)]
+        y, _, bar_var = realized.labels(candles, h, cfg.target.rv, cfg.target.vol_form, span)
 
     row_ok = np.ones(n, dtype=bool)
     for j in range(feats.shape[1]):  # column by column: no (N, F) temporary
@@ -261,4 +265,4 @@ def prepare_unchecked(candles: pd.DataFrame, cfg: Config, funding: pd.DataFrame 
     dropped = {k: int(v.sum()) for k, v in reasons.items()}
     return Prepared(timestamps=ts, close=close, features=feats, feature_names=names, y=y, outcome=outcome,
                     valid=valid, window=w, horizon=h, dropped=dropped, kind=cfg.target.kind, filled=filled,
-                    inputs_valid=inputs_valid)
+                    inputs_valid=inputs_valid, bar_var=bar_var, vol_form=cfg.target.vol_form)

@@ -3,8 +3,9 @@
 Raw values follow TA-Lib's definitions and, after each indicator's warm-up, equal `talib.SMA, EMA, RSI,
 MACD, BBANDS, ATR` to ~1e-12 relative (tests/test_indicators.py checks 1e-9 on real BTC/USDT 1h candles).
 During warm-up a column is NaN exactly where TA-Lib's is NaN. The recursions (EMA, Wilder) run in
-`scipy.signal.lfilter`, rolling windows in pandas' C loops: all default columns for 1,000,000 candles take
-well under a second (benchmarks/bench_features.py).
+pandas' `ewm(adjust=False)` (C; scipy.signal's lfilter, seconds to import, only for inputs with NaNs),
+rolling windows in pandas' C loops: all default columns for 1,000,000 candles take well under a second
+(benchmarks/bench_features.py).
 
 Indicators are computed over the *bar sequence* as given: on data with gaps (missing bars) a rolling
 window or recursion simply continues across the gap. `dataset.prepare` therefore never lets a sample's
@@ -31,7 +32,6 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy.signal import lfilter
 
 from cryptonorm.config import FeaturesConfig
 from cryptonorm.data.candles import COLUMNS
@@ -79,10 +79,18 @@ def _recursive(x: np.ndarray, alpha: float, seed_idx: int, seed: float) -> np.nd
         return out
     out[seed_idx] = seed
     rest = x[seed_idx + 1:]
-    if len(rest):
+    if not len(rest):
+        return out
+    if np.isnan(rest).any():  # lfilter carries a NaN forward forever; pandas' ewm would skip it
+        from scipy.signal import lfilter  # here: scipy.signal costs seconds of import for every command
+
         # direct form II transposed: y[0] = alpha * x[0] + zi, so zi carries (1 - alpha) * seed
         y, _ = lfilter([alpha], [1.0, alpha - 1.0], rest, zi=[(1.0 - alpha) * seed])
         out[seed_idx + 1:] = y
+        return out
+    # pandas' ewm(adjust=False) runs the same recursion in C from y[0] = its first value: start it at the seed
+    out[seed_idx:] = pd.Series(np.r_[seed, rest]).ewm(alpha=alpha, adjust=False).mean().to_numpy()
+    out[seed_idx] = seed
     return out
 
 

@@ -19,7 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from cryptonorm.errors import TrainingError
 from cryptonorm.learn.models import Forecaster
+from cryptonorm.learn.norms import eval_uses_batch_statistics
 
 
 @dataclass
@@ -89,6 +91,10 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     step: int = 0  # optimizer steps taken (drives the cosine schedule)
     epoch: int = 0
+    # faster steps (learn/accel.py), not part of the saved state: the module the steps run (compiled; None =
+    # model) and a CUDA-graph step taking a (B,) batch of END rows and returning its mean loss
+    step_model: nn.Module | None = None
+    graph_step: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue after `epoch`, RNG states included; torch.load(weights_only=True)
@@ -169,22 +175,49 @@ def run_epoch(state: TrainState, data: Batches, loss_fn: nn.Module, lr_at: Calla
         idx = order[b * bs : (b + 1) * bs]  # (B,)
         lr = lr_at(state.step)
         if lr is not None:
-            for group in state.opt.param_groups:
-                group["lr"] = lr
-        xb = gather_windows(data.X, idx, data.offsets)  # (B, W, F) gathered on the device
-        total += train_step(state.model, state.opt, loss_fn, xb, data.y[idx], grad_clip, use_bf16) * len(idx)
+            set_lr(state.opt, lr)
+        if state.graph_step is not None:
+            total += state.graph_step(idx) * len(idx)
+        else:
+            xb = gather_windows(data.X, idx, data.offsets)  # (B, W, F) gathered on the device
+            model = state.step_model or state.model
+            total += train_step(model, state.opt, loss_fn, xb, data.y[idx], grad_clip, use_bf16) * len(idx)
         state.step += 1
     return float((total / data.n_used).item())  # the one host-device sync of the epoch
 
 
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's learning rate; a tensor rate (AdamW capturable=True inside a CUDA graph) is filled
+    in place, since the graph reads it from that memory."""
+    for group in opt.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+
+
 @torch.no_grad()
+def inference_chunks(n: int, size: int, no_single: bool) -> list[tuple[int, int]]:
+    """[start, stop) bounds of consecutive chunks of `size` rows; with `no_single` (a model that normalizes
+    with the inference batch's own statistics, model.bn_eval batch) a last chunk of one sample joins the
+    one before, and a single window is an error: a batch of one has no batch statistics."""
+    bounds = [*range(0, n, size), n]
+    if no_single:
+        if n == 1:
+            raise TrainingError("model.bn_eval=batch normalizes each forecast with the statistics of its batch and "
+                                "cannot forecast a single window; use model.bn_eval running or recalibrate")
+        if len(bounds) > 2 and n - bounds[-2] == 1:
+            del bounds[-2]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
 def evaluate(model: nn.Module, data: Batches, loss_fn: nn.Module, batch_size: int, use_bf16: bool) -> float:
     """Mean loss over the validation samples, in eval mode (BatchNorm uses its running averages)."""
     model.eval()
     idx_all = data.val_idx
     total = torch.zeros((), device=data.X.device)
-    for s in range(0, len(idx_all), batch_size):
-        b = idx_all[s : s + batch_size]  # (B,)
+    for a, e in inference_chunks(len(idx_all), batch_size, eval_uses_batch_statistics(model)):
+        b = idx_all[a:e]  # (B,)
         with autocast(data.X.device, use_bf16):
             out = model(gather_windows(data.X, b, data.offsets))  # (B,)
         total += loss_fn(out.float(), data.y[b]) * len(b)
@@ -200,7 +233,7 @@ def epoch_record(state: TrainState, epochs: int, train_loss: float, val_loss: fl
         "epochs": epochs,
         "train_loss": train_loss,
         "val_loss": val_loss,
-        "lr": state.opt.param_groups[0]["lr"],
+        "lr": float(state.opt.param_groups[0]["lr"]),  # a tensor with CUDA graphs
         "seconds": seconds,
         "samples_per_s": n_used / max(train_seconds, 1e-9),
         "best": improved,

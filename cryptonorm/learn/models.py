@@ -1,16 +1,8 @@
-"""Forecasters whose normalization layer is a config switch: norm factory, MLP, LSTM, recurrent-norm cells.
+"""Forecasters whose normalization layer is a config switch: MLP, LSTM, recurrent-norm cells.
 
 Every model maps a window of features (B, W, F) to one number per sample (B,): a standardized return or
-volatility, or the logit of an up move. Imports only torch.
-
-Normalizations (`model.norm`):
-  none      nothing
-  batch     BatchNorm over the batch (and over time, for sequences); running averages at inference
-  layer     LayerNorm over the channels of each sample (and each time step)
-  group     GroupNorm: channels split into `model.groups` groups, normalized per sample
-  instance  InstanceNorm over time, per channel and sample (sequences only)
-  rms       RMSNorm over the channels (no centring)
-  weight    weight normalization of the hidden Linear / LSTM weight matrices (no separate norm module)
+volatility, or the logit of an up move. Imports only torch. The norm layers themselves live in norms.py
+(`model.norm`, `model.input_norm`, `model.bn_eval`); the README's table says what each normalizes.
 
 `model.norm_placement: cell` (LSTM only) moves the norm inside the recurrence:
   layer     the layer-normalized LSTM of Ba, Kiros & Hinton (2016), "Layer Normalization"
@@ -26,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from cryptonorm.learn.norms import BATCH_NORMS, DAIN, RevIN, SeqNorm, StepBatchNorm, make_input_norm, make_norm
+
 if TYPE_CHECKING:  # the config is only read, never needed at run time: models.py imports only torch
     from cryptonorm.config import ModelConfig
 
@@ -37,68 +31,48 @@ class Forecaster(nn.Module):
 
     Training standardizes a regression target with the training split's mean and std (see training.py);
     `y_mean` / `y_std` are buffers, so they travel in the state dict and `to_forecast` undoes it.
-    With `output == "logit"` (target.kind direction) `to_forecast` returns probabilities instead.
+    With `output == "logit"` (target.kind direction) `to_forecast` returns probabilities instead; with
+    `output == "positive"` (a volatility target predicted as vol or var) the value x = out * y_std + y_mean
+    goes through s * (softplus(x / s) + 1e-6), s = y_std / 4: smooth, > 0, and ~x once x is a few s above 0.
+    `input_norm` (RevIN / DAIN, or None) normalizes the window before the network (`core`); a RevIN with
+    a target feature de-normalizes the network's output into raw target units, which are then
+    standardized like the target, so the loss and `to_forecast` see the same units with or without it.
     """
 
     y_mean: torch.Tensor
     y_std: torch.Tensor
 
-    def __init__(self) -> None:
+    def __init__(self, m: ModelConfig | None = None, n_features: int = 0) -> None:
         super().__init__()
         self.register_buffer("y_mean", torch.zeros(()))
         self.register_buffer("y_std", torch.ones(()))
-        self.output = "value"  # "value" (regression) or "logit" (direction); set by training.fit
+        self.output = "value"  # "value" (regression), "logit" (direction) or "positive"; set by training.fit
         self.out_dim = 1  # outputs per sample: (B,) when 1, else (B, out_dim)
+        # without a config (a bare Forecaster, e.g. for its output map) there is no input norm
+        self.input_norm: RevIN | DAIN | None = make_input_norm(m, n_features) if m is not None else None
+
+    def core(self, x: torch.Tensor) -> torch.Tensor:  # (B, W, F) -> (B,) or (B, out_dim)
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, W, F) -> (B,) or (B, out_dim)
+        if self.input_norm is None:
+            return self.core(x)
+        z, stats = self.input_norm.normalize(x)  # (B, W, F)
+        out = self.core(z)
+        if isinstance(self.input_norm, RevIN) and self.input_norm.target is not None and stats is not None:
+            raw = self.input_norm.denormalize(out.float(), stats)  # raw target units (a log return, ...)
+            out = (raw - self.y_mean) / self.y_std  # standardized, as the loss expects
+        return out
 
     def to_forecast(self, out: torch.Tensor) -> torch.Tensor:
         """Raw model outputs -> forecasts in the target's units (or probabilities for logits)."""
         if self.output == "logit":
             return torch.sigmoid(out)
-        return out * self.y_std + self.y_mean
-
-
-# ---------------------------------------------------------------- norm factory
-
-
-def make_norm(m: ModelConfig, channels: int) -> nn.Module:
-    """The norm module for a (B, C) or (B, C, T) tensor; Identity for none/weight (weight norm lives on
-    the weights). `instance` needs a time axis: only sequence models ask for it."""
-    if m.norm in ("none", "weight"):
-        return nn.Identity()
-    if m.norm == "batch":
-        return nn.BatchNorm1d(channels, eps=m.norm_eps, momentum=m.norm_momentum, affine=m.norm_affine)
-    if m.norm == "layer":
-        return nn.LayerNorm(channels, eps=m.norm_eps, elementwise_affine=m.norm_affine)
-    if m.norm == "group":
-        if channels % m.groups:
-            raise ValueError(f"model.groups={m.groups} must divide the width {channels}")
-        return nn.GroupNorm(m.groups, channels, eps=m.norm_eps, affine=m.norm_affine)
-    if m.norm == "rms":
-        return nn.RMSNorm(channels, eps=m.norm_eps, elementwise_affine=m.norm_affine)
-    if m.norm == "instance":
-        # track_running_stats=False: every sample is normalized by its own statistics, in training
-        # and at inference alike (there is no batch dependence to remove)
-        return nn.InstanceNorm1d(channels, eps=m.norm_eps, affine=m.norm_affine, track_running_stats=False)
-    raise ValueError(f"unknown model.norm {m.norm!r}")
-
-
-class SeqNorm(nn.Module):
-    """Apply a norm to a sequence (B, T, C), choosing the axes the norm is defined on.
-
-    batch/group/instance normalize channels of a (B, C, T) tensor, so the sequence is transposed:
-    batch -> over batch x time per channel; group -> over (channels of a group) x time per sample;
-    instance -> over time per channel and sample. layer/rms act on the last axis, i.e. per time step.
-    """
-
-    def __init__(self, m: ModelConfig, channels: int) -> None:
-        super().__init__()
-        self.norm = make_norm(m, channels)
-        self.channels_first = m.norm in ("batch", "group", "instance")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
-        if self.channels_first:
-            return self.norm(x.transpose(1, 2)).transpose(1, 2)
-        return self.norm(x)
+        value = out * self.y_std + self.y_mean
+        if self.output == "positive":
+            s = self.y_std / 4.0
+            return s * (nn.functional.softplus(value / s) + 1e-6)  # + 1e-6: softplus underflows to 0 in float32
+        return value
 
 
 # ---------------------------------------------------------------- MLP
@@ -108,7 +82,7 @@ class MLP(Forecaster):
     """Flattened window -> [Linear -> Norm -> activation -> dropout] x len(hidden) -> Linear."""
 
     def __init__(self, m: ModelConfig, n_features: int, window: int, out_dim: int = 1) -> None:
-        super().__init__()
+        super().__init__(m, n_features)
         self.out_dim = out_dim
         layers: list[nn.Module] = []
         width = n_features * window
@@ -121,7 +95,7 @@ class MLP(Forecaster):
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(width, out_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, W, F) -> (B,) or (B, out_dim)
+    def core(self, x: torch.Tensor) -> torch.Tensor:  # (B, W, F) -> (B,) or (B, out_dim)
         out = self.head(self.body(x.flatten(1)))  # (B, W*F) -> (B, H) -> (B, out_dim)
         return out.squeeze(-1) if out.shape[-1] == 1 else out
 
@@ -168,58 +142,6 @@ class LayerNormLSTM(nn.Module):
         return torch.stack(outs, dim=1)  # (B, T, H)
 
 
-class StepBatchNorm(nn.Module):
-    """BatchNorm of a (B, C) tensor with separate running statistics for each time step t < max_steps.
-
-    Cooijmans et al. (2016) found that sharing statistics across time fails at the first steps, whose
-    activations are distributed differently; gamma and beta are shared across time, the statistics are
-    not. At inference a step t >= max_steps reuses the statistics of the last trained step.
-    """
-
-    running_mean: torch.Tensor
-    running_var: torch.Tensor
-
-    def __init__(
-        self,
-        channels: int,
-        max_steps: int,
-        eps: float = 1e-5,
-        momentum: float = 0.1,
-        affine: bool = True,
-        gamma: float = 0.1,
-        learn_beta: bool = True,
-    ) -> None:
-        super().__init__()
-        self.eps = eps
-        self.momentum = momentum
-        self.max_steps = max_steps
-        # gamma starts at 0.1 (the paper's choice): unit-variance pre-activations would saturate the gates
-        self.weight = nn.Parameter(torch.full((channels,), gamma)) if affine else None
-        self.bias = nn.Parameter(torch.zeros(channels)) if affine and learn_beta else None
-        self.register_buffer("running_mean", torch.zeros(max_steps, channels))  # (T_max, C)
-        self.register_buffer("running_var", torch.ones(max_steps, channels))  # (T_max, C)
-
-    def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:  # (B, C) at step t -> (B, C)
-        s = min(t, self.max_steps - 1)
-        x = x.to(self.running_mean.dtype)  # statistics in the buffers' precision (fp32 under bf16 autocast)
-        if self.training:
-            mean = x.mean(dim=0)  # (C,)
-            var = x.var(dim=0, unbiased=False)  # (C,) biased, as BatchNorm normalizes with
-            if t < self.max_steps:  # steps past the trained length are not recorded
-                n = x.shape[0]
-                with torch.no_grad():  # the running averages store the unbiased variance, as BatchNorm does
-                    self.running_mean[s].lerp_(mean.detach(), self.momentum)
-                    self.running_var[s].lerp_(var.detach() * n / max(n - 1, 1), self.momentum)
-        else:
-            mean, var = self.running_mean[s], self.running_var[s]
-        out = (x - mean) * torch.rsqrt(var + self.eps)
-        if self.weight is not None:
-            out = out * self.weight
-        if self.bias is not None:
-            out = out + self.bias
-        return out
-
-
 class BatchNormLSTM(nn.Module):
     """One layer of the recurrent batch-normalized LSTM (Cooijmans et al. 2016, eq. 6-8), explicit loop.
 
@@ -238,6 +160,7 @@ class BatchNormLSTM(nn.Module):
         eps: float = 1e-5,
         momentum: float = 0.1,
         affine: bool = True,
+        eval_stats: str = "running",
     ) -> None:
         super().__init__()
         self.hidden_size = hidden_size
@@ -245,9 +168,11 @@ class BatchNormLSTM(nn.Module):
         self.w_h = nn.Linear(hidden_size, 4 * hidden_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(4 * hidden_size))
         # the betas of BN_x and BN_h would duplicate b: the paper fixes them at 0
-        self.bn_x = StepBatchNorm(4 * hidden_size, max_steps, eps, momentum, affine, learn_beta=False)
-        self.bn_h = StepBatchNorm(4 * hidden_size, max_steps, eps, momentum, affine, learn_beta=False)
-        self.bn_c = StepBatchNorm(hidden_size, max_steps, eps, momentum, affine)
+        self.bn_x = StepBatchNorm(4 * hidden_size, max_steps, eps, momentum, affine, learn_beta=False,
+                                  eval_stats=eval_stats)
+        self.bn_h = StepBatchNorm(4 * hidden_size, max_steps, eps, momentum, affine, learn_beta=False,
+                                  eval_stats=eval_stats)
+        self.bn_c = StepBatchNorm(hidden_size, max_steps, eps, momentum, affine, eval_stats=eval_stats)
         _init_lstm_weights(self.w_x, self.w_h, self.bias, hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, In) -> (B, T, H)
@@ -301,7 +226,7 @@ class LSTM(Forecaster):
     """
 
     def __init__(self, m: ModelConfig, n_features: int, window: int, out_dim: int = 1) -> None:
-        super().__init__()
+        super().__init__(m, n_features)
         self.out_dim = out_dim
         self.rnns = nn.ModuleList()
         self.norms = nn.ModuleList()
@@ -311,7 +236,8 @@ class LSTM(Forecaster):
             if m.norm_placement == "cell" and m.norm == "layer":
                 rnn = LayerNormLSTM(size, h, eps=m.norm_eps, affine=m.norm_affine)
             elif m.norm_placement == "cell" and m.norm == "batch":
-                rnn = BatchNormLSTM(size, h, window, eps=m.norm_eps, momentum=m.norm_momentum, affine=m.norm_affine)
+                rnn = BatchNormLSTM(size, h, window, eps=m.norm_eps, momentum=m.norm_momentum, affine=m.norm_affine,
+                                    eval_stats=m.bn_eval)
             else:
                 if m.norm == "weight":  # per-row (per gate unit) weight norm of both weight matrices
                     rnn = weight_norm(_RecomputedWeightsLSTM(size, h, batch_first=True), name="weight_ih_l0", dim=0)
@@ -325,7 +251,7 @@ class LSTM(Forecaster):
         self.drop = nn.Dropout(m.dropout)
         self.head = nn.Linear(size, out_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, W, F) -> (B,) or (B, out_dim)
+    def core(self, x: torch.Tensor) -> torch.Tensor:  # (B, W, F) -> (B,) or (B, out_dim)
         for rnn, norm in zip(self.rnns, self.norms, strict=True):
             out = rnn(x)
             x = out[0] if isinstance(out, tuple) else out  # nn.LSTM returns (output, (h, c)); (B, T, H)
@@ -348,14 +274,14 @@ def build_model(m: ModelConfig, n_features: int, window: int, out_dim: int = 1) 
         raise ValueError("model.norm 'instance' needs a sequence: use it with model.kind 'lstm'")
     if m.norm == "instance" and window < 2:
         raise ValueError("model.norm 'instance' normalizes over time: it needs a window of at least 2 rows")
+    if m.input_norm != "none" and window < 2:
+        raise ValueError(f"model.input_norm {m.input_norm!r} normalizes each window over time: it needs a "
+                         "window of at least 2 rows")
+    if m.bn_eval != "running" and m.norm not in BATCH_NORMS:
+        raise ValueError(f"model.bn_eval {m.bn_eval!r} needs a norm with batch statistics, not {m.norm!r}")
     if m.kind == "mlp":
         return MLP(m, n_features, window, out_dim)
     if m.kind == "lstm":
         return LSTM(m, n_features, window, out_dim)
     raise ValueError(f"unknown model.kind {m.kind!r}")
-
-
-def uses_batch_statistics(model: nn.Module) -> bool:
-    """True if a training forward pass normalizes with statistics of the batch (needs batches >= 2)."""
-    return any(isinstance(mod, (nn.BatchNorm1d, StepBatchNorm)) for mod in model.modules())
 

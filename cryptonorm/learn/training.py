@@ -27,6 +27,7 @@ from torch import nn
 
 from cryptonorm.config import Config
 from cryptonorm.errors import ConfigError, TrainingError
+from cryptonorm.learn import accel
 from cryptonorm.learn.checkpoints import save_checkpoint
 from cryptonorm.learn.device import resolve_device, seed_everything
 from cryptonorm.learn.loop import (
@@ -36,14 +37,20 @@ from cryptonorm.learn.loop import (
     copy_state,
     epoch_record,
     evaluate,
+    inference_chunks,
     run_epoch,
 )
 from cryptonorm.learn.loop import gather_windows as gather_windows  # re-exported: predict and callers use it
-from cryptonorm.learn.models import Forecaster, build_model, uses_batch_statistics
-
-HUBER_DELTA = 1.0  # in standard deviations of the (standardized) training target
-
-
+from cryptonorm.learn.losses import make_loss
+from cryptonorm.learn.models import Forecaster, build_model
+from cryptonorm.learn.norms import (
+    BATCH_NORMS,
+    RevIN,
+    eval_uses_batch_statistics,
+    recalibrate,
+    revin_target_feature,
+    uses_batch_statistics,
+)
 
 
 class WindowedData(Protocol):
@@ -86,15 +93,10 @@ def learning_rate(step: int, total_steps: int, base_lr: float, schedule: str) ->
     return base_lr  # "none", and "plateau" (which lowers it from the validation loss instead)
 
 
-def make_loss(name: str) -> nn.Module:
-    """The loss for cfg.target.resolved_loss; regression losses act on the standardized target."""
-    if name == "mse":
-        return nn.MSELoss()
-    if name == "huber":
-        return nn.HuberLoss(delta=HUBER_DELTA)
-    if name == "bce":
-        return nn.BCEWithLogitsLoss()  # the model outputs logits; predict() applies the sigmoid
-    raise ConfigError(f"target.loss: got {name!r}; allowed: mse, huber, bce")
+def output_map(cfg: Config) -> str:
+    """"positive" when the target must be > 0 (a volatility predicted as vol or var), else "value"."""
+    positive = cfg.target.kind == "volatility" and cfg.target.vol_form in ("vol", "var")
+    return "positive" if positive else "value"
 
 
 def target_stats(y_train: np.ndarray, loss: str) -> tuple[float, float]:
@@ -132,27 +134,86 @@ def fit(
         torch.set_num_threads(t.threads)
     seed_everything(cfg.seed, t.deterministic)
     loss_name = cfg.target.resolved_loss
-    loss_fn = make_loss(loss_name)
     model = build_model(cfg.model, ds.X.shape[1], int(ds.window)).to(dev)  # the seeded initial weights
-    data = _batches(ds, cfg, dev, loss_name, drop_single=uses_batch_statistics(model))
-    state = _init_state(model, cfg, dev, loss_name, data.y_mean, data.y_std)
-    if resume is not None:
+    graph_why = accel.graph_note(dev, len(ds.train_idx), t.batch_size) if t.cuda_graph else None
+    graph = t.cuda_graph and graph_why is None
+    data = _batches(ds, cfg, dev, loss_name, drop_single=uses_batch_statistics(model), full_only=graph)
+    state = _init_state(model, cfg, dev, loss_name, data.y_mean, data.y_std, capturable=graph)
+    if resume is not None:  # before any graph capture or compilation: they see the restored tensors
         state.load_state_dict(resume)
+    denorm = _set_revin_target(model, ds, cfg)
+    # the loss reads the model's output map (positive outputs are part of what is trained): learn/losses.py
+    loss_fn = make_loss(loss_name, model.to_forecast, data.y_mean, data.y_std, cfg.target.vol_form)
     use_bf16 = t.precision == "bf16" and dev.type == "cuda"
+    notes = [graph_why] if graph_why else []
+    notes += _accelerate(state, data, cfg, dev, loss_fn, use_bf16, graph)
     stopped, bad_value = _epoch_loop(state, data, cfg, loss_fn, use_bf16, progress, checkpoint, on_epoch_end)
     state.model.load_state_dict(state.best_state)
+    if denorm:
+        notes.append(f"RevIN de-normalizes the forecast with the window statistics of {denorm}")
+    if cfg.model.bn_eval == "recalibrate":
+        notes.append(_recalibrate(state, data, cfg, checkpoint))
     state.model.eval()
+    if isinstance(state.step_model, accel.SafeCompiled) and state.step_model.note:
+        notes.append(state.step_model.note)
     message = _end_message(stopped, bad_value, state, cfg, has_val=len(data.val_idx) > 0)
     return FitResult(state.model, state.history, state.stopper.best_epoch, state.stopper.best_loss, stopped,
-                     message, str(dev))
+                     "; ".join([message, *notes]), str(dev))
+
+
+def _accelerate(state: TrainState, data: Batches, cfg: Config, dev: torch.device, loss_fn: nn.Module,
+                use_bf16: bool, graph: bool) -> list[str]:
+    """Set up train.cuda_graph or train.compile on the state; the notes on what could not be used."""
+    t = cfg.train
+    notes: list[str] = []
+    if graph:
+        state.graph_step = accel.GraphedStep(state.model, state.opt, loss_fn, data, t.grad_clip, use_bf16)
+        if t.compile != "none":
+            notes.append(f"train.compile={t.compile} is not used with train.cuda_graph (the graph already "
+                         "removes the launch overhead)")
+    elif t.compile != "none":
+        state.step_model, note = accel.compile_model(state.model, t.compile, dev)
+        notes += [note] if note else []
+    return notes
+
+
+def _recalibrate(state: TrainState, data: Batches, cfg: Config, checkpoint: str | Path | None) -> str:
+    """model.bn_eval recalibrate (AdaBN): after training, the running statistics of every BatchNorm are
+    re-estimated with the weights frozen on the latest `bn_recalibrate_bars` training windows, and the
+    checkpoint is written again with them. In walk-forward every fold's fit does this on its own windows."""
+    recent = torch.sort(data.train_idx).values[-cfg.model.bn_recalibrate_bars :]  # (k,) latest END rows
+    recalibrate(state.model, gather_windows(data.X, recent, data.offsets))  # one batch of (k, W, F)
+    if checkpoint is not None and state.stopper.best_epoch:
+        save_checkpoint(checkpoint, state.model, cfg, data.X.shape[1], len(data.offsets),
+                        extra={"epoch": state.stopper.best_epoch, "loss": state.stopper.best_loss,
+                               "bn_recalibrated_windows": len(recent)})
+    return f"BatchNorm statistics recalibrated on the last {len(recent)} training windows"
+
+
+def _set_revin_target(model: Forecaster, ds: WindowedData, cfg: Config) -> str | None:
+    """RevIN with revin_denorm auto: de-normalize forecasts with the window statistics of the input column
+    in the target's units (norms.revin_target_feature). Needs the dataset's feature names and scaler (a bare
+    WindowedData has neither: then nothing is de-normalized). Returns the column's name, or None."""
+    if not isinstance(model.input_norm, RevIN) or cfg.model.revin_denorm == "off":
+        return None
+    names, scaler = getattr(ds, "feature_names", None), getattr(ds, "scaler", None)
+    if names is None or scaler is None:
+        return None
+    name = revin_target_feature(list(names), cfg.target.kind, cfg.target.horizon, cfg.target.vol_form)
+    if name is None:
+        return None
+    j = list(names).index(name)
+    # the scaler maps raw -> (raw - center) / scale; the forecast goes back to raw units the same way
+    model.input_norm.set_target(j, float(scaler.scale[j]), float(scaler.center[j]))
+    return name
 
 
 def _check_fit_inputs(ds: WindowedData, cfg: Config) -> None:
     """Config errors that need the data (window) and index sanity checks, before anything is built."""
     t, m = cfg.train, cfg.model
-    if m.norm == "batch" and t.batch_size < 2:
+    if m.norm in BATCH_NORMS and t.batch_size < 2:
         raise ConfigError(
-            f"train.batch_size must be >= 2 for model.norm=batch; BatchNorm needs at least two samples per "
+            f"train.batch_size must be >= 2 for model.norm={m.norm}; BatchNorm needs at least two samples per "
             f"batch for its statistics (got {t.batch_size})"
         )
     window = int(ds.window)
@@ -167,17 +228,19 @@ def _check_fit_inputs(ds: WindowedData, cfg: Config) -> None:
             raise ValueError(f"{name}_idx must hold END rows in [{window - 1}, {len(ds.X) - 1}]")
 
 
-def _batches(ds: WindowedData, cfg: Config, dev: torch.device, loss_name: str, drop_single: bool) -> Batches:
+def _batches(ds: WindowedData, cfg: Config, dev: torch.device, loss_name: str, drop_single: bool,
+             full_only: bool = False) -> Batches:
     """Move the data to the device once; y is standardized once here, not per batch.
 
     `drop_single`: a model with batch statistics cannot train on a last batch of one sample; it is dropped
-    (and reshuffled into another batch next epoch).
+    (and reshuffled into another batch next epoch). `full_only` (CUDA graphs): every batch has
+    train.batch_size samples; the last short batch is dropped the same way.
     """
     train_np = np.asarray(ds.train_idx, dtype=np.int64)
     y_mean, y_std = target_stats(np.asarray(ds.y)[train_np], loss_name)
     window, bs, n_train = int(ds.window), cfg.train.batch_size, len(train_np)
-    n_batches = math.ceil(n_train / bs)
-    if drop_single and n_train % bs == 1:
+    n_batches = n_train // bs if full_only else math.ceil(n_train / bs)
+    if drop_single and not full_only and n_train % bs == 1:
         n_batches -= 1
         if n_batches == 0:
             raise TrainingError("model.norm=batch needs at least 2 training samples; use more data")
@@ -195,10 +258,13 @@ def _batches(ds: WindowedData, cfg: Config, dev: torch.device, loss_name: str, d
 
 
 def _init_state(model: Forecaster, cfg: Config, dev: torch.device, loss_name: str, y_mean: float,
-                y_std: float) -> TrainState:
-    """The state before epoch 1: AdamW, the plateau scheduler if asked for, and the batch-order generator."""
+                y_std: float, capturable: bool = False) -> TrainState:
+    """The state before epoch 1: AdamW, the plateau scheduler if asked for, and the batch-order generator.
+
+    `capturable` (CUDA graphs): AdamW keeps its step count and learning rate in device tensors, so the whole
+    step can be captured; the rate is then set in place (loop.set_lr)."""
     t = cfg.train
-    model.output = "logit" if loss_name == "bce" else "value"
+    model.output = "logit" if loss_name == "bce" else output_map(cfg)
     model.y_mean.fill_(y_mean)
     model.y_std.fill_(y_std)
     # nanoGPT's split: decay the matrices, not the biases and norm gains
@@ -207,7 +273,10 @@ def _init_state(model: Forecaster, cfg: Config, dev: torch.device, loss_name: st
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": t.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    opt = torch.optim.AdamW(groups, lr=t.lr, fused=dev.type == "cuda")
+    if capturable:
+        opt = torch.optim.AdamW(groups, lr=torch.tensor(t.lr, device=dev), capturable=True, foreach=True)
+    else:
+        opt = torch.optim.AdamW(groups, lr=t.lr, fused=dev.type == "cuda")
     plateau = (
         torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=max(1, t.patience // 2))
         if t.schedule == "plateau"
@@ -304,7 +373,7 @@ def predict(
     rows = torch.as_tensor(idx_np).to(dev)  # (n,)
     offsets = torch.arange(-window + 1, 1, device=dev)  # (W,)
     outs = []
-    for s in range(0, len(rows), batch_size):
-        b = rows[s : s + batch_size]  # (B,)
+    for a, e in inference_chunks(len(rows), batch_size, eval_uses_batch_statistics(model)):
+        b = rows[a:e]  # (B,)
         outs.append(model.to_forecast(model(gather_windows(X, b, offsets)).float()))  # (B,)
     return torch.cat(outs).cpu().numpy().astype(np.float64)

@@ -47,7 +47,6 @@ def backtest(run_dir: Path, split: str = "test", fmt: str | None = None, plot: b
     cell's backtest time). The run's files must match the SHA-256 recorded in run.json."""
     from cryptonorm.pipeline.reports import write_backtest_reports, write_no_backtest_report
     from cryptonorm.render.html import formats
-    from cryptonorm.trade import backtest as bt
 
     run_dir = Path(run_dir)
     want = formats(fmt) if plot else ()
@@ -57,8 +56,8 @@ def backtest(run_dir: Path, split: str = "test", fmt: str | None = None, plot: b
         raise DataError(f"{fpath} not found; train first (`cryptonorm train CONFIG`)")
     with run_dir_lock(run_dir):
         verify_run(run_dir)  # the model too: a run whose files do not belong together is refused
-        df = pd.read_csv(fpath)
-        df = df[df["split"] == split]
+        full = pd.read_csv(fpath)
+        df = full[full["split"] == split]
         out_dir = run_dir / "backtest"
         title = f"{cfg.name}: {cfg.data.symbols[0]} {cfg.data.timeframe}, {split} split"
         if len(df) < 2:
@@ -66,17 +65,29 @@ def backtest(run_dir: Path, split: str = "test", fmt: str | None = None, plot: b
                    "use a longer data range or a larger split.test")
             page = write_no_backtest_report(out_dir, title, why, want)
             raise DataError(why + (f" (see {page})" if page else ""))
-        outcome = df["outcome"].to_numpy("float64")
-        ts = df["timestamp"].to_numpy("int64")
-        result = bt.simulate(ts, df["close"].to_numpy("float64"),
-                             df["forecast"].to_numpy("float64"), cfg.backtest, cfg.data.timeframe, cfg.target.kind,
-                             outcome=outcome, funding=_funding(cfg, ts))
+        result, outcome = _simulate(full, df, cfg, split)
         with _folder_swap(out_dir) as tmp:
             write_csv(tmp / "equity.csv", result.equity)
             write_csv(tmp / "trades.csv", result.trades)
             write_json(tmp / "metrics.json", result.metrics)
             write_backtest_reports(tmp, result, title, want, outcome=outcome)
     return out_dir, result
+
+
+def _simulate(full: pd.DataFrame, df: pd.DataFrame, cfg: Config, split: str) -> tuple[Any, np.ndarray]:
+    """(Backtest, realized outcome per bar) of the split's rows `df` of forecasts.csv (`full`)."""
+    from cryptonorm.trade import backtest as bt
+
+    ts = df["timestamp"].to_numpy("int64")
+    if cfg.backtest_mode == "vol_target":  # a volatility forecast: pipeline/vol.py, trade/vol_target.py
+        from cryptonorm.pipeline.vol import backtest_frame
+
+        result, outcome = backtest_frame(full, cfg, split)
+        return result, outcome
+    outcome = df["outcome"].to_numpy("float64")
+    result = bt.simulate(ts, df["close"].to_numpy("float64"), df["forecast"].to_numpy("float64"), cfg.backtest,
+                         cfg.data.timeframe, cfg.target.kind, outcome=outcome, funding=_funding(cfg, ts))
+    return result, outcome
 
 
 @contextlib.contextmanager

@@ -68,7 +68,7 @@ def train(cfg: Config, out: Path | None = None, *, force: bool = False, progress
         else:
             ds, res, forecasts, split_of = _single_split(prep, cfg, device, progress, run_dir, ck)
             folds = []
-        metrics = _write_outputs(run_dir, cfg, ds, res, forecasts, split_of, folds)
+        metrics = _write_outputs(run_dir, cfg, prep, ds, res, forecasts, split_of, folds)
         run_info = {"seed": cfg.seed, "device": str(device), "versions": versions(),
                     "data": {"path": str(candle_path(stored).resolve()), "hash": candle_hash, "rows": len(candles),
                              "first": int(candles["timestamp"].iloc[0]),
@@ -100,13 +100,18 @@ def _single_split(prep: Any, cfg: Config, device: Any, progress: ProgressFn | No
     return ds, res, forecasts, split_of
 
 
-def _write_outputs(run_dir: Path, cfg: Config, ds: Any, res: Any, forecasts: np.ndarray, split_of: np.ndarray,
-                   folds: list[dict[str, Any]]) -> dict[str, Any]:
+def _write_outputs(run_dir: Path, cfg: Config, prep: Any, ds: Any, res: Any, forecasts: np.ndarray,
+                   split_of: np.ndarray, folds: list[dict[str, Any]]) -> dict[str, Any]:
     """history.csv, scaler.json, folds.csv, metrics.json and forecasts.csv; returns the metrics."""
     write_csv(run_dir / "history.csv", pd.DataFrame(res.history).reindex(columns=HISTORY_COLUMNS))
     write_json(run_dir / "scaler.json", {"scaler": ds.scaler.to_dict(), "features": ds.feature_names,
                                           "window": ds.window})
-    metrics = _split_metrics(ds, forecasts, split_of, cfg)
+    vol = None
+    if cfg.target.kind == "volatility":  # baselines, DM and variance metrics (pipeline/vol.py)
+        from cryptonorm.pipeline.vol import VolContext
+
+        vol = VolContext(prep, forecasts, split_of, cfg)
+    metrics = _split_metrics(ds, forecasts, split_of, cfg, vol)
     metrics.update({"stopped": res.stopped, "best_epoch": res.best_epoch, "message": res.message})
     if folds:
         metrics["walk_forward"] = {"folds": len(folds), "mode": cfg.backtest.walk_forward.mode,
@@ -115,12 +120,14 @@ def _write_outputs(run_dir: Path, cfg: Config, ds: Any, res: Any, forecasts: np.
         write_csv(run_dir / "folds.csv", pd.DataFrame(folds), times=("train_start", "train_end", "test_start",
                                                                       "test_end"))
     write_json(run_dir / "metrics.json", metrics)
-    _write_forecasts(run_dir, ds, forecasts, split_of)
+    _write_forecasts(run_dir, ds, forecasts, split_of, vol)
     return metrics
 
 
-def _split_metrics(ds: Any, forecasts: np.ndarray, split_of: np.ndarray, cfg: Config) -> dict[str, Any]:
-    """Forecast metrics of the validation and test samples, beside the persistence baseline."""
+def _split_metrics(ds: Any, forecasts: np.ndarray, split_of: np.ndarray, cfg: Config,
+                   vol: Any = None) -> dict[str, Any]:
+    """Forecast metrics of the validation and test samples, beside the persistence baseline (for
+    volatility: beside the volatility baselines, pipeline/vol.py)."""
     from cryptonorm.trade.metrics import forecast_metrics
 
     kind = cfg.target.kind
@@ -130,7 +137,10 @@ def _split_metrics(ds: Any, forecasts: np.ndarray, split_of: np.ndarray, cfg: Co
         out["samples"][name] = len(idx)
         if name != "train" and len(idx):
             out[name] = forecast_metrics(forecasts[idx], ds.y[idx].astype("float64"), kind)
-            out[name]["persistence"] = _persistence_metrics(ds, idx, kind)
+            if vol is not None:
+                out[name].update(vol.metrics(idx))
+            else:
+                out[name]["persistence"] = _persistence_metrics(ds, idx, kind)
     return out
 
 
@@ -143,14 +153,12 @@ def _persistence_metrics(ds: Any, idx: np.ndarray, kind: str) -> dict[str, float
     h = max(1, int(getattr(ds, "horizon", 1)))
     if kind == "direction":
         pred = (last[idx] > 0).astype("float64") * 0.98 + 0.01
-    elif kind == "volatility":
-        pred = np.abs(last[idx])
     else:
         pred = last[idx] * h
     return {k: v for k, v in forecast_metrics(pred, ds.y[idx].astype("float64"), kind).items() if k != "n"}
 
 
-def _write_forecasts(run_dir: Path, ds: Any, forecasts: np.ndarray, split_of: np.ndarray) -> None:
+def _write_forecasts(run_dir: Path, ds: Any, forecasts: np.ndarray, split_of: np.ndarray, vol: Any = None) -> None:
     """forecasts.csv: every bar from the first out-of-sample forecast on (NaN where there is no valid sample).
 
     Bars inside a split's span that have no forecast (a gap, a dropped window) keep the split's name, so the
@@ -165,5 +173,6 @@ def _write_forecasts(run_dir: Path, ds: Any, forecasts: np.ndarray, split_of: np
             seg = split[rows[0]:rows[-1] + 1]
             seg[seg == ""] = name
     df = pd.DataFrame({"timestamp": ds.timestamps[start:], "close": ds.close[start:], "forecast": forecasts[start:],
-                       "y": ds.y[start:], "outcome": ds.outcome[start:], "split": split})
+                       "y": ds.y[start:], "outcome": ds.outcome[start:], "split": split,
+                       **(vol.columns(start) if vol is not None else {})})
     write_csv(run_dir / "forecasts.csv", df)

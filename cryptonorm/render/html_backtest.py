@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
 ROLLING_DAYS = 90  # window of the rolling Sharpe, in calendar days of bars
-MAX_TRADE_MARKERS = 3000  # beyond this, only the trades with the largest |return| are marked (said in the title)
+MAX_TRADE_MARKERS = 1000  # beyond this, only the trades with the largest |return| are marked (said in the title)
 ROW_TITLES = ("price, position shading and trades", "equity (start = 1)", "drawdown", "rolling Sharpe",
               "forecast vs realized outcome")
 
@@ -205,10 +205,11 @@ def _trade_markers(fig: go.Figure, trades: pd.DataFrame | None) -> str:
         sel = tr[tr["side"].astype(str) == side]
         fig.add_scatter(x=utc(sel["entry_time"].to_numpy("int64")), y=sel["entry_price"].to_numpy("float64"),
                         mode="markers", name=f"{side} entry", marker={"symbol": symbol, "size": 9, "color": color},
-                        text=sel["_text"].tolist(), hovertemplate=hover_time("entry at %{y:,.2f}", "%{text}"),
+                        text=sel["_text"].to_numpy(object), hovertemplate=hover_time("entry at %{y:,.2f}", "%{text}"),
                         row=1, col=1)
     fig.add_scatter(x=utc(tr["exit_time"].to_numpy("int64")), y=tr["exit_price"].to_numpy("float64"),
                     mode="markers", name="exit", marker={"symbol": "x-thin", "size": 8, "line": {"width": 1.5},
                                                          "color": "#333"},
-                    text=tr["_text"].tolist(), hovertemplate=hover_time("exit at %{y:,.2f}", "%{text}"), row=1, col=1)
+                    text=tr["_text"].to_numpy(object), hovertemplate=hover_time("exit at %{y:,.2f}", "%{text}"),
+                    row=1, col=1)
     return note

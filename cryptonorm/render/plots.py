@@ -19,6 +19,12 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from rich.table import Table
 
+# extra rows for backtest.mode vol_target (trade/vol_target.py)
+VOL_TARGET_ROWS: list[tuple[str, str, str]] = [
+    ("Realized vol / target", "vol_ratio", "num"),
+    ("Risk tracking error (30-day windows)", "risk_tracking_error", "pct"),
+    ("Mean position", "mean_position", "num"),
+]
 MAX_GAP_LINES = 200  # beyond this many outages, marking each one only clutters the plot
 
 # (label, metric key, format) of the comparison table, in display order
@@ -107,7 +113,12 @@ def drawdown_curve(equity: np.ndarray) -> np.ndarray:
 
 
 def metric_columns(metrics: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(column name, metrics) of the comparison: strategy, before costs, buy-and-hold, flat, last sign."""
+    """(column name, metrics) of the comparison: strategy, before costs, buy-and-hold, flat, last sign; for
+    backtest.mode vol_target: forecast-vol sizing, trailing-vol sizing, buy-and-hold (trade/vol_target.py)."""
+    if metrics.get("mode") == "vol_target":
+        return [("Strategy", metrics.get("strategy", {})),
+                ("Trailing vol", metrics.get("baselines", {}).get("trailing_vol", {})),
+                ("Buy & hold", metrics.get("buy_and_hold", {}))]
     columns = [("Strategy", metrics.get("strategy", {})),
                ("Before costs", metrics.get("strategy_before_costs", {})),
                ("Buy & hold", metrics.get("buy_and_hold", {}))]
@@ -124,7 +135,11 @@ def metrics_caption(metrics: dict[str, Any]) -> str:
                f"{costs.get('slippage_bps', float('nan')):g} bps per side; {metrics.get('gap_bars', 0)} bar(s) "
                "span gaps")
     fc = metrics.get("forecast") or {}
-    if fc:
+    if metrics.get("mode") == "vol_target":
+        caption += (f"\nvol target {fmt(metrics.get('target_vol'), 'pct')} (ann.), position = target / forecast vol "
+                    f"capped at {fmt(metrics.get('max_leverage'), 'num')}; mean forecast vol "
+                    f"{fmt(fc.get('mean_forecast_vol'), 'pct')}; trailing vol over {metrics.get('vol_lookback')} bars")
+    elif fc:
         caption += (f"\nforecasts: directional accuracy {fmt(fc.get('directional_accuracy'), 'pct')}, "
                     f"IC {fmt(fc.get('ic_spearman'), 'num3')} (Spearman), n {fmt(fc.get('n'), 'int')}")
     return caption
@@ -139,7 +154,8 @@ def metrics_table(metrics: dict[str, Any]) -> Table:
     table.add_column("metric")
     for name, _ in columns:
         table.add_column(name, justify="right", style="bold" if name == "Strategy" else None)
-    for label, key, kind in TABLE_ROWS:
+    rows = TABLE_ROWS + (VOL_TARGET_ROWS if metrics.get("mode") == "vol_target" else [])
+    for label, key, kind in rows:
         table.add_row(label, *(fmt(col.get(key), kind) for _, col in columns))
     return table
 

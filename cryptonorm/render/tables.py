@@ -124,6 +124,8 @@ def train_table(summary: Any) -> Table:
     t = Table(title=f"forecast metrics ({m.get('target')}, horizon {m.get('horizon')}; "
                     f"stopped: {summary.stopped}, best epoch {summary.best_epoch}, {summary.seconds:.1f}s on "
                     f"{summary.device})")
+    if m.get("target") == "volatility":
+        return _vol_table(t, m)
     keys = [k for k in ("mse", "mae", "directional_accuracy", "ic_pearson", "ic_spearman", "accuracy",
                         "log_loss", "auc") if k in m.get("test", m.get("val", {}))]
     t.add_column("split")
@@ -136,6 +138,34 @@ def train_table(summary: Any) -> Table:
         p = m[split].get("persistence", {})
         t.add_row(f"{split} (persistence)", *[_cell(p.get(k)) for k in keys], style="dim")
     t.caption = f"{m.get('message', '')}\nsamples: {m.get('samples')}; dropped: {m.get('dropped')}"
+    return t
+
+
+VOL_COLUMNS = (("qlike", "g4"), ("mse_var", "g3"), ("mse_vol", "g3"), ("mz_slope", "num"), ("mz_r2", "num3"),
+               ("rank_ic", "num3"))
+
+
+def _vol_table(t: Table, m: dict[str, Any]) -> Table:
+    """Variance metrics of the model and every baseline, with Diebold-Mariano p-values against HAR."""
+    t.add_column("split")
+    for k, _ in VOL_COLUMNS:
+        t.add_column(k, justify="right")
+    t.add_column("p vs HAR (qlike / mse_var)", justify="right")
+    for split in ("val", "test"):
+        if split not in m:
+            continue
+        rows = [(split, m[split], "")] + [(f"{split} ({name})", b, "dim")
+                                           for name, b in m[split].get("baselines", {}).items()]
+        for label, r, style in rows:
+            if "skipped" in r:
+                t.add_row(label, r["skipped"], *[""] * len(VOL_COLUMNS), style=style)
+                continue
+            dm = r.get("dm_vs_har") or {}
+            p = (f"{fmt(dm.get('qlike', {}).get('p'), 'p')} / {fmt(dm.get('mse_var', {}).get('p'), 'p')}"
+                 if dm else "-")
+            t.add_row(label, *[fmt(r.get(k), f) for k, f in VOL_COLUMNS], p, style=style)
+    t.caption = (f"{m.get('message', '')}\nvariances per bar; DM = Diebold-Mariano, HAC (Newey-West) variance, "
+                 f"two-sided\nsamples: {m.get('samples')}; dropped: {m.get('dropped')}")
     return t
 
 

@@ -43,6 +43,7 @@ def run_cell(task: CellTask, candles: pd.DataFrame) -> dict[str, Any]:
     """Train and backtest one cell; write result.json LAST (status ok, or failed with a one-line error)."""
     from cryptonorm import pipeline
 
+    warm_imports()  # a worker's first cell would otherwise count seconds of imports in its train_seconds
     t0 = time.time()
     cell_dir = Path(task.cell_dir)
     run_dir = cell_dir / "run"
@@ -78,6 +79,14 @@ def run_cell(task: CellTask, candles: pd.DataFrame) -> dict[str, Any]:
         result["_files"] = {name: (run_dir / name).read_text() for name in ("history.csv", "forecasts.csv")
                             if (run_dir / name).exists()}
     return result
+
+
+def warm_imports() -> None:
+    """Import what training a cell needs (torch, the model and feature code); cached after the first call."""
+    import cryptonorm.features.dataset  # noqa: F401
+    import cryptonorm.features.splits  # noqa: F401
+    import cryptonorm.learn.training  # noqa: F401
+    import cryptonorm.pipeline.backtesting  # noqa: F401
 
 
 def _epochs_run(run_dir: Path) -> int | None:

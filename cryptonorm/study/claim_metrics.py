@@ -41,6 +41,14 @@ def cell_frame(claim: Claim, sweep_dir: Path) -> pd.DataFrame:
                 for name, value in (metrics.get(split) or {}).items():
                     if isinstance(value, (int, float)) and not isinstance(value, bool):
                         row[f"{split}_{name}"] = float(value)
+                # volatility runs: each baseline's metrics on the same bars (pipeline/vol.py)
+                for base, values in ((metrics.get(split) or {}).get("baselines") or {}).items():
+                    for name, value in (values or {}).items():
+                        if isinstance(value, (int, float)) and not isinstance(value, bool):
+                            row[f"{split}_baseline_{base}_{name}"] = float(value)
+            har = row.get("test_baseline_har_qlike")
+            if har and "test_qlike" in row:
+                row["qlike_vs_har"] = row["test_qlike"] / har - 1.0
             row["train_seconds"] = r.get("train_seconds")
             cfg = configs.get(r["cell_id"])
             n_train = ((metrics.get("samples") or {}).get("train")) or 0

@@ -39,10 +39,11 @@ from cryptonorm.study import verdicts as vd
 from cryptonorm.study.spec import Sweep, load_sweep
 from cryptonorm.study.spec import show as _show
 from cryptonorm.trade.metrics import forecast_metrics
+from cryptonorm.trade.vol_metrics import vol_metrics
 
 SEED_KEY = "seed"
 # metrics that are already relative (ratios): effects are their plain differences, not divided again
-RELATIVE_METRICS = ("gap_at_best", "decay_mse", "diverged")
+RELATIVE_METRICS = ("gap_at_best", "decay_mse", "diverged", "qlike_vs_har")
 # metrics computed per cell from its run directory (claim_metrics.py), beside the test_/val_ forecast metrics
 DERIVED_METRICS = {
     "best_val_loss": "lowest validation loss over the epochs (the training loss function)",
@@ -54,6 +55,8 @@ DERIVED_METRICS = {
                        "at the budget + one epoch when never reached)",
     "decay_mse": "test MSE on the last third of the test period / on the first third",
     "train_seconds": "wall time of training",
+    "qlike_vs_har": "test QLIKE / the HAR-RV baseline's test QLIKE on the same bars - 1 (volatility targets; "
+                    "below 0: the network beats HAR)",
 }
 
 
@@ -67,6 +70,7 @@ class ComparisonSpec(_Strict):
     control: Any = None  # the value it is compared with; null: the treatment against 0
     where: dict[str, Any] = Field(default_factory=dict)  # only cells with these grid values
     role: Literal["primary", "secondary"] = "primary"  # only primary comparisons decide the verdict
+    quick: bool = True  # false: left out of the --quick profile (its grid may lack these values)
 
 
 class ChangeSpec(_Strict):
@@ -118,6 +122,7 @@ class Claim:
     path: Path
     sweep_raw: dict[str, Any]  # the sweep file content with base and data.file made absolute
     sweep: Sweep | None = None
+    left_out: tuple[str, ...] = ()  # comparisons the --quick profile leaves out (quick: false), as written
 
     @property
     def name(self) -> str:
@@ -154,8 +159,17 @@ def load_claim(path: str | Path, quick: bool = False) -> Claim:
         msg = str(err["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"{path}: {loc}: {msg} (got {err.get('input')!r})") from None
     sweep = dict(spec.sweep)
-    if quick and spec.quick.change is not None:
-        spec = spec.model_copy(update={"rule": spec.rule.model_copy(update={"change": spec.quick.change})})
+    left_out: tuple[str, ...] = ()
+    if quick:
+        kept = [c for c in spec.rule.comparisons if c.quick]
+        if not any(c.role == "primary" for c in kept):
+            raise ConfigError(f"{path}: rule.comparisons: the --quick profile must keep a primary comparison")
+        left_out = tuple(f"{c.key}={_show(c.treatment)} vs {_show(c.control) if c.control is not None else 0}"
+                         + (f" where {c.where}" if c.where else "") for c in spec.rule.comparisons if not c.quick)
+        update: dict[str, Any] = {"comparisons": kept}
+        if spec.quick.change is not None:
+            update["change"] = spec.quick.change
+        spec = spec.model_copy(update={"rule": spec.rule.model_copy(update=update)})
     if quick:
         sweep["set"] = {**(sweep.get("set") or {}), **spec.quick.set}
         sweep["grid"] = {**(sweep.get("grid") or {}), **spec.quick.grid}
@@ -168,7 +182,7 @@ def load_claim(path: str | Path, quick: bool = False) -> Claim:
     if isinstance(file, str) and not Path(file).is_absolute():
         sets["data.file"] = str((path.parent / file).resolve())  # relative to the claim file, like base
         sweep["set"] = sets
-    return Claim(spec, path, sweep)
+    return Claim(spec, path, sweep, left_out=left_out)
 
 
 def prepare(claim: Claim, sweep_file: Path, overrides: tuple[str, ...] = ()) -> Claim:
@@ -200,7 +214,10 @@ def target_metrics(kind: str) -> list[str]:
     """Names of the forecast metrics a target kind has (asked of trade.metrics itself, so never stale)."""
     y = np.array([0.0, 1.0, 0.0, 1.0, 1.0]) if kind == "direction" else np.array([0.2, 0.1, 0.4, 0.3, 0.5])
     pred = np.array([0.3, 0.6, 0.2, 0.7, 0.9]) if kind == "direction" else np.array([0.25, 0.15, 0.3, 0.35, 0.45])
-    return [k for k in forecast_metrics(pred, y, kind) if k not in ("n", "base_rate")]
+    names = list(forecast_metrics(pred, y, kind))
+    if kind == "volatility":  # a volatility run also reports its metrics on the variance (pipeline/vol.py)
+        names += [k for k in vol_metrics(pred, y, float(y.mean())) if k not in names]
+    return [k for k in names if k not in ("n", "base_rate")]
 
 
 def check(claim: Claim) -> None:

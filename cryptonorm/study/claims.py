@@ -139,7 +139,7 @@ def judge(claim: Claim, sweep_dir: Path, plots_dir: Path, profile: str = "full")
                  "correction": "Holm over the claim's primary comparisons; secondary ones a separate family"},
         "show": list(spec.rule.show),
         "verdict": verdict.verdict, "reason": verdict.reason,
-        "comparisons": _records(verdict.table),
+        "comparisons": _records(verdict.table), "left_out": list(claim.left_out),
         "groups": _groups(ok, rule.metric, keys_of(claim), spec.rule.show),
         "steps_target": frame.attrs.get("steps_target"),
     }

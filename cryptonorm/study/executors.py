@@ -4,13 +4,18 @@
 torch to max(1, cores // jobs) threads unless the config sets train.threads. With train.device auto/cuda on
 a CUDA machine, all local workers share the one GPU (each holds its own copy of the small dataset and model
 there). "ray" runs each cell as a Ray task (1 CPU each) on a local Ray instance with `jobs` CPUs, or on an
-existing cluster (`address`). Ray gives no GPU to a task that does not ask for one, so Ray cells train on
-the CPU.
+existing cluster (`address`); a task whose worker process dies is retried once (RAY_RETRIES).
+
+`gpus_per_cell` > 0 packs cells onto GPUs: 0.25 = four cells per GPU. Locally each worker process is pinned
+to one GPU slot (CUDA_VISIBLE_DEVICES, set before torch starts; slots = GPUs x floor(1 / gpus_per_cell), and
+`jobs` is capped at the slots); with Ray every task asks for num_gpus=gpus_per_cell, so Ray places it (Ray
+hides every GPU from a task that asks for none: with 0 Ray cells train on the CPU).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
 import time
@@ -24,13 +29,20 @@ if TYPE_CHECKING:
     import pandas as pd
 
 Finished = Callable[[CellTask, dict[str, Any]], None]
+RAY_RETRIES = 1  # a cell whose process died (killed, out of memory) runs once more before it counts as failed
 
 
 # worker-process state, set once per process by the pool initializer
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(candles: pd.DataFrame, threads: int, parent_pid: int) -> None:
+def _init_worker(candles: pd.DataFrame, threads: int, parent_pid: int, slots: list[str] | None = None,
+                 counter: Any = None) -> None:
+    if slots:  # this worker's GPU(s): before torch (and CUDA) start in this process
+        with counter.get_lock():
+            k = counter.value
+            counter.value += 1
+        os.environ["CUDA_VISIBLE_DEVICES"] = slots[k % len(slots)]
     import torch
 
     _WORKER["candles"] = candles
@@ -79,9 +91,36 @@ def run_inline(todo: list[CellTask], candles: pd.DataFrame, threads: int,
         torch.set_num_threads(before)
 
 
+def gpu_slots(gpus_per_cell: float, visible: list[str]) -> list[str]:
+    """CUDA_VISIBLE_DEVICES of each worker slot: floor(1 / g) slots per GPU for g <= 1 (slot k on GPU
+    k // per_gpu), else ceil(g) whole GPUs per slot. Raises UsageError when no GPU is visible."""
+    if not visible:
+        raise UsageError(f"--gpus-per-cell {gpus_per_cell:g} needs a CUDA GPU, and none is visible; "
+                         "leave it at 0 to train on the CPU")
+    if gpus_per_cell <= 1:
+        per_gpu = max(1, int(1 / gpus_per_cell + 1e-9))
+        return [gpu for gpu in visible for _ in range(per_gpu)]
+    need = math.ceil(gpus_per_cell - 1e-9)
+    slots = [",".join(visible[i:i + need]) for i in range(0, len(visible) - need + 1, need)]
+    if not slots:
+        raise UsageError(f"--gpus-per-cell {gpus_per_cell:g} asks for more GPUs than the {len(visible)} visible")
+    return slots
+
+
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process may use, as CUDA_VISIBLE_DEVICES entries."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [d.strip() for d in env.split(",") if d.strip() and d.strip() != "-1"]
+    import torch  # only when GPUs were asked for
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
 def run_pool(todo: list[CellTask], candles: pd.DataFrame, jobs: int, threads: int,
-              finished: Finished) -> None:
-    """`jobs` spawned processes; at most `jobs` cells in flight, so a dead worker costs only those cells."""
+              finished: Finished, slots: list[str] | None = None) -> None:
+    """`jobs` spawned processes; at most `jobs` cells in flight, so a dead worker costs only those cells.
+    `slots` (gpu_slots): each worker pins itself to the next slot's GPU(s)."""
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
@@ -92,8 +131,9 @@ def run_pool(todo: list[CellTask], candles: pd.DataFrame, jobs: int, threads: in
     queue = list(reversed(todo))
 
     def new_pool() -> ProcessPoolExecutor:
+        counter = ctx.Value("i", 0)  # the next free slot, taken by each worker as it starts
         return ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx, initializer=_init_worker,
-                                   initargs=(candles, threads, os.getpid()))
+                                   initargs=(candles, threads, os.getpid(), slots, counter))
 
     pool = new_pool()
     running: dict[Future[dict[str, Any]], CellTask] = {}
@@ -136,8 +176,9 @@ def import_ray() -> Any:
 
 
 def run_ray(ray: Any, todo: list[CellTask], candles: pd.DataFrame, jobs: int, address: str | None,
-             threads: int, finished: Finished) -> None:
-    """Each cell is a Ray task with 1 CPU; the candles go into the object store once."""
+             threads: int, finished: Finished, gpus_per_cell: float = 0.0) -> None:
+    """Each cell is a Ray task with 1 CPU (and `gpus_per_cell` GPUs); the candles go into the object store
+    once. A task whose process dies is retried RAY_RETRIES times."""
     started = False
     if not ray.is_initialized():
         try:
@@ -152,7 +193,7 @@ def run_ray(ray: Any, todo: list[CellTask], candles: pd.DataFrame, jobs: int, ad
     try:
         if not todo:
             return
-        remote = ray.remote(num_cpus=1, max_retries=0)(_ray_cell)
+        remote = ray.remote(num_cpus=1, num_gpus=gpus_per_cell, max_retries=RAY_RETRIES)(_ray_cell)
         ref = ray.put(candles)
         per_task = 1 if address else threads
         pending = {remote.remote(task, ref, per_task): task for task in todo}

@@ -32,6 +32,7 @@ from cryptonorm.study.results import (
     load_sweep_dir,
     results_frame,
     select,
+    throughput,
     write_results_csv,
 )
 from cryptonorm.study.stats import TestResult, diebold_mariano, loss_differential, paired_t, paired_wilcoxon
@@ -52,6 +53,7 @@ class SweepReport:
     notes: list[str] = field(default_factory=list)
     plots: list[Path] = field(default_factory=list)
     paths: dict[str, Path] = field(default_factory=dict)
+    throughput: dict[str, Any] = field(default_factory=dict)  # results.throughput: cells/hour, devices
 
     @property
     def counts(self) -> dict[str, int]:
@@ -143,7 +145,8 @@ def build_report(sweep_dir: Path, reference: str | None = None) -> SweepReport:
     """Everything the tables show, from the cells' result.json files (nothing is written)."""
     sweep_dir = Path(sweep_dir)
     meta = load_sweep_dir(sweep_dir)
-    df = results_frame(collect_results(sweep_dir), grid_keys(meta), sweep_dir)
+    raw = collect_results(sweep_dir)
+    df = results_frame(raw, grid_keys(meta), sweep_dir)
     loss = "test_log_loss" if meta.get("target") == "direction" else "test_mse"
     summary = aggregate(df, meta)
     tests, ref, notes = significance(df, meta, sweep_dir, reference, loss)
@@ -155,7 +158,7 @@ def build_report(sweep_dir: Path, reference: str | None = None) -> SweepReport:
         notes.append(f"{len(failed)} cell(s) failed; `cryptonorm sweep` again retries them")
     if SEED_KEY not in meta["grid"]:
         notes.append("seed is not a grid key: one run per combination, no spread and no paired tests over seeds")
-    return SweepReport(meta, df, summary, tests, loss, ref, notes)
+    return SweepReport(meta, df, summary, tests, loss, ref, notes, throughput=throughput(raw))
 
 
 

@@ -103,12 +103,29 @@ def result_row(result: dict[str, Any], grid_keys: list[str], sweep_dir: Path) ->
         if key in bh:
             row[f"bh_{key}"] = bh[key]
     row["train_seconds"] = result.get("train_seconds")
+    row["device"] = result.get("device")  # where the cell trained (cpu, cuda, cuda:N)
     row["best_epoch"] = result.get("best_epoch")
     row["epochs_run"] = result.get("epochs_run")
     row["stopped"] = result.get("stopped")
     row["run_dir"] = str(cell_dir(sweep_dir, result["cell_id"]) / "run") if result.get("status") != "pending" else None
     row["error"] = result.get("error")
     return row
+
+
+def throughput(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Cells per hour of wall time (first start to last finish of the finished cells) and cells per device."""
+    from datetime import datetime
+
+    done = [r for r in results if r.get("status") == "ok" and r.get("started") and r.get("finished")]
+    devices: dict[str, int] = {}
+    for r in done:
+        devices[str(r.get("device"))] = devices.get(str(r.get("device")), 0) + 1
+    if not done:
+        return {"cells": 0, "cells_per_hour": None, "devices": devices}
+    start = min(datetime.fromisoformat(r["started"]) for r in done)
+    end = max(datetime.fromisoformat(r["finished"]) for r in done)
+    hours = max((end - start).total_seconds(), 1.0) / 3600  # timestamps have 1 s resolution
+    return {"cells": len(done), "cells_per_hour": round(len(done) / hours, 1), "devices": devices}
 
 
 def results_frame(results: list[dict[str, Any]], grid_keys: list[str], sweep_dir: Path) -> pd.DataFrame:

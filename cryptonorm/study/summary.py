@@ -116,7 +116,13 @@ def markdown(rep: SweepReport) -> str:
             f"- cells: {c['cells']} ({c['ok']} ok, {c['failed']} failed, {c['pending']} pending)",
             f"- data: {data.get('rows')} candles from `{data.get('path')}`, hash `{data.get('hash')}` "
             "(the same for every cell)",
-            f"- target: {m.get('target')}, horizon {m.get('horizon')}", ""]
+            f"- target: {m.get('target')}, horizon {m.get('horizon')}"]
+    tp = rep.throughput
+    if tp.get("cells_per_hour") is not None:
+        devs = ", ".join(f"{d} x{n}" for d, n in sorted(tp["devices"].items()))
+        out.append(f"- throughput: {tp['cells_per_hour']:g} cells/hour over {tp['cells']} finished cells "
+                   f"(first start to last finish); devices: {devs}")
+    out.append("")
     header, rows = summary_table(rep)
     out += ["## Mean ± std over seeds", ""]
     if rep.reference:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptonorm.errors import UsageError
 from cryptonorm.study.cell import CellTask
-from cryptonorm.study.executors import cores, import_ray, run_inline, run_pool, run_ray
+from cryptonorm.study.executors import cores, gpu_slots, import_ray, run_inline, run_pool, run_ray, visible_gpus
 from cryptonorm.study.results import (
     RESULT_FILE,
     SWEEP_FILE,
@@ -77,10 +77,12 @@ def prepare_data(sweep: Sweep, on_event: EventFn | None = None) -> tuple[pd.Data
 
 
 def run_sweep(sweep: Sweep, sweep_dir: Path | None = None, *, jobs: int = 1, executor: str = "local",
-              address: str | None = None, on_event: EventFn | None = None, cell_plots: bool = True) -> SweepOutcome:
+              address: str | None = None, on_event: EventFn | None = None, cell_plots: bool = True,
+              gpus_per_cell: float = 0.0) -> SweepOutcome:
     """Run every cell not finished yet; write sweep.json, each cell's result.json and sweep_results.csv.
 
-    `cell_plots=False` skips each cell's equity.png (the claims study: hundreds of small cells)."""
+    `cell_plots=False` skips each cell's equity.png (the claims study: hundreds of small cells).
+    `gpus_per_cell` > 0 packs cells onto GPUs (executors.py): 0.25 = four cells per GPU."""
     from cryptonorm import pipeline
 
     if jobs < 1:
@@ -89,6 +91,10 @@ def run_sweep(sweep: Sweep, sweep_dir: Path | None = None, *, jobs: int = 1, exe
         raise UsageError(f"--executor must be local or ray, got {executor!r}")
     if address and executor != "ray":
         raise UsageError("--address is for --executor ray")
+    if gpus_per_cell < 0:
+        raise UsageError(f"--gpus-per-cell must be >= 0, got {gpus_per_cell:g}")
+    # local GPU slots; Ray places GPU tasks itself (the GPUs may be on other machines)
+    slots = gpu_slots(gpus_per_cell, visible_gpus()) if gpus_per_cell > 0 and executor == "local" else None
     ray = import_ray() if executor == "ray" else None
     t0 = time.time()
     sweep_dir = Path(sweep_dir or sweep.default_dir()).resolve()
@@ -130,12 +136,14 @@ def run_sweep(sweep: Sweep, sweep_dir: Path | None = None, *, jobs: int = 1, exe
                   "todo": len(todo)})
 
         threads = max(1, cores() // jobs)
+        if slots is not None:
+            jobs = min(jobs, len(slots))  # more workers than GPU slots would share one slot's GPU
         if ray is not None:
-            run_ray(ray, todo, candles, jobs, address, threads, finished)
-        elif jobs == 1:
+            run_ray(ray, todo, candles, jobs, address, threads, finished, gpus_per_cell)
+        elif jobs == 1 and slots is None:
             run_inline(todo, candles, threads, finished)
         else:
-            run_pool(todo, candles, jobs, threads, finished)
+            run_pool(todo, candles, jobs, threads, finished, slots)
         results = collect_results(sweep_dir)
         write_results_csv(sweep_dir, results)
     failed = sum(r.get("status") != "ok" for r in results)

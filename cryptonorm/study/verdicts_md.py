@@ -104,6 +104,7 @@ def _section(r: dict[str, Any], study_dir: Path) -> list[str]:
         out += [f"Smallest reachable p-values with {n} pairs: Wilcoxon signed-rank {_p(2.0 ** (1 - n) if n else None)}"
                 " (exact, two-sided); the paired t-test and Brown-Forsythe have no floor.", ""]
         notes = [f"{x['comparison']}: {x['note']}" for x in r["comparisons"] if x.get("note")]
+        notes += [f"left out of the {r['profile']} profile: {x}" for x in r.get("left_out") or []]
         out += [f"- note: {n_}" for n_ in notes] + ([""] if notes else [])
     out += [f"**Verdict: {r['verdict']}** — {r['reason']}.", ""]
     out += [f"![claim {r['id']}]({_rel(p, study_dir)})" for p in r.get("plots", [])] + [""]

@@ -168,6 +168,14 @@ def _simulate(
     return Backtest(equity=equity, trades=trade_frame(ts, px, pos, trades), metrics=metrics)
 
 
+def check_arrays(timestamps: np.ndarray, close: np.ndarray, forecast: np.ndarray,
+                 timeframe: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """simulate's array checks alone (ts int64, close float64, forecast float64; copies), for other
+    strategies on the same bars (trade/vol_target.py)."""
+    ts, px, fc, _ = _check_inputs(timestamps, close, forecast, None, BacktestConfig(), timeframe, "return")
+    return ts, px, fc
+
+
 def _before_costs(
     held: np.ndarray, bar_ret: np.ndarray, ts: np.ndarray, timeframe: str, first: np.ndarray, last: np.ndarray,
     turnover: float,
@@ -223,8 +231,9 @@ def _check_inputs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Every check of simulate's inputs, once; helpers below assume valid inputs."""
     if kind == "volatility":
-        raise ConfigError("target.kind 'volatility' forecasts volatility, not direction: backtesting needs "
-                          "target.kind 'return' or 'direction'")
+        raise ConfigError("target.kind 'volatility' forecasts volatility, not direction: the direction strategy "
+                          "needs target.kind 'return' or 'direction'; backtest a volatility forecast with "
+                          "backtest.mode 'vol_target'")
     if kind not in KINDS:
         raise ConfigError(f"backtest: kind {kind!r} is unknown; allowed: return, direction")
     if kind == "direction" and cfg.threshold >= 0.5:

@@ -10,8 +10,9 @@ import numpy as np
 def forecast_metrics(pred: np.ndarray, y: np.ndarray, kind: str) -> dict[str, float]:
     """Metrics of forecasts `pred` against outcomes `y` (same length, NaN-free).
 
-    kind "return"/"volatility": MSE, MAE, directional accuracy (sign agreement; for volatility, of the
-    change against the sample mean), Pearson and Spearman information coefficients.
+    kind "return": MSE, MAE, directional accuracy (sign agreement), Pearson and Spearman information
+    coefficients. kind "volatility": the same without directional accuracy (vol_metrics.vol_metrics has
+    it, centred on the training mean: a centre taken from these outcomes would look ahead).
     kind "direction": `pred` are probabilities of an up move, `y` in {0, 1}: accuracy, log-loss, AUC.
     """
     pred = np.asarray(pred, dtype="float64")
@@ -35,10 +36,7 @@ def forecast_metrics(pred: np.ndarray, y: np.ndarray, kind: str) -> dict[str, fl
     err = pred - y
     out["mse"] = float(np.mean(err**2))
     out["mae"] = float(np.mean(np.abs(err)))
-    if kind == "volatility":
-        centre = float(np.mean(y))
-        out["directional_accuracy"] = float(np.mean(np.sign(pred - centre) == np.sign(y - centre)))
-    else:
+    if kind != "volatility":
         nz = y != 0
         out["directional_accuracy"] = float(np.mean(np.sign(pred[nz]) == np.sign(y[nz]))) if nz.any() else float("nan")
     out["ic_pearson"] = _corr(pred, y)

@@ -1,0 +1,448 @@
+"""Every normalization layer, in one place: the factory for `model.norm`, the input norms of
+`model.input_norm`, and the inference choices of `model.bn_eval`. Imports only torch.
+
+Hidden-layer norms (`model.norm`), built by `make_norm` for a (B, C) or (B, C, T) tensor:
+  none, weight  Identity (weight norm lives on the weights, see models.py)
+  batch         `BatchNorm`: nn.BatchNorm1d plus the `bn_eval` choices below
+  batchrenorm   `BatchRenorm`: Ioffe (2017), "Batch Renormalization", r/d correction with clipped limits
+  layer, group, rms, instance   torch's LayerNorm / GroupNorm / RMSNorm / InstanceNorm1d
+
+Input norms (`model.input_norm`), applied to the (B, W, F) window before the network:
+  revin   `RevIN`: Kim et al. (ICLR 2022), per-sample per-feature window statistics, learnable affine,
+          the forecast de-normalized with the statistics of the input feature in the target's units
+  dain    `DAIN`: Passalis et al. (IEEE TNNLS 2019), learned adaptive shift, scale and gating
+
+BatchNorm at inference (`model.bn_eval`), for every module with batch statistics (`BatchNorm`,
+`BatchRenorm`, `StepBatchNorm` of the recurrent batch-normalized LSTM):
+  running      running averages collected during training (torch's default)
+  recalibrate  `recalibrate` re-estimates them after training on recent training windows (AdaBN,
+               Li et al. 2016): the exact population statistics each layer sees at inference
+  batch        statistics of the inference batch itself (a diagnostic: it leaks across the batch)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:  # the config is only read: norms.py imports only torch at run time
+    from cryptonorm.config import ModelConfig
+
+BATCH_NORMS = ("batch", "batchrenorm")  # model.norm values with batch statistics
+DAIN_EPS = 1e-8  # the official DAIN code's epsilon (scales at or below it are replaced by 1)
+
+
+# ---------------------------------------------------------------- batch statistics shared by the BN variants
+
+
+def _reduce_dims(x: torch.Tensor) -> tuple[int, ...]:
+    """Axes a BatchNorm reduces over: the batch of a (B, C) tensor, batch and time of a (B, C, T) one."""
+    return (0,) if x.dim() == 2 else (0, 2)
+
+
+def _per_channel(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(C,) -> broadcastable against x: (1, C) or (1, C, 1)."""
+    return v.view(1, -1) if x.dim() == 2 else v.view(1, -1, 1)
+
+
+def _batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Per-channel mean and biased variance of x over the batch (and time), and how many values each has."""
+    dims = _reduce_dims(x)
+    n = x.numel() // x.shape[1]
+    if n < 2:
+        raise ValueError("batch statistics need at least 2 values per channel (a batch of one sample?)")
+    return x.mean(dim=dims), x.var(dim=dims, unbiased=False), n
+
+
+def _normalize(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, eps: float,
+               weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
+    """(x - mean) / sqrt(var + eps) * weight + bias, per channel (mean/var/weight/bias are (C,))."""
+    out = (x - _per_channel(mean, x)) * _per_channel(torch.rsqrt(var + eps), x)
+    if weight is not None:
+        out = out * _per_channel(weight, x)
+    if bias is not None:
+        out = out + _per_channel(bias, x)
+    return out
+
+
+def _recalibrated(x: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor, eps: float,
+                  weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
+    """Recalibration pass: the whole population is one batch. Store its exact statistics as the running
+    ones (the variance unbiased, as BatchNorm stores it) and normalize with them, exactly as inference
+    will, so that the layers after this one see their inference-time inputs."""
+    mean, var, n = _batch_stats(x.double())  # float64: sums over many windows
+    with torch.no_grad():
+        running_mean.copy_(mean)
+        running_var.copy_(var * n / (n - 1))
+    return _normalize(x, running_mean, running_var, eps, weight, bias)
+
+
+class BatchNorm(nn.BatchNorm1d):
+    """nn.BatchNorm1d (same parameters, buffers and training behaviour) with `model.bn_eval`:
+    `eval_stats = "batch"` normalizes with the inference batch's own statistics, and `recalibrating`
+    marks the one-batch pass of `recalibrate`."""
+
+    def __init__(self, channels: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
+                 eval_stats: str = "running") -> None:
+        super().__init__(channels, eps=eps, momentum=momentum, affine=affine)
+        self.eval_stats = eval_stats
+        self.recalibrating = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C) or (B, C, T)
+        assert self.running_mean is not None and self.running_var is not None
+        if self.recalibrating:
+            x = x.to(self.running_mean.dtype)  # fp32 under bf16 autocast
+            return _recalibrated(x, self.running_mean, self.running_var, self.eps, self.weight, self.bias)
+        if not self.training and self.eval_stats == "batch":
+            x = x.to(self.running_mean.dtype)
+            mean, var, _ = _batch_stats(x)  # the batch's own statistics; no running update
+            return _normalize(x, mean, var, self.eps, self.weight, self.bias)
+        return super().forward(x)
+
+
+class BatchRenorm(nn.Module):
+    """Batch renormalization (Ioffe 2017, Algorithm 1) of a (B, C) or (B, C, T) tensor.
+
+    Training: x_hat = (x - mu_B) / sigma_B * r + d with r = clip(sigma_B / sigma, 1/r_max, r_max) and
+    d = clip((mu_B - mu) / sigma, -d_max, d_max), both treated as constants by the gradient (stop_gradient);
+    mu, sigma are the running averages. The output then matches the inference transform
+    (x - mu) / sigma whenever the clips are inactive, so a layer's output depends less on its batch.
+    The limits follow the paper's schedule: r_max = 1 and d_max = 0 (plain BatchNorm) for the first
+    `warmup_steps` training steps, then relaxed linearly to `r_max` at step `r_max_steps` and to `d_max`
+    at step `d_max_steps` (paper: 5000 / 40k / 25k steps, r_max 3, d_max 5).
+    Running statistics are stored as BatchNorm stores them (mean, unbiased variance; sigma =
+    sqrt(var + eps)), so `recalibrate` and checkpoints treat both alike.
+    """
+
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+    steps: torch.Tensor
+
+    def __init__(self, channels: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True, *,
+                 r_max: float = 3.0, d_max: float = 5.0, warmup_steps: int = 5000, r_max_steps: int = 40000,
+                 d_max_steps: int = 25000, eval_stats: str = "running") -> None:
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.r_max, self.d_max = r_max, d_max
+        self.warmup_steps, self.r_max_steps, self.d_max_steps = warmup_steps, r_max_steps, d_max_steps
+        self.eval_stats = eval_stats
+        self.recalibrating = False
+        self.weight = nn.Parameter(torch.ones(channels)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(channels)) if affine else None
+        self.register_buffer("running_mean", torch.zeros(channels))  # (C,)
+        self.register_buffer("running_var", torch.ones(channels))  # (C,) unbiased
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # training steps seen (the schedule)
+
+    def limits(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(r_max, d_max) for the next training step, as tensors on the buffers' device (no host sync)."""
+        s = self.steps.to(self.running_mean.dtype)  # steps taken so far
+        r_max = 1.0 + (self.r_max - 1.0) * self._ramp(s, self.r_max_steps)
+        return r_max, self.d_max * self._ramp(s, self.d_max_steps)
+
+    def _ramp(self, s: torch.Tensor, end: int) -> torch.Tensor:
+        """0 until warmup_steps, then linear to 1 at step `end` (a jump at warmup_steps when end == it)."""
+        if end > self.warmup_steps:
+            return ((s - self.warmup_steps) / (end - self.warmup_steps)).clamp(0.0, 1.0)
+        return (s >= self.warmup_steps).to(s.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C) or (B, C, T) -> same
+        x = x.to(self.running_mean.dtype)  # statistics in the buffers' precision (fp32 under bf16 autocast)
+        if self.recalibrating:
+            return _recalibrated(x, self.running_mean, self.running_var, self.eps, self.weight, self.bias)
+        if not self.training:
+            if self.eval_stats == "batch":
+                mean, var, _ = _batch_stats(x)
+                return _normalize(x, mean, var, self.eps, self.weight, self.bias)
+            return _normalize(x, self.running_mean, self.running_var, self.eps, self.weight, self.bias)
+        mean, var, n = _batch_stats(x)  # (C,), (C,) biased
+        std = torch.sqrt(var + self.eps)  # sigma_B
+        run_std = torch.sqrt(self.running_var + self.eps)  # sigma
+        r_max, d_max = self.limits()
+        r = (std.detach() / run_std).clamp(min=1.0 / r_max, max=r_max)  # (C,), no gradient
+        d = ((mean.detach() - self.running_mean) / run_std).clamp(min=-d_max, max=d_max)  # (C,), no gradient
+        out = (x - _per_channel(mean, x)) / _per_channel(std, x) * _per_channel(r, x) + _per_channel(d, x)
+        with torch.no_grad():  # after r and d used the old averages, as in Algorithm 1
+            self.running_mean.lerp_(mean.detach(), self.momentum)
+            self.running_var.lerp_(var.detach() * n / (n - 1), self.momentum)
+            self.steps += 1
+        if self.weight is not None:
+            out = out * _per_channel(self.weight, x)
+        if self.bias is not None:
+            out = out + _per_channel(self.bias, x)
+        return out
+
+
+class StepBatchNorm(nn.Module):
+    """BatchNorm of a (B, C) tensor with separate running statistics for each time step t < max_steps.
+
+    Cooijmans et al. (2016) found that sharing statistics across time fails at the first steps, whose
+    activations are distributed differently; gamma and beta are shared across time, the statistics are
+    not. At inference a step t >= max_steps reuses the statistics of the last trained step.
+    """
+
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
+    def __init__(
+        self,
+        channels: int,
+        max_steps: int,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        affine: bool = True,
+        gamma: float = 0.1,
+        learn_beta: bool = True,
+        eval_stats: str = "running",
+    ) -> None:
+        super().__init__()
+        self.eps = eps
+        self.momentum = momentum
+        self.max_steps = max_steps
+        self.eval_stats = eval_stats
+        self.recalibrating = False
+        # gamma starts at 0.1 (the paper's choice): unit-variance pre-activations would saturate the gates
+        self.weight = nn.Parameter(torch.full((channels,), gamma)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(channels)) if affine and learn_beta else None
+        self.register_buffer("running_mean", torch.zeros(max_steps, channels))  # (T_max, C)
+        self.register_buffer("running_var", torch.ones(max_steps, channels))  # (T_max, C)
+
+    def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:  # (B, C) at step t -> (B, C)
+        s = min(t, self.max_steps - 1)
+        x = x.to(self.running_mean.dtype)  # statistics in the buffers' precision (fp32 under bf16 autocast)
+        if self.recalibrating and t < self.max_steps:
+            return _recalibrated(x, self.running_mean[s], self.running_var[s], self.eps, self.weight, self.bias)
+        if self.training or (self.eval_stats == "batch" and not self.recalibrating):
+            mean = x.mean(dim=0)  # (C,)
+            var = x.var(dim=0, unbiased=False)  # (C,) biased, as BatchNorm normalizes with
+            if self.training and t < self.max_steps:  # steps past the trained length are not recorded
+                n = x.shape[0]
+                with torch.no_grad():  # the running averages store the unbiased variance, as BatchNorm does
+                    self.running_mean[s].lerp_(mean.detach(), self.momentum)
+                    self.running_var[s].lerp_(var.detach() * n / max(n - 1, 1), self.momentum)
+        else:
+            mean, var = self.running_mean[s], self.running_var[s]
+        return _normalize(x, mean, var, self.eps, self.weight, self.bias)
+
+
+BATCH_STAT_MODULES = (BatchNorm, BatchRenorm, StepBatchNorm)
+
+
+def uses_batch_statistics(model: nn.Module) -> bool:
+    """True if a training forward pass normalizes with statistics of the batch (needs batches >= 2)."""
+    return any(isinstance(mod, (nn.BatchNorm1d, *BATCH_STAT_MODULES)) for mod in model.modules())
+
+
+def eval_uses_batch_statistics(model: nn.Module) -> bool:
+    """True if inference normalizes with the batch's statistics (`model.bn_eval: batch`): a forecast then
+    depends on the other samples of its batch, and a batch of one sample cannot be normalized."""
+    return any(isinstance(mod, BATCH_STAT_MODULES) and mod.eval_stats == "batch" for mod in model.modules())
+
+
+@torch.no_grad()
+def recalibrate(model: nn.Module, windows: torch.Tensor) -> int:
+    """AdaBN-style recalibration (Li et al. 2016): with every weight frozen, replace the running statistics
+    of each batch-statistics module by the exact population statistics of what it sees at inference on
+    `windows` (N, W, F). All N windows go through as ONE batch in eval mode (dropout off); each module in
+    turn stores the statistics of its input and normalizes with them, so the modules after it see exactly
+    their inference-time inputs (one pass; memory ~ N x W x width). Returns how many modules it set."""
+    mods = [m for m in model.modules() if isinstance(m, BATCH_STAT_MODULES)]
+    if not mods:
+        return 0
+    if len(windows) < 2:
+        raise ValueError("recalibration needs at least 2 windows")
+    was_training = model.training
+    model.eval()
+    for m in mods:
+        m.recalibrating = True
+    try:
+        model(windows)
+    finally:
+        for m in mods:
+            m.recalibrating = False
+        model.train(was_training)
+    return len(mods)
+
+
+# ---------------------------------------------------------------- the factory
+
+
+def make_norm(m: ModelConfig, channels: int) -> nn.Module:
+    """The norm module for a (B, C) or (B, C, T) tensor; Identity for none/weight (weight norm lives on
+    the weights). `instance` needs a time axis: only sequence models ask for it."""
+    if m.norm in ("none", "weight"):
+        return nn.Identity()
+    if m.norm == "batch":
+        return BatchNorm(channels, eps=m.norm_eps, momentum=m.norm_momentum, affine=m.norm_affine,
+                         eval_stats=m.bn_eval)
+    if m.norm == "batchrenorm":
+        return BatchRenorm(channels, eps=m.norm_eps, momentum=m.norm_momentum, affine=m.norm_affine,
+                           r_max=m.renorm_r_max, d_max=m.renorm_d_max, warmup_steps=m.renorm_warmup_steps,
+                           r_max_steps=m.renorm_r_max_steps, d_max_steps=m.renorm_d_max_steps,
+                           eval_stats=m.bn_eval)
+    if m.norm == "layer":
+        return nn.LayerNorm(channels, eps=m.norm_eps, elementwise_affine=m.norm_affine)
+    if m.norm == "group":
+        if channels % m.groups:
+            raise ValueError(f"model.groups={m.groups} must divide the width {channels}")
+        return nn.GroupNorm(m.groups, channels, eps=m.norm_eps, affine=m.norm_affine)
+    if m.norm == "rms":
+        return nn.RMSNorm(channels, eps=m.norm_eps, elementwise_affine=m.norm_affine)
+    if m.norm == "instance":
+        # track_running_stats=False: every sample is normalized by its own statistics, in training
+        # and at inference alike (there is no batch dependence to remove)
+        return nn.InstanceNorm1d(channels, eps=m.norm_eps, affine=m.norm_affine, track_running_stats=False)
+    raise ValueError(f"unknown model.norm {m.norm!r}")
+
+
+class SeqNorm(nn.Module):
+    """Apply a norm to a sequence (B, T, C), choosing the axes the norm is defined on.
+
+    batch/batchrenorm/group/instance normalize channels of a (B, C, T) tensor, so the sequence is
+    transposed: batch -> over batch x time per channel; group -> over (channels of a group) x time per
+    sample; instance -> over time per channel and sample. layer/rms act on the last axis, i.e. per step.
+    """
+
+    def __init__(self, m: ModelConfig, channels: int) -> None:
+        super().__init__()
+        self.norm = make_norm(m, channels)
+        self.channels_first = m.norm in ("batch", "batchrenorm", "group", "instance")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
+        if self.channels_first:
+            return self.norm(x.transpose(1, 2)).transpose(1, 2)
+        return self.norm(x)
+
+
+# ---------------------------------------------------------------- input norms: RevIN and DAIN
+
+WindowStats = tuple[torch.Tensor, torch.Tensor]  # (mean, std) of each sample's window, each (B, 1, F)
+
+
+class RevIN(nn.Module):
+    """Reversible instance normalization (Kim et al., ICLR 2022) of a (B, W, F) window.
+
+    normalize:    z = (x - mean) / std * gamma + beta, mean and std = sqrt(var + eps) per sample and
+                  feature over the W rows of the window (biased variance), gamma/beta learnable (F,)
+    denormalize:  the inverse, x = (z - beta) / gamma * std + mean, applied to the forecast as if it were
+                  one more value of the target feature `target_index` (the input column in the target's
+                  units). `target_scale`/`target_shift` map that column from the scaler's units back to raw
+                  units (raw = x * scale + shift), where the target is measured.
+
+    The target feature is set after construction (`set_target`, by training) and travels in the state dict.
+    """
+
+    target_index: torch.Tensor
+    target_scale: torch.Tensor
+    target_shift: torch.Tensor
+
+    def __init__(self, n_features: int, eps: float = 1e-5, affine: bool = True) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(n_features)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(n_features)) if affine else None
+        self.register_buffer("target_index", torch.tensor(-1, dtype=torch.long))  # -1: no de-normalization
+        self.register_buffer("target_scale", torch.ones(()))
+        self.register_buffer("target_shift", torch.zeros(()))
+        self.target: int | None = None  # python mirror of target_index: forward never syncs with the device
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._mirror_target())
+
+    def _mirror_target(self) -> None:
+        i = int(self.target_index)
+        self.target = i if i >= 0 else None
+
+    def set_target(self, index: int | None, scale: float = 1.0, shift: float = 0.0) -> None:
+        """De-normalize forecasts as values of input column `index` (None: do not de-normalize)."""
+        self.target_index.fill_(-1 if index is None else index)
+        self.target_scale.fill_(scale)
+        self.target_shift.fill_(shift)
+        self._mirror_target()
+
+    def normalize(self, x: torch.Tensor) -> tuple[torch.Tensor, WindowStats]:
+        """(B, W, F) -> normalized (B, W, F) and the window statistics for `invert`."""
+        mean = x.mean(dim=1, keepdim=True)  # (B, 1, F)
+        std = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + self.eps)  # (B, 1, F)
+        z = (x - mean) / std
+        if self.weight is not None and self.bias is not None:
+            z = z * self.weight + self.bias
+        return z, (mean, std)
+
+    def invert(self, z: torch.Tensor, stats: WindowStats) -> torch.Tensor:
+        """Inverse of `normalize` for a (B, W, F) tensor: returns the input."""
+        mean, std = stats
+        if self.weight is not None and self.bias is not None:
+            z = (z - self.bias) / (self.weight + self.eps * self.eps)  # RevIN's guard against a zero gain
+        return z * std + mean
+
+    def denormalize(self, out: torch.Tensor, stats: WindowStats) -> torch.Tensor:
+        """Forecasts (B,) or (B, K) in the normalized units of the target feature -> raw target units."""
+        j = self.target
+        assert j is not None, "denormalize needs a target feature (set_target)"
+        mean, std = stats[0][:, 0, j], stats[1][:, 0, j]  # (B,)
+        if out.dim() == 2:
+            mean, std = mean[:, None], std[:, None]
+        if self.weight is not None and self.bias is not None:
+            out = (out - self.bias[j]) / (self.weight[j] + self.eps * self.eps)
+        return (out * std + mean) * self.target_scale + self.target_shift
+
+
+class DAIN(nn.Module):
+    """Deep adaptive input normalization (Passalis et al., IEEE TNNLS 2019) of a (B, W, F) window, the
+    paper's full mode (three sub-layers, each fed a summary of the window over its W rows):
+
+        shift:  a = W_a mean_t(x)                     x1 = x - a          (W_a: F x F, starts at I)
+        scale:  b = W_b sqrt(mean_t(x1^2) + eps)      x2 = x1 / b         (W_b: F x F, starts at I;
+                                                                           b <= eps is replaced by 1)
+        gate:   g = sigmoid(W_c mean_t(x2) + c)       x3 = x2 * g         (W_c, c: a Linear)
+
+    Nothing is de-normalized: the forecast is in the target's units already. The paper trains the three
+    sub-layers at smaller learning rates; here they share the model's (train.lr).
+    """
+
+    def __init__(self, n_features: int) -> None:
+        super().__init__()
+        self.shift = nn.Linear(n_features, n_features, bias=False)
+        self.scale = nn.Linear(n_features, n_features, bias=False)
+        self.gate = nn.Linear(n_features, n_features)
+        with torch.no_grad():  # start as plain per-window standardization
+            self.shift.weight.copy_(torch.eye(n_features))
+            self.scale.weight.copy_(torch.eye(n_features))
+
+    def normalize(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """(B, W, F) -> (B, W, F); no statistics to undo."""
+        x = x - self.shift(x.mean(dim=1))[:, None, :]  # (B, 1, F) adaptive shift
+        b = self.scale(torch.sqrt((x * x).mean(dim=1) + DAIN_EPS))  # (B, F) adaptive scale
+        b = torch.where(b <= DAIN_EPS, torch.ones_like(b), b)
+        x = x / b[:, None, :]
+        g = torch.sigmoid(self.gate(x.mean(dim=1)))  # (B, F) gate
+        return x * g[:, None, :], None
+
+
+def make_input_norm(m: ModelConfig, n_features: int) -> RevIN | DAIN | None:
+    """The module for `model.input_norm`, or None."""
+    if m.input_norm == "none":
+        return None
+    if m.input_norm == "revin":
+        return RevIN(n_features, eps=m.norm_eps, affine=m.input_norm_affine)
+    if m.input_norm == "dain":
+        return DAIN(n_features)
+    raise ValueError(f"unknown model.input_norm {m.input_norm!r}")
+
+
+def revin_target_feature(feature_names: list[str], target_kind: str, horizon: int,
+                         vol_form: str = "vol") -> str | None:
+    """The input column in the target's units, whose window statistics de-normalize a RevIN forecast:
+    `logret_{horizon}` for a return target (the same log return, h bars earlier); for a volatility target
+    predicted as a volatility (target.vol_form vol) the `vol_{n}` with n closest to the horizon (both
+    per-bar volatilities of 1-bar log returns; ties: the shorter n). None for direction targets (a logit
+    has no units), for variances and log variances, or when no such column is an input."""
+    if target_kind == "return":
+        name = f"logret_{horizon}"
+        return name if name in feature_names else None
+    if target_kind == "volatility" and vol_form == "vol":
+        vols = [(abs(int(n[4:]) - horizon), int(n[4:]), n) for n in feature_names
+                if n.startswith("vol_") and n[4:].isdigit()]
+        return min(vols)[2] if vols else None
+    return None
+

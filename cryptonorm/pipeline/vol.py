@@ -1,0 +1,109 @@
+"""The volatility steps of a run: metrics beside the baselines and Diebold-Mariano, and the vol_target backtest.
+
+For `target.kind: volatility` training writes, per split (val, test), into metrics.json:
+    <split>.{mse, mae, ic_pearson, ic_spearman}       on the form the network predicts (target.vol_form)
+    <split>.{qlike, mse_var, mse_vol, mz_intercept, mz_slope, mz_r2, rank_ic, directional_accuracy}
+                                                       on the variance (trade/vol_metrics.py; direction
+                                                       around the TRAINING labels' mean variance)
+    <split>.baselines.<har|ewma|garch|naive>           the same variance metrics for each baseline, on
+                                                       exactly the model's bars, plus dm_vs_har
+    <split>.dm_vs_har.{qlike, mse_var}                 Diebold-Mariano of the model against HAR
+and into forecasts.csv the columns forecast_var, y_var and baseline_<name> (variances per bar).
+Baselines are fitted on the training rows (trade/vol_baselines.py); under walk-forward, on the valid
+rows before the first test fold's embargo.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cryptonorm.config import Config
+from cryptonorm.features import realized
+from cryptonorm.trade import vol_baselines, vol_metrics
+
+
+class VolContext:
+    """Per-run volatility data: label and forecast variances, baseline forecasts (N,) each."""
+
+    def __init__(self, prep: Any, forecasts: np.ndarray, split_of: np.ndarray, cfg: Config) -> None:
+        form = cfg.target.vol_form
+        self.y_var = realized.from_form(prep.y, form)  # (N,) label variance, NaN where undefined
+        self.f_var = realized.from_form(forecasts, form)  # (N,) forecast variance, NaN where none
+        self.horizon = cfg.target.horizon
+        train = np.flatnonzero(split_of == "train")
+        if len(train) == 0:  # walk-forward: everything valid before the first fold's embargo
+            first = int(np.flatnonzero(split_of == "test")[0])
+            embargo = cfg.split.embargo if cfg.split.embargo is not None else prep.horizon + prep.window
+            train = np.flatnonzero(prep.valid[: max(first - embargo, 0)])
+        self.train_rows = train
+        ts = prep.timestamps
+        span = None
+        if cfg.features.gap_policy != "ffill":
+            from cryptonorm.timeframes import timeframe_ms
+
+            span = np.r_[1, np.diff(ts) // timeframe_ms(cfg.data.timeframe)]
+        r = realized.bar_returns(prep.close, span)
+        self.baselines = vol_baselines.fit_baselines(prep.bar_var, self.y_var, r, train, self.horizon,
+                                                     cfg.data.timeframe, cfg.target.rv)
+        ytr = self.y_var[train]
+        self.centre = float(np.nanmean(ytr)) if np.isfinite(ytr).any() else None
+
+    def metrics(self, idx: np.ndarray) -> dict[str, Any]:
+        """Variance metrics of the model, each baseline and the DM tests on the rows `idx`."""
+        f, v = self.f_var[idx], self.y_var[idx]
+        out: dict[str, Any] = dict(vol_metrics.vol_metrics(f, v, self.centre))
+        del out["n"]
+        har = self.baselines.forecasts["har"][idx]
+        out["dm_vs_har"] = vol_metrics.dm_vs(f, har, v, self.horizon)
+        base: dict[str, Any] = {}
+        for name, fc in self.baselines.forecasts.items():
+            b = fc[idx]
+            if not (np.isfinite(b).all() and (b > 0).all()):
+                base[name] = {"skipped": f"{int(np.sum(~(np.isfinite(b) & (b > 0))))} of {len(b)} bars have no "
+                                         "positive forecast (too little history)"}
+                continue
+            m: dict[str, Any] = dict(vol_metrics.vol_metrics(b, v, self.centre))
+            del m["n"]
+            if name != "har":
+                m["dm_vs_har"] = vol_metrics.dm_vs(b, har, v, self.horizon)
+            base[name] = m
+        for name, note in self.baselines.info.items():
+            if "skipped" in note:
+                base.setdefault(name, {"skipped": note["skipped"]})
+        out["baselines"] = base
+        return out
+
+    def columns(self, start: int) -> dict[str, np.ndarray]:
+        """forecasts.csv columns from row `start` on: forecast_var, y_var, baseline_<name>."""
+        cols = {"forecast_var": self.f_var[start:], "y_var": self.y_var[start:]}
+        for name, fc in self.baselines.forecasts.items():
+            cols[f"baseline_{name}"] = fc[start:]
+        return cols
+
+
+def backtest_frame(df: pd.DataFrame, cfg: Config, split: str) -> tuple[Any, np.ndarray]:
+    """The vol_target backtest of one split of forecasts.csv (all its rows feed the trailing-vol baseline),
+    and the realized annualized vol of each bar's label (what the forecast vol is compared with).
+
+    A swap's funding is not charged in this mode (metrics["costs"]["funding"] says so)."""
+    from cryptonorm.timeframes import bars_per_year
+    from cryptonorm.trade import positions
+    from cryptonorm.trade.vol_target import simulate_vol_target
+
+    ts = df["timestamp"].to_numpy("int64")
+    close = df["close"].to_numpy("float64")
+    trailing = positions.realized_vol(ts, close, cfg.backtest.vol_lookback, cfg.data.timeframe)
+    rows = (df["split"] == split).to_numpy()
+    fvar = (df["forecast_var"] if "forecast_var" in df else
+            pd.Series(realized.from_form(df["forecast"].to_numpy("float64"), cfg.target.vol_form)))
+    result = simulate_vol_target(ts[rows], close[rows], np.asarray(fvar, dtype="float64")[rows], cfg.backtest,
+                                 cfg.data.timeframe, trailing_vol=trailing[rows])
+    if cfg.data.market == "swap":
+        result.metrics["costs"]["funding"] = "not charged in backtest.mode vol_target"
+    yvar = (df["y_var"] if "y_var" in df else
+            pd.Series(realized.from_form(df["y"].to_numpy("float64"), cfg.target.vol_form)))
+    realized_vol = np.sqrt(np.asarray(yvar, dtype="float64")[rows] * bars_per_year(cfg.data.timeframe))
+    return result, realized_vol
