@@ -56,6 +56,12 @@ def small_real_config(**overrides: object) -> dict[str, object]:
     return raw
 
 
+@pytest.fixture
+def real_config() -> Any:
+    """`small_real_config` itself, for tests that build variants of it."""
+    return small_real_config
+
+
 @pytest.fixture(scope="session")
 def small_real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished, backtested run directory on real candles."""

@@ -50,3 +50,4 @@ def test_summary_records_cells_per_hour_and_each_cells_device(tmp_path: Path, da
     summary = (out / "summary.md").read_text()
     line = next(x for x in summary.splitlines() if x.startswith("- throughput:"))
     assert "cells/hour over 2 finished cells" in line and line.endswith("devices: cpu x2")
+

@@ -16,6 +16,7 @@ from cryptonorm.cli.app import (
     OpenOpt,
     OutOpt,
     SetOpt,
+    TrackOpt,
     app,
     console,
     errors,
@@ -42,15 +43,19 @@ def train(
     out: OutOpt = None,
     json_: JsonOpt = False,
     set_: SetOpt = None,
+    track: TrackOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Train a forecaster; prints the run directory."""
     from cryptonorm import pipeline
+    from cryptonorm.pipeline.tracking import check_backend
     from cryptonorm.render import tables
 
     with errors():
         cfg = load_cli_config(config, set_)
+        backend = check_backend(track)
         summary = _train(cfg, out, json_, force)
+        _track(backend, cfg, summary.run_dir)
         if json_:
             typer.echo(json.dumps(pipeline.json_safe({"run_dir": summary.run_dir, "device": summary.device,
                                                       "stopped": summary.stopped, "metrics": summary.metrics})))
@@ -74,29 +79,80 @@ def predict(
         say(f"wrote {n} forecasts to {path}")
 
 
+GridOpt = Annotated[
+    Optional[list[str]],  # noqa: UP045 - typer needs Optional here
+    typer.Option("--grid", "-g", help="On a run directory: backtest.KEY=[v1,v2,...] (repeatable, at most two "
+                                      "keys): a grid on the validation split, the test split reported once."),
+]
+
+
 @app.command()
 def backtest(
     target: Annotated[Path, typer.Argument(help="A run directory, or a config (trains first).")],
     json_: JsonOpt = False,
     set_: SetOpt = None,
+    grid: GridOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="With a run directory and --set/--grid: "  # noqa: UP045
+                                                "the output folder (default RUN_DIR/backtest-<hash>).")] = None,
     fmt: FormatOpt = None,
     open_: OpenOpt = False,
+    track: TrackOpt = None,
 ) -> None:
     """Turn forecasts into positions and returns after fees, against buy-and-hold; prints the backtest
-    directory, then the report's path (report.html, or equity.png with --format png)."""
+    directory, then the report's path (report.html, or equity.png with --format png).
+
+    On a run directory, --set backtest.KEY=V re-backtests its saved forecasts (no retraining) into
+    RUN_DIR/backtest-<hash>/; --grid tries several values on the validation split.
+    """
     from cryptonorm import pipeline
+    from cryptonorm.pipeline import rebacktest
+    from cryptonorm.pipeline.tracking import check_backend
 
     with errors():
         want = report_formats(fmt)  # a bad --format fails before any work
+        backend = check_backend(track)
         if pipeline.is_run_dir(target):
-            if set_:
-                raise UsageError("--set applies to a config, not to a finished run directory")
-            out_dir, result = pipeline.backtest(target, fmt=fmt)
+            if backend is not None:
+                raise UsageError("--track applies to a config (train, backtest, then log); a finished run is "
+                                 "logged by `cryptonorm train/run CONFIG --track ...`")
+            if grid:
+                result = rebacktest.grid(target, rebacktest.parse_grid(grid), out,
+                                         overrides=rebacktest.parse_sets(set_ or []))
+                _show_grid(result, json_)
+                return
+            if set_ or out is not None:
+                written, result = rebacktest.rebacktest(target, rebacktest.parse_sets(set_ or []), out, fmt=fmt)
+                out_dir = written if written is not None else target
+            else:
+                out_dir, result = pipeline.backtest(target, fmt=fmt)
         else:
+            if grid or out is not None:
+                raise UsageError("--grid and --out apply to a run directory; train first, then "
+                                 "`cryptonorm backtest RUN_DIR --grid ...`")
             cfg = load_cli_config(target, set_)
             summary = _train(cfg, None, json_, False)
             out_dir, result = pipeline.backtest(summary.run_dir, fmt=fmt)
+            _track(backend, cfg, summary.run_dir)
         _show_backtest(out_dir, result, json_, open_, want)
+
+
+def _show_grid(result: Any, json_: bool) -> None:
+    from cryptonorm import pipeline
+    from cryptonorm.pipeline.rebacktest import grid_note
+    from cryptonorm.render import tables
+
+    if json_:
+        typer.echo(json.dumps(pipeline.json_safe({
+            "grid": result.table.to_dict(orient="records"), "selected": result.selected.to_dict(orient="records"),
+            "val": result.val, "test": result.test, "note": grid_note(result),
+            "paths": {k: str(v) for k, v in result.paths.items()}})))
+        return
+    if not STATE.quiet:
+        for title, header, rows in tables.grid_tables(result):
+            console(wide=True).print(tables.simple_table(title, header, rows))
+        say(f"note: {grid_note(result)}")
+        say(f"heatmap: {result.paths.get('heatmap')}")
+    typer.echo(str(result.out_dir))
 
 
 def _train(cfg: Config, out: Path | None, json_: bool, force: bool, backtest: bool = False,
@@ -153,22 +209,26 @@ def run(
     out: OutOpt = None,
     json_: JsonOpt = False,
     set_: SetOpt = None,
-    force: ForceOpt = False,
     fmt: FormatOpt = None,
     open_: OpenOpt = False,
+    track: TrackOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Fetch (if missing), train, backtest and report in one go."""
     from cryptonorm import pipeline
+    from cryptonorm.pipeline.tracking import check_backend
     from cryptonorm.render import tables
 
     with errors():
         want = report_formats(fmt)
         cfg = load_cli_config(config, set_)
+        backend = check_backend(track)
         if not pipeline.have_candles(cfg):
             say(f"fetching {', '.join(cfg.data.symbols)} {cfg.data.timeframe} from {cfg.data.exchange}")
             with tables.progress_bar("candles", disable=STATE.quiet or json_) as update:
                 pipeline.fetch(cfg, progress=update)
         summary, out_dir, result = _train(cfg, out, json_, force, backtest=True, fmt=fmt)
+        _track(backend, cfg, summary.run_dir)
         if json_:  # one document: the run, its training and its backtest
             typer.echo(json.dumps(pipeline.json_safe({
                 "run_dir": summary.run_dir, "device": summary.device, "stopped": summary.stopped,
@@ -178,3 +238,13 @@ def run(
             console().print(tables.train_table(summary))
         _show_backtest(out_dir, result, json_, open_, want)
         say(f"run directory: {summary.run_dir}")
+
+
+def _track(backend: str | None, cfg: Config, run_dir: Path) -> None:
+    """Log a finished run to the tracker (experiment = the config's name, run = the run directory's name)."""
+    if backend is None:
+        return
+    from cryptonorm.pipeline.tracking import log_runs
+
+    log_runs(backend, cfg.name, [(Path(run_dir).name, Path(run_dir))])
+    say(f"logged to {backend} (experiment {cfg.name})")

@@ -11,7 +11,19 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from cryptonorm.cli.app import STATE, FormatOpt, OpenOpt, SetOpt, app, console, errors, open_report, report_formats, say
+from cryptonorm.cli.app import (
+    STATE,
+    FormatOpt,
+    OpenOpt,
+    SetOpt,
+    TrackOpt,
+    app,
+    console,
+    errors,
+    open_report,
+    report_formats,
+    say,
+)
 
 if TYPE_CHECKING:
 
@@ -38,6 +50,7 @@ def sweep_command(
     set_: SetOpt = None,
     fmt: FormatOpt = None,
     open_: OpenOpt = False,
+    track: TrackOpt = None,
 ) -> None:
     """Run a grid of experiments in parallel; resumable (finished cells are skipped, failed ones retried)."""
     from cryptonorm.render import tables
@@ -47,7 +60,10 @@ def sweep_command(
     from cryptonorm.study.spec import load_sweep
 
     with errors():
+        from cryptonorm.pipeline.tracking import check_backend
+
         report_formats(fmt)  # a bad --format fails before any training
+        backend = check_backend(track)  # and an unknown tracker
         spec = load_sweep(sweep_file, set_ or [])
         say(f"sweep {spec.spec.name}: {len(spec.cells)} cells over {', '.join(spec.grid_keys)} "
              f"(executor {executor}, {jobs} job{'s' * (jobs > 1)})")
@@ -56,7 +72,13 @@ def sweep_command(
                                    gpus_per_cell=gpus_per_cell)
         rep = sweep_report.render(outcome.sweep_dir, reference, fmt)
         _show(rep)
-        say(f"{outcome.ran} cell(s) run, {outcome.skipped} finished earlier, in {outcome.seconds:.0f}s")
+        if backend is not None:
+            from cryptonorm.study.tracking import track_sweep
+
+            n = track_sweep(outcome.sweep_dir, backend)
+            say(f"logged {n} new cell run(s) to {backend} (experiment sweep-{spec.spec.name})")
+        again = f" ({outcome.rebacktested} re-backtested with new backtest settings)" if outcome.rebacktested else ""
+        say(f"{outcome.ran} cell(s) run, {outcome.skipped} finished earlier{again}, in {outcome.seconds:.0f}s")
         typer.echo(str(outcome.sweep_dir))
         _report_path(rep, open_)
         if outcome.failed:

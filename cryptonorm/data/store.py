@@ -14,6 +14,7 @@ import json
 import os
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,10 +121,11 @@ def journal_dir(path: Path) -> Path:
 
 def add_page(path: Path, frame: pd.DataFrame) -> None:
     """Journal one downloaded page for the store file at `path` (atomic; merged by `consolidate`). Parts are
-    named by first timestamp and writer, so concurrent writers never replace each other's pages."""
+    named by first timestamp, writer and a random suffix, so no writer ever replaces another page."""
     journal = journal_dir(path)
     journal.mkdir(parents=True, exist_ok=True)
-    write_atomic(frame, journal / f"{int(frame['timestamp'].min()):015d}.{os.getpid()}.parquet")
+    # a unique name per page: a consolidation that read an older page of the same name must never unlink this one
+    write_atomic(frame, journal / f"{int(frame['timestamp'].min()):015d}.{os.getpid()}.{uuid.uuid4().hex[:12]}.parquet")
 
 
 def journal_parts(path: Path) -> list[Path]:

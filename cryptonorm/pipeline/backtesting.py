@@ -1,7 +1,10 @@
 """The backtest step: a run's out-of-sample forecasts turned into positions and returns after costs.
 
-RUN_DIR/backtest/ is built in a hidden temp folder and renamed into place when complete, so no command
-ever sees a half-written backtest (a killed one leaves a `.backtest.*.tmp` folder that the next train clears).
+`run_backtest`, `read_forecasts` and `simulate_split` are shared with re-backtests of saved forecasts under
+other settings (rebacktest.py), so both trade the same way (funding, vol_target mode) and write the same files.
+
+A backtest folder is built in a hidden temp folder and renamed into place when complete, so no command ever
+sees a half-written backtest (a killed one leaves a `.backtest.*.tmp` folder that the next train clears).
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
-from cryptonorm.atomic import DIR_MODE, write_csv, write_json
+from cryptonorm.atomic import DIR_MODE, write_csv, write_json, write_text_atomic
 from cryptonorm.config import Config
 from cryptonorm.data.store import load_funding
 from cryptonorm.errors import DataError
@@ -26,6 +30,8 @@ from cryptonorm.pipeline.integrity import verify_run
 from cryptonorm.pipeline.rundir import check_run_dir, finished_run, new_run_dir, run_dir_lock
 from cryptonorm.pipeline.training import TrainSummary, train
 from cryptonorm.timeframes import timeframe_ms
+
+BACKTEST_DIR = "backtest"  # the run's own backtest, written by `cryptonorm run` / `backtest RUN_DIR`
 
 
 def _funding(cfg: Config, ts: np.ndarray) -> np.ndarray | None:
@@ -41,53 +47,87 @@ def _funding(cfg: Config, ts: np.ndarray) -> np.ndarray | None:
 
 
 def backtest(run_dir: Path, split: str = "test", fmt: str | None = None, plot: bool = True) -> tuple[Path, Any]:
-    """Backtest a run's out-of-sample forecasts; writes RUN_DIR/backtest/, all of it or nothing (equity.png
-    and/or report.html per `fmt`: png | html | both; None: both when plotly is installed; neither with
-    plot=False, which the claims study uses for its many small cells: drawing equity.png took most of such a
-    cell's backtest time). The run's files must match the SHA-256 recorded in run.json."""
+    """Backtest a run's out-of-sample forecasts; writes RUN_DIR/backtest/ (equity.png and/or report.html per
+    `fmt`: png | html | both; None: both when plotly is installed; neither with plot=False, which the claims
+    study uses for its many small cells: drawing equity.png took most of such a cell's backtest time).
+    Other backtest settings on the same forecasts: rebacktest.py."""
+    run_dir = Path(run_dir)
+    out_dir = run_dir / BACKTEST_DIR
+    cfg = finished_run(run_dir)
+    with run_dir_lock(run_dir):
+        return out_dir, run_backtest(run_dir, cfg, split, out_dir, fmt=fmt, plot=plot)
+
+
+def run_backtest(run_dir: Path, cfg: Config, split: str, out_dir: Path, *, fmt: str | None = None,
+                 plot: bool = True) -> Any:
+    """Backtest RUN_DIR's saved `split` forecasts with `cfg`'s backtest settings into `out_dir`: equity.csv,
+    trades.csv, metrics.json, backtest.yaml (the settings used) and the reports, all or nothing (a temp folder
+    renamed into place); returns the Backtest. The run's files must match the SHA-256 recorded in run.json."""
     from cryptonorm.pipeline.reports import write_backtest_reports, write_no_backtest_report
     from cryptonorm.render.html import formats
 
-    run_dir = Path(run_dir)
+    verify_run(run_dir)  # the model too: a run whose files do not belong together is refused
     want = formats(fmt) if plot else ()
-    cfg = finished_run(run_dir)
-    fpath = run_dir / "forecasts.csv"  # with walk-forward, every out-of-sample fold forecast is "test"
+    title = f"{cfg.name}: {cfg.data.symbols[0]} {cfg.data.timeframe}, {split} split"
+    full = read_forecasts(run_dir)  # with walk-forward, every out-of-sample fold forecast is "test"
+    n = int((full["split"] == split).sum())
+    if n < 2:
+        why = _too_short(run_dir, split, n)
+        page = write_no_backtest_report(out_dir, title, why, want)
+        raise DataError(why + (f" (see {page})" if page else ""))
+    result, outcome = simulate_split(full, cfg, split)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # the run's own backtest/ (or a new folder) is swapped in whole; an existing folder of the user's is
+    # written into, file by file (each atomically), never replaced
+    swap = out_dir == Path(run_dir) / BACKTEST_DIR or not out_dir.exists()
+    with _folder_swap(out_dir) if swap else _in_place(out_dir) as tmp:
+        write_csv(tmp / "equity.csv", result.equity)
+        write_csv(tmp / "trades.csv", result.trades)
+        write_json(tmp / "metrics.json", result.metrics)
+        write_text_atomic(tmp / "backtest.yaml", yaml.safe_dump({"backtest": cfg.backtest.model_dump(mode="json")},
+                                                                sort_keys=False, default_flow_style=None))
+        write_backtest_reports(tmp, result, title, want, outcome=outcome)
+    return result
+
+
+def read_forecasts(run_dir: Path) -> pd.DataFrame:
+    """RUN_DIR/forecasts.csv: every saved out-of-sample forecast, all splits."""
+    fpath = Path(run_dir) / "forecasts.csv"
     if not fpath.exists():
         raise DataError(f"{fpath} not found; train first (`cryptonorm train CONFIG`)")
-    with run_dir_lock(run_dir):
-        verify_run(run_dir)  # the model too: a run whose files do not belong together is refused
-        full = pd.read_csv(fpath)
-        df = full[full["split"] == split]
-        out_dir = run_dir / "backtest"
-        title = f"{cfg.name}: {cfg.data.symbols[0]} {cfg.data.timeframe}, {split} split"
-        if len(df) < 2:
-            why = (f"the {split} split of {run_dir} has {len(df)} bar(s); a backtest needs at least 2: "
-                   "use a longer data range or a larger split.test")
-            page = write_no_backtest_report(out_dir, title, why, want)
-            raise DataError(why + (f" (see {page})" if page else ""))
-        result, outcome = _simulate(full, df, cfg, split)
-        with _folder_swap(out_dir) as tmp:
-            write_csv(tmp / "equity.csv", result.equity)
-            write_csv(tmp / "trades.csv", result.trades)
-            write_json(tmp / "metrics.json", result.metrics)
-            write_backtest_reports(tmp, result, title, want, outcome=outcome)
-    return out_dir, result
+    return pd.read_csv(fpath)
 
 
-def _simulate(full: pd.DataFrame, df: pd.DataFrame, cfg: Config, split: str) -> tuple[Any, np.ndarray]:
-    """(Backtest, realized outcome per bar) of the split's rows `df` of forecasts.csv (`full`)."""
-    from cryptonorm.trade import backtest as bt
+def _too_short(run_dir: Path, split: str, n: int) -> str:
+    return (f"the {split} split of {run_dir} has {n} bar(s); a backtest needs at least 2: "
+            f"use a longer data range or a larger split.{split}")
 
-    ts = df["timestamp"].to_numpy("int64")
+
+def simulate_split(full: pd.DataFrame, cfg: Config, split: str, *, forecast_stats: bool = True,
+                   run_dir: Path | None = None) -> tuple[Any, np.ndarray]:
+    """The backtest of one split of forecasts.csv (`full`) with `cfg`'s settings (and a swap's funding), and
+    the realized outcome of each of its bars. A split of fewer than 2 bars is a DataError."""
+    df = full[full["split"] == split]
+    if len(df) < 2:
+        raise DataError(_too_short(run_dir or Path("the run"), split, len(df)))
     if cfg.backtest_mode == "vol_target":  # a volatility forecast: pipeline/vol.py, trade/vol_target.py
         from cryptonorm.pipeline.vol import backtest_frame
 
         result, outcome = backtest_frame(full, cfg, split)
         return result, outcome
+    from cryptonorm.trade import backtest as bt
+
+    ts = df["timestamp"].to_numpy("int64")
     outcome = df["outcome"].to_numpy("float64")
-    result = bt.simulate(ts, df["close"].to_numpy("float64"), df["forecast"].to_numpy("float64"), cfg.backtest,
-                         cfg.data.timeframe, cfg.target.kind, outcome=outcome, funding=_funding(cfg, ts))
-    return result, outcome
+    return bt.simulate(ts, df["close"].to_numpy("float64"), df["forecast"].to_numpy("float64"), cfg.backtest,
+                       cfg.data.timeframe, cfg.target.kind, outcome=outcome, forecast_stats=forecast_stats,
+                       funding=_funding(cfg, ts)), outcome
+
+
+@contextlib.contextmanager
+def _in_place(target: Path) -> Iterator[Path]:
+    target.mkdir(parents=True, exist_ok=True)
+    yield target
 
 
 @contextlib.contextmanager

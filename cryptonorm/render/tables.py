@@ -240,3 +240,25 @@ def simple_table(title: str, header: list[str], rows: list[list[str]]) -> Table:
 def _cell(v: Any, pct: bool = False) -> str:
     """A train-table cell: a signed percentage, or 4 significant digits."""
     return fmt(v, "spct" if pct else "g4")
+
+
+def grid_tables(result: Any) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of a backtest grid (pipeline.rebacktest.GridResult): Sharpe after costs on the
+    validation split (chosen cells starred), then the test split backtested once with each choice."""
+    from cryptonorm.render.heatmap import grid_matrix, label
+
+    keys = result.keys
+    rows, cols, z = grid_matrix(result.table, keys, "val_sharpe")
+    _, _, chosen = grid_matrix(result.table.assign(_c=result.table["chosen"].astype(float)), keys, "_c")
+    corner = f"{keys[0]} / {keys[1]}" if len(keys) > 1 else keys[0]
+    body = [[r, *(fmt(z[i, j], "num") + (" *" if chosen[i, j] == 1.0 else "") for j in range(len(cols)))]
+            for i, r in enumerate(rows)]
+    grid = (f"Sharpe after costs, validation split ({result.val['bars']} bars; * = chosen)",
+            [corner, *(cols if len(keys) > 1 else ["val Sharpe"])], body)
+    sel_header = [*keys, "val Sharpe", "test Sharpe", "test return", "test max DD", "test trades", "test B&H Sharpe"]
+    sel_rows = [[*(label(r[k]) for k in keys), fmt(r["val_sharpe"], "num"), fmt(r["test_sharpe"], "num"),
+                 fmt(r["test_total_return"], "spct"), fmt(r["test_max_drawdown"], "pct"), fmt(r["test_trades"], "int"),
+                 fmt(r["test_bh_sharpe"], "num")] for _, r in result.selected.iterrows()]
+    sel = (f"test split ({result.test['bars']} bars), backtested once with the choice made on validation",
+           sel_header, sel_rows)
+    return [grid, sel]

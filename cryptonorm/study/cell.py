@@ -10,9 +10,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryptonorm.config import build_config
+import yaml
+
+from cryptonorm.config import Config, build_config, dump_yaml
 from cryptonorm.errors import DataError
-from cryptonorm.study.results import RESULT_FILE
+from cryptonorm.pipeline.rebacktest import settings_hash
+from cryptonorm.study.results import RESULT_FILE, read_result
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -69,6 +72,7 @@ def run_cell(task: CellTask, candles: pd.DataFrame) -> dict[str, Any]:
             "epochs_run": _epochs_run(run_dir), "train_seconds": round(summary.seconds, 3),
             "metrics": {k: summary.metrics.get(k) for k in ("target", "horizon", "samples", "val", "test")},
             "backtest": {"strategy": m.get("strategy", {}), "buy_and_hold": m.get("buy_and_hold", {})},
+            "backtest_hash": settings_hash(cfg),
         })
     except Exception as e:  # the cell failed; the sweep goes on and a re-run retries it
         result["error"] = one_line(e)
@@ -78,6 +82,29 @@ def run_cell(task: CellTask, candles: pd.DataFrame) -> dict[str, Any]:
     if task.ship_files:
         result["_files"] = {name: (run_dir / name).read_text() for name in ("history.csv", "forecasts.csv")
                             if (run_dir / name).exists()}
+    return result
+
+
+def needs_backtest(result: dict[str, Any], cfg: Config) -> bool:
+    """A trained cell whose backtest was made with other backtest settings than the cell's config now."""
+    return result.get("backtest_hash") != settings_hash(cfg)
+
+
+def rebacktest_cell(cdir: Path, cfg: Config, plot: bool = True) -> dict[str, Any]:
+    """Backtest a trained cell again with `cfg`'s backtest settings (no training): its run's config.yaml
+    gets the new backtest section, run/backtest/ and result.json the new figures."""
+    from cryptonorm import pipeline
+
+    run_dir, path = cdir / "run", cdir / RESULT_FILE
+    raw = yaml.safe_load((run_dir / "config.yaml").read_text())
+    raw["backtest"] = cfg.backtest.model_dump(mode="json")
+    pipeline.write_text_atomic(run_dir / "config.yaml", dump_yaml(build_config(raw, source=str(run_dir))))
+    _, bt = pipeline.backtest(run_dir, fmt="png", plot=plot)  # as run_cell: no page per cell
+    m = bt.metrics
+    result = {**(read_result(path) or {}), "backtest_hash": settings_hash(cfg),
+              "backtest": {"strategy": m.get("strategy", {}), "buy_and_hold": m.get("buy_and_hold", {})},
+              "rebacktested": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    pipeline.write_json(path, result)
     return result
 
 

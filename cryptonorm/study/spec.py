@@ -10,7 +10,8 @@
 
 The cells are the cartesian product of the grid. All cells train on the very same candles, so grid keys
 under `data.` and `split.` are refused, and the top-level `seed` (init, dropout, batch order) is the only
-randomness a seed grid varies. A cell's id is its readable grid values plus a hash of its whole config.
+randomness a seed grid varies. A cell's id is its readable grid values plus a hash of what it trains
+(its config without the backtest settings, walk_forward aside).
 """
 
 from __future__ import annotations
@@ -208,8 +209,10 @@ def show(v: Any) -> str:
 
 
 def config_hash(cfg: Config) -> str:
-    """Hash of everything that changes what a cell computes (not its name or thread count)."""
+    """Hash of everything that changes what a cell TRAINS (not its name or thread count, nor the backtest
+    settings other than walk_forward: a re-run with new backtest settings re-backtests the trained cell)."""
     d = cfg.to_dict()
+    d["backtest"] = {"walk_forward": d["backtest"]["walk_forward"]}
     for path in UNHASHED_KEYS:
         node = d
         for p in path[:-1]:

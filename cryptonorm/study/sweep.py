@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptonorm.errors import UsageError
-from cryptonorm.study.cell import CellTask
+from cryptonorm.study.cell import CellTask, needs_backtest, rebacktest_cell
 from cryptonorm.study.executors import cores, gpu_slots, import_ray, run_inline, run_pool, run_ray, visible_gpus
 from cryptonorm.study.results import (
     RESULT_FILE,
@@ -40,7 +40,7 @@ from cryptonorm.study.results import (
     read_result,
     write_results_csv,
 )
-from cryptonorm.study.spec import Sweep, label
+from cryptonorm.study.spec import Cell, Sweep, label
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,6 +58,7 @@ class SweepOutcome:
     failed: int  # of all cells, after this run
     results: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    rebacktested: int = 0  # of the skipped (trained) cells: backtested again with new backtest settings
 
 
 
@@ -113,10 +114,13 @@ def run_sweep(sweep: Sweep, sweep_dir: Path | None = None, *, jobs: int = 1, exe
             "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         })
         todo: list[CellTask] = []
+        rebacktest: list[Cell] = []  # trained, but backtested with other backtest settings
         stale = 0
         for c in sweep.cells:
             prev = read_result(cell_dir(sweep_dir, c) / RESULT_FILE)
             if is_done(prev, c, dhash):
+                if prev is not None and needs_backtest(prev, c.config):
+                    rebacktest.append(c)
                 continue
             stale += prev is not None and prev.get("status") == "ok"
             todo.append(CellTask(c.id, c.params, c.config.to_dict(), c.config_hash, str(cell_dir(sweep_dir, c)),
@@ -144,10 +148,13 @@ def run_sweep(sweep: Sweep, sweep_dir: Path | None = None, *, jobs: int = 1, exe
             run_inline(todo, candles, threads, finished)
         else:
             run_pool(todo, candles, jobs, threads, finished, slots)
+        for c in rebacktest:  # seconds each: the saved forecasts traded with the new settings
+            rebacktest_cell(cell_dir(sweep_dir, c), c.config, plot=cell_plots)
         results = collect_results(sweep_dir)
         write_results_csv(sweep_dir, results)
     failed = sum(r.get("status") != "ok" for r in results)
-    return SweepOutcome(sweep_dir, dhash, len(sweep.cells), skipped, len(todo), failed, results, time.time() - t0)
+    return SweepOutcome(sweep_dir, dhash, len(sweep.cells), skipped, len(todo), failed, results, time.time() - t0,
+                        len(rebacktest))
 
 
 def _land(task: CellTask, result: dict[str, Any]) -> None:

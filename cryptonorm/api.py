@@ -1,0 +1,217 @@
+"""The notebook API: `import cryptonorm as cn`. The same pipeline functions the CLI calls, as Python values.
+
+    cfg = cn.load_config("configs/quickstart.yaml", overrides={"train.epochs": 3})
+    run = cn.train(cfg, out="runs/demo")            # or cn.load_run("runs/demo")
+    run.forecasts, run.history, run.metrics          # DataFrames indexed by UTC time, and a dict
+    bt = cn.backtest(run, fee_bps=5, threshold=2e-4) # saved forecasts, no retraining
+    bt.stats["sharpe"], bt.equity, bt.trades         # a Series; DataFrames indexed by UTC time
+    results = cn.sweep("configs/sweep_norms.yaml")   # the sweep's results table
+    candles = cn.fetch(cfg)                          # the candle frame, indexed by UTC time
+
+Errors are the project's exceptions (cryptonorm.errors: ConfigError, DataError, ...), never sys.exit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cryptonorm.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from cryptonorm.config import Config
+
+__all__ = ["BacktestResult", "Run", "backtest", "fetch", "load_config", "load_run", "sweep", "train"]
+
+PathLike = str | Path
+
+
+def load_config(path: PathLike | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """A validated config from a YAML file (or the defaults) with dotted-key overrides applied, e.g.
+    {"model.norm": "batch", "train.epochs": 3}; exactly what `--set` does on the command line."""
+    from cryptonorm.config import apply_overrides, build_config, read_yaml, set_dotted
+
+    raw = read_yaml(path) if path is not None else {}
+    raw = apply_overrides(raw, [])  # a private copy
+    for key, value in (overrides or {}).items():
+        set_dotted(raw, str(key).split("."), value)
+    return build_config(raw, source=str(path) if path is not None else "config")
+
+
+def _config(cfg: Config | PathLike) -> Config:
+    from cryptonorm.config import Config
+
+    return cfg if isinstance(cfg, Config) else load_config(cfg)
+
+
+def _utc_index(df: pd.DataFrame, column: str = "timestamp", name: str = "time") -> pd.DataFrame:
+    """The frame indexed by a UTC DatetimeIndex made from a millisecond column (the column is kept)."""
+    import pandas as pd
+
+    out = df.copy()
+    out.index = pd.DatetimeIndex(pd.to_datetime(out[column].to_numpy("int64"), unit="ms", utc=True), name=name)
+    return out
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run directory: its config and, read on first use, forecasts, history and metrics."""
+
+    path: Path
+    config: Config
+
+    @property
+    def finished(self) -> bool:
+        """True once training wrote run.json (written last)."""
+        return (self.path / "run.json").exists()
+
+    @cached_property
+    def forecasts(self) -> pd.DataFrame:
+        """Out-of-sample forecasts (forecasts.csv): close, forecast, y, outcome, split; UTC time index."""
+        import pandas as pd
+
+        return _utc_index(pd.read_csv(self.path / "forecasts.csv"))
+
+    @cached_property
+    def history(self) -> pd.DataFrame:
+        """One row per epoch: train_loss, val_loss, lr, seconds, samples_per_s; indexed by epoch."""
+        import pandas as pd
+
+        return pd.read_csv(self.path / "history.csv").set_index("epoch")
+
+    @cached_property
+    def metrics(self) -> dict[str, Any]:
+        """Forecast metrics of the validation and test splits (metrics.json)."""
+        import json
+
+        out: dict[str, Any] = json.loads((self.path / "metrics.json").read_text())
+        return out
+
+    def __repr__(self) -> str:
+        m = self.config.model
+        return (f"Run({str(self.path)!r}, {m.kind}/{m.norm}, target {self.config.target.kind}, "
+                f"{'finished' if self.finished else 'unfinished'})")
+
+
+def load_run(run_dir: PathLike) -> Run:
+    """Open a finished run directory (ConfigError if it is not one, DataError if training did not finish)."""
+    from cryptonorm.pipeline import finished_run
+
+    return Run(Path(run_dir), finished_run(Path(run_dir)))
+
+
+def train(cfg: Config | PathLike, out: PathLike | None = None, *, candles: pd.DataFrame | None = None,
+          track: str | None = None) -> Run:
+    """Train like `cryptonorm train` (fetching the offline market if needed); returns the run.
+    `track`: "mlflow" or "tensorboard" logs it (experiment = the config's name)."""
+    from cryptonorm import pipeline
+    from cryptonorm.pipeline.tracking import check_backend, log_runs
+
+    config = _config(cfg)
+    backend = check_backend(track)
+    summary = pipeline.train(config, Path(out) if out is not None else None, candles=candles)
+    if backend is not None:
+        log_runs(backend, config.name, [(summary.run_dir.name, summary.run_dir)])
+    return load_run(summary.run_dir)
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    """Like backtesting.py's result: `stats` (a Series), `equity` and `trades` (UTC-indexed frames).
+
+    equity: one row per bar (position, strategy_return, equity, bh_equity, cost, gap, ...);
+    trades: one row per trade, indexed by its entry time; metrics: the full nested dict (metrics.json);
+    path: where it was written (None with write=False).
+    """
+
+    stats: pd.Series
+    equity: pd.DataFrame
+    trades: pd.DataFrame
+    metrics: dict[str, Any]
+    path: Path | None
+
+    def __repr__(self) -> str:
+        return f"BacktestResult(path={str(self.path) if self.path else None!r})\n{self.stats.to_string()}"
+
+
+def backtest(run: Run | PathLike, *, split: str = "test", out: PathLike | None = None, write: bool = True,
+             **overrides: Any) -> BacktestResult:
+    """Backtest a run's saved forecasts (no retraining) with backtest settings as keywords, e.g.
+    `cn.backtest(run, fee_bps=5, threshold=2e-4)`. With no settings and no `out` this is
+    `cryptonorm backtest RUN_DIR` (writes RUN_DIR/backtest/); otherwise `--set`: RUN_DIR/backtest-<hash>/
+    or `out`. `write=False` writes nothing. `split`: "test" (default) or "val"."""
+    from cryptonorm import pipeline
+    from cryptonorm.pipeline import rebacktest
+
+    if split not in ("test", "val"):
+        raise ConfigError(f"split must be 'test' or 'val', got {split!r}")
+    run_dir = run.path if isinstance(run, Run) else Path(run)
+    if overrides or out is not None or split != "test" or not write:
+        path, result = rebacktest.rebacktest(run_dir, overrides, Path(out) if out is not None else None,
+                                             split=split, write=write)
+    else:
+        path, result = pipeline.backtest(run_dir)
+    return BacktestResult(stats(result.metrics), _utc_index(result.equity),
+                          _utc_index(result.trades, "entry_time", "entry"), result.metrics, path)
+
+
+def stats(metrics: dict[str, Any]) -> pd.Series:
+    """The headline numbers of a backtest as one Series: the strategy's metrics, then buy-and-hold's and
+    the costs (prefixed), span and settings."""
+    import pandas as pd
+
+    out: dict[str, Any] = {"start": metrics.get("start"), "end": metrics.get("end")}
+    out.update(metrics["strategy"])
+    out.update({f"before_costs_{k}": metrics["strategy_before_costs"][k] for k in ("total_return", "sharpe")})
+    out.update({f"buy_and_hold_{k}": v for k, v in metrics["buy_and_hold"].items()
+                if k in ("total_return", "cagr", "sharpe", "max_drawdown")})
+    out.update({k: metrics["costs"][k] for k in ("fee_bps", "slippage_bps")})
+    out.update({k: metrics.get(k) for k in ("timeframe", "sizing", "gap_bars")})
+    return pd.Series(out, name="stats", dtype=object)
+
+
+def sweep(path: PathLike, *, out: PathLike | None = None, jobs: int = 1, executor: str = "local",
+          overrides: Mapping[str, Any] | None = None, track: str | None = None) -> pd.DataFrame:
+    """Run (or resume) a sweep like `cryptonorm sweep`, render its report, and return its results table
+    (one row per cell: grid values, status, validation/test metrics, backtest metrics). `track`: log each
+    finished cell as one run under one experiment for the sweep."""
+    import json
+
+    from cryptonorm.pipeline.tracking import check_backend
+    from cryptonorm.study import report
+    from cryptonorm.study.results import collect_results, results_frame
+    from cryptonorm.study.spec import load_sweep
+    from cryptonorm.study.sweep import run_sweep
+
+    sets = [f"{k}={json.dumps(v)}" for k, v in (overrides or {}).items()]
+    backend = check_backend(track)
+    spec = load_sweep(path, sets)
+    outcome = run_sweep(spec, Path(out) if out is not None else None, jobs=jobs, executor=executor)
+    report.render(outcome.sweep_dir)
+    if backend is not None:
+        from cryptonorm.study.tracking import track_sweep
+
+        track_sweep(outcome.sweep_dir, backend)
+    return results_frame(collect_results(outcome.sweep_dir), spec.grid_keys, outcome.sweep_dir)
+
+
+def fetch(cfg: Config | PathLike | None = None, **data: Any) -> pd.DataFrame:
+    """Download (or generate, for the synthetic market) the candles of a config into the store, and return
+    them: timestamp (ms), open, high, low, close, volume, indexed by UTC time. Keywords set `data.*` keys:
+    `cn.fetch(exchange="binance", symbol="BTC/USDT", timeframe="1h", since="2024-01-01")`."""
+    from cryptonorm import pipeline
+    from cryptonorm.config import build_config
+
+    if isinstance(cfg, (str, Path)) or cfg is None:
+        cfg = load_config(cfg, {f"data.{k}": v for k, v in data.items()})
+    elif data:
+        raw = cfg.to_dict()
+        cfg = build_config({**raw, "data": {**raw["data"], **data}}, source="cn.fetch")
+    pipeline.fetch(cfg)
+    return _utc_index(pipeline.load_candles(cfg))
+

@@ -1,0 +1,244 @@
+"""Backtests of a finished run's saved forecasts with other `backtest.*` settings: no retraining.
+
+`rebacktest` writes RUN_DIR/backtest-<hash of the backtest section>/ (or `out`), never over the run's own
+backtest/. `grid` evaluates every combination of a few `backtest.*` values on the VALIDATION split, picks
+the strategy settings (everything but the costs) with the best Sharpe after costs there for each cost
+level, and backtests the TEST split once per cost level with that choice: the test split never takes part
+in a choice, so its figures are honest out-of-sample numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cryptonorm.atomic import write_csv, write_json
+from cryptonorm.config import Config, build_config
+from cryptonorm.errors import ConfigError, DataError
+from cryptonorm.pipeline.backtesting import BACKTEST_DIR, read_forecasts, run_backtest, simulate_split
+
+COST_KEYS = ("fee_bps", "slippage_bps")  # cost scenarios: given by the market, never chosen on data
+MAX_GRID = 400  # combinations; each is one backtest of the validation split
+
+
+# ---------------------------------------------------------------- settings
+
+
+def backtest_overrides(cfg: Config, overrides: Mapping[str, Any], *, option: str = "--set") -> Config:
+    """`cfg` with `backtest.<key>` values replaced (keys with or without the `backtest.` prefix).
+
+    Only settings that act on saved forecasts are allowed: anything outside backtest.*, and
+    backtest.walk_forward.* (it changes the training), is a ConfigError naming the key.
+    """
+    raw = cfg.to_dict()
+    section = dict(raw["backtest"])
+    for key, value in overrides.items():
+        leaf = _leaf(key, option)
+        section[leaf] = value
+    return build_config({**raw, "backtest": section}, source=option)
+
+
+def _leaf(key: str, option: str, *, prefixed: bool = False) -> str:
+    """The backtest field a key names; `prefixed`: the key must be written backtest.KEY (the command line)."""
+    name = key.removeprefix("backtest.")
+    if ("." in key or prefixed) and not key.startswith("backtest."):
+        raise ConfigError(f"{option} {key}: a finished run can only be re-backtested with backtest.* keys "
+                          "(the rest changes the model: train again with `cryptonorm train CONFIG --set ...`)")
+    if name.startswith("walk_forward") or "." in name:
+        raise ConfigError(f"{option} {key}: backtest.walk_forward changes the training, not the backtest; "
+                          "train again with `cryptonorm train CONFIG --set ...`")
+    if name not in Config.model_fields["backtest"].annotation.model_fields:  # type: ignore[union-attr]
+        raise ConfigError(f"{option} {key}: unknown backtest key; see `cryptonorm config show` for the backtest "
+                          "section")
+    return name
+
+
+def settings_hash(cfg: Config) -> str:
+    """8 hex digits identifying the backtest section (what a re-backtest's folder is named after)."""
+    text = json.dumps(cfg.backtest.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+# ---------------------------------------------------------------- one backtest
+
+
+def rebacktest(run_dir: Path, overrides: Mapping[str, Any] | None = None, out: Path | None = None, *,
+               split: str = "test", write: bool = True, fmt: str | None = None) -> tuple[Path | None, Any]:
+    """Backtest RUN_DIR's saved forecasts with `overrides` (backtest.* keys); no retraining.
+
+    Writes what the backtest step writes (reports per `fmt`) to `out`, by default
+    RUN_DIR/backtest-<settings hash>/ (RUN_DIR/backtest/ itself is never written here); `write=False`
+    writes nothing and returns (None, result).
+    """
+    from cryptonorm.pipeline.rundir import finished_run
+
+    run_dir = Path(run_dir)
+    cfg = backtest_overrides(finished_run(run_dir), overrides or {})
+    if not write:
+        return None, simulate_split(read_forecasts(run_dir), cfg, split, run_dir=run_dir)[0]
+    out_dir = _out_dir(run_dir, out, f"backtest-{settings_hash(cfg)}")
+    return out_dir, run_backtest(run_dir, cfg, split, out_dir, fmt=fmt)
+
+
+def _out_dir(run_dir: Path, out: Path | None, default: str) -> Path:
+    """Where a re-backtest goes; refuses the run's own backtest/ and folders that hold something else."""
+    path = Path(out) if out is not None else run_dir / default
+    if path.resolve() == (run_dir / BACKTEST_DIR).resolve() or path.resolve() == run_dir.resolve():
+        raise ConfigError(f"--out {path}: that is the run's own results; choose another folder (default "
+                          f"{run_dir / default})")
+    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / "metrics.json").exists()
+                                                 and not (path / "grid.csv").exists())):
+        raise ConfigError(f"--out {path} exists and is not a backtest folder; choose a new or empty folder")
+    return path
+
+
+# ---------------------------------------------------------------- grids
+
+
+@dataclass
+class GridResult:
+    """A grid on the validation split and the test split backtested once per cost level.
+
+    table: one row per combination: the grid keys, then val_sharpe, val_total_return, val_max_drawdown,
+        val_trades, val_exposure, and `chosen` (the best strategy settings of its cost level).
+    selected: one row per cost level: the grid keys (the chosen values), val_sharpe, then test_sharpe,
+        test_total_return, test_max_drawdown, test_trades and the test buy-and-hold Sharpe.
+    """
+
+    keys: list[str]
+    table: pd.DataFrame
+    selected: pd.DataFrame
+    val: dict[str, Any]  # bars, start, end of the validation split
+    test: dict[str, Any]
+    out_dir: Path | None = None
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+def parse_sets(items: Sequence[str]) -> dict[str, Any]:
+    """`--set backtest.fee_bps=5` items -> {"backtest.fee_bps": 5} (YAML values), keys checked."""
+    from cryptonorm.config import parse_override
+
+    out: dict[str, Any] = {}
+    for item in items:
+        parts, value = parse_override(item)
+        key = ".".join(parts)
+        _leaf(key, "--set", prefixed=True)
+        out[key] = value
+    return out
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
+    """`backtest.threshold=[0,0.0002]` items -> {"threshold": [0, 0.0002]} (YAML values; a scalar is one value)."""
+    from cryptonorm.config import parse_override
+
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        parts, value = parse_override(item)
+        key = ".".join(parts)
+        leaf = _leaf(key, "--grid", prefixed=True)
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise ConfigError(f"--grid {key}: give at least one value, e.g. --grid {key}=[0, 0.0005]")
+        if leaf in grid:
+            raise ConfigError(f"--grid {key} is given twice; list every value in one --grid")
+        grid[leaf] = values
+    if not grid:
+        raise ConfigError("--grid: give at least one backtest.KEY=[v1, v2, ...]")
+    if len(grid) > 2:
+        raise ConfigError(f"--grid: at most two keys (the heatmap's axes), got {', '.join(grid)}")
+    return grid
+
+
+def grid(run_dir: Path, values: Mapping[str, Sequence[Any]], out: Path | None = None, *,
+         overrides: Mapping[str, Any] | None = None, write: bool = True) -> GridResult:
+    """Every combination of `values` (backtest keys -> values) on the validation split; per cost level the
+    best Sharpe after costs there chooses the other settings; the test split is backtested once with them.
+    `overrides` (backtest keys) change the run's settings the grid starts from."""
+    from cryptonorm.pipeline.rundir import finished_run
+
+    run_dir = Path(run_dir)
+    base = backtest_overrides(finished_run(run_dir), overrides or {})
+    keys = [_leaf(k, "--grid") for k in values]
+    if base.backtest.walk_forward.enabled:
+        raise ConfigError(f"--grid chooses settings on the validation split, and {run_dir} is a walk-forward run "
+                          "whose saved forecasts are all test forecasts; grid a single-split run instead")
+    combos = [dict(zip(keys, c, strict=True)) for c in itertools.product(*(list(v) for v in values.values()))]
+    if len(combos) > MAX_GRID:
+        raise ConfigError(f"--grid has {len(combos)} combinations; at most {MAX_GRID}")
+    configs = [backtest_overrides(base, c, option="--grid") for c in combos]  # every value checked first
+    full = read_forecasts(run_dir)
+    val, test = full[full["split"] == "val"], full[full["split"] == "test"]
+    for name, rows in (("validation", val), ("test", test)):
+        if len(rows) < 2:
+            raise DataError(f"the {name} split of {run_dir} has {len(rows)} bar(s); a grid needs at least 2 in "
+                            "the validation and the test split")
+    out_dir = _out_dir(run_dir, out, f"backtest-grid-{_grid_hash(base, values)}") if write else None
+    rows = []
+    for combo, cfg in zip(combos, configs, strict=True):
+        s = simulate_split(full, cfg, "val", forecast_stats=False)[0].metrics["strategy"]
+        rows.append({**combo, "val_sharpe": s["sharpe"], "val_total_return": s["total_return"],
+                     "val_max_drawdown": s["max_drawdown"], "val_trades": s["trades"], "val_exposure": s["exposure"]})
+    table = pd.DataFrame(rows)
+    table["chosen"] = False
+    cost_keys = [k for k in keys if k in COST_KEYS]
+    picked = []
+    for _, group in (table.groupby(cost_keys, sort=False) if cost_keys else [((), table)]):
+        best = int(group["val_sharpe"].fillna(float("-inf")).to_numpy().argmax())  # ties: the first listed
+        idx = group.index[best]
+        table.loc[idx, "chosen"] = True
+        m = simulate_split(full, configs[idx], "test")[0].metrics
+        s, bh = m["strategy"], m["buy_and_hold"]
+        picked.append({**combos[idx], "val_sharpe": table.loc[idx, "val_sharpe"], "test_sharpe": s["sharpe"],
+                       "test_total_return": s["total_return"], "test_max_drawdown": s["max_drawdown"],
+                       "test_trades": s["trades"], "test_bh_sharpe": bh["sharpe"]})
+    result = GridResult(keys, table, pd.DataFrame(picked), _span(val), _span(test), out_dir)
+    if out_dir is not None:
+        _write_grid(result, base)
+    return result
+
+
+def _span(df: pd.DataFrame) -> dict[str, Any]:
+    from cryptonorm.timeframes import format_ms
+
+    ts = df["timestamp"].to_numpy("int64")
+    return {"bars": len(df), "start": format_ms(int(ts[0])), "end": format_ms(int(ts[-1]))}
+
+
+def _grid_hash(base: Config, values: Mapping[str, Sequence[Any]]) -> str:
+    text = json.dumps([base.backtest.model_dump(mode="json"), {k: list(v) for k, v in values.items()}],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _write_grid(result: GridResult, base: Config) -> None:
+    from cryptonorm.render.heatmap import plot_grid
+
+    assert result.out_dir is not None
+    out = result.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    result.paths = {"grid": out / "grid.csv", "selected": out / "selected.csv", "heatmap": out / "heatmap.png",
+                    "meta": out / "grid.json"}
+    write_csv(result.paths["grid"], result.table)
+    write_csv(result.paths["selected"], result.selected)
+    write_json(result.paths["meta"], {"keys": result.keys, "base": base.backtest.model_dump(mode="json"),
+                                      "val": result.val, "test": result.test, "note": grid_note(result)})
+    plot_grid(result.table, result.keys, result.paths["heatmap"],
+              title=f"{base.name}: Sharpe after costs, validation split ({result.val['start']} .. "
+                    f"{result.val['end']})")
+
+
+def grid_note(result: GridResult) -> str:
+    """What was chosen where: the sentence every grid output carries."""
+    chosen = [k for k in result.keys if k not in COST_KEYS]
+    what = f"{', '.join(chosen)} chosen" if chosen else "nothing chosen (costs only)"
+    return (f"grid evaluated on the validation split only ({result.val['bars']} bars, {result.val['start']} .. "
+            f"{result.val['end']}); {what} there by the best Sharpe after costs per cost level; the test split "
+            f"({result.test['bars']} bars, {result.test['start']} .. {result.test['end']}) is backtested once per "
+            "cost level with that choice and reported as is")
