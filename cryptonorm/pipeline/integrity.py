@@ -49,3 +49,15 @@ def verify_run(run_dir: Path, names: tuple[str, ...] | list[str] = CHECKED) -> N
         if sha256(path) != want:
             raise DataError(f"{path} is not the file this run was trained with (its SHA-256 differs from the one "
                             "in run.json): it was replaced or edited; restore the original or train again")
+
+
+def record_file(run_dir: Path, name: str) -> None:
+    """Record the current SHA-256 of RUN_DIR/`name` in run.json: for a deliberate change made by cryptonorm
+    itself (a sweep re-backtest writing a cell's new backtest settings into its config.yaml)."""
+    from cryptonorm.atomic import write_json
+
+    path = Path(run_dir) / "run.json"
+    info = json.loads(path.read_text())
+    if isinstance(info.get("files"), dict):
+        info["files"][name] = sha256(Path(run_dir) / name)
+        write_json(path, info)
