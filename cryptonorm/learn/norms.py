@@ -158,20 +158,23 @@ class BatchRenorm(nn.Module):
             return _normalize(x, self.running_mean, self.running_var, self.eps, self.weight, self.bias)
         mean, var, n = _batch_stats(x)  # (C,), (C,) biased
         std = torch.sqrt(var + self.eps)  # sigma_B
-        run_std = torch.sqrt(self.running_var + self.eps)  # sigma
-        r_max, d_max = self.limits()
-        r = (std.detach() / run_std).clamp(min=1.0 / r_max, max=r_max)  # (C,), no gradient
-        d = ((mean.detach() - self.running_mean) / run_std).clamp(min=-d_max, max=d_max)  # (C,), no gradient
-        out = (x - _per_channel(mean, x)) / _per_channel(std, x) * _per_channel(r, x) + _per_channel(d, x)
-        with torch.no_grad():  # after r and d used the old averages, as in Algorithm 1
-            self.running_mean.lerp_(mean.detach(), self.momentum)
-            self.running_var.lerp_(var.detach() * n / (n - 1), self.momentum)
+        with torch.no_grad():  # r and d are constants for the gradient (stop_gradient)
+            run_std = torch.sqrt(self.running_var + self.eps)  # sigma
+            r_max, d_max = self.limits()
+            r = (std / run_std).clamp(min=1.0 / r_max, max=r_max)  # (C,)
+            d = ((mean - self.running_mean) / run_std).clamp(min=-d_max, max=d_max)  # (C,)
+            # after r and d used the old averages, as in Algorithm 1
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var * n / (n - 1), self.momentum)
             self.steps += 1
+        # ((x - mu_B) / sigma_B * r + d) * gamma + beta, as one scale and one shift per channel
+        scale = r / std  # (C,)
+        shift = d
         if self.weight is not None:
-            out = out * _per_channel(self.weight, x)
+            scale, shift = scale * self.weight, shift * self.weight
         if self.bias is not None:
-            out = out + _per_channel(self.bias, x)
-        return out
+            shift = shift + self.bias
+        return torch.addcmul(_per_channel(shift, x), x - _per_channel(mean, x), _per_channel(scale, x))
 
 
 class StepBatchNorm(nn.Module):
@@ -361,12 +364,11 @@ class RevIN(nn.Module):
 
     def normalize(self, x: torch.Tensor) -> tuple[torch.Tensor, WindowStats]:
         """(B, W, F) -> normalized (B, W, F) and the window statistics for `invert`."""
-        mean = x.mean(dim=1, keepdim=True)  # (B, 1, F)
-        std = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + self.eps)  # (B, 1, F)
-        z = (x - mean) / std
+        var, mean = torch.var_mean(x, dim=1, keepdim=True, correction=0)  # (B, 1, F) each, one pass
+        std = torch.sqrt(var + self.eps)  # (B, 1, F)
         if self.weight is not None and self.bias is not None:
-            z = z * self.weight + self.bias
-        return z, (mean, std)
+            return torch.addcmul(self.bias, x - mean, self.weight / std), (mean, std)  # gain folded in: fewer ops
+        return (x - mean) / std, (mean, std)
 
     def invert(self, z: torch.Tensor, stats: WindowStats) -> torch.Tensor:
         """Inverse of `normalize` for a (B, W, F) tensor: returns the input."""
