@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_backtest.py
 	$(BIN)/python benchmarks/bench_vol.py
 	$(BIN)/python benchmarks/bench_training.py --quick
+	$(BIN)/python benchmarks/bench_norms.py --kinds mlp
 	$(BIN)/python benchmarks/bench_fetch_soak.py --years 0.5
 	$(BIN)/python benchmarks/bench_reports.py --repeat 2
 

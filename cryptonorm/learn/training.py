@@ -30,6 +30,7 @@ from cryptonorm.errors import ConfigError, TrainingError
 from cryptonorm.learn import accel
 from cryptonorm.learn.checkpoints import save_checkpoint
 from cryptonorm.learn.device import resolve_device, seed_everything
+from cryptonorm.learn.input_norms import RevIN, revin_target_feature
 from cryptonorm.learn.loop import (
     Batches,
     EarlyStopping,
@@ -43,14 +44,7 @@ from cryptonorm.learn.loop import (
 from cryptonorm.learn.loop import gather_windows as gather_windows  # re-exported: predict and callers use it
 from cryptonorm.learn.losses import make_loss
 from cryptonorm.learn.models import Forecaster, build_model
-from cryptonorm.learn.norms import (
-    BATCH_NORMS,
-    RevIN,
-    eval_uses_batch_statistics,
-    recalibrate,
-    revin_target_feature,
-    uses_batch_statistics,
-)
+from cryptonorm.learn.norms import BATCH_NORMS, eval_uses_batch_statistics, recalibrate, uses_batch_statistics
 
 
 class WindowedData(Protocol):
@@ -192,7 +186,7 @@ def _recalibrate(state: TrainState, data: Batches, cfg: Config, checkpoint: str 
 
 def _set_revin_target(model: Forecaster, ds: WindowedData, cfg: Config) -> str | None:
     """RevIN with revin_denorm auto: de-normalize forecasts with the window statistics of the input column
-    in the target's units (norms.revin_target_feature). Needs the dataset's feature names and scaler (a bare
+    in the target's units (input_norms.revin_target_feature). Needs the dataset's feature names and scaler (a bare
     WindowedData has neither: then nothing is de-normalized). Returns the column's name, or None."""
     if not isinstance(model.input_norm, RevIN) or cfg.model.revin_denorm == "off":
         return None

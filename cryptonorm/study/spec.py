@@ -88,6 +88,7 @@ class Sweep:
         return Path("sweeps") / self.spec.name
 
 
+# long function: one pass over the sweep file, each check in the order a user reads the file
 def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
     """Read and validate a sweep file and every cell's config; ConfigError (one line) names the problem."""
     path = Path(path)
