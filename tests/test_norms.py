@@ -13,16 +13,14 @@ from torch import nn
 from torch.func import functional_call
 
 from cryptonorm.config import ModelConfig
+from cryptonorm.learn.input_norms import DAIN, RevIN, revin_target_feature
 from cryptonorm.learn.models import Forecaster, build_model
 from cryptonorm.learn.norms import (
-    DAIN,
     BatchNorm,
     BatchRenorm,
-    RevIN,
     StepBatchNorm,
     eval_uses_batch_statistics,
     recalibrate,
-    revin_target_feature,
     uses_batch_statistics,
 )
 

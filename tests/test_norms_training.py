@@ -21,7 +21,8 @@ from cryptonorm.config import Config, ModelConfig, TargetConfig, TrainConfig
 from cryptonorm.errors import ConfigError, TrainingError
 from cryptonorm.features.scaling import Scaler
 from cryptonorm.learn.checkpoints import load_checkpoint
-from cryptonorm.learn.norms import BatchNorm, BatchRenorm, RevIN, StepBatchNorm
+from cryptonorm.learn.input_norms import RevIN
+from cryptonorm.learn.norms import BatchNorm, BatchRenorm, StepBatchNorm
 from cryptonorm.learn.training import fit, gather_windows, predict
 
 torch.set_num_threads(1)

@@ -17,7 +17,7 @@ from cryptonorm.timeframes import format_ms, timeframe_ms
 if TYPE_CHECKING:
     pass
 
-from cryptonorm.features.dataset import min_bars, prepare, prepare_unchecked
+from cryptonorm.features.dataset import Prepared, min_bars, prepare, prepare_unchecked
 from cryptonorm.features.splits import split
 
 # ---------------------------------------------------------------- look-ahead audit
@@ -67,6 +67,25 @@ def _diff_rows(a: np.ndarray, b: np.ndarray, rtol: float, atol: float) -> tuple[
     return bad, float(np.nanmax(d)) if np.isfinite(d).any() else math.inf
 
 
+def _cut_points(full: Prepared, ts_c: np.ndarray, cfg: Config, n_points: int,
+                points: Sequence[int] | None) -> list[int]:
+    """The rows after which the audit cuts the data: `points`, or `n_points` evenly spaced from late enough
+    that the truncated data still has samples whose label span ends inside it, to the end."""
+    n = len(ts_c)
+    if points is not None:
+        cuts = sorted({int(p) for p in points})
+        bad = [p for p in cuts if not 0 <= p < n]
+        if bad:
+            raise DataError(f"audit points {bad} are not rows of the data (0 .. {n - 1})")
+        return cuts
+    first_valid_ts = int(full.timestamps[np.argmax(full.valid)])
+    lo = max(int(np.searchsorted(ts_c, first_valid_ts)) + full.horizon + 1, min_bars(cfg) - 1)
+    hi = n - 2
+    if hi < lo:
+        raise DataError(f"too few bars ({n}) to audit; use more data")
+    return sorted({int(round(x)) for x in np.linspace(lo, hi, max(1, n_points))})
+
+
 def audit(candles: pd.DataFrame, cfg: Config, n_points: int = 5, *, points: Sequence[int] | None = None,
           rtol: float = 1e-9, atol: float = 1e-12, funding: pd.DataFrame | None = None) -> AuditReport:
     """Look-ahead audit: cut the data after several bars t, recompute everything, compare with the
@@ -84,19 +103,7 @@ def audit(candles: pd.DataFrame, cfg: Config, n_points: int = 5, *, points: Sequ
     ds = split(full, cfg)
     ts_c = candles["timestamp"].to_numpy(dtype="int64")
     h = full.horizon
-    if points is None:
-        first_valid_ts = int(full.timestamps[np.argmax(full.valid)])
-        # late enough that the truncated data still has samples whose label span ends inside it
-        lo = max(int(np.searchsorted(ts_c, first_valid_ts)) + h + 1, min_bars(cfg) - 1)
-        hi = len(candles) - 2
-        if hi < lo:
-            raise DataError(f"too few bars ({len(candles)}) to audit; use more data")
-        cuts = sorted({int(round(x)) for x in np.linspace(lo, hi, max(1, n_points))})
-    else:
-        cuts = sorted({int(p) for p in points})
-        bad = [p for p in cuts if not 0 <= p < len(candles)]
-        if bad:
-            raise DataError(f"audit points {bad} are not rows of the data (0 .. {len(candles) - 1})")
+    cuts = _cut_points(full, ts_c, cfg, n_points, points)
     found: dict[str, Leak] = {}
 
     def note(name: str, rows: np.ndarray, diff: float, cut_ts: int) -> None:

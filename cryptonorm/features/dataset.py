@@ -240,6 +240,18 @@ def prepare_unchecked(candles: pd.DataFrame, cfg: Config, funding: pd.DataFrame 
         span = None if f.gap_policy == "ffill" else np.r_[1, np.diff(ts) // timeframe_ms(cfg.data.timeframe)]
         y, _, bar_var = realized.labels(candles, h, cfg.target.rv, cfg.target.vol_form, span)
 
+    valid, inputs_valid, dropped = _validity(feats, y, ts, filled, cfg)
+    return Prepared(timestamps=ts, close=close, features=feats, feature_names=names, y=y, outcome=outcome,
+                    valid=valid, window=w, horizon=h, dropped=dropped, kind=cfg.target.kind, filled=filled,
+                    inputs_valid=inputs_valid, bar_var=bar_var, vol_form=cfg.target.vol_form)
+
+
+def _validity(feats: np.ndarray, y: np.ndarray, ts: np.ndarray, filled: np.ndarray,
+              cfg: Config) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """(valid (N,), inputs_valid (N,), drop counts by reason) of every row as a sample's end row (rules in
+    the module docstring)."""
+    f, w, h = cfg.features, cfg.features.window, cfg.target.horizon
+    n = len(ts)
     row_ok = np.ones(n, dtype=bool)
     for j in range(feats.shape[1]):  # column by column: no (N, F) temporary
         row_ok &= np.isfinite(feats[:, j])
@@ -262,7 +274,4 @@ def prepare_unchecked(candles: pd.DataFrame, cfg: Config, funding: pd.DataFrame 
     reasons = {"warmup": warm, "no_label": no_label & ~warm, "gap": gap & ~warm & ~no_label}
     reasons["nan"] = nan & ~warm & ~no_label & ~gap
     valid = ~(warm | no_label | gap | nan)
-    dropped = {k: int(v.sum()) for k, v in reasons.items()}
-    return Prepared(timestamps=ts, close=close, features=feats, feature_names=names, y=y, outcome=outcome,
-                    valid=valid, window=w, horizon=h, dropped=dropped, kind=cfg.target.kind, filled=filled,
-                    inputs_valid=inputs_valid, bar_var=bar_var, vol_form=cfg.target.vol_form)
+    return valid, inputs_valid, {k: int(v.sum()) for k, v in reasons.items()}

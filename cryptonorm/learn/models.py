@@ -18,7 +18,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from cryptonorm.learn.norms import BATCH_NORMS, DAIN, RevIN, SeqNorm, StepBatchNorm, make_input_norm, make_norm
+from cryptonorm.learn.input_norms import DAIN, RevIN, make_input_norm
+from cryptonorm.learn.norms import BATCH_NORMS, SeqNorm, StepBatchNorm, make_norm
 
 if TYPE_CHECKING:  # the config is only read, never needed at run time: models.py imports only torch
     from cryptonorm.config import ModelConfig

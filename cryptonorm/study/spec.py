@@ -101,6 +101,7 @@ class Sweep:
 DEFAULT_SEEDS = 5  # seeds of a sweep that names none: enough for a Wilcoxon p of 0.0625, a t-test below 0.05
 
 
+# long function: one pass over the sweep file, each check in the order a user reads the file
 def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
     """Read and validate a sweep file and every cell's config; ConfigError (one line) names the problem."""
     path = Path(path)

@@ -77,6 +77,7 @@ def prepare_data(sweep: Sweep, on_event: EventFn | None = None) -> tuple[pd.Data
     return candles, data_hash(candles)
 
 
+# long function: the sweep from data to report, read top to bottom (each step is one call)
 def run_sweep(sweep: Sweep, sweep_dir: Path | None = None, *, jobs: int = 1, executor: str = "local",
               address: str | None = None, on_event: EventFn | None = None, cell_plots: bool = True,
               gpus_per_cell: float = 0.0) -> SweepOutcome:
