@@ -304,7 +304,7 @@ def test_batchnorm_batch_of_one_is_refused_with_the_sweep_file(tmp_path: Path, d
              "grid:\n  model.norm: [none, batch]\n")
     code, _, err = cli("sweep", str(write_sweep(tmp_path, data_dir, sweep=sweep)), "--out", str(tmp_path / "out"))
     assert code == 2 and len(err.strip().splitlines()) == 1, err
-    assert "cell [model.norm=batch]: train.batch_size must be >= 2 for model.norm=batch" in err
+    assert "cell [model.norm=batch seed=0]: train.batch_size must be >= 2 for model.norm=batch" in err
     assert not (tmp_path / "out").exists()
 
 
