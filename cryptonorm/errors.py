@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class CryptonormError(Exception):
     """Base class: a user-facing error with a one-line message and an exit code."""
@@ -35,3 +38,32 @@ class TransientExchangeError(ExchangeError):
 
 class TrainingError(CryptonormError):
     """Training cannot go on (a NaN loss, an unavailable device)."""
+
+
+class PathError(CryptonormError):
+    """A file or folder cannot be read or written: permissions, a file where a folder should be, ... (exit 1)."""
+
+
+_WHY = {
+    errno.EACCES: ("permission denied", "choose a location you can write to, or fix its permissions"),
+    errno.EPERM: ("operation not permitted", "choose a location you can write to, or fix its permissions"),
+    errno.ENOTDIR: ("a part of this path is a file, not a folder", "choose a path inside a folder"),
+    errno.EEXIST: ("it already exists", "remove it or choose another path"),
+    errno.ENOENT: ("it does not exist", "check the path"),
+    errno.EISDIR: ("it is a folder, not a file", "give a file name"),
+    errno.ENOSPC: ("no space left on the device", "free some space or choose another location"),
+    errno.EROFS: ("the file system is read-only", "choose another location"),
+    errno.ENAMETOOLONG: ("the name is too long", "choose a shorter path"),
+}
+
+
+def path_error(e: OSError) -> PathError:
+    """One line for an OSError on a path: which path, what is wrong with it and what to do (no class names)."""
+    path = e.filename if e.filename is not None else "?"
+    code = e.errno or 0
+    if code == errno.EEXIST and os.path.isfile(str(path)):  # a folder was to be made where a file is
+        code = errno.ENOTDIR
+        why, fix = "it is a file, not a folder", "choose another path or move the file"
+    else:
+        why, fix = _WHY.get(code, (e.strerror or "the operating system refused", "check the path"))
+    return PathError(f"{path}: {why}; {fix}")

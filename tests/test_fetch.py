@@ -248,7 +248,10 @@ def test_cli_gives_up_on_a_dead_exchange_with_one_line(server: RunningServer, tm
     server.state.inject("502", times=6)
     r = runner.invoke(app, ["fetch", "--config", str(write_config(server, tmp_path)), "--since", "2021-10-01"])
     assert r.exit_code == 1 and "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and "gave up after 6 tries" in r.stderr
+    *retries, error = r.stderr.strip().splitlines()  # a line per retry as it happens, then the one error line
+    assert error.startswith("error: ") and "gave up after 6 tries" in error
+    assert [line.split("; ")[-1] for line in retries] == [
+        f"attempt {n} of 6 failed, retrying in {s:g} s" for n, s in enumerate([0.5, 1, 2, 4, 8], 1)]
     assert cli_sleeps == [0.5, 1.0, 2.0, 4.0, 8.0]
 
 

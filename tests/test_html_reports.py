@@ -8,6 +8,7 @@ CRYPTONORM_REQUIRE_BROWSER=1 (set by .ci/run) a missing browser fails them inste
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -22,6 +23,7 @@ from scipy import stats
 
 from cryptonorm.config import BacktestConfig
 from cryptonorm.errors import ConfigError
+from cryptonorm.pipeline.integrity import sha256
 from cryptonorm.render import html as H
 from cryptonorm.render.html_backtest import MAX_TRADE_MARKERS, backtest_page, before_costs_equity, rolling_sharpe
 from cryptonorm.render.html_sweep import SweepPage, TableData, sweep_page, t_interval
@@ -363,6 +365,9 @@ def test_backtest_cli_prints_the_report_and_a_run_without_a_backtest_says_so(bro
     shutil.rmtree(bare / "backtest")
     f = pd.read_csv(bare / "forecasts.csv")
     f[f["split"] != "test"].to_csv(bare / "forecasts.csv", index=False)
+    info = json.loads((bare / "run.json").read_text())  # as if training had written it: record its hash
+    info["files"]["forecasts.csv"] = sha256(bare / "forecasts.csv")
+    (bare / "run.json").write_text(json.dumps(info))
     code, out, err = cli("backtest", str(bare))
     assert code == 1 and len(err.strip().splitlines()) == 1 and "has 0 bar(s)" in err
     assert f"see {bare / 'backtest' / 'report.html'}" in err

@@ -75,7 +75,7 @@ def finish(proc: subprocess.Popen[str]) -> None:
 
 def check_files(root: Path) -> list[Path]:
     """Every file under `root` is complete; returns the temp files of interrupted atomic writes."""
-    from cryptonorm.learn.checkpoints import load_checkpoint
+    from cryptonorm.learn.checkpoints import load_checkpoint, load_train_state
 
     temps = []
     for p in sorted(root.rglob("*")):
@@ -95,6 +95,8 @@ def check_files(root: Path) -> list[Path]:
             pd.read_csv(p)
         elif name.endswith(".yaml"):
             build_config(read_yaml(p))
+        elif name == "resume.pt":
+            load_train_state(p)  # the training state after the last finished epoch, weights_only=True inside
         elif name.endswith(".pt"):
             load_checkpoint(p)  # torch.load(..., weights_only=True) inside
         elif name.endswith(".png"):
@@ -305,7 +307,8 @@ def test_a_killed_rerun_never_leaves_a_run_dir_mixing_two_runs(tmp_path: Path, s
             raise _Killed
 
         with pytest.raises(_Killed):  # a second run, other settings, killed after its first epoch
-            pipeline.train(load_config(QUICK, [*base, "features.window=6", "seed=3"]), run_dir, progress=die)
+            pipeline.train(load_config(QUICK, [*base, "features.window=6", "seed=3"]), run_dir, force=True,
+                           progress=die)
         code, out, err = cli("backtest", str(run_dir), "--json")
     assert code == 1, "backtest used a run dir whose config.yaml and model.pt belong to another run than its " \
                       "forecasts.csv and run.json"
@@ -376,6 +379,17 @@ CASES: list[tuple[str, list[str], dict[str, str], int, list[str]]] = [
     ("no-store-yet", ["train", "CONFIG", "--set", "data.exchange=binance"], {}, 1, ["cryptonorm fetch"]),
     ("damaged-store", ["train", "CONFIG", "--set", "data.timeframe=2h"], {"STORE-2h": "PAR1 not parquet"}, 1,
      ["unreadable", "delete it and fetch again"]),
+    # issue 11: paths, separators and cross-section config checks, one line each
+    ("semicolon-csv", ["train", "CONFIG", "--set", "data.file=FILE"], {"FILE": rows(0, 1, 2).replace(",", ";")}, 1,
+     ["separated by semicolons", "','"]),
+    ("out-under-a-file", ["train", "CONFIG", "--out=FILE/run"], {"FILE": "x"}, 1,
+     ["candles.csv/run", "is a file, not a folder"]),
+    ("out-not-permitted", ["train", "CONFIG", "--out", "/sys/cryptonorm-test/run"], {}, 1,
+     ["/sys/cryptonorm-test", "choose a location you can write to"]),
+    ("data-dir-under-a-file", ["fetch", "-c", "CONFIG", "--set", "data.dir=FILE/store"], {"FILE": "x"}, 1,
+     ["candles.csv/store", "is a file, not a folder"]),
+    ("batchnorm-batch-of-one", ["train", "CONFIG", "--set", "model.norm=batch", "--set", "train.batch_size=1"], {},
+     2, ["train.batch_size must be >= 2 for model.norm=batch"]),
     # accepted on purpose: exchange exports are often newest first; sorting loses nothing (duplicates do fail)
     ("newest-first-is-sorted", ["fetch", "-c", "CONFIG", "--set", "data.file=FILE"], {"FILE": rows(5, 4, 3, 2, 1)},
      0, []),

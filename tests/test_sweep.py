@@ -185,6 +185,10 @@ def test_tiny_sweep_end_to_end_then_resume_and_report(tmp_path: Path, data_dir: 
         assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (out / "plots" / "test_loss_vs_batch_size.png").exists()  # batch size is not a grid key
     assert "paired tests vs none" in stdout
+    # off a terminal (CliRunner, a pipe, a log): one progress line per finished cell instead of a bar
+    cell_lines = [line for line in err.splitlines() if line.startswith("cell ")]
+    assert [line.split()[1] for line in cell_lines] == ["1/4", "2/4", "3/4", "4/4"], err
+    assert all(" ok " in line and "ETA " in line for line in cell_lines), cell_lines
 
     # re-run: nothing trains again, nothing is rewritten
     before = snapshot(out)
@@ -255,16 +259,27 @@ def test_failing_cell_is_recorded_others_finish_and_rerun_retries(tmp_path: Path
 
 
 def test_runtime_failure_in_a_worker_process(tmp_path: Path, data_dir: Path) -> None:
-    """BatchNorm with batch size 1 validates but cannot train: recorded by the spawned worker, not fatal."""
-    sweep = ("name: bn1\nbase: base.yaml\nset: {train.epochs: 1, train.batch_size: 1}\n"
-             "grid:\n  model.norm: [none, batch]\n")
+    """A window longer than the data validates (the config alone is fine) but cannot train: recorded by the
+    spawned worker, not fatal. (BatchNorm with batch size 1, once this test's case, is now refused with the
+    sweep file: the config alone is wrong, see test_batchnorm_batch_of_one_is_refused_with_the_sweep_file.)"""
+    sweep = ("name: long\nbase: base.yaml\nset: {train.epochs: 1}\n"
+             "grid:\n  features.window: [4, 90000]\n")
     path = write_sweep(tmp_path, data_dir, sweep=sweep)
     out = tmp_path / "out"
     code, _, err = cli("sweep", str(path), "--out", str(out), "--jobs", "2")
     assert code == 1, err
-    df = results(out).set_index("model.norm")
-    assert df.loc["none", "status"] == "ok"
-    assert df.loc["batch", "status"] == "failed" and "batch_size must be >= 2" in df.loc["batch", "error"]
+    df = results(out).set_index("features.window")
+    assert df.loc[4, "status"] == "ok"
+    assert df.loc[90000, "status"] == "failed" and "use more data" in df.loc[90000, "error"], df.loc[90000, "error"]
+
+
+def test_batchnorm_batch_of_one_is_refused_with_the_sweep_file(tmp_path: Path, data_dir: Path) -> None:
+    sweep = ("name: bn1\nbase: base.yaml\nset: {train.epochs: 1, train.batch_size: 1}\n"
+             "grid:\n  model.norm: [none, batch]\n")
+    code, _, err = cli("sweep", str(write_sweep(tmp_path, data_dir, sweep=sweep)), "--out", str(tmp_path / "out"))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "cell [model.norm=batch]: train.batch_size must be >= 2 for model.norm=batch" in err
+    assert not (tmp_path / "out").exists()
 
 
 def _group_alive(pgid: int) -> bool:

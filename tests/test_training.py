@@ -107,8 +107,15 @@ def test_target_standardized_with_train_stats_only() -> None:
 
 @pytest.mark.parametrize("placement", ["layer", "cell"])
 def test_batch_norm_needs_batches_of_two(placement: str) -> None:
+    from cryptonorm.config import build_config
+
     with pytest.raises(ConfigError, match=r"train.batch_size must be >= 2 for model.norm=batch"):
-        fit(toy(), config("lstm", "batch", placement, batch_size=1))
+        build_config({"model": {"kind": "lstm", "norm": "batch", "norm_placement": placement},
+                      "train": {"batch_size": 1}})  # the config alone is refused (config validate, train, sweep)
+    cfg = config("lstm", "batch", placement)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"batch_size": 1})})  # skips validation
+    with pytest.raises(ConfigError, match=r"train.batch_size must be >= 2 for model.norm=batch"):
+        fit(toy(), cfg)
 
 
 @pytest.mark.parametrize(("kind", "placement"), [("mlp", "layer"), ("lstm", "layer"), ("lstm", "cell")])

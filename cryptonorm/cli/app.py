@@ -22,7 +22,7 @@ import typer
 from typer.core import TyperGroup
 
 from cryptonorm import __version__
-from cryptonorm.errors import CryptonormError
+from cryptonorm.errors import CryptonormError, PathError, path_error
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -85,6 +85,7 @@ app.add_typer(config_app, name="config")
 class _State:
     debug = False
     quiet = False
+    resume_hint = ""  # how to resume the command under way if it is interrupted ("" = run it again)
 
 
 STATE = _State()
@@ -136,11 +137,15 @@ def open_report(path: Path) -> None:
     browser.open(Path(path).resolve().as_uri())
 
 
-def console(stderr: bool = False, wide: bool = False) -> Console:
-    """A rich console; `wide`: a log file or pipe gets a wide table (one line per row) instead of 80 columns."""
+PIPED_WIDTH = 10_000  # off a terminal: tables take their natural width (one line per row), never cut at 80
+
+
+def console(stderr: bool = False, wide: bool = True) -> Console:
+    """A rich console. Off a terminal (a log file, a pipe) tables are never truncated or wrapped: they take
+    their natural width. `wide=False` keeps rich's 80 columns there (for text meant to wrap)."""
     from rich.console import Console
 
-    width = 200 if wide and not (sys.stderr if stderr else sys.stdout).isatty() else None
+    width = PIPED_WIDTH if wide and not (sys.stderr if stderr else sys.stdout).isatty() else None
     return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
@@ -149,7 +154,9 @@ def say(msg: str) -> None:
         console().print(msg)
 
 
-_INTERRUPTED = "interrupted: what was already stored is kept; run the command again to resume"
+def _interrupted() -> str:
+    hint = STATE.resume_hint or "run the command again to resume"
+    return f"interrupted: what was already stored is kept; {hint}"
 
 
 @contextlib.contextmanager
@@ -163,10 +170,15 @@ def errors() -> Iterator[None]:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt as e:
-        typer.echo(_INTERRUPTED, err=True)
+        typer.echo(_interrupted(), err=True)
         raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
     except (typer.Exit, typer.Abort):
         raise
+    except OSError as e:
+        if e.filename is None or STATE.debug:  # not about a path (a network error, a broken pipe): below
+            raise
+        typer.echo(f"error: {path_error(e)}", err=True)
+        raise typer.Exit(PathError.exit_code) from None
     except Exception as e:  # a bug, or an environment problem we did not foresee: still one line
         if STATE.debug:
             raise
@@ -216,7 +228,7 @@ def _unraisable(info: Any) -> None:
     would print "Exception ignored" with a traceback and go on. Stop at once instead, with the usual line;
     the temp file of a write in progress is removed by the next run."""
     if isinstance(info.exc_value, KeyboardInterrupt):
-        sys.stderr.write(f"{_INTERRUPTED}\n")
+        sys.stderr.write(f"{_interrupted()}\n")
         sys.stderr.flush()
         os._exit(143 if isinstance(info.exc_value, Terminated) else 130)
     sys.__unraisablehook__(info)
@@ -226,7 +238,11 @@ def main() -> None:
     """Console-script entry point."""
     signal.signal(signal.SIGTERM, _terminate)
     sys.unraisablehook = _unraisable
-    app(prog_name="cryptonorm")
+    try:
+        app(prog_name="cryptonorm")
+    except KeyboardInterrupt as e:  # one that landed outside a command's errors() block (imports, parsing)
+        sys.stderr.write(f"{_interrupted()}\n")
+        sys.exit(143 if isinstance(e, Terminated) else 130)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import typer
 
 from cryptonorm.cli.app import (
@@ -14,9 +12,6 @@ from cryptonorm.cli.app import (
     load_cli_config,
     say,
 )
-
-if TYPE_CHECKING:
-    pass
 
 # ---------------------------------------------------------------- config
 
@@ -32,9 +27,12 @@ def config_show(config: ConfigArg, set_: SetOpt = None) -> None:
 
 @config_app.command("validate")
 def config_validate(config: ConfigArg, set_: SetOpt = None) -> None:
-    """Check a config; exit 2 with the first problem if it is wrong."""
+    """Check a config; exit 2 with the first problem if it is wrong (what train and fetch would refuse)."""
+    from cryptonorm.pipeline.validate import validate_config
+
     with errors():
         cfg = load_cli_config(config, set_)
+        validate_config(cfg)
         source = f"file {cfg.data.file}" if cfg.data.file else cfg.data.exchange
         say(f"{config}: ok ({cfg.model.kind}, norm={cfg.model.norm}, {source} "
              f"{', '.join(cfg.data.symbols)} {cfg.data.timeframe})")

@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 # ---------------------------------------------------------------- train / predict / backtest / run
 
 
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace a finished run in --out (or restart an "
+                                        "interrupted one instead of resuming it).")]
+
+
 @app.command()
 def train(
     config: ConfigArg,
@@ -40,6 +44,7 @@ def train(
     json_: JsonOpt = False,
     set_: SetOpt = None,
     track: TrackOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Train a forecaster; prints the run directory."""
     from cryptonorm import pipeline
@@ -49,7 +54,7 @@ def train(
     with errors():
         cfg = load_cli_config(config, set_)
         backend = check_backend(track)
-        summary = _train(cfg, out, json_)
+        summary = _train(cfg, out, json_, force)
         _track(backend, cfg, summary.run_dir)
         if json_:
             typer.echo(json.dumps(pipeline.json_safe({"run_dir": summary.run_dir, "device": summary.device,
@@ -125,7 +130,7 @@ def backtest(
                 raise UsageError("--grid and --out apply to a run directory; train first, then "
                                  "`cryptonorm backtest RUN_DIR --grid ...`")
             cfg = load_cli_config(target, set_)
-            summary = _train(cfg, None, json_)
+            summary = _train(cfg, None, json_, False)
             out_dir, result = pipeline.backtest(summary.run_dir, fmt=fmt)
             _track(backend, cfg, summary.run_dir)
         _show_backtest(out_dir, result, json_, open_, want)
@@ -150,16 +155,34 @@ def _show_grid(result: Any, json_: bool) -> None:
     typer.echo(str(result.out_dir))
 
 
-def _train(cfg: Config, out: Path | None, json_: bool) -> Any:
-    """Train with an epoch bar (unless quiet or --json); warn on stderr if the loss went non-finite."""
+def _train(cfg: Config, out: Path | None, json_: bool, force: bool, backtest: bool = False,
+           fmt: str | None = None) -> Any:
+    """Train (and backtest) with an epoch bar (unless quiet or --json); warn on stderr if the loss went
+    non-finite; say where an interrupted run was resumed, and how to resume this one if it is interrupted."""
     from cryptonorm import pipeline
     from cryptonorm.render import tables
 
-    with tables.epoch_bar(cfg.train.epochs, disable=STATE.quiet or json_) as update:
-        summary = pipeline.train(cfg, out, progress=update)
+    created = out is None
+    run_dir = pipeline.new_run_dir(cfg) if out is None else out  # named now, so an interrupt can say where
+    STATE.resume_hint = f"run it again with --out {run_dir} to resume"
+    try:
+        with tables.epoch_bar(cfg.train.epochs, disable=STATE.quiet or json_) as update:
+            if backtest:
+                summary, out_dir, result = pipeline.train_and_backtest(cfg, run_dir, force=force, progress=update,
+                                                                       fmt=fmt)
+            else:
+                summary = pipeline.train(cfg, run_dir, force=force, progress=update)
+    except BaseException:
+        if created:
+            pipeline.remove_if_empty(run_dir)  # refused before anything was written: leave no empty folder
+        raise
+    finally:
+        STATE.resume_hint = ""
+    if summary.resumed:
+        typer.echo(f"resumed the interrupted run in {summary.run_dir} {summary.resumed}", err=True)
     if summary.stopped == "non_finite_loss":
         typer.echo(f"warning: {summary.metrics.get('message')}", err=True)
-    return summary
+    return (summary, out_dir, result) if backtest else summary
 
 
 def _show_backtest(out_dir: Path, result: Any, json_: bool, open_: bool, want: tuple[str, ...]) -> None:
@@ -189,6 +212,7 @@ def run(
     fmt: FormatOpt = None,
     open_: OpenOpt = False,
     track: TrackOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Fetch (if missing), train, backtest and report in one go."""
     from cryptonorm import pipeline
@@ -203,11 +227,15 @@ def run(
             say(f"fetching {', '.join(cfg.data.symbols)} {cfg.data.timeframe} from {cfg.data.exchange}")
             with tables.progress_bar("candles", disable=STATE.quiet or json_) as update:
                 pipeline.fetch(cfg, progress=update)
-        summary = _train(cfg, out, json_)
-        if not STATE.quiet and not json_:
-            console().print(tables.train_table(summary))
-        out_dir, result = pipeline.backtest(summary.run_dir, fmt=fmt)
+        summary, out_dir, result = _train(cfg, out, json_, force, backtest=True, fmt=fmt)
         _track(backend, cfg, summary.run_dir)
+        if json_:  # one document: the run, its training and its backtest
+            typer.echo(json.dumps(pipeline.json_safe({
+                "run_dir": summary.run_dir, "device": summary.device, "stopped": summary.stopped,
+                "metrics": summary.metrics, "backtest_dir": out_dir, "backtest": result.metrics})))
+            return
+        if not STATE.quiet:
+            console().print(tables.train_table(summary))
         _show_backtest(out_dir, result, json_, open_, want)
         say(f"run directory: {summary.run_dir}")
 

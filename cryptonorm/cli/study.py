@@ -6,7 +6,6 @@ No torch/pandas at import time: `cryptonorm --help` stays fast. The logic is in 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -122,10 +121,7 @@ def _show(rep: SweepReport) -> None:
 
     if STATE.quiet:
         return
-    from rich.console import Console
-
-    # a log file or pipe gets the whole table on one line per row instead of 80-column wrapping
-    out = console() if sys.stdout.isatty() else Console(highlight=False, soft_wrap=True, width=200)
+    out = console()  # a log file or pipe gets the whole table, one line per row
     header, rows = summary.summary_table(rep, compact=True)
     c = rep.counts
     title = f"sweep {rep.meta['name']}: mean ± std over seeds ({c['ok']}/{c['cells']} cells ok)"

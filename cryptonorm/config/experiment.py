@@ -285,6 +285,17 @@ class Config(Section):
         return v
 
     @model_validator(mode="after")
+    def _across_sections(self) -> Config:
+        # checks that span sections live here, so `config validate`, train, fetch and sweeps all refuse them
+        if self.model.norm == "batch" and self.train.batch_size < 2:
+            raise ValueError(f"train.batch_size must be >= 2 for model.norm=batch; BatchNorm needs at least two "
+                             f"samples per batch for its statistics (got {self.train.batch_size})")
+        if self.model.norm == "instance" and self.features.window < 2:
+            raise ValueError(f"model.norm=instance normalizes over time and needs features.window >= 2 (got "
+                             f"{self.features.window}); lengthen the window or pick another model.norm")
+        return self
+
+    @model_validator(mode="after")
     def _window_norms(self) -> Config:
         if self.model.input_norm != "none" and self.features.window < 2:
             raise ValueError(f"model.input_norm {self.model.input_norm!r} normalizes each window over time and "

@@ -183,8 +183,8 @@ def format_validation_error(e: ValidationError) -> str:
     if err["type"] == "missing":
         return f"{key}: required{more}"
     shown = "" if isinstance(given, dict) or "got" in msg else f" (got {given!r})"
-    if key and msg.startswith(f"{key}."):  # a section-level check already names its dotted key
-        return f"{msg}{shown}{more}"
+    if key and msg.startswith(f"{key}.") or not key and re.match(r"^[a-z_]+\.[a-z_]", msg):
+        return f"{msg}{shown}{more}"  # a section-level or cross-section check already names its dotted key
     return f"{key or 'config'}: {msg}{shown}{more}"
 
 

@@ -43,6 +43,7 @@ class Retry:
     base: float = 0.5  # seconds before the 2nd try; doubles each time
     cap: float = 30.0  # longest single wait
     sleep: Callable[[float], None] = time.sleep
+    notify: Callable[[str], None] | None = None  # told of every retry ("attempt n of m failed, waiting s")
 
 
 def _secrets_from_env(exchange_id: str) -> dict[str, str]:
@@ -71,6 +72,19 @@ def redact(text: str) -> str:
     return text
 
 
+def check_exchange_id(exchange: str) -> None:
+    """ConfigError unless `exchange` is 'synthetic' or a ccxt exchange id (imports ccxt, no network)."""
+    if exchange == "synthetic":
+        return
+    import ccxt
+
+    if exchange not in ccxt.exchanges:
+        hint = did_you_mean(exchange, ccxt.exchanges, n=3, quote=False)
+        hint += " " if hint else ""
+        raise ConfigError(f"data.exchange: unknown exchange {exchange!r}; {hint}"
+                          "use a ccxt exchange id (see ccxt.exchanges) or 'synthetic'")
+
+
 def open_source(data: DataConfig) -> Source:
     """The exchange named by `data.exchange`, configured by `data.exchange_options` (+ env secrets)."""
     if data.exchange == "synthetic":
@@ -79,11 +93,7 @@ def open_source(data: DataConfig) -> Source:
         return SyntheticExchange(data.synthetic)
     import ccxt
 
-    if data.exchange not in ccxt.exchanges:
-        hint = did_you_mean(data.exchange, ccxt.exchanges, n=3, quote=False)
-        hint += " " if hint else ""
-        raise ConfigError(f"data.exchange: unknown exchange {data.exchange!r}; {hint}"
-                          "use a ccxt exchange id (see ccxt.exchanges) or 'synthetic'")
+    check_exchange_id(data.exchange)
     options: dict[str, Any] = {"enableRateLimit": True, "timeout": 30_000}
     options.update(data.exchange_options)
     options.update(_secrets_from_env(data.exchange))
@@ -141,7 +151,10 @@ def call(source: Source, what: str, fn: Callable[[], Any], retry: Retry = Retry(
             if attempt == retry.attempts:
                 raise TransientExchangeError(f"{e} (gave up after {retry.attempts} tries; check the network "
                                              "or raise data.exchange_options.timeout)") from raw
-            retry.sleep(min(retry.cap, retry.base * 2 ** (attempt - 1)))
+            wait = min(retry.cap, retry.base * 2 ** (attempt - 1))
+            if retry.notify is not None:
+                retry.notify(f"{e}; attempt {attempt} of {retry.attempts} failed, retrying in {wait:g} s")
+            retry.sleep(wait)
     raise AssertionError("unreachable")
 
 

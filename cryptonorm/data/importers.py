@@ -33,7 +33,7 @@ def read_user_file(path: str | Path, timeframe: str) -> pd.DataFrame:
         elif name.endswith(".parquet") or name.endswith(".pq"):
             df = pd.read_parquet(p)
         elif name.endswith((".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz", ".txt")):
-            df = pd.read_csv(p)
+            df = pd.read_csv(p, compression=_compression(p))
         else:
             raise DataError(f"data.file {str(p)!r}: unknown format; use .csv, .csv.gz, .parquet, or freqtrade's "
                             ".feather / .json")
@@ -45,6 +45,7 @@ def read_user_file(path: str | Path, timeframe: str) -> pd.DataFrame:
     if len(df) == 0:
         raise DataError(f"data.file {str(p)!r} has no rows; it needs OHLCV candles")
     df.columns = [str(c).strip().lower() for c in df.columns]
+    _check_separator(df, p)
     if "timestamp" not in df.columns:
         for alt in ("datetime", "date", "time", "open_time"):
             if alt in df.columns:
@@ -66,6 +67,32 @@ def read_user_file(path: str | Path, timeframe: str) -> pd.DataFrame:
         return clean(df, timeframe, strict=True)
     except DataError as e:
         raise DataError(f"data.file {str(p)!r}: {e}") from None
+
+
+# the first bytes of the compressed formats pandas reads; a file's content wins over its name
+_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"PK\x03\x04": "zip", b"\xfd7zXZ\x00": "xz"}
+
+
+def _compression(p: Path) -> str | None:
+    """The compression of a CSV by its content (a gzipped file named .csv is read), else by its name."""
+    with open(p, "rb") as f:
+        head = f.read(6)
+    for magic, kind in _MAGIC.items():
+        if head.startswith(magic):
+            return kind
+    return "infer" if p.name.lower().endswith((".gz", ".bz2", ".zip", ".xz")) else None
+
+
+def _check_separator(df: pd.DataFrame, p: Path) -> None:
+    """A CSV read as one column whose header holds ';' or a tab was written with another separator."""
+    if len(df.columns) != 1:
+        return
+    header = str(df.columns[0])
+    for sep, name in ((";", "semicolons"), ("\t", "tabs")):
+        if sep in header:
+            raise DataError(f"data.file {str(p)!r}: the columns look separated by {name} (header {header!r}); "
+                            "cryptonorm reads comma-separated CSV: save it with ',' as the separator (and '.' as "
+                            "the decimal point)")
 
 
 def _to_ms(col: pd.Series, p: Path) -> pd.Series:

@@ -22,6 +22,9 @@ _CHUNK = 1 << 16  # rows per chunk when scaling: bounds the float64 temporaries
 # ---------------------------------------------------------------- scaler
 
 
+KINDS = ("standard", "robust", "minmax", "none")
+
+
 @dataclass(eq=False)
 class Scaler:
     """Per-column affine scaling fitted on training rows only; JSON-safe via to_dict/from_dict.
@@ -40,7 +43,7 @@ class Scaler:
     def fit(self, X: np.ndarray, rows: np.ndarray | None = None, keep: Sequence[int] = (),
             names: list[str] | None = None) -> Scaler:
         """Fit on X[rows] (all rows when None); columns in `keep` stay unscaled. Returns self."""
-        if self.kind not in ("standard", "robust", "minmax", "none"):
+        if self.kind not in KINDS:
             raise ConfigError(f"features.scaler {self.kind!r} is unknown; use standard, robust, minmax or none")
         X = np.asarray(X)
         n_feat = X.shape[1]
@@ -100,6 +103,9 @@ class Scaler:
             kind = str(d["kind"])
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"saved scaler is malformed ({e}); retrain the model") from None
+        if kind not in KINDS:
+            raise DataError(f"saved scaler has an unknown kind {kind!r} (known: {', '.join(KINDS)}); it was "
+                            "edited or comes from another version: retrain the model")
         if center.shape != scale.shape or center.ndim != 1 or not (scale > 0).all():
             raise DataError("saved scaler is malformed (center/scale shapes or a non-positive scale); retrain")
         clip = d.get("clip", CLIP)

@@ -4,6 +4,7 @@ The rules are in `cryptonorm.features.dataset`'s docstring."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -121,6 +122,9 @@ def fold(prep: Prepared, train: slice, val: slice, test: slice, cfg: Config) -> 
 def apply(prep: Prepared, scaler: Scaler, feature_names: list[str]) -> Dataset:
     """Scale new data with a saved scaler (no fitting). Every row whose input window is complete and clean
     goes to test_idx, the latest bars included although their labels lie in the future."""
+    if list(feature_names) != list(prep.feature_names) and sorted(feature_names) == sorted(prep.feature_names):
+        order = [prep.feature_names.index(n) for n in feature_names]  # the same features in another order
+        prep = replace(prep, features=np.asfortranarray(prep.features[:, order]), feature_names=list(feature_names))
     if list(feature_names) != list(prep.feature_names):
         extra = sorted(set(prep.feature_names) - set(feature_names))
         lost = sorted(set(feature_names) - set(prep.feature_names))

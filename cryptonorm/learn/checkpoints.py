@@ -69,3 +69,23 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     model.output = meta["target"]["output"]
     model.to(map_location).eval()
     return model, meta
+
+
+def save_train_state(path: str | Path, state: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """Write a training state (`TrainState.state_dict()`) with a JSON-safe `meta` dict, atomically."""
+    p = Path(path)
+    with atomic_path(p) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, "meta": json.dumps(meta), "state": state}, tmp)
+    return p
+
+
+def load_train_state(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(state, meta) written by `save_train_state` (safe loading: weights_only=True)."""
+    p = Path(path)
+    try:
+        payload = torch.load(p, map_location="cpu", weights_only=True)
+        return payload["state"], json.loads(payload["meta"])
+    except (OSError, EOFError, RuntimeError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as e:
+        raise TrainingError(f"cannot read the training state {str(p)!r} to resume from "
+                            f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                            "pass --force to start over") from e

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -93,6 +95,36 @@ class TrainState:
     # model) and a CUDA-graph step taking a (B,) batch of END rows and returning its mean loss
     step_model: nn.Module | None = None
     graph_step: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue after `epoch`, RNG states included; torch.load(weights_only=True)
+        reads it back."""
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "history": self.history,
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "plateau": self.plateau.state_dict() if self.plateau is not None else None,
+            "gen": self.gen.get_state(),
+            "stopper": self.stopper.state_dict(),
+            "best_state": self.best_state,
+            "rng": rng_states(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()` into a freshly built state (same model, optimizer and scheduler kinds)."""
+        dev = next(iter(self.best_state.values())).device
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])  # moves the moments to the parameters' device
+        if self.plateau is not None and state["plateau"] is not None:
+            self.plateau.load_state_dict(state["plateau"])
+        self.gen.set_state(state["gen"])
+        self.stopper.load_state_dict(state["stopper"])
+        self.best_state = {k: v.to(dev) for k, v in state["best_state"].items()}
+        self.history = list(state["history"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        set_rng_states(state["rng"])
 
 
 def gather_windows(X: torch.Tensor, idx: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
@@ -206,3 +238,26 @@ def epoch_record(state: TrainState, epochs: int, train_loss: float, val_loss: fl
         "samples_per_s": n_used / max(train_seconds, 1e-9),
         "best": improved,
     }
+
+
+def rng_states() -> dict[str, Any]:
+    """The global RNG states (python, numpy, torch CPU and CUDA) as types torch.load(weights_only=True) reads."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    return {
+        "python": random.getstate(),
+        "numpy": [str(kind), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss),
+                  float(cached)],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore `rng_states()` (the CUDA states only where CUDA is available)."""
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

@@ -111,11 +111,15 @@ def fit(
     *,
     progress: Callable[[dict[str, Any]], None] | None = None,
     checkpoint: str | Path | None = None,
+    resume: dict[str, Any] | None = None,
+    on_epoch_end: Callable[[TrainState], None] | None = None,
 ) -> FitResult:
     """Train a fresh model on ds.train_idx, early-stop on ds.val_idx, return the best weights.
 
     `device` defaults to cfg.train.device. `progress` receives each epoch's history dict. With
     `checkpoint`, the best weights are written there (atomically) every time they improve.
+    `on_epoch_end(state)` is called after every epoch that training goes on from (save `state.state_dict()`);
+    `resume` is such a saved state: training continues after its epoch exactly as it would have gone on.
     """
     t = cfg.train
     dev = device if isinstance(device, torch.device) else resolve_device(device or t.device)
@@ -129,13 +133,15 @@ def fit(
     graph = t.cuda_graph and graph_why is None
     data = _batches(ds, cfg, dev, loss_name, drop_single=uses_batch_statistics(model), full_only=graph)
     state = _init_state(model, cfg, dev, loss_name, data.y_mean, data.y_std, capturable=graph)
+    if resume is not None:  # before any graph capture or compilation: they see the restored tensors
+        state.load_state_dict(resume)
     denorm = _set_revin_target(model, ds, cfg)
     # the loss reads the model's output map (positive outputs are part of what is trained): learn/losses.py
     loss_fn = make_loss(loss_name, model.to_forecast, data.y_mean, data.y_std, cfg.target.vol_form)
     use_bf16 = t.precision == "bf16" and dev.type == "cuda"
     notes = [graph_why] if graph_why else []
     notes += _accelerate(state, data, cfg, dev, loss_fn, use_bf16, graph)
-    stopped, bad_value = _epoch_loop(state, data, cfg, loss_fn, use_bf16, progress, checkpoint)
+    stopped, bad_value = _epoch_loop(state, data, cfg, loss_fn, use_bf16, progress, checkpoint, on_epoch_end)
     state.model.load_state_dict(state.best_state)
     if denorm:
         notes.append(f"RevIN de-normalizes the forecast with the window statistics of {denorm}")
@@ -276,7 +282,8 @@ def _init_state(model: Forecaster, cfg: Config, dev: torch.device, loss_name: st
 
 def _epoch_loop(state: TrainState, data: Batches, cfg: Config, loss_fn: nn.Module, use_bf16: bool,
                 progress: Callable[[dict[str, Any]], None] | None,
-                checkpoint: str | Path | None) -> tuple[str, str]:
+                checkpoint: str | Path | None,
+                on_epoch_end: Callable[[TrainState], None] | None = None) -> tuple[str, str]:
     """Epochs state.epoch + 1 .. train.epochs; returns (stopped, the non-finite value if any)."""
     t = cfg.train
     total_steps = t.epochs * data.n_batches
@@ -312,6 +319,8 @@ def _epoch_loop(state: TrainState, data: Batches, cfg: Config, loss_fn: nn.Modul
             return "early_stop", ""
         if state.plateau is not None:
             state.plateau.step(monitored)
+        if on_epoch_end is not None and state.epoch < t.epochs:
+            on_epoch_end(state)
     return "completed", ""
 
 

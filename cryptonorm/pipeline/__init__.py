@@ -4,20 +4,32 @@ This package owns paths, run directories and what is written to disk; the comput
 modules. Every step can be called from Python with a `Config` (see `config.load_config`).
 
 Modules: fetch (the store), prepare (features, audit), rundir (run directories), training (the train step),
-walkforward (its folds), forecasting (predict), backtesting (backtest).
+walkforward (its folds), resume (interrupted training), integrity (file hashes), forecasting (predict),
+backtesting (backtest, and train_and_backtest for `run`).
 """
 
 from cryptonorm.atomic import json_safe, write_csv, write_json, write_text_atomic
 from cryptonorm.data.store import candle_path, consolidate, have_candles, load_candles, store_folder
-from cryptonorm.pipeline.backtesting import backtest
+from cryptonorm.pipeline.backtesting import backtest, train_and_backtest
 from cryptonorm.pipeline.fetch import FetchSummary, fetch
 from cryptonorm.pipeline.forecasting import predict
+from cryptonorm.pipeline.integrity import verify_run
 from cryptonorm.pipeline.prepare import audit, features
-from cryptonorm.pipeline.rundir import finished_run, is_run_dir, load_run_config, new_run_dir, versions
+from cryptonorm.pipeline.rundir import (
+    finished_run,
+    is_run_dir,
+    load_run_config,
+    new_run_dir,
+    remove_if_empty,
+    run_dir_lock,
+    versions,
+)
 from cryptonorm.pipeline.training import TrainSummary, train
+from cryptonorm.pipeline.validate import validate_config
 
 __all__ = [
     "FetchSummary", "TrainSummary", "audit", "backtest", "candle_path", "consolidate", "features", "fetch",
     "finished_run", "have_candles", "is_run_dir", "json_safe", "load_candles", "load_run_config", "new_run_dir",
-    "predict", "store_folder", "train", "versions", "write_csv", "write_json", "write_text_atomic",
+    "predict", "remove_if_empty", "run_dir_lock", "store_folder", "train", "train_and_backtest",
+    "validate_config", "verify_run", "versions", "write_csv", "write_json", "write_text_atomic",
 ]

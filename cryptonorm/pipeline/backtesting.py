@@ -2,10 +2,18 @@
 
 `run_backtest`, `read_forecasts` and `simulate_split` are shared with re-backtests of saved forecasts under
 other settings (rebacktest.py), so both trade the same way (funding, vol_target mode) and write the same files.
+
+A backtest folder is built in a hidden temp folder and renamed into place when complete, so no command ever
+sees a half-written backtest (a killed one leaves a `.backtest.*.tmp` folder that the next train clears).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +21,14 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from cryptonorm.atomic import write_csv, write_json, write_text_atomic
+from cryptonorm.atomic import DIR_MODE, write_csv, write_json, write_text_atomic
 from cryptonorm.config import Config
 from cryptonorm.data.store import load_funding
 from cryptonorm.errors import DataError
-from cryptonorm.pipeline.rundir import finished_run
+from cryptonorm.pipeline.fetch import ProgressFn
+from cryptonorm.pipeline.integrity import verify_run
+from cryptonorm.pipeline.rundir import check_run_dir, finished_run, new_run_dir, run_dir_lock
+from cryptonorm.pipeline.training import TrainSummary, train
 from cryptonorm.timeframes import timeframe_ms
 
 BACKTEST_DIR = "backtest"  # the run's own backtest, written by `cryptonorm run` / `backtest RUN_DIR`
@@ -42,16 +53,20 @@ def backtest(run_dir: Path, split: str = "test", fmt: str | None = None, plot: b
     Other backtest settings on the same forecasts: rebacktest.py."""
     run_dir = Path(run_dir)
     out_dir = run_dir / BACKTEST_DIR
-    return out_dir, run_backtest(run_dir, finished_run(run_dir), split, out_dir, fmt=fmt, plot=plot)
+    cfg = finished_run(run_dir)
+    with run_dir_lock(run_dir):
+        return out_dir, run_backtest(run_dir, cfg, split, out_dir, fmt=fmt, plot=plot)
 
 
 def run_backtest(run_dir: Path, cfg: Config, split: str, out_dir: Path, *, fmt: str | None = None,
                  plot: bool = True) -> Any:
     """Backtest RUN_DIR's saved `split` forecasts with `cfg`'s backtest settings into `out_dir`: equity.csv,
-    trades.csv, metrics.json, backtest.yaml (the settings used) and the reports; returns the Backtest."""
+    trades.csv, metrics.json, backtest.yaml (the settings used) and the reports, all or nothing (a temp folder
+    renamed into place); returns the Backtest. The run's files must match the SHA-256 recorded in run.json."""
     from cryptonorm.pipeline.reports import write_backtest_reports, write_no_backtest_report
     from cryptonorm.render.html import formats
 
+    verify_run(run_dir)  # the model too: a run whose files do not belong together is refused
     want = formats(fmt) if plot else ()
     title = f"{cfg.name}: {cfg.data.symbols[0]} {cfg.data.timeframe}, {split} split"
     full = read_forecasts(run_dir)  # with walk-forward, every out-of-sample fold forecast is "test"
@@ -61,13 +76,17 @@ def run_backtest(run_dir: Path, cfg: Config, split: str, out_dir: Path, *, fmt: 
         page = write_no_backtest_report(out_dir, title, why, want)
         raise DataError(why + (f" (see {page})" if page else ""))
     result, outcome = simulate_split(full, cfg, split)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(out_dir / "equity.csv", result.equity)
-    write_csv(out_dir / "trades.csv", result.trades)
-    write_json(out_dir / "metrics.json", result.metrics)
-    write_text_atomic(out_dir / "backtest.yaml", yaml.safe_dump({"backtest": cfg.backtest.model_dump(mode="json")},
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # the run's own backtest/ (or a new folder) is swapped in whole; an existing folder of the user's is
+    # written into, file by file (each atomically), never replaced
+    swap = out_dir == Path(run_dir) / BACKTEST_DIR or not out_dir.exists()
+    with _folder_swap(out_dir) if swap else _in_place(out_dir) as tmp:
+        write_csv(tmp / "equity.csv", result.equity)
+        write_csv(tmp / "trades.csv", result.trades)
+        write_json(tmp / "metrics.json", result.metrics)
+        write_text_atomic(tmp / "backtest.yaml", yaml.safe_dump({"backtest": cfg.backtest.model_dump(mode="json")},
                                                                 sort_keys=False, default_flow_style=None))
-    write_backtest_reports(out_dir, result, title, want, outcome=outcome)
+        write_backtest_reports(tmp, result, title, want, outcome=outcome)
     return result
 
 
@@ -103,3 +122,36 @@ def simulate_split(full: pd.DataFrame, cfg: Config, split: str, *, forecast_stat
     return bt.simulate(ts, df["close"].to_numpy("float64"), df["forecast"].to_numpy("float64"), cfg.backtest,
                        cfg.data.timeframe, cfg.target.kind, outcome=outcome, forecast_stats=forecast_stats,
                        funding=_funding(cfg, ts)), outcome
+
+
+@contextlib.contextmanager
+def _in_place(target: Path) -> Iterator[Path]:
+    target.mkdir(parents=True, exist_ok=True)
+    yield target
+
+
+@contextlib.contextmanager
+def _folder_swap(target: Path) -> Iterator[Path]:
+    """Yield a hidden temp folder beside `target`; when the block succeeds it replaces `target` by renames."""
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        os.chmod(tmp, DIR_MODE)
+        old = target.with_name(f".{target.name}.old.{os.getpid()}.tmp")
+        if target.exists():
+            target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def train_and_backtest(cfg: Config, out: Path | None = None, *, force: bool = False,
+                       progress: ProgressFn | None = None, fmt: str | None = None) -> tuple[TrainSummary, Path, Any]:
+    """`cryptonorm run`: train, then backtest the test split, with the run directory locked throughout."""
+    run_dir = Path(out) if out is not None else new_run_dir(cfg)
+    check_run_dir(run_dir)
+    with run_dir_lock(run_dir):
+        summary = train(cfg, run_dir, force=force, progress=progress)
+        out_dir, result = backtest(summary.run_dir, fmt=fmt)
+    return summary, out_dir, result

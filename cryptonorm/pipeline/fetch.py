@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ from cryptonorm.data.store import (
     write_pending,
 )
 from cryptonorm.errors import DataError
+from cryptonorm.pipeline.validate import validate_config
 from cryptonorm.timeframes import parse_date, timeframe_ms
 
 if TYPE_CHECKING:
@@ -92,7 +93,10 @@ def fetch(cfg: Config, *, progress: ProgressFn | None = None, retry: Retry | Non
         gaps = find_gaps(df["timestamp"].to_numpy(), data.timeframe)
         return [FetchSummary.of(own, df, len(df), gaps, exchange="file", symbol=data.symbols[0],
                                 timeframe=data.timeframe, source="file")]
+    validate_config(cfg)
     retry = retry or Retry()
+    if progress is not None and retry.notify is None:  # a retrying fetch says so instead of sitting silent
+        retry = replace(retry, notify=lambda msg: progress({"retry": msg}))
     source = open_source(data)
     step = timeframe_ms(data.timeframe)
     until = parse_date(data.until) if data.until else None

@@ -16,7 +16,9 @@ from cryptonorm.config import Config, dump_yaml
 from cryptonorm.data.candles import data_hash
 from cryptonorm.data.store import candle_path, have_candles, load_candles, load_funding
 from cryptonorm.pipeline.fetch import ProgressFn, fetch
-from cryptonorm.pipeline.rundir import check_run_dir, clear_run_outputs, new_run_dir, resolved_paths, versions
+from cryptonorm.pipeline.integrity import file_hashes
+from cryptonorm.pipeline.resume import Checkpointer
+from cryptonorm.pipeline.rundir import begin_run, check_run_dir, new_run_dir, resolved_paths, run_dir_lock, versions
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "lr", "seconds", "samples_per_s"]
 
@@ -31,42 +33,76 @@ class TrainSummary:
     stopped: str
     best_epoch: int
     seconds: float
+    resumed: str = ""  # where an interrupted run was picked up ("after epoch 3"); "" = from scratch
 
 
-def train(cfg: Config, out: Path | None = None, *, progress: ProgressFn | None = None,
+def train(cfg: Config, out: Path | None = None, *, force: bool = False, progress: ProgressFn | None = None,
           candles: pd.DataFrame | None = None) -> TrainSummary:
-    """Train one model; write config, checkpoint, scaler, history, metrics and forecasts to a run dir."""
+    """Train one model; write config, checkpoint, scaler, history, metrics and forecasts to a run dir.
+
+    `out` holding a finished run is refused unless `force`; an interrupted one with the same config resumes
+    after its last finished epoch (or walk-forward fold). The run directory is locked while training.
+    """
     t0 = time.time()
     if candles is None:
         if cfg.data.exchange == "synthetic" and not cfg.data.file and not have_candles(cfg):
             fetch(cfg)  # the offline market is generated on demand: no network, deterministic
         candles = load_candles(cfg)
-    from cryptonorm.features import dataset, splits
-    from cryptonorm.learn import device as device_mod
-    from cryptonorm.learn import training  # torch is imported only once there is data to train on
+    from cryptonorm.features import dataset
+    from cryptonorm.learn import device as device_mod  # torch is imported only once there is data to train on
     from cryptonorm.pipeline.walkforward import walk_forward
 
     prep = dataset.prepare(candles, cfg, load_funding(cfg))  # funding: None unless a swap
     device = device_mod.resolve_device(cfg.train.device)
     run_dir = Path(out) if out is not None else new_run_dir(cfg)
     check_run_dir(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    clear_run_outputs(run_dir)  # a re-run into the same directory never leaves a mix of two runs
-    write_text_atomic(run_dir / "config.yaml", dump_yaml(resolved_paths(cfg)))
-    device_mod.seed_everything(cfg.seed, cfg.train.deterministic)
-    if cfg.backtest.walk_forward.enabled:
-        ds, res, forecasts, split_of, folds = walk_forward(prep, cfg, device, progress, run_dir)
-    else:
-        ds = splits.split(prep, cfg)
-        res = training.fit(ds, cfg, device, progress=progress, checkpoint=run_dir / "model.pt")
-        forecasts = np.full(len(ds.y), np.nan)
-        split_of = np.full(len(ds.y), "", dtype=object)
-        for name in ("train", "val", "test"):
-            idx = getattr(ds, f"{name}_idx")
-            if len(idx):
-                forecasts[idx] = training.predict(res.model, ds, idx, device)
-                split_of[idx] = name
-        folds = []
+    stored, candle_hash = resolved_paths(cfg), data_hash(candles)
+    with run_dir_lock(run_dir):
+        resuming = begin_run(run_dir, stored, force)
+        if not resuming:
+            write_text_atomic(run_dir / "config.yaml", dump_yaml(stored))
+        ck = Checkpointer(run_dir, candle_hash, resuming)
+        device_mod.seed_everything(cfg.seed, cfg.train.deterministic)
+        if cfg.backtest.walk_forward.enabled:
+            ds, res, forecasts, split_of, folds = walk_forward(prep, cfg, device, progress, run_dir, ck)
+        else:
+            ds, res, forecasts, split_of = _single_split(prep, cfg, device, progress, run_dir, ck)
+            folds = []
+        metrics = _write_outputs(run_dir, cfg, prep, ds, res, forecasts, split_of, folds)
+        run_info = {"seed": cfg.seed, "device": str(device), "versions": versions(),
+                    "data": {"path": str(candle_path(stored).resolve()), "hash": candle_hash, "rows": len(candles),
+                             "first": int(candles["timestamp"].iloc[0]),
+                             "last": int(candles["timestamp"].iloc[-1])},
+                    "files": file_hashes(run_dir),  # checked by predict and backtest
+                    "seconds": round(time.time() - t0, 3), "stopped": res.stopped, "resumed": ck.resumed or None,
+                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        write_json(run_dir / "run.json", run_info)
+        ck.finish()
+    return TrainSummary(run_dir, metrics, str(device), res.stopped, res.best_epoch, time.time() - t0, ck.resumed)
+
+
+def _single_split(prep: Any, cfg: Config, device: Any, progress: ProgressFn | None, run_dir: Path,
+                  ck: Checkpointer) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+    """Train on the chronological split; forecasts (N,) of every sample and the split name of each row."""
+    from cryptonorm.features import splits
+    from cryptonorm.learn import training
+
+    ds = splits.split(prep, cfg)
+    res = training.fit(ds, cfg, device, progress=progress, checkpoint=run_dir / "model.pt",
+                       resume=ck.state_for(0), on_epoch_end=ck.saver(0))
+    forecasts = np.full(len(ds.y), np.nan)
+    split_of = np.full(len(ds.y), "", dtype=object)
+    for name in ("train", "val", "test"):
+        idx = getattr(ds, f"{name}_idx")
+        if len(idx):
+            forecasts[idx] = training.predict(res.model, ds, idx, device)
+            split_of[idx] = name
+    return ds, res, forecasts, split_of
+
+
+def _write_outputs(run_dir: Path, cfg: Config, prep: Any, ds: Any, res: Any, forecasts: np.ndarray,
+                   split_of: np.ndarray, folds: list[dict[str, Any]]) -> dict[str, Any]:
+    """history.csv, scaler.json, folds.csv, metrics.json and forecasts.csv; returns the metrics."""
     write_csv(run_dir / "history.csv", pd.DataFrame(res.history).reindex(columns=HISTORY_COLUMNS))
     write_json(run_dir / "scaler.json", {"scaler": ds.scaler.to_dict(), "features": ds.feature_names,
                                           "window": ds.window})
@@ -81,16 +117,11 @@ def train(cfg: Config, out: Path | None = None, *, progress: ProgressFn | None =
         metrics["walk_forward"] = {"folds": len(folds), "mode": cfg.backtest.walk_forward.mode,
                                    "step": cfg.backtest.walk_forward.step,
                                    "train_bars": cfg.backtest.walk_forward.train_bars}
-        write_csv(run_dir / "folds.csv", pd.DataFrame(folds))
+        write_csv(run_dir / "folds.csv", pd.DataFrame(folds), times=("train_start", "train_end", "test_start",
+                                                                      "test_end"))
     write_json(run_dir / "metrics.json", metrics)
     _write_forecasts(run_dir, ds, forecasts, split_of, vol)
-    run_info = {"seed": cfg.seed, "device": str(device), "versions": versions(),
-                "data": {"path": str(candle_path(cfg)), "hash": data_hash(candles), "rows": len(candles),
-                         "first": int(candles["timestamp"].iloc[0]), "last": int(candles["timestamp"].iloc[-1])},
-                "seconds": round(time.time() - t0, 3), "stopped": res.stopped,
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    write_json(run_dir / "run.json", run_info)
-    return TrainSummary(run_dir, metrics, str(device), res.stopped, res.best_epoch, time.time() - t0)
+    return metrics
 
 
 def _split_metrics(ds: Any, forecasts: np.ndarray, split_of: np.ndarray, cfg: Config,

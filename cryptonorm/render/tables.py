@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,17 +25,36 @@ from rich.table import Table
 from cryptonorm.text import fmt
 from cryptonorm.timeframes import format_ms
 
+LINE_EVERY_S = 5.0  # off a terminal: a fetch progress line at most this often per symbol
+
 
 @contextlib.contextmanager
 def progress_bar(unit: str, disable: bool = False) -> Iterator[Callable[[dict[str, Any]], None]]:
-    """A download bar fed by fetch's progress dicts (symbol, candles, expected, pages)."""
+    """A download bar fed by fetch's progress dicts (symbol, candles, expected, pages; or a retry message).
+
+    Not on a terminal (a log file, a pipe): a line per symbol every few seconds and at the end instead.
+    """
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    lines = not disable and not sys.stderr.isatty()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[pages]} pages"), TimeRemainingColumn(),
-                  console=Console(stderr=True), disable=disable or not sys.stderr.isatty(), transient=True) as bar:
+                  console=err, disable=disable or lines, transient=True) as bar:
         tasks: dict[str, Any] = {}
+        last: dict[str, float] = {}
 
         def update(info: dict[str, Any]) -> None:
+            if "retry" in info:  # a slow or failing exchange: say so rather than sit silent
+                if not disable:
+                    err.print(f"retrying: {info['retry']}")
+                return
             key = info["symbol"]
+            if lines:
+                now, done = time.monotonic(), info["candles"] >= info["expected"]
+                if done or now - last.get(key, 0.0) >= LINE_EVERY_S:
+                    last[key] = now
+                    err.print(f"{key} {unit}: {info['candles']:,} of ~{info['expected']:,} "
+                              f"({info['pages']} pages)")
+                return
             if key not in tasks:
                 tasks[key] = bar.add_task(f"{key} {unit}", total=info["expected"], pages=0)
             bar.update(tasks[key], completed=info["candles"], total=info["expected"], pages=info["pages"])
@@ -44,18 +64,39 @@ def progress_bar(unit: str, disable: bool = False) -> Iterator[Callable[[dict[st
 
 @contextlib.contextmanager
 def epoch_bar(epochs: int, disable: bool = False) -> Iterator[Callable[[dict[str, Any]], None]]:
-    """An epoch bar showing train/val loss, fed by training's per-epoch dicts."""
+    """An epoch bar showing train/val loss, fed by training's per-epoch dicts.
+
+    Not on a terminal: one line per epoch (fold, epoch, losses, samples/s, ETA of the fold) instead.
+    """
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    lines = not disable and not sys.stderr.isatty()
     with Progress(TextColumn("epoch"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                  TimeElapsedColumn(), console=Console(stderr=True), disable=disable or not sys.stderr.isatty(),
-                  transient=True) as bar:
+                  TimeElapsedColumn(), console=err, disable=disable or lines, transient=True) as bar:
         task = bar.add_task("train", total=epochs, info="")
+        spent: list[float] = []
 
         def update(info: dict[str, Any]) -> None:
-            text = (f"train {info.get('train_loss', float('nan')):.4g}  val {info.get('val_loss', float('nan')):.4g}"
+            text = (f"train {_loss(info.get('train_loss'))}  val {_loss(info.get('val_loss'))}"
                     f"  {info.get('samples_per_s', 0):,.0f} samples/s")
+            if lines:
+                epoch, total = int(info.get("epoch", 0)), int(info.get("epochs", epochs))
+                spent.append(float(info.get("seconds", 0.0)))
+                eta = sum(spent[-5:]) / len(spent[-5:]) * max(total - epoch, 0)
+                fold = f"fold {info['fold']} " if "fold" in info else ""
+                err.print(f"{fold}epoch {epoch}/{total}  {text}  ETA {_duration(eta)}")
+                return
             bar.update(task, completed=info.get("epoch", 0), info=text)
 
         yield update
+
+
+def _loss(v: Any) -> str:
+    return "-" if v is None else f"{float(v):.4g}"
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 def fetch_table(summaries: list[Any]) -> Table:
@@ -150,12 +191,18 @@ def render_audit(console: Console, result: Any, quiet: bool = False) -> bool:
 
 @contextlib.contextmanager
 def sweep_bar(disable: bool = False) -> Iterator[Callable[[dict[str, Any]], None]]:
-    """Overall progress: cells done / failed, ETA; failures printed as they happen."""
+    """Overall progress: cells done / failed, ETA; failures printed as they happen.
+
+    Not on a terminal: one line per finished cell (done/total, failed, its label, ETA) instead of the bar.
+    """
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    lines = not disable and not sys.stderr.isatty()
+    t0 = time.monotonic()
     with Progress(TextColumn("cells"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"),
                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err,
-                  disable=disable or not sys.stderr.isatty(), transient=True) as bar:
+                  disable=disable or lines, transient=True) as bar:
         task: list[Any] = []
+        todo: list[int] = []
 
         def update(ev: dict[str, Any]) -> None:
             if ev["event"] == "fetch":
@@ -167,9 +214,14 @@ def sweep_bar(disable: bool = False) -> Iterator[Callable[[dict[str, Any]], None
                     err.print(f"{ev['todo']} to run, {ev['skipped']} finished earlier{stale}; data {ev['data_hash']}; "
                               f"{ev['sweep_dir']}")
                 task.append(bar.add_task("cells", total=ev["todo"], failed=0))
+                todo.append(int(ev["todo"]))
             elif ev["event"] == "cell":
                 if ev["status"] != "ok":
                     err.print(f"[red]failed[/red] {ev['label']}: {ev['error']}")
+                if lines and todo and ev["done"]:
+                    eta = (time.monotonic() - t0) / ev["done"] * max(todo[0] - ev["done"], 0)
+                    err.print(f"cell {ev['done']}/{todo[0]} {ev['status']} {ev['label']} ({ev['failed']} failed)  "
+                              f"ETA {_duration(eta)}")
                 if task:
                     bar.update(task[0], completed=ev["done"], failed=ev["failed"])
 

@@ -94,11 +94,13 @@ def rebacktest_cell(cdir: Path, cfg: Config, plot: bool = True) -> dict[str, Any
     """Backtest a trained cell again with `cfg`'s backtest settings (no training): its run's config.yaml
     gets the new backtest section, run/backtest/ and result.json the new figures."""
     from cryptonorm import pipeline
+    from cryptonorm.pipeline.integrity import record_file
 
     run_dir, path = cdir / "run", cdir / RESULT_FILE
     raw = yaml.safe_load((run_dir / "config.yaml").read_text())
     raw["backtest"] = cfg.backtest.model_dump(mode="json")
     pipeline.write_text_atomic(run_dir / "config.yaml", dump_yaml(build_config(raw, source=str(run_dir))))
+    record_file(run_dir, "config.yaml")  # a deliberate change: the run's integrity check follows it
     _, bt = pipeline.backtest(run_dir, fmt="png", plot=plot)  # as run_cell: no page per cell
     m = bt.metrics
     result = {**(read_result(path) or {}), "backtest_hash": settings_hash(cfg),

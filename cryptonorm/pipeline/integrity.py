@@ -1,0 +1,63 @@
+"""Run integrity: the SHA-256 of the files a run's later steps read, recorded in run.json and checked.
+
+A model.pt copied in from another run, an edited config.yaml or scaler.json, or forecasts.csv changed by hand
+would otherwise give different forecasts or backtests without a word.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from cryptonorm.errors import DataError
+
+CHECKED = ("model.pt", "scaler.json", "config.yaml", "forecasts.csv")  # what run.json records
+
+
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_hashes(run_dir: Path) -> dict[str, str]:
+    """{name: sha256} of the CHECKED files that exist in the run directory (for run.json)."""
+    return {name: sha256(run_dir / name) for name in CHECKED if (run_dir / name).is_file()}
+
+
+def verify_run(run_dir: Path, names: tuple[str, ...] | list[str] = CHECKED) -> None:
+    """DataError (exit 1) naming the first of `names` whose SHA-256 differs from the one run.json recorded.
+
+    Runs trained before hashes were recorded have none to check against and pass.
+    """
+    run_dir = Path(run_dir)
+    try:
+        recorded = json.loads((run_dir / "run.json").read_text()).get("files") or {}
+    except (OSError, ValueError, AttributeError) as e:
+        raise DataError(f"{run_dir / 'run.json'} cannot be read ({e}); train the run again") from None
+    for name in names:
+        want = recorded.get(name)
+        if want is None:
+            continue
+        path = run_dir / name
+        if not path.is_file():
+            raise DataError(f"{path} is missing; the run is incomplete: train it again")
+        if sha256(path) != want:
+            raise DataError(f"{path} is not the file this run was trained with (its SHA-256 differs from the one "
+                            "in run.json): it was replaced or edited; restore the original or train again")
+
+
+def record_file(run_dir: Path, name: str) -> None:
+    """Record the current SHA-256 of RUN_DIR/`name` in run.json: for a deliberate change made by cryptonorm
+    itself (a sweep re-backtest writing a cell's new backtest settings into its config.yaml)."""
+    from cryptonorm.atomic import write_json
+
+    path = Path(run_dir) / "run.json"
+    info = json.loads(path.read_text())
+    if isinstance(info.get("files"), dict):
+        info["files"][name] = sha256(Path(run_dir) / name)
+        write_json(path, info)
