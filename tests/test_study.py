@@ -99,6 +99,9 @@ def test_study_end_to_end_then_resume(tmp_path: Path) -> None:
     md = (out / cl.VERDICTS_MD).read_text()
     assert "Claim 1: BatchNorm lowers the test loss (tiny)" in md and f"**Verdict: {rec['verdict']}**" in md
     assert "synthetic market, planted signal 0.5" in md and "Holm" in md
+    page = (out / cl.VERDICTS_HTML).read_text()
+    assert page.rstrip().endswith("</html>") and "BatchNorm lowers the test loss (tiny)" in page
+    assert (out / "plotly.min.js").is_file()
     for p in rec["plots"]:
         assert Path(p).stat().st_size > 0
     assert (out / "tiny_claim" / "summary.md").exists()  # the claim's sweep, rendered like any sweep

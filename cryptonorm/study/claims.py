@@ -5,6 +5,7 @@ Layout of STUDY_DIR (default studies/quick or studies/full):
     <sweep name>/               that sweep's directory (cells/, sweep_results.csv, summary.md, plots/)
     verdicts.md                 per claim: data, seeds, the numbers, Holm-corrected p-values, the verdict
     verdicts.json               the same as data (a list of dicts), for other renderers
+    verdicts.html               the same as an interactive page (plotly; when the html extra is installed)
     plots/claim<N>_*.png        per claim: the metric by group over seeds, and the effects with 95% CIs
 
 Every claim file is loaded and checked (schema, every cell's config, rule against grid, metric against
@@ -14,6 +15,7 @@ cells (the sweep machinery's result.json) and re-judges from what is on disk.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -32,6 +34,7 @@ from cryptonorm.study.claim_spec import SEED_KEY, Claim, find_claims, grid_value
 EventFn = Callable[[dict[str, Any]], None]
 VERDICTS_JSON = "verdicts.json"
 VERDICTS_MD = "verdicts.md"
+VERDICTS_HTML = "verdicts.html"
 
 
 @dataclass
@@ -206,3 +209,9 @@ def write_outputs(outcome: StudyOutcome) -> None:
             "written": datetime.now(timezone.utc).isoformat(timespec="seconds"), "claims": outcome.claims}
     write_json(outcome.study_dir / VERDICTS_JSON, meta)
     write_text_atomic(outcome.study_dir / VERDICTS_MD, verdicts_md.markdown(meta, outcome.study_dir))
+    with contextlib.suppress(ImportError):  # the interactive page needs plotly (the `html` extra); md and json do not
+        import plotly  # noqa: F401
+
+        from cryptonorm.render.html_verdicts import verdicts_page
+
+        verdicts_page(outcome.claims, outcome.study_dir / VERDICTS_HTML)
