@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cryptonorm.study.stats import paired_t, paired_wilcoxon
+from cryptonorm.study.stats import holm, paired_t, paired_wilcoxon
 
 Claimed = Literal["lower", "higher", "either"]
 VERDICTS = ("supported", "contradicted", "inconclusive")
@@ -85,22 +85,6 @@ class Verdict:
 
 
 # ---------------------------------------------------------------- statistics
-
-
-def holm(pvalues: list[float] | np.ndarray) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (NaN stays NaN and does not count in the family)."""
-    p = np.asarray(pvalues, dtype="float64")
-    out = np.full(p.shape, math.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    m = len(ok)
-    if not m:
-        return out
-    order = ok[np.argsort(p[ok], kind="stable")]
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p[i]))  # step-down, kept monotone
-        out[i] = running
-    return out
 
 
 def bootstrap_ci(samples: tuple[np.ndarray, ...], statistic: Any, paired: bool = True,
