@@ -15,10 +15,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cryptonorm.atomic import json_safe as to_json_safe
 from cryptonorm.config import BacktestConfig
 from cryptonorm.errors import ConfigError, DataError
 from cryptonorm.timeframes import bars_per_year
-from cryptonorm.trade.backtest import simulate, to_json_safe
+from cryptonorm.trade.backtest import simulate
 from cryptonorm.trade.performance import drawdown, per_year, performance
 from cryptonorm.trade.trades import TRADE_COLUMNS
 

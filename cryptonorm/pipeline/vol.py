@@ -22,6 +22,7 @@ import pandas as pd
 
 from cryptonorm.config import Config
 from cryptonorm.features import realized
+from cryptonorm.features.splits import embargo_bars
 from cryptonorm.trade import vol_baselines, vol_metrics
 
 
@@ -36,7 +37,7 @@ class VolContext:
         train = np.flatnonzero(split_of == "train")
         if len(train) == 0:  # walk-forward: everything valid before the first fold's embargo
             first = int(np.flatnonzero(split_of == "test")[0])
-            embargo = cfg.split.embargo if cfg.split.embargo is not None else prep.horizon + prep.window
+            embargo = embargo_bars(prep, cfg)
             train = np.flatnonzero(prep.valid[: max(first - embargo, 0)])
         self.train_rows = train
         ts = prep.timestamps

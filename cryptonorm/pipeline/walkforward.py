@@ -10,6 +10,7 @@ import numpy as np
 
 from cryptonorm.config import Config
 from cryptonorm.errors import ConfigError, DataError
+from cryptonorm.features.splits import embargo_bars
 from cryptonorm.pipeline.fetch import ProgressFn
 from cryptonorm.pipeline.resume import Checkpointer
 
@@ -37,7 +38,7 @@ def walk_forward(prep: Any, cfg: Config, device: Any, progress: ProgressFn | Non
 
     wf = cfg.backtest.walk_forward
     n = len(prep.timestamps)
-    embargo = cfg.split.embargo if cfg.split.embargo is not None else prep.horizon + prep.window
+    embargo = embargo_bars(prep, cfg)
     if wf.train_bars + 2 * embargo + wf.step > n:
         raise ConfigError(f"backtest.walk_forward needs train_bars + 2 x embargo + step = "
                           f"{wf.train_bars + 2 * embargo + wf.step} bars, the data has {n}; lower "

@@ -37,9 +37,10 @@ from cryptonorm.render.html import (
     utc,
     write_page,
 )
-from cryptonorm.render.plots import TABLE_ROWS, drawdown_curve, metric_columns, metrics_caption
+from cryptonorm.render.plots import TABLE_ROWS, metric_columns, metrics_caption
 from cryptonorm.text import fmt
 from cryptonorm.timeframes import bars_per_year, timeframe_ms
+from cryptonorm.trade.performance import drawdown_curve
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go

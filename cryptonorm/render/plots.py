@@ -9,11 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from cryptonorm.atomic import atomic_path
 from cryptonorm.text import fmt
 from cryptonorm.trade.backtest import Backtest
+from cryptonorm.trade.performance import drawdown_curve
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -104,12 +103,6 @@ def plot_equity(bt: Backtest, path: Path, title: str = "", *, log_scale: bool = 
            f"{m['costs']['slippage_bps']:g} bps per side; {m.get('gap_bars', 0)} bar(s) span gaps")
     fig.suptitle(f"{title}\n{sub}" if title else sub, fontsize=10)
     return atomic_savefig(fig, path, dpi=dpi)
-
-
-def drawdown_curve(equity: np.ndarray) -> np.ndarray:
-    """(N,) equity / running peak - 1 (<= 0) of an equity curve (N,); 0 where the peak is not positive."""
-    peak = np.maximum.accumulate(equity)
-    return np.divide(equity, peak, out=np.zeros_like(equity), where=peak > 0) - 1.0
 
 
 def metric_columns(metrics: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

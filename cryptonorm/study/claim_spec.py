@@ -23,7 +23,6 @@ against the config, the rule's keys and values against the grid, the metric agai
 
 from __future__ import annotations
 
-import difflib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from cryptonorm.errors import ConfigError
 from cryptonorm.study import verdicts as vd
 from cryptonorm.study.spec import Sweep, load_sweep
 from cryptonorm.study.spec import show as _show
+from cryptonorm.text import did_you_mean
 from cryptonorm.trade.metrics import forecast_metrics
 from cryptonorm.trade.vol_metrics import vol_metrics
 
@@ -150,8 +150,8 @@ def load_claim(path: str | Path, quick: bool = False) -> Claim:
                                                    "quick": QuickSpec}
             section = loc.rsplit(".", 1)[0] if "." in loc else ""
             names = list(allowed.get(section, ClaimFile).model_fields)
-            close = difflib.get_close_matches(loc.rsplit(".", 1)[-1], names, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            hint = did_you_mean(loc.rsplit(".", 1)[-1], names)
+            hint += " " if hint else ""
             raise ConfigError(f"{path}: unknown key {loc!r}: {hint}allowed: {', '.join(names)}") from None
         if err["type"] == "missing":
             raise ConfigError(f"{path}: {loc}: required; a claim file has the sections claim, rule, sweep (and "
@@ -276,8 +276,8 @@ def _check_metric(where: str, metric: str, kind: str) -> None:
     if split in ("test", "val") and name in have:
         return
     allowed = [f"test_{m}" for m in have] + list(DERIVED_METRICS)
-    close = difflib.get_close_matches(metric, allowed, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
+    hint = did_you_mean(metric, allowed)
+    hint += " " if hint else ""
     raise ConfigError(f"{where}: rule.metric {metric!r} is not a metric of target.kind {kind!r}: {hint}"
                       f"choose one of {', '.join(allowed)} (or val_ instead of test_)")
 

@@ -23,7 +23,6 @@ in `metrics["gap_bars"]`, never treated as ordinary.
 
 from __future__ import annotations
 
-import math
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +40,7 @@ from cryptonorm.trade.trades import TRADE_COLUMNS, Trades, find_trades, trade_bo
 
 # the public names of the backtest, wherever they live (callers import them from here)
 __all__ = ["EQUITY_COLUMNS", "KINDS", "TRADE_COLUMNS", "Backtest", "Trades", "drawdown", "find_trades", "per_year",
-           "performance", "realized_vol", "simulate", "target_positions", "to_json_safe"]
+           "performance", "realized_vol", "simulate", "target_positions"]
 
 KINDS = ("return", "direction")
 EQUITY_COLUMNS = ["timestamp", "close", "forecast", "position", "strategy_return", "equity", "bh_equity",
@@ -62,7 +61,7 @@ class Backtest:
         reversal's cost is split between the trade it closes and the one it opens); `closed` is False for
         a trade still open at the end (marked to market, no exit fee).
     metrics: {"strategy", "buy_and_hold", "baselines": {"flat", "last_sign"}, "per_year", "costs",
-        "forecast", "bars", "periods", "gap_bars", "missing_bars", ...}; serialize with `to_json_safe`.
+        "forecast", "bars", "periods", "gap_bars", "missing_bars", ...}; serialize with `cryptonorm.atomic.json_safe`.
     """
 
     equity: pd.DataFrame
@@ -286,24 +285,3 @@ def _forecast_metrics(fc: np.ndarray, close: np.ndarray, outcome: np.ndarray | N
     if kind == "direction" and not np.isin(y, (0.0, 1.0)).all():
         y = (y > 0).astype("float64")  # a return outcome -> up / not up
     return forecast_metrics(fc[ok], y, kind)
-
-
-# ---------------------------------------------------------------- serialization
-
-
-def to_json_safe(obj: Any) -> Any:
-    """Plain JSON types: numpy scalars -> Python, NaN and +-inf -> None, tuples and arrays -> lists."""
-    if isinstance(obj, dict):
-        return {str(k): to_json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [to_json_safe(v) for v in obj.tolist()]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    return obj

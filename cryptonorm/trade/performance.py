@@ -143,6 +143,12 @@ def _cagr(final: float, years: float) -> float:
         return float(np.power(final, 1.0 / years)) - 1.0  # inf (null in JSON) if absurdly large
 
 
+def drawdown_curve(equity: np.ndarray) -> np.ndarray:
+    """(N,) equity / running peak - 1 (<= 0) of an equity curve (N,); 0 where the peak is not positive."""
+    peak = np.maximum.accumulate(equity)
+    return np.divide(equity, peak, out=np.zeros_like(equity, dtype="float64"), where=peak > 0) - 1.0
+
+
 def drawdown(equity: np.ndarray, timestamps: np.ndarray) -> dict[str, float]:
     """Deepest drawdown of an equity curve (n+1,) and the span from its peak to recovery (or the end).
 
@@ -193,7 +199,7 @@ def per_year(
             "year": year0 + i,
             "return": float(eq[-1] - 1.0),
             "sharpe": float(np.mean(seg)) / sd * root if sd > 0 else math.nan,
-            "max_drawdown": float(np.min(eq / np.maximum.accumulate(eq) - 1.0)),
+            "max_drawdown": float(np.min(drawdown_curve(eq))),
             "bars": int(b - a),
         }
         if bh_returns is not None:
