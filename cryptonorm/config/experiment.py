@@ -294,6 +294,13 @@ class BacktestConfig(Section):
         return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
 
 
+def check_name(v: str, names: str) -> str:
+    """A `name` that can name a folder: letters, digits, '_', '.', '-', not starting with a dot or dash."""
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", v):
+        raise ValueError(f"got {v!r}; use letters, digits, '_', '.', '-' (it names {names})")
+    return v
+
+
 class Config(Section):
     """A whole experiment."""
 
@@ -310,9 +317,7 @@ class Config(Section):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", v):
-            raise ValueError(f"got {v!r}; use letters, digits, '_', '.', '-' (it names run directories)")
-        return v
+        return check_name(v, "run directories")
 
     @model_validator(mode="after")
     def _across_sections(self) -> Config:

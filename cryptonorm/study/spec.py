@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cryptonorm.config import Config, apply_overrides, build_config, parse_override, read_yaml, set_dotted
+from cryptonorm.config.experiment import check_name
 from cryptonorm.errors import ConfigError
 from cryptonorm.study.metrics import DEFAULT_METRICS, check_metrics
 from cryptonorm.text import did_you_mean
@@ -58,9 +59,7 @@ class SweepSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", v):
-            raise ValueError(f"got {v!r}; use letters, digits, '_', '.', '-' (it names the sweep directory)")
-        return v
+        return check_name(v, "the sweep directory")
 
 
 @dataclass(frozen=True)
