@@ -151,6 +151,10 @@ def study_command(
     data_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         "--data-dir", help="Folder of the real candle files the claims name (keeps each file name; default "
                            "$CRYPTONORM_DATA_DIR, else data.file relative to the claim file).")] = None,
+    executor: Annotated[str, typer.Option(help="local (process pool) or ray, as for sweep.")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (with --executor ray).")] = None,  # noqa: UP045
+    gpus_per_cell: Annotated[float, typer.Option("--gpus-per-cell", min=0.0, help=(
+        "GPUs per cell, as for sweep (0.25: four cells per GPU); 0 = none asked for."))] = 0.0,
 ) -> None:
     """Test the article's claims: run every claim's sweep (resumable), write verdicts.md/json and plots."""
     from cryptonorm.render import tables
@@ -167,7 +171,8 @@ def study_command(
                 say(f"claim {ev['id']}: {ev['title']} ({ev['cells']} cells)")
 
         outcome = cl.run_study(claims, study_dir, jobs=jobs, profile="quick" if quick else "full",
-                               on_event=announce, bar=lambda: tables.sweep_bar(disable=STATE.quiet))
+                               on_event=announce, bar=lambda: tables.sweep_bar(disable=STATE.quiet),
+                               executor=executor, address=address, gpus_per_cell=gpus_per_cell)
         if not STATE.quiet:
             rows = [[str(r["id"]), r["title"], r["data"]["kind"], r["verdict"]] for r in outcome.claims]
             console().print(tables.simple_table("verdicts", ["#", "claim", "data", "verdict"], rows))

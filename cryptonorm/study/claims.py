@@ -74,10 +74,12 @@ def load_study(folder: str | Path, study_dir: Path, quick: bool = False,
 
 
 def run_study(claims: list[Claim], study_dir: Path, *, jobs: int = 1, profile: str = "full",
-              on_event: EventFn | None = None, bar: Callable[[], Any] | None = None) -> StudyOutcome:
+              on_event: EventFn | None = None, bar: Callable[[], Any] | None = None, executor: str = "local",
+              address: str | None = None, gpus_per_cell: float = 0.0) -> StudyOutcome:
     """Run each claim's sweep (skipping finished cells), then judge and write verdicts.md/json and plots.
 
-    `bar`: optional factory of a progress context manager yielding an event function (the CLI's sweep bar)."""
+    `bar`: optional factory of a progress context manager yielding an event function (the CLI's sweep bar).
+    `executor`, `address`, `gpus_per_cell`: passed to every claim's sweep (study.sweep.run_sweep)."""
     from cryptonorm.study import report as sweep_report
     from cryptonorm.study.sweep import run_sweep
 
@@ -88,11 +90,9 @@ def run_study(claims: list[Claim], study_dir: Path, *, jobs: int = 1, profile: s
         assert c.sweep is not None
         emit({"event": "claim", "id": c.spec.claim.id, "title": c.spec.claim.title, "cells": len(c.sweep.cells)})
         sweep_dir = study_dir / c.name
-        if bar is not None:
-            with bar() as cell_events:
-                res = run_sweep(c.sweep, sweep_dir, jobs=jobs, on_event=cell_events, cell_plots=False)
-        else:
-            res = run_sweep(c.sweep, sweep_dir, jobs=jobs, on_event=on_event, cell_plots=False)
+        with bar() if bar is not None else contextlib.nullcontext(on_event) as events:
+            res = run_sweep(c.sweep, sweep_dir, jobs=jobs, executor=executor, address=address, on_event=events,
+                            cell_plots=False, gpus_per_cell=gpus_per_cell)
         outcome.failed_cells += res.failed
         sweep_report.render(res.sweep_dir)
     outcome.claims = judge_all(claims, study_dir, profile)
