@@ -162,7 +162,8 @@ def _simulate(
     if carry is not None:
         columns["funding"] = pos * carry  # the funding charged in the bar (fraction of equity; < 0 = received)
     equity = pd.DataFrame(columns, copy=False)
-    return Backtest(equity=equity, trades=trade_frame(ts, px, pos, trades), metrics=metrics)
+    size = min(1.0, cfg.max_leverage) if cfg.sizing == "fixed" else None  # every trade's |position|
+    return Backtest(equity=equity, trades=trade_frame(ts, px, pos, trades, size=size), metrics=metrics)
 
 
 def _strategy_metrics(run: Book, ts: np.ndarray, timeframe: str) -> tuple[dict[str, float], dict[str, float], Trades]:

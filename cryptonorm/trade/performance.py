@@ -155,18 +155,44 @@ def drawdown(equity: np.ndarray, timestamps: np.ndarray) -> dict[str, float]:
     Returns max_drawdown (<= 0), bars, days, recovered (1.0 / 0.0).
     """
     peak = np.maximum.accumulate(equity)
-    ratio = np.divide(equity, peak, out=peak)  # peak is not needed again: reuse its memory
+    ratio = np.divide(equity, peak)
     trough = int(np.argmin(ratio))
     mdd = float(ratio[trough]) - 1.0
     if mdd >= 0:
         return {"max_drawdown": 0.0, "bars": 0, "days": 0.0, "recovered": 1.0}
-    peak_val = float(np.max(equity[: trough + 1]))
-    start = trough - int(np.argmax(equity[trough::-1] == peak_val))  # the last time at that peak
-    back = equity[trough:] >= peak_val
-    recovered = bool(back.any())
-    end = trough + int(np.argmax(back)) if recovered else len(equity) - 1
+    peak_val = float(peak[trough])  # max(equity[: trough + 1])
+    start = _last_equal(equity, trough, peak_val)  # the last time at that peak
+    end = _first_at_least(equity, trough, peak_val)
+    recovered = end >= 0
+    if not recovered:
+        end = len(equity) - 1
     return {"max_drawdown": mdd, "bars": end - start, "days": float(timestamps[end] - timestamps[start]) / DAY_MS,
             "recovered": 1.0 if recovered else 0.0}
+
+
+def _last_equal(a: np.ndarray, i: int, value: float) -> int:
+    """The largest j <= i with a[j] == value (0 if none), scanning back in growing blocks: the peak before a
+    trough is usually near it, and a whole-array comparison would cost a pass over every bar."""
+    hi, size = i + 1, 1024
+    while hi > 0:
+        lo = max(0, hi - size)
+        hits = np.flatnonzero(a[lo:hi] == value)
+        if len(hits):
+            return lo + int(hits[-1])
+        hi, size = lo, size * 4
+    return 0
+
+
+def _first_at_least(a: np.ndarray, i: int, value: float) -> int:
+    """The smallest j >= i with a[j] >= value, or -1, scanning forward in growing blocks."""
+    lo, size = i, 1024
+    while lo < len(a):
+        hi = min(len(a), lo + size)
+        hit = a[lo:hi] >= value
+        if hit.any():
+            return lo + int(np.argmax(hit))
+        lo, size = hi, size * 4
+    return -1
 
 
 def per_year(
@@ -188,21 +214,28 @@ def per_year(
     cuts = np.r_[0, np.searchsorted(ts, starts, side="left"), len(r)]
     year0 = int(first_year.astype("int64")) + 1970
     root = math.sqrt(bars_per_year(timeframe))
+    factor = r + 1.0
+    bh_factor = None if bh_returns is None else np.asarray(bh_returns, dtype="float64") + 1.0
+    eq, peak = np.empty(len(r)), np.empty(len(r))  # scratch for the longest year
     out: list[dict[str, float]] = []
-    for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
+    for i, (a, b) in enumerate(zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True)):
         if a == b:
             continue  # a calendar year without bars (a long outage)
+        m = b - a
         seg = r[a:b]
-        eq = np.r_[1.0, np.cumprod(1.0 + seg)]
-        sd = float(np.std(seg, ddof=1)) if len(seg) > 1 else math.nan
+        year_eq = np.cumprod(factor[a:b], out=eq[:m])  # the year's equity from 1 (before its first bar)
+        # drawdown from the running peak, the starting 1 included: max(1, running max)
+        np.maximum(np.maximum.accumulate(year_eq, out=peak[:m]), 1.0, out=peak[:m])
+        np.divide(year_eq, peak[:m], out=peak[:m])
+        sd = float(np.std(seg, ddof=1)) if m > 1 else math.nan
         row: dict[str, float] = {
             "year": year0 + i,
-            "return": float(eq[-1] - 1.0),
+            "return": float(year_eq[-1]) - 1.0,
             "sharpe": float(np.mean(seg)) / sd * root if sd > 0 else math.nan,
-            "max_drawdown": float(np.min(drawdown_curve(eq))),
-            "bars": int(b - a),
+            "max_drawdown": min(0.0, float(peak[:m].min()) - 1.0),
+            "bars": m,
         }
-        if bh_returns is not None:
-            row["bh_return"] = float(np.prod(1.0 + np.asarray(bh_returns[a:b], dtype="float64")) - 1.0)
+        if bh_factor is not None:
+            row["bh_return"] = float(np.prod(bh_factor[a:b])) - 1.0
         out.append(row)
     return out

@@ -96,16 +96,22 @@ def _flat_factors(pos: np.ndarray, returns: np.ndarray, fees: np.ndarray | None,
     return fac
 
 
-def trade_frame(ts: np.ndarray, px: np.ndarray, pos: np.ndarray, tr: Trades) -> pd.DataFrame:
-    """The trades table. `pos` is per row (N,); tr indexes bars held (row = index + 1)."""
+def trade_frame(ts: np.ndarray, px: np.ndarray, pos: np.ndarray, tr: Trades, *,
+                size: float | None = None) -> pd.DataFrame:
+    """The trades table. `pos` is per row (N,); tr indexes bars held (row = index + 1). `size`: the one
+    |position| of every bar in the market when the caller knows it (fixed sizing), else the mean is taken."""
     start, end = tr.first + 1, tr.last + 1  # rows held; entered at close[start - 1], exited at close[end]
     held = end - start + 1
-    size = np.zeros(0)
-    if len(start):  # sum of |position| over rows [start, next start): the rows between trades are flat (0)
-        size = np.add.reduceat(np.abs(pos), start) / held
-    side = pd.Categorical.from_codes((pos[start] > 0).astype("int8"), categories=["short", "long"])
+    if size is not None:
+        sizes = np.full(len(start), size)
+    elif len(start):  # sum of |position| over rows [start, next start): the rows between trades are flat (0)
+        sizes = np.add.reduceat(np.abs(pos), start) / held
+    else:
+        sizes = np.zeros(0)
+    side = pd.Categorical.from_codes((pos[start] > 0).view(np.int8), categories=["short", "long"])
+    # copy=False: every column is a new array of this function's (or the trades' own returns)
     return pd.DataFrame({
-        "entry_time": ts[start - 1], "exit_time": ts[end], "side": side, "size": size,
+        "entry_time": ts[start - 1], "exit_time": ts[end], "side": side, "size": sizes,
         "entry_price": px[start - 1], "exit_price": px[end], "return": tr.returns,
-        "bars_held": held.astype("int64"), "closed": end < len(pos) - 1,
-    }, columns=TRADE_COLUMNS)
+        "bars_held": held, "closed": end < len(pos) - 1,
+    }, columns=TRADE_COLUMNS, copy=False)
