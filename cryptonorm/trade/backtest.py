@@ -133,13 +133,13 @@ def _simulate(
 
     run = book(target_positions(ts, px, fc, cfg, timeframe, kind), bar_ret, cost_rate, carry)  # decided at close t
     strategy, gross, trades = _strategy_metrics(run, ts, timeframe)
-    bh_ret, bh_eq, baselines = _baselines(bar_ret, ts, cfg, timeframe, carry)
+    bh_ret, bh_factor, bh_eq, baselines = _baselines(bar_ret, ts, cfg, timeframe, carry)
     metrics: dict[str, Any] = {
         "strategy": strategy,
         "strategy_before_costs": gross,
         "buy_and_hold": baselines.pop("buy_and_hold"),
         "baselines": baselines,
-        "per_year": per_year(ts[1:], run.ret[1:], timeframe, bh_returns=bh_ret[1:]),
+        "per_year": per_year(ts[1:], run.ret[1:], timeframe, factor=run.factor[1:], bh_factor=bh_factor[1:]),
         "costs": {"fee_bps": cfg.fee_bps, "slippage_bps": cfg.slippage_bps,
                   "bps_per_side": cfg.fee_bps + cfg.slippage_bps, "fees_paid": strategy["fees_paid"]},
         "forecast": forecast_job.result() if forecast_job else {},
@@ -177,8 +177,8 @@ def _strategy_metrics(run: Book, ts: np.ndarray, timeframe: str) -> tuple[dict[s
                               turnover=turnover)
     factor = run.gross + 1.0  # row 0: 1
     gross_trades = Trades(first, last, trade_returns(held, run.gross[1:], None, first, last, factor=factor[1:]))
-    gross = performance_of(run.gross[1:], held, np.zeros(len(held)), ts, timeframe, gross_trades,
-                           equity=np.cumprod(factor), turnover=turnover)
+    equity = np.cumprod(factor, out=factor)  # the factors are spent: the equity takes their memory
+    gross = performance_of(run.gross[1:], held, None, ts, timeframe, gross_trades, equity=equity, turnover=turnover)
     return strategy, gross, trades
 
 
@@ -192,8 +192,9 @@ def check_arrays(timestamps: np.ndarray, close: np.ndarray, forecast: np.ndarray
 
 def _baselines(
     bar_ret: np.ndarray, ts: np.ndarray, cfg: BacktestConfig, timeframe: str, carry: np.ndarray | None,
-) -> tuple[np.ndarray, np.ndarray, dict[str, dict[str, float]]]:
-    """Buy-and-hold, flat and last-sign on the same bars and costs -> (bh returns (N,), bh equity (N,), metrics)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, dict[str, float]]]:
+    """Buy-and-hold, flat and last-sign on the same bars and costs -> (bh returns (N,), 1 + bh returns (N,),
+    bh equity (N,), metrics)."""
     n_rows = len(bar_ret)
     cost_rate = (cfg.fee_bps + cfg.slippage_bps) / 1e4
     # buy-and-hold: long 1 from the close of the first bar (row 1 on), one entry fee, funding on every bar
@@ -201,25 +202,26 @@ def _baselines(
     bh_ret[1] -= cost_rate
     if carry is not None:
         bh_ret[1:] -= carry[1:]
-    bh_eq = np.cumprod(bh_ret + 1.0)
+    bh_factor = bh_ret + 1.0
+    bh_eq = np.cumprod(bh_factor)
     bh_cost = np.zeros(n_rows - 1)
     bh_cost[0] = cost_rate
     # a single trade over every bar held, its entry fee wholly its own and no exit: its return is the final
     # equity's (the same sequential product as trade_returns would take)
     one = np.zeros(1, dtype=np.int64)
     bh_trades = Trades(one, one + n_rows - 2, bh_eq[-1:] - 1.0)
-    ls_size = min(1.0, cfg.max_leverage)
     ls_target = np.sign(bar_ret)  # sign of the bar's own return, known at its close
     if not cfg.allow_short:
         np.maximum(ls_target, 0.0, out=ls_target)
-    ls_target *= ls_size
+    ls_target *= min(1.0, cfg.max_leverage)
     ls = book(ls_target, bar_ret, cost_rate, carry)
+    del ls_target
     held = ls.pos[1:]
     first, last = trade_bounds(held)
     ls_trades = Trades(first, last, trade_returns(held, ls.ret[1:], ls.cost[1:], first, last, factor=ls.factor[1:]))
-    return bh_ret, bh_eq, {
-        "buy_and_hold": performance_of(bh_ret[1:], np.ones(n_rows - 1), bh_cost, ts, timeframe, bh_trades,
-                                       equity=bh_eq, turnover=1.0),
+    return bh_ret, bh_factor, bh_eq, {
+        "buy_and_hold": performance_of(bh_ret[1:], None, bh_cost, ts, timeframe, bh_trades, equity=bh_eq,
+                                       turnover=1.0),
         "flat": flat_performance(n_rows - 1, ts),
         "last_sign": performance_of(ls.ret[1:], held, ls.cost[1:], ts, timeframe, ls_trades, equity=ls.equity,
                                     turnover=float(ls.turn[1:].sum())),
@@ -273,11 +275,12 @@ def _check_inputs(
     if len(ts) < 2:
         raise DataError(f"backtest needs at least 2 bars (one bar to hold a position over), got {len(ts)}; "
                         "enlarge the test split")
-    if np.any(np.diff(ts) <= 0):
-        i = int(np.argmax(np.diff(ts) <= 0)) + 1
+    spacing = np.diff(ts)
+    if spacing.min() <= 0:
+        i = int(np.argmax(spacing <= 0)) + 1
         raise DataError(f"backtest: timestamps must be strictly increasing (row {i}: {format_ms(int(ts[i]))}); "
                         "sort and deduplicate the candles")
-    if not np.all(np.isfinite(px) & (px > 0)):
+    if not (px.min() > 0 and np.isfinite(px.max())):  # NaN fails both; two reductions, no temporaries
         i = int(np.argmax(~(np.isfinite(px) & (px > 0))))
         raise DataError(f"backtest: close must be finite and > 0 (row {i} is {float(px[i])}); clean the candles")
     if np.isinf(fc).any():

@@ -55,7 +55,7 @@ def trade_returns(
     Separate from `trade_bounds` so that series with the same positions (before and after costs) find
     their trades once. `fees` None: no costs (a cost-free twin). `factor` (n,): 1 + returns from a caller
     whose flat bars return minus their fee (the bar after a trade that exits to flat: its exit cost; 0
-    elsewhere), as every simulation's do; it is not modified. Without it, those bars are set so here.
+    elsewhere), as every simulation's do; it is left as it was. Without it, those bars are set so here.
 
     One product per trade from its first bar to the next trade's first bar (np.multiply.reduceat on the
     trade starts alone, no Python loop): the bars in between are flat with factor 1, except the bar right
@@ -74,10 +74,10 @@ def trade_returns(
     share = np.abs(p_out)
     share *= fees[at]
     share /= np.abs(pos[at] - p_out)  # the closed trade's share: |p_out| / |dpos| of the cost, |dpos| > 0
-    if fac is factor:
-        fac = fac.copy()
-    fac[at] += share  # the opening trade pays only the rest of the entry cost
+    kept = fac[at]  # the caller's factor is changed at these bars for the product, then restored
+    fac[at] = kept + share  # the opening trade pays only the rest of the entry cost
     out = np.multiply.reduceat(fac, first)
+    fac[at] = kept
     np.subtract(1.0, share, out=share)
     out[rev - 1] *= share
     out -= 1.0
