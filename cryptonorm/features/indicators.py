@@ -35,7 +35,7 @@ import pandas as pd
 from cryptonorm.config import FeaturesConfig
 from cryptonorm.data.candles import COLUMNS
 from cryptonorm.errors import DataError
-from cryptonorm.features.rolling import recursive, rolling_mean_std
+from cryptonorm.features.rolling import recursive, rolling_mean, rolling_mean_std
 
 # A window whose std is below this fraction of its mean is flat (rounding noise, not a real spread).
 _FLAT = 1e-12
@@ -84,7 +84,7 @@ def _recursive(x: np.ndarray, alpha: float, seed_idx: int, seed: float) -> np.nd
 
 def sma(x: np.ndarray, n: int) -> np.ndarray:
     """Simple moving average over the last n values (NaN for the first n-1), as talib.SMA."""
-    return rolling_mean_std(x, n, std=False)[0]
+    return rolling_mean(x, n)
 
 
 def rolling_std(x: np.ndarray, n: int) -> np.ndarray:
@@ -93,9 +93,7 @@ def rolling_std(x: np.ndarray, n: int) -> np.ndarray:
     Exact to float64 rounding (`rolling.rolling_mean_std`); an add/remove running variance (pandas' rolling
     std, TA-Lib's own) drifts to ~1e-8 relative on long price series and is noise on a flat window.
     """
-    sd = rolling_mean_std(x, n)[1]
-    assert sd is not None
-    return sd
+    return rolling_mean_std(x, n)[1]
 
 
 def ema(x: np.ndarray, n: int, start: int = 0) -> np.ndarray:
@@ -160,7 +158,6 @@ def bbands(close: np.ndarray, n: int, k: float) -> tuple[np.ndarray, np.ndarray,
                                                          np.ndarray, np.ndarray]:
     """(upper, mid, lower, %B, bandwidth) of Bollinger bands, population std, as talib.BBANDS."""
     mid, sd = rolling_mean_std(close, n)
-    assert sd is not None
     sd *= k
     upper, lower = mid + sd, mid - sd
     span = np.multiply(sd, 2.0, out=sd)
@@ -209,7 +206,6 @@ def volatility(close: np.ndarray, n: int) -> np.ndarray:
 def volume_zscore(volume: np.ndarray, n: int) -> np.ndarray:
     """(v - rolling mean) / rolling population std over n bars; 0 where the window is constant."""
     mean, sd = rolling_mean_std(volume, n)
-    assert sd is not None
     with np.errstate(invalid="ignore", divide="ignore"):
         z = np.subtract(volume, mean)
         z /= sd

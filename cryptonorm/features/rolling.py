@@ -60,7 +60,19 @@ def _fill_nan(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def rolling_mean_std(x: np.ndarray, n: int, std: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+def rolling_mean(x: np.ndarray, n: int) -> np.ndarray:
+    """Mean of each window x[i-n+1 : i+1], as `rolling_mean_std` (half its work)."""
+    return _moments(x, n, std=False)[0]
+
+
+def rolling_mean_std(x: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, population std) of each window x[i-n+1 : i+1]; see `_moments`."""
+    mean, sd = _moments(x, n, std=True)
+    assert sd is not None
+    return mean, sd
+
+
+def _moments(x: np.ndarray, n: int, std: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """(mean, population std or None) of each window x[i-n+1 : i+1]; NaN for the first n-1 rows and for
     every window that holds a NaN. Exact to float64 rounding, O(len(x)) whatever n.
 
