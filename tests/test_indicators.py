@@ -37,6 +37,13 @@ def _ohlc() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tuple(df[k].to_numpy() for k in ("high", "low", "close"))  # type: ignore[return-value]
 
 
+@pytest.fixture(autouse=True)
+def _numpy_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test here checks the numpy path, not TA-Lib against itself (compute_features would otherwise
+    hand SMA, EMA, RSI, MACD and ATR to TA-Lib, installed here); test_talib_engine_* turns it back on."""
+    monkeypatch.setattr(ind, "_TALIB", False)
+
+
 def assert_like_talib(ours: np.ndarray, ref: np.ndarray, atol: np.ndarray | float = 0.0) -> None:
     """Same NaN warm-up as TA-Lib, then |ours - ref| <= RTOL * |ref| + atol."""
     np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref), err_msg="warm-up NaNs differ from TA-Lib")
@@ -272,3 +279,37 @@ def test_features_are_causal_on_real_data() -> None:
     for t in (200, 1234, 2998):
         part = ind.compute_features(df.iloc[:t + 1], f)
         pd.testing.assert_frame_equal(part, full.iloc[:t + 1], rtol=1e-12)
+
+
+def test_talib_engine_gives_the_same_features(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With TA-Lib installed, compute_features hands SMA, EMA, RSI, MACD and ATR to it: same frame to 1e-9."""
+    df = _btc()
+    f = FeaturesConfig(sma=[2, 10, 50], ema=[2, 12, 26], rsi=[2, 14], macd=[(12, 26, 9), (3, 10, 16)], atr=[1, 14])
+    ours = ind.compute_features(df, f)
+    calls: list[str] = []
+
+    class Spy:
+        def __getattr__(self, name: str) -> object:
+            calls.append(name)
+            return getattr(talib, name)
+
+    monkeypatch.setattr(ind, "_TALIB", Spy())
+    engine = ind.compute_features(df, f)
+    assert {"SMA", "EMA", "RSI", "MACD", "ATR"} <= set(calls)
+    c = df["close"].to_numpy()
+    for col in ours.columns:
+        # absolute bounds where a column is a small difference: MACD of two EMAs (see test_macd_*), rel_* =
+        # close / average - 1 (TA-Lib's running-sum SMA is ~1e-12 relative exact, so rel_* ~1e-12 absolute)
+        atol = 1e-12 * c if col.startswith("macd") else 1e-11 if col.startswith("rel_") else 0.0
+        assert_like_talib(engine[col].to_numpy(), ours[col].to_numpy(), atol=atol)
+
+
+def test_talib_engine_leaves_flat_rsi_and_nan_input_to_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ind, "_TALIB", talib)
+    flat = np.r_[np.full(40, 5.0), np.linspace(5, 6, 40)]
+    assert talib.RSI(flat, 14)[14] == 0.0  # TA-Lib: 0 where nothing moved
+    assert (ind.rsi(flat, 14)[14:40] == 50.0).all()
+    c = _ohlc()[2][:500].copy()
+    c[100] = np.nan  # TA-Lib's running sum would carry it to every later SMA; ours only to the windows holding it
+    s = ind.sma(c, 5)
+    assert np.isnan(s[100:105]).all() and not np.isnan(s[105:]).any()

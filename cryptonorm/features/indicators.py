@@ -2,10 +2,11 @@
 
 Raw values follow TA-Lib's definitions and, after each indicator's warm-up, equal `talib.SMA, EMA, RSI,
 MACD, BBANDS, ATR` to ~1e-12 relative (tests/test_indicators.py checks 1e-9 on real BTC/USDT 1h candles).
-During warm-up a column is NaN exactly where TA-Lib's is NaN. The recursions (EMA, Wilder) run in
-pandas' `ewm(adjust=False)` (C; scipy.signal's lfilter, seconds to import, only for inputs with NaNs),
-rolling windows in pandas' C loops: all default columns for 1,000,000 candles take well under a second
-(benchmarks/bench_features.py).
+During warm-up a column is NaN exactly where TA-Lib's is NaN. Two engines, same values: where TA-Lib is
+installed, SMA, EMA, RSI, MACD and ATR are handed to it (C loops; imported at first use); otherwise, and
+always for the bands and the other columns, numpy kernels in `features/rolling.py` compute the recursions
+and rolling windows exactly to float64 rounding (no scipy: `scipy.signal` alone took seconds to import).
+Timings beside TA-Lib: benchmarks/bench_features.py and README.md ("Benchmarks").
 
 Indicators are computed over the *bar sequence* as given: on data with gaps (missing bars) a rolling
 window or recursion simply continues across the gap. `dataset.prepare` therefore never lets a sample's
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -68,6 +70,29 @@ def _unique_triples(triples: Iterable[tuple[int, int, int]]) -> list[tuple[int, 
 
 # ---------------------------------------------------------------- building blocks (1-D float64 arrays)
 
+_TALIB: Any = None  # the talib module once looked up; False where it is not installed
+
+
+def _talib(*arrays: np.ndarray) -> Any:
+    """TA-Lib, when installed and the inputs are NaN-free float64 (TA-Lib treats NaN differently), else None.
+
+    Its C loops are the definitions this module follows (tests/test_indicators.py holds both paths to 1e-9
+    of each other), ~3x faster than the numpy path. It is imported here, at first use, not at start.
+    """
+    global _TALIB
+    if _TALIB is None:
+        try:
+            import talib
+
+            _TALIB = talib
+        except ImportError:
+            _TALIB = False
+    if _TALIB is False or any(a.dtype != np.float64 or not a.flags.c_contiguous or np.isnan(a.sum())
+                              for a in arrays):
+        return None
+    return _TALIB
+
+
 
 def _recursive(x: np.ndarray, alpha: float, seed_idx: int, seed: float) -> np.ndarray:
     """y[seed_idx] = seed; y[i] = alpha * x[i] + (1 - alpha) * y[i-1] after it; NaN before it.
@@ -84,7 +109,8 @@ def _recursive(x: np.ndarray, alpha: float, seed_idx: int, seed: float) -> np.nd
 
 def sma(x: np.ndarray, n: int) -> np.ndarray:
     """Simple moving average over the last n values (NaN for the first n-1), as talib.SMA."""
-    return rolling_mean(x, n)
+    ta = _talib(x) if n > 1 else None
+    return ta.SMA(x, n) if ta is not None else rolling_mean(x, n)
 
 
 def rolling_std(x: np.ndarray, n: int) -> np.ndarray:
@@ -104,6 +130,9 @@ def ema(x: np.ndarray, n: int, start: int = 0) -> np.ndarray:
     seed_idx = start + n - 1
     if seed_idx >= len(x):
         return np.full(len(x), np.nan)
+    ta = _talib(x) if n > 1 and start == 0 else None
+    if ta is not None:
+        return ta.EMA(x, n)
     return _recursive(x, 2.0 / (n + 1), seed_idx, float(np.mean(x[start:start + n])))
 
 
@@ -112,6 +141,11 @@ def rsi(close: np.ndarray, n: int) -> np.ndarray:
     out = np.full(len(close), np.nan)
     if len(close) <= n:
         return out
+    ta = _talib(close) if n > 1 else None
+    if ta is not None:
+        got = ta.RSI(close, n)
+        if not (got[n:] == 0.0).any():  # TA-Lib's 0 is also its "no change" (ours: 50) and its 1e-8 cut-off
+            return got
     d = np.diff(close)  # d[i-1] = close[i] - close[i-1]
     gain = np.maximum(d, 0.0)
     loss = gain - d  # max(-d, 0), exactly
@@ -140,6 +174,9 @@ def macd(close: np.ndarray, fast: int, slow: int, signal: int) -> tuple[np.ndarr
     """
     if fast > slow:  # TA-Lib swaps them too
         fast, slow = slow, fast
+    ta = _talib(close) if fast > 1 else None
+    if ta is not None and slow + signal - 2 < len(close):
+        return tuple(ta.MACD(close, fast, slow, signal))  # type: ignore[return-value]
     n = len(close)
     nan = np.full(n, np.nan)
     first = slow + signal - 2
@@ -156,7 +193,11 @@ def macd(close: np.ndarray, fast: int, slow: int, signal: int) -> tuple[np.ndarr
 
 def bbands(close: np.ndarray, n: int, k: float) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                          np.ndarray, np.ndarray]:
-    """(upper, mid, lower, %B, bandwidth) of Bollinger bands, population std, as talib.BBANDS."""
+    """(upper, mid, lower, %B, bandwidth) of Bollinger bands, population std, as talib.BBANDS.
+
+    Always the numpy path: TA-Lib's running-sum variance leaves ~1e-8 x price of noise on a flat window,
+    where this std is exactly 0 (and %B the neutral 0.5).
+    """
     mid, sd = rolling_mean_std(close, n)
     sd *= k
     upper, lower = mid + sd, mid - sd
@@ -182,6 +223,9 @@ def true_range(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarr
 
 def atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int) -> np.ndarray:
     """Wilder's average true range (first value at row n), as talib.ATR."""
+    ta = _talib(high, low, close) if n > 1 else None
+    if ta is not None and len(close) > n:
+        return ta.ATR(high, low, close, n)
     tr = true_range(high, low, close)
     if n == 1:
         return tr
