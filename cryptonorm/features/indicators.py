@@ -213,11 +213,15 @@ def bbands(close: np.ndarray, n: int, k: float) -> tuple[np.ndarray, np.ndarray,
 
 def true_range(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
     """max(h - l, |h - c[t-1]|, |l - c[t-1]|); NaN at row 0 (no previous close), as talib.TRANGE."""
-    tr = np.full(len(close), np.nan)
+    tr = np.empty(len(close))
+    tr[:1] = np.nan
     if len(close) > 1:
-        pc = close[:-1]
-        h, lo = high[1:], low[1:]
-        tr[1:] = np.maximum(h - lo, np.maximum(np.abs(h - pc), np.abs(lo - pc)))
+        pc, h, lo, t = close[:-1], high[1:], low[1:], tr[1:]
+        np.subtract(h, lo, out=t)
+        gap = np.abs(h - pc)
+        np.maximum(t, gap, out=t)
+        np.abs(np.subtract(lo, pc, out=gap), out=gap)
+        np.maximum(t, gap, out=t)
     return tr
 
 

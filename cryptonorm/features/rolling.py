@@ -36,8 +36,9 @@ def recursive(x: np.ndarray, alpha: float, prev: float, out: np.ndarray | None =
     size = int(min(m, max(1.0, np.log(_SPAN) / -np.log(c))))
     rows, rest = divmod(m, size)
     k = np.arange(size, dtype=float)
-    z = x[:rows * size].reshape(rows, size) * (alpha * c**-k)  # alpha x[j] c^-j, at most ~1e150 |x|
-    np.cumsum(z, axis=1, out=z)  # (rows, size)
+    z = y[:rows * size].reshape(rows, size)  # (rows, size), computed in place in the output
+    np.multiply(x[:rows * size].reshape(rows, size), alpha * c**-k, out=z)  # alpha x[j] c^-j, <= ~1e150 |x|
+    np.cumsum(z, axis=1, out=z)
     carry = np.empty((rows, 1))
     carry[0] = c * prev
     carry[1:, 0] = z[:-1, -1] * c**size  # c * y at the end of the block before, less its own carry (<= 1e-150)
@@ -45,7 +46,7 @@ def recursive(x: np.ndarray, alpha: float, prev: float, out: np.ndarray | None =
     gone = np.isnan(carry[:, 0])  # a NaN in a block reaches every later block: the dropped term is NaN then
     if gone.any():
         z[int(np.argmax(gone)):] = np.nan
-    np.multiply(z, c**k, out=y[:rows * size].reshape(rows, size))
+    z *= c**k
     if rest:  # the last, shorter block
         recursive(x[rows * size:], alpha, float(y[rows * size - 1]), out=y[rows * size:])
     return y
