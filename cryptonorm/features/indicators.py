@@ -198,7 +198,8 @@ def bbands(close: np.ndarray, n: int, k: float) -> tuple[np.ndarray, np.ndarray,
     Always the numpy path: TA-Lib's running-sum variance leaves ~1e-8 x price of noise on a flat window,
     where this std is exactly 0 (and %B the neutral 0.5).
     """
-    mid, sd = rolling_mean_std(close, n)
+    mid = sma(close, n)  # the one moving average (TA-Lib's where installed), also sma_{n}
+    sd = rolling_std(close, n)
     sd *= k
     upper, lower = mid + sd, mid - sd
     span = np.multiply(sd, 2.0, out=sd)
