@@ -118,6 +118,36 @@ def bench_speed(rows: int, repeat: int) -> None:
     print("(TA-Lib subset: SMA x3, EMA x2, RSI, MACD, BBANDS, ATR; the engine hands all but BBANDS to TA-Lib)")
 
 
+def bench_each(rows: int, repeat: int) -> None:
+    """Each indicator on the numpy path beside its TA-Lib call, and the EMA recursion beside scipy's lfilter."""
+    import talib
+    from scipy.signal import lfilter
+
+    df = synthetic_candles(rows)
+    h, lo, c = (df[k].to_numpy() for k in ("high", "low", "close"))
+    a = 2.0 / 13
+    pairs: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
+        "SMA 20": (lambda: ind.sma(c, 20), lambda: talib.SMA(c, 20)),
+        "EMA 12": (lambda: ind.ema(c, 12), lambda: talib.EMA(c, 12)),
+        "RSI 14": (lambda: ind.rsi(c, 14), lambda: talib.RSI(c, 14)),
+        "MACD 12/26/9": (lambda: ind.macd(c, 12, 26, 9), lambda: talib.MACD(c, 12, 26, 9)),
+        "BBANDS 20, 2 (+ %B, width)": (lambda: ind.bbands(c, 20, 2.0),
+                                       lambda: talib.BBANDS(c, 20, 2.0, 2.0, talib.MA_Type.SMA)),
+        "ATR 14": (lambda: ind.atr(h, lo, c, 14), lambda: talib.ATR(h, lo, c, 14)),
+        "EMA 12 recursion vs scipy lfilter": (
+            lambda: ind._recursive(c, a, 11, 1.0),
+            lambda: lfilter([a], [1.0, a - 1.0], c[12:], zi=[(1.0 - a) * 1.0])),
+    }
+    ind._TALIB = False  # the numpy path throughout
+    fns = {f"{k}|{j}": fn for k, pair in pairs.items() for j, fn in enumerate(pair)}
+    best = round_robin(fns, repeat)
+    print(f"== each indicator, numpy path, {rows:,} candles (best of {repeat} round-robin, CPU ms; "
+          f"load average {os.getloadavg()[0]:.1f})")
+    for k in pairs:
+        ours, ref = best[f"{k}|0"][1], best[f"{k}|1"][1]
+        print(f"{k:<36} cryptonorm {ours * 1e3:7.2f}   reference {ref * 1e3:7.2f}   {ours / ref:5.1f}x")
+
+
 def _memory_child(rows: int, window: int) -> None:
     """Runs in a fresh process: build the dataset, print a JSON line of measurements."""
     from cryptonorm.features import dataset, splits
@@ -170,6 +200,7 @@ def main() -> None:
         _memory_child(a.child, a.window)
         return
     bench_speed(a.rows, a.repeat)
+    bench_each(a.rows, a.repeat)
     if a.mem_rows:
         bench_memory(a.mem_rows, a.window)
 
