@@ -77,7 +77,7 @@ def _talib(*arrays: np.ndarray) -> Any:
     """TA-Lib, when installed and the inputs are NaN-free float64 (TA-Lib treats NaN differently), else None.
 
     Its C loops are the definitions this module follows (tests/test_indicators.py holds both paths to 1e-9
-    of each other), ~3x faster than the numpy path. It is imported here, at first use, not at start.
+    of each other), 2-3x faster than the numpy path. It is imported here, at first use, not at start.
     """
     global _TALIB
     if _TALIB is None:
@@ -91,7 +91,6 @@ def _talib(*arrays: np.ndarray) -> Any:
                               for a in arrays):
         return None
     return _TALIB
-
 
 
 def _recursive(x: np.ndarray, alpha: float, seed_idx: int, seed: float) -> np.ndarray:
@@ -195,8 +194,8 @@ def bbands(close: np.ndarray, n: int, k: float) -> tuple[np.ndarray, np.ndarray,
                                                          np.ndarray, np.ndarray]:
     """(upper, mid, lower, %B, bandwidth) of Bollinger bands, population std, as talib.BBANDS.
 
-    Always the numpy path: TA-Lib's running-sum variance leaves ~1e-8 x price of noise on a flat window,
-    where this std is exactly 0 (and %B the neutral 0.5).
+    The std is always the numpy one: TA-Lib's running-sum variance leaves ~1e-8 x price of noise on a flat
+    window, where this std is exactly 0 (and %B the neutral 0.5).
     """
     mid = sma(close, n)  # the one moving average (TA-Lib's where installed), also sma_{n}
     sd = rolling_std(close, n)

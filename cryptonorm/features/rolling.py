@@ -124,7 +124,7 @@ def _windows(x: np.ndarray, n: int, std: bool) -> tuple[np.ndarray, np.ndarray |
 
 def _cumsum_rows(a: np.ndarray, out: np.ndarray) -> None:
     """out[q] = a[0] + ... + a[q] down axis 0: one vectorized add per row (numpy's own cumsum is a scalar
-    loop, ~6x slower per value)."""
+    loop, ~4x slower per value)."""
     if len(a) == 0:
         return
     if a.shape[1] < 32:  # few, narrow rows: the per-call cost would dominate
