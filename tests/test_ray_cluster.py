@@ -209,3 +209,30 @@ def test_study_with_ray_missing_is_one_clear_line(tmp_path: Path, monkeypatch: p
     assert res.exit_code == 2
     assert res.stderr.strip() == "error: --executor ray needs Ray, which is not installed: pip install cryptonorm[ray]"
     assert not list((tmp_path / "out").glob("*/cells/*/result.json"))  # nothing trained
+
+
+class _NoCluster:
+    """Stands in for the ray module where nothing listens at the address."""
+
+    def is_initialized(self) -> bool:
+        return False
+
+    def init(self, **kw: Any) -> None:
+        raise ConnectionError(f"Failed to connect to Ray cluster at {kw['address']}")
+
+
+@pytest.mark.parametrize("mode", [None, "token"])
+def test_unreachable_cluster_is_one_line_with_a_token_hint(monkeypatch: pytest.MonkeyPatch, mode: str | None) -> None:
+    from cryptonorm.errors import CryptonormError
+    from cryptonorm.study.executors import ray_session
+
+    if mode is None:
+        monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    else:
+        monkeypatch.setenv("RAY_AUTH_MODE", mode)
+    with pytest.raises(CryptonormError) as e, ray_session(_NoCluster(), "10.0.0.9:6379", 1):
+        pass
+    msg = str(e.value)
+    assert msg.startswith("cannot start or reach Ray at 10.0.0.9:6379: ConnectionError: Failed to connect")
+    assert "\n" not in msg
+    assert ("set RAY_AUTH_MODE=token here" in msg) == (mode is None)  # no hint when token mode is on already

@@ -249,8 +249,12 @@ def ray_session(ray: Any, address: str | None, jobs: int) -> Iterator[None]:
         else:
             ray.init(num_cpus=jobs, include_dashboard=False, log_to_driver=False)
     except Exception as e:
+        hint = ""
+        if address and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":  # token auth: Ray >= 2.52
+            hint = ("; if the cluster uses token authentication, set RAY_AUTH_MODE=token here, with its token in "
+                    "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token")
         raise CryptonormError(f"cannot start or reach Ray{f' at {address}' if address else ''}: "
-                              f"{one_line(e)}") from e
+                              f"{one_line(e)}{hint}") from e
     try:
         yield
     finally:
