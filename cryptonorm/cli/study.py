@@ -157,6 +157,9 @@ def study_command(
     address: AddressOpt = None,
     gpus_per_cell: GpusPerCellOpt = 0.0,
     set_: SetOpt = None,
+    data_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--data-dir", help="Folder of the real candle files the claims name (keeps each file name; default "
+                           "$CRYPTONORM_DATA_DIR, else data.file relative to the claim file).")] = None,
 ) -> None:
     """Test the article's claims: run every claim's sweep (resumable), write verdicts.md/json and plots."""
     from cryptonorm.render import tables
@@ -167,7 +170,7 @@ def study_command(
 
         check_executor(executor, address, gpus_per_cell)  # before the claims load and the first line
         study_dir = out or cl.default_dir(quick)
-        claims = cl.load_study(folder, study_dir, quick, tuple(set_ or []))
+        claims = cl.load_study(folder, study_dir, quick, tuple(set_ or []), data_dir)
         say(f"study: {len(claims)} claims, {sum(len(c.sweep.cells) for c in claims if c.sweep)} cells "
             f"({'quick' if quick else 'full'} profile, executor {executor}, {jobs} job{'s' * (jobs > 1)}) "
             f"-> {study_dir}")

@@ -51,9 +51,11 @@ def default_dir(quick: bool) -> Path:
 
 
 def load_study(folder: str | Path, study_dir: Path, quick: bool = False,
-               overrides: tuple[str, ...] = ()) -> list[Claim]:
-    """Load and check every claim file of `folder` (nothing runs); ConfigError names the first problem."""
-    claims = [load_claim(p, quick) for p in find_claims(folder)]
+               overrides: tuple[str, ...] = (), data_dir: str | Path | None = None) -> list[Claim]:
+    """Load and check every claim file of `folder` (nothing runs); ConfigError names the first problem.
+
+    `data_dir`: the folder of the real candle files (claim_spec.load_claim; default $CRYPTONORM_DATA_DIR)."""
+    claims = [load_claim(p, quick, data_dir) for p in find_claims(folder)]
     seen_ids: dict[int, Path] = {}
     seen_names: dict[str, Path] = {}
     for c in claims:
@@ -162,7 +164,8 @@ def judge(claim: Claim, sweep_dir: Path, plots_dir: Path, profile: str = "full")
     # flat keys for a page built from verdicts.json (render/html_verdicts.py shows these first)
     prim = [c for c in record["comparisons"] if c["role"] == "primary" and c.get("p_holm") is not None]
     record.update({"claim": f"{spec.claim.id}. {spec.claim.title}", "numbers": verdicts_md.primary(record),
-                   "p_corrected": min((c["p_holm"] for c in prim), default=None)})
+                   "p_corrected": min((c["p_holm"] for c in prim), default=None),
+                   "verdict_line": verdicts_md.verdict_line(record)})
     return record
 
 
