@@ -4,7 +4,7 @@ sweep driven through the real CLI with `--executor ray --address`, one cell's wo
 retried, and every cell's metrics equal to an inline run of the same cells. `cryptonorm study` takes the same
 executor options (checked here before anything loads).
 
-The cluster test is marked slow: starting two Ray nodes is most of its 45-65 s on this loaded 2-core machine.
+The cluster test is marked slow: starting two Ray nodes is half of its 45-85 s on this loaded 2-core machine.
 Its finalizer ends only the processes it started (every process in the sessions of its `ray start` commands):
 `ray stop` would stop every Ray process of this user on the machine, other test runs' included.
 """
@@ -161,6 +161,7 @@ def test_two_node_cluster_sweep_survives_a_killed_cell(tmp_path: Path) -> None:
     assert all(r["attempt"] == 1 and "retried_after" not in r for c, r in ray_res.items() if c != victim)
     # both nodes trained cells
     assert len({r["node"] for r in ray_res.values()}) == 2
+    assert {r["host"] for r in ray_res.values()} == {socket.gethostname()}  # two nodes, one machine
     # the same cells, the same numbers as the inline run (same seeds, one torch thread each)
     for c in cells:
         for key in ("metrics", "backtest"):

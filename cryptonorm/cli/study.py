@@ -72,7 +72,7 @@ def sweep_command(
         backend = check_backend(track)  # and an unknown tracker
         spec = load_sweep(sweep_file, set_ or [])
         say(f"sweep {spec.spec.name}: {len(spec.cells)} cells over {', '.join(spec.grid_keys)} "
-             f"(executor {executor}, {jobs} job{'s' * (jobs > 1)})")
+             f"({_where(executor, address, jobs)})")
         with tables.sweep_bar(disable=STATE.quiet) as on_event:
             outcome = sw.run_sweep(spec, out, jobs=jobs, executor=executor, address=address, on_event=on_event,
                                    gpus_per_cell=gpus_per_cell)
@@ -110,6 +110,11 @@ def report_command(
         if "html" not in rep.paths:
             typer.echo(str(rep.paths["summary"]))
         _report_path(rep, open_)
+
+
+def _where(executor: str, address: str | None, jobs: int) -> str:
+    """'executor local, 2 jobs' or 'executor ray at HOST:PORT' (the cluster's CPUs, not --jobs, set the pace)."""
+    return f"executor {executor} at {address}" if address else f"executor {executor}, {jobs} job{'s' * (jobs > 1)}"
 
 
 def _report_path(rep: SweepReport, open_: bool) -> None:
@@ -172,8 +177,7 @@ def study_command(
         study_dir = out or cl.default_dir(quick)
         claims = cl.load_study(folder, study_dir, quick, tuple(set_ or []), data_dir)
         say(f"study: {len(claims)} claims, {sum(len(c.sweep.cells) for c in claims if c.sweep)} cells "
-            f"({'quick' if quick else 'full'} profile, executor {executor}, {jobs} job{'s' * (jobs > 1)}) "
-            f"-> {study_dir}")
+            f"({'quick' if quick else 'full'} profile, {_where(executor, address, jobs)}) -> {study_dir}")
 
         def announce(ev: dict[str, Any]) -> None:
             if ev["event"] == "claim":

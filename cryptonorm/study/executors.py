@@ -16,6 +16,7 @@ hides every GPU from a task that asks for none: with 0 Ray cells train on the CP
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import threading
@@ -244,10 +245,11 @@ def ray_session(ray: Any, address: str | None, jobs: int) -> Iterator[None]:
         yield
         return
     try:
+        quiet = {"log_to_driver": False, "logging_level": logging.WARNING}  # no "Connecting to..." INFO lines
         if address:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, **quiet)
         else:
-            ray.init(num_cpus=jobs, include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=jobs, include_dashboard=False, **quiet)
     except Exception as e:
         hint = ""
         if address and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":  # token auth: Ray >= 2.52
