@@ -296,8 +296,9 @@ def _forecast_metrics(fc: np.ndarray, close: np.ndarray, outcome: np.ndarray | N
     Default outcome of forecast[t]: the log return of bar t+1 (for "direction": 1 if it is > 0, else 0).
     """
     if outcome is None:
-        outcome = np.full(len(fc), np.nan)
-        outcome[:-1] = np.log(close[1:] / close[:-1])
+        outcome = np.empty(len(fc))
+        np.log(np.divide(close[1:], close[:-1], out=outcome[:-1]), out=outcome[:-1])
+        outcome[-1] = np.nan
     ok = np.isfinite(fc)
     ok &= np.isfinite(outcome)
     known = int(np.count_nonzero(ok))

@@ -31,8 +31,8 @@ def forecast_metrics(pred: np.ndarray, y: np.ndarray, kind: str) -> dict[str, fl
         varies = n >= 3 and np.ptp(p) > 0 and np.ptp(y) > 0  # a constant series has no correlation
         binary = bool(np.all((y == 0.0) | (y == 1.0)))
         out["ic_pearson"] = _corr(p, y) if varies else float("nan")
-        out["ic_spearman"] = (_corr(rank_p, _binary_ranks(y > 0.5) if binary else rankdata(y)) if varies
-                              else float("nan"))
+        out["ic_spearman"] = (_corr(rank_p, _binary_ranks(y > 0.5) if binary else rankdata(y), own=True)
+                              if varies else float("nan"))
         out["base_rate"] = float(np.mean(y))
         return out
     err = pred - y
@@ -46,14 +46,15 @@ def forecast_metrics(pred: np.ndarray, y: np.ndarray, kind: str) -> dict[str, fl
         out["directional_accuracy"] = agree / moved if moved else float("nan")
     varies = n >= 3 and np.ptp(pred) > 0 and np.ptp(y) > 0  # a constant series has no correlation
     out["ic_pearson"] = _corr(pred, y) if varies else float("nan")
-    out["ic_spearman"] = _corr(rankdata(pred), rankdata(y)) if varies else float("nan")
+    out["ic_spearman"] = _corr(rankdata(pred), rankdata(y), own=True) if varies else float("nan")
     return out
 
 
-def _corr(x: np.ndarray, z: np.ndarray) -> float:
-    """Pearson correlation of x and z, both non-constant (Spearman's: of their ranks)."""
-    dx = x - x.mean()
-    dz = z - z.mean()
+def _corr(x: np.ndarray, z: np.ndarray, *, own: bool = False) -> float:
+    """Pearson correlation of x and z, both non-constant (Spearman's: of their ranks). `own`: x and z are
+    the caller's scratch (ranks), centred in place."""
+    dx = np.subtract(x, x.mean(), out=x if own else None)
+    dz = np.subtract(z, z.mean(), out=z if own else None)
     r = float(dot(dx, dz)) / math.sqrt(float(dot(dx, dx)) * float(dot(dz, dz)))
     return max(-1.0, min(1.0, r))
 
@@ -67,7 +68,7 @@ def dot(a: np.ndarray, b: np.ndarray) -> float:
 def rankdata(x: np.ndarray) -> np.ndarray:
     """(n,) float64 ranks 1..n of x, ties averaged: scipy.stats.rankdata(x) ("average"), 10-15x faster.
 
-    The sort order comes from one np.sort of packed uint64 keys (`_sort_order`) rather than np.argsort: a
+    The sort order comes from one np.sort of packed int64 keys (`_sort_order`) rather than np.argsort: a
     plain sort of 64-bit keys is SIMD-vectorized in numpy, an argsort measured ~4x slower. The average rank
     of a tie group does not depend on the order inside it, so any correct sort gives scipy's ranks.
     """
@@ -87,14 +88,14 @@ def rankdata(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
-_SIGN = np.uint64(1 << 63)
+_LOW63 = np.int64((1 << 63) - 1)
 
 
 def _sort_order(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(order (n,) int64 with x[order] sorted, new (n,) bool: new[i] when x[order[i]] starts a group of equal
     values). NaN falls back to np.argsort (each NaN its own group, last, as there).
 
-    Each value becomes an order-preserving uint64 key (IEEE bits, negatives flipped; -0.0 = 0.0) whose low
+    Each value becomes an order-preserving int64 key (IEEE bits, negatives flipped; -0.0 = 0.0) whose low
     `bits` bits are replaced by its index, and the keys are sorted. Values that agree on everything but
     those low bits (relative difference < ~2^(bits-52)) land next to each other in index order; those
     few runs are re-sorted on their full keys, which cannot move them out of their run.
@@ -106,18 +107,17 @@ def _sort_order(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         new = np.ones(n, dtype=bool)
         np.not_equal(xs[1:], xs[:-1], out=new[1:])
         return order, new
-    key = (x + 0.0).view(np.uint64)  # + 0.0: -0.0 -> 0.0
-    flip = key >> np.uint64(63)  # 1 for negatives
-    np.negative(flip, out=flip)  # all ones for negatives, 0 otherwise (uint64 wraps)
-    flip |= _SIGN
-    key ^= flip  # negatives: every bit flipped; others: the sign bit set
-    bits = np.uint64(int(n - 1).bit_length())
-    low = np.uint64((1 << int(bits)) - 1)
-    packed = key & ~low
-    packed |= np.arange(n, dtype=np.uint64)
+    key = np.add(x, 0.0).view(np.int64)  # + 0.0: -0.0 -> 0.0; then the IEEE bits as a signed integer
+    packed = np.right_shift(key, 63)  # -1 (all ones) for negatives, 0 otherwise
+    packed &= _LOW63
+    key ^= packed  # negatives: every bit but the sign flipped, so signed order = value order
+    bits = int(n - 1).bit_length()
+    low = (1 << bits) - 1
+    np.bitwise_and(key, ~low, out=packed)
+    packed |= np.arange(n, dtype=np.int64)
     packed.sort()
-    order = (packed & low).view(np.int64)
-    packed >>= bits
+    order = packed & low
+    packed >>= bits  # arithmetic shift: the high bits, in order
     tied = packed[1:] == packed[:-1]  # tied[i]: sorted i and i+1 agree on the high bits
     new = np.ones(n, dtype=bool)
     if not tied.any():
