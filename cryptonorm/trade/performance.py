@@ -242,7 +242,8 @@ def per_year(
     if bh_factor is None and bh_returns is not None:
         bh_factor = np.asarray(bh_returns, dtype="float64") + 1.0
     longest = int(np.diff(cuts).max())
-    eq, work = np.empty(longest), np.empty(longest)  # scratch for the longest year
+    eq, work = np.empty(longest + 1), np.empty(longest + 1)  # scratch for the longest year
+    eq[0] = 1.0  # each year's equity starts at 1, before its first bar
     out: list[dict[str, float]] = []
     for i, (a, b) in enumerate(zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True)):
         if a == b:
@@ -254,9 +255,9 @@ def per_year(
         if m > 1:
             dev = np.subtract(seg, mean, out=work[:m])
             sd = math.sqrt(float(np.multiply(dev, dev, out=dev).sum()) / (m - 1))
-        year_eq = np.cumprod(factor[a:b], out=eq[:m])  # the year's equity from 1 (before its first bar)
-        # drawdown from the running peak, the starting 1 included: max(1, running max)
-        peak = np.maximum(np.maximum.accumulate(year_eq, out=work[:m]), 1.0, out=work[:m])
+        year_eq = eq[: m + 1]  # [1, equity after each bar of the year]
+        np.cumprod(factor[a:b], out=year_eq[1:])
+        peak = np.maximum.accumulate(year_eq, out=work[: m + 1])  # the starting 1 included
         row: dict[str, float] = {
             "year": year0 + i,
             "return": float(year_eq[-1]) - 1.0,
