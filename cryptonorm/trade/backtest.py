@@ -176,7 +176,8 @@ def _strategy_metrics(run: Book, ts: np.ndarray, timeframe: str) -> tuple[dict[s
     positions, hence the trades' bounds, the turnover and the exposure."""
     held = run.pos[1:]  # row 0 is the start, not a bar held
     first, last = trade_bounds(held)
-    trades = Trades(first, last, trade_returns(held, run.ret[1:], run.cost[1:], first, last, factor=run.factor[1:]))
+    trades = Trades(first, last, trade_returns(held, run.ret[1:], run.cost[1:], first, last, factor=run.factor[1:],
+                                               turn=run.turn[1:]))
     turnover = float(run.turn[1:].sum())
     strategy = performance_of(run.ret[1:], held, run.cost[1:], ts, timeframe, trades, equity=run.equity,
                               turnover=turnover)
@@ -228,7 +229,8 @@ def _last_sign(
     del target
     held = run.pos[1:]
     first, last = trade_bounds(held)
-    trades = Trades(first, last, trade_returns(held, run.ret[1:], run.cost[1:], first, last, factor=run.factor[1:]))
+    trades = Trades(first, last, trade_returns(held, run.ret[1:], run.cost[1:], first, last, factor=run.factor[1:],
+                                               turn=run.turn[1:]))
     return performance_of(run.ret[1:], held, run.cost[1:], ts, timeframe, trades, equity=run.equity,
                           turnover=float(run.turn[1:].sum()))
 

@@ -48,14 +48,15 @@ def trade_bounds(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def trade_returns(
     positions: np.ndarray, returns: np.ndarray, fees: np.ndarray | None, first: np.ndarray, last: np.ndarray,
-    *, factor: np.ndarray | None = None,
+    *, factor: np.ndarray | None = None, turn: np.ndarray | None = None,
 ) -> np.ndarray:
     """(K,) compounded return of each trade [first, last] after its own share of the costs (see find_trades).
 
     Separate from `trade_bounds` so that series with the same positions (before and after costs) find
     their trades once. `fees` None: no costs (a cost-free twin). `factor` (n,): 1 + returns from a caller
     whose flat bars return minus their fee (the bar after a trade that exits to flat: its exit cost; 0
-    elsewhere), as every simulation's do; it is left as it was. Without it, those bars are set so here.
+    elsewhere), as every simulation's do; it is left as it was. `turn` (n,): |position change| on each bar
+    (the first from flat), when the caller has it. Without it, those bars are set so here.
 
     One product per trade from its first bar to the next trade's first bar (np.multiply.reduceat on the
     trade starts alone, no Python loop): the bars in between are flat with factor 1, except the bar right
@@ -73,7 +74,7 @@ def trade_returns(
     p_out = pos[at - 1]
     share = np.abs(p_out)
     share *= fees[at]
-    share /= np.abs(pos[at] - p_out)  # the closed trade's share: |p_out| / |dpos| of the cost, |dpos| > 0
+    share /= np.abs(pos[at] - p_out) if turn is None else turn[at]  # the closed trade's share |p_out| / |dpos|
     kept = fac[at]  # the caller's factor is changed at these bars for the product, then restored
     fac[at] = kept + share  # the opening trade pays only the rest of the entry cost
     out = np.multiply.reduceat(fac, first)
