@@ -148,3 +148,19 @@ def test_cells_trace_through_their_plain_loop() -> None:
         traced = torch.jit.trace(cell, (x,), check_trace=False)
         x2 = torch.randn(3, 5, 3)
         torch.testing.assert_close(traced(x2), cell(x2), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("norm", ["layer", "batch"])
+def test_cells_train_under_bf16_autocast(norm: str) -> None:
+    """train.bf16: the projections run in bf16, the recurrence in float32; gradients close to float32's."""
+    torch.manual_seed(0)
+    cell: Cell = LayerNormLSTM(4, 8) if norm == "layer" else BatchNormLSTM(4, 8, 6)
+    x = torch.randn(16, 6, 4)
+    twin = copy.deepcopy(cell)
+    old = old_ln_lstm if norm == "layer" else old_bn_lstm
+    ref = _outputs_and_grads(twin, lambda x_: old(twin, x_), x)  # type: ignore[arg-type]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = _outputs_and_grads(cell, cell, x)
+    assert all(g.dtype == torch.float32 for g in got)
+    for g, r in zip(got, ref, strict=True):
+        assert (g - r).abs().max() <= 0.05 * r.abs().max() + 1e-3  # bf16 has 8 bits of mantissa

@@ -30,6 +30,7 @@ from torch.autograd.function import once_differentiable
 from cryptonorm.learn.norms import StepBatchNorm
 
 Tensor = torch.Tensor
+Steps = list[torch.Tensor]  # one (B, .) tensor per time step
 
 
 @dataclass
@@ -57,20 +58,21 @@ def batch_spec(bn: StepBatchNorm) -> NormSpec:
 
 
 class _StepNorm:
-    """One norm applied step by step inside the recurrence, keeping the statistics the backward needs."""
+    """One norm applied step by step inside the recurrence: keeps each step's input and statistics for the
+    backward, which returns the input gradient and sums the gain and bias gradients over the steps."""
 
     def __init__(self, spec: NormSpec, weight: Tensor | None, bias: Tensor | None) -> None:
         self.spec, self.weight, self.bias = spec, weight, bias
-        self.mean: list[Tensor] = []  # per step: LN (B, 1); BN (C,)
-        self.rstd: list[Tensor] = []
+        self.saved: list[tuple[Tensor, Tensor, Tensor]] = []  # per step: input, mean, 1/std
+        self.dw: Tensor | None = None
+        self.db: Tensor | None = None
 
     def forward(self, a: Tensor, t: int) -> Tensor:  # (B, C) at step t -> (B, C)
         if self.spec.kind == "layer":
             y, mean, rstd = torch.native_layer_norm(a, (a.shape[1],), self.weight, self.bias, self.spec.eps)
         else:
             y, mean, rstd = self._batch(a, t)
-        self.mean.append(mean)
-        self.rstd.append(rstd)
+        self.saved.append((a, mean, rstd))  # LN: mean, rstd (B, 1); BN: (C,)
         return y
 
     def _batch(self, a: Tensor, t: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -86,112 +88,93 @@ class _StepNorm:
         y = torch.native_batch_norm(a, self.weight, self.bias, rm, rv, False, sp.momentum, sp.eps)[0]
         return y, rm.clone(), torch.rsqrt(rv + sp.eps)
 
-    def backward(self, dy: Tensor, a: Tensor, t: int) -> Tensor:
-        """d loss / d input at step t (gain and bias gradients come from `param_grads`)."""
-        sp, mask = self.spec, [True, False, False]
+    def backward(self, dy: Tensor, t: int) -> Tensor:
+        """d loss / d input at step t; the gain and bias gradients are added to self.dw, self.db."""
+        a, mean, rstd = self.saved[t]
+        sp, w, b = self.spec, self.weight, self.bias
+        mask = [True, w is not None, b is not None]
         if sp.kind == "layer":
-            dx: Tensor = torch.ops.aten.native_layer_norm_backward(
-                dy, a, (a.shape[1],), self.mean[t], self.rstd[t], self.weight, self.bias, mask)[0]
-            return dx
-        if sp.mode in ("train", "batch"):  # batch statistics: the gradient flows through them too
-            dx = torch.ops.aten.native_batch_norm_backward(
-                dy, a, self.weight, None, None, self.mean[t], self.rstd[t], True, sp.eps, mask)[0]
-            return dx
-        scale = self.rstd[t] if self.weight is None else self.rstd[t] * self.weight  # (C,) constants
-        return dy * scale
-
-    def param_grads(self, dy: Tensor, a: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        """Gain and bias gradients summed over all steps: dy, a (T, B, C)."""
-        if self.weight is None and self.bias is None:
-            return None, None
-        T, B, C = a.shape
-        if self.spec.kind == "layer":
-            mean, rstd = torch.stack(self.mean).view(T * B, 1), torch.stack(self.rstd).view(T * B, 1)
-            _, dw, db = torch.ops.aten.native_layer_norm_backward(
-                dy.view(T * B, C), a.view(T * B, C), (C,), mean, rstd, self.weight, self.bias,
-                [False, self.weight is not None, self.bias is not None])
-            return dw, db
-        xhat = (a - torch.stack(self.mean)[:, None]) * torch.stack(self.rstd)[:, None]  # (T, B, C)
-        dw = (dy * xhat).sum((0, 1)) if self.weight is not None else None
-        return dw, dy.sum((0, 1)) if self.bias is not None else None
+            dx, dw, db = torch.ops.aten.native_layer_norm_backward(dy, a, (a.shape[1],), mean, rstd, w, b, mask)
+        elif sp.mode in ("train", "batch"):  # batch statistics: the gradient flows through them too
+            dx, dw, db = torch.ops.aten.native_batch_norm_backward(dy, a, w, None, None, mean, rstd, True, sp.eps,
+                                                                   mask)
+        else:  # running statistics: constants
+            dx = dy * (rstd if w is None else rstd * w)
+            dw = (dy * (a - mean) * rstd).sum(0) if w is not None else None
+            db = dy.sum(0) if b is not None else None
+        if dw is not None:
+            self.dw = dw if self.dw is None else self.dw.add_(dw)
+        if db is not None:
+            self.db = db if self.db is None else self.db.add_(db)
+        return dx  # type: ignore[no-any-return]
 
 
-# long function: the forward recurrence reads best as one loop, each line one fused kernel
-def _recurrence(gx: Tensor, w_h: Tensor, norm_h: _StepNorm, norm_c: _StepNorm) -> tuple[Tensor, ...]:
+def _recurrence(gx: Tensor, w_h: Tensor, nh: _StepNorm, nc: _StepNorm) -> tuple[Tensor, Steps, Steps, Steps, Steps]:
     """The LSTM recurrence on time-major input pre-activations gx (T, B, 4H), gates i, f, g, o:
 
         gates_t = N_h(W_h h_{t-1}; t) + gx_t;  c_t = sig(f) c_{t-1} + sig(i) tanh(g);  h_t = sig(o) tanh(N_c(c_t; t))
 
-    Returns out (T, B, H) and the buffers the backward needs: W_h h_{t-1}, the sigmoid of the gates,
-    tanh(g), c_t, tanh(N_c(c_t)), each (T, B, .).
+    Returns out (T, B, H) and, per step, what the backward needs: the sigmoid of the gates (B, 4H), tanh(g),
+    c_t and tanh(N_c(c_t)) (B, H). Per-step tensors, not (T, ...) buffers: the allocator reuses the memory
+    freed by the previous training step, where a fresh large buffer costs page faults each time.
     """
     T, B, G = gx.shape
     H = G // 4
     out = gx.new_empty(T, B, H)
-    a_all, act_all = gx.new_empty(T, B, G), gx.new_empty(T, B, G)
-    g_all, c_all, tc_all = gx.new_empty(T, B, H), gx.new_empty(T, B, H), gx.new_empty(T, B, H)
     wt = w_h.t()  # (H, 4H)
-    h: Tensor | None = None
-    c: Tensor | None = None
+    acts: Steps = []
+    gs: Steps = []
+    cs: Steps = []
+    tcs: Steps = []
     for t in range(T):
-        a = a_all[t]  # (B, 4H)
-        if h is None:
-            a.zero_()  # h_{-1} = 0
-        else:
-            torch.mm(h, wt, out=a)
-        y = norm_h.forward(a, t)
+        a = gx.new_zeros(B, G) if t == 0 else torch.mm(out[t - 1], wt)  # W_h h_{t-1}; h_{-1} = 0
+        y = nh.forward(a, t)
         y += gx[t]
-        act = act_all[t]
-        torch.sigmoid(y, out=act)  # all 4H in one kernel; the g quarter is unused (its tanh is in g_all)
-        g = torch.tanh(y[:, 2 * H : 3 * H], out=g_all[t])  # a contiguous output is ~2x faster than a slice
+        act = torch.sigmoid(y)  # all 4H in one kernel; the g quarter is unused (its tanh is in g)
+        g = torch.tanh(y[:, 2 * H : 3 * H])
         i, f, _, o = act.chunk(4, dim=1)  # (B, H) views
-        c_new = c_all[t]
-        if c is None:
-            torch.mul(i, g, out=c_new)  # c_{-1} = 0
+        if t == 0:
+            c = i * g  # c_{-1} = 0
         else:
-            torch.mul(f, c, out=c_new)
-            c_new.addcmul_(i, g)
-        c = c_new
-        tc = torch.tanh(norm_c.forward(c, t), out=tc_all[t])
-        h = torch.mul(o, tc, out=out[t])
-    return out, a_all, act_all, g_all, c_all, tc_all
+            c = f * cs[-1]
+            c.addcmul_(i, g)
+        tc = nc.forward(c, t).tanh_()
+        torch.mul(o, tc, out=out[t])
+        acts.append(act)
+        gs.append(g)
+        cs.append(c)
+        tcs.append(tc)
+    return out, acts, gs, cs, tcs
 
 
-# long function: the reverse-time loop mirrors _recurrence step by step
-def _recurrence_backward(grad_out: Tensor, w_h: Tensor, norm_h: _StepNorm, norm_c: _StepNorm,
-                         saved: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Gradients of _recurrence: (d gx (T, B, 4H), d W_h (4H, H), d N_c output (T, B, H), W_h h_{t-1}).
+def _recurrence_backward(grad_out: Tensor, w_h: Tensor, norm_h: _StepNorm, norm_c: _StepNorm, out: Tensor,
+                         acts: Steps, gs: Steps, cs: Steps, tcs: Steps) -> tuple[Tensor, Tensor]:
+    """Gradients of _recurrence: (d gx (T, B, 4H), d W_h (4H, H)); the norms collect their own.
 
     Per step: dh = dout_t + dh_rec;  do = dh tanh(N_c(c));  dN_c = dh o (1 - tanh^2);  dc = N_c'(dN_c) + dc_rec;
     di = dc g;  df = dc c_{t-1};  dg = dc i;  dc_rec = dc f;  d gates = those x the activations' derivatives;
     dh_rec = N_h'(d gates) W_h, and d W_h += N_h'(d gates)^T h_{t-1}.
     """
-    out, a_all, act_all, g_all, c_all, tc_all = saved
-    T, B, G = a_all.shape
-    H = G // 4
-    dgx = grad_out.new_empty(T, B, G)
-    dcn_all = grad_out.new_empty(T, B, H)
-    dw = w_h.new_zeros(G, H)
+    T, B, H = grad_out.shape
+    dgx = grad_out.new_empty(T, B, 4 * H)
+    dw = w_h.new_zeros(4 * H, H)
     one = grad_out.new_ones(())
-    dh: Tensor | None = None
+    dh = grad_out[T - 1]
     dc_rec: Tensor | None = None
     for t in reversed(range(T)):
-        dh_t = grad_out[t] if dh is None else grad_out[t] + dh
-        act = act_all[t]
+        act, g, tc = acts[t], gs[t], tcs[t]
         i, f, _, o = act.chunk(4, dim=1)
-        g = g_all[t]
         dgates = dgx[t]
         di, df, dg, do = dgates.chunk(4, dim=1)
-        tc = tc_all[t]
-        torch.mul(dh_t, tc, out=do)
-        dcn = torch.mul(dh_t, o, out=dcn_all[t])
+        torch.mul(dh, tc, out=do)
+        dcn = dh * o
         dcn.addcmul_(dcn * tc, tc, value=-1.0)  # x (1 - tanh^2)
-        dc = norm_c.backward(dcn, c_all[t], t)
+        dc = norm_c.backward(dcn, t)
         if dc_rec is not None:
             dc += dc_rec
         torch.mul(dc, g, out=di)
         if t > 0:
-            torch.mul(dc, c_all[t - 1], out=df)
+            torch.mul(dc, cs[t - 1], out=df)
         else:
             df.zero_()
         torch.mul(dc, i, out=dg)
@@ -199,11 +182,11 @@ def _recurrence_backward(grad_out: Tensor, w_h: Tensor, norm_h: _StepNorm, norm_
         deriv = torch.addcmul(act, act, act, value=-1.0)  # sigmoid' = s (1 - s)
         torch.addcmul(one, g, g, value=-1.0, out=deriv[:, 2 * H : 3 * H])  # tanh' = 1 - tanh^2
         dgates.mul_(deriv)
+        da = norm_h.backward(dgates, t)  # (B, 4H); at t = 0 only for the norm's gain and bias
         if t > 0:  # h_{-1} = 0 is a constant: nothing flows further back from step 0
-            da = norm_h.backward(dgates, a_all[t], t)  # (B, 4H)
             dw.addmm_(da.t(), out[t - 1])
-            dh = torch.mm(da, w_h)  # (B, H)
-    return dgx, dw, dcn_all, a_all
+            dh = torch.addmm(grad_out[t - 1], da, w_h)  # dout_{t-1} + dh_rec, (B, H)
+    return dgx, dw
 
 
 class _NormLSTMFunction(torch.autograd.Function):
@@ -213,21 +196,20 @@ class _NormLSTMFunction(torch.autograd.Function):
     def forward(ctx: Any, gx: Tensor, w_h: Tensor, wh: Tensor | None, bh: Tensor | None, wc: Tensor | None,
                 bc: Tensor | None, spec_h: NormSpec, spec_c: NormSpec) -> Tensor:
         norm_h, norm_c = _StepNorm(spec_h, wh, bh), _StepNorm(spec_c, wc, bc)
-        saved = _recurrence(gx, w_h, norm_h, norm_c)
-        ctx.save_for_backward(w_h, *saved)
-        ctx.norms = (norm_h, norm_c)
-        return saved[0]
+        out, *per_step = _recurrence(gx, w_h, norm_h, norm_c)
+        ctx.save_for_backward(w_h, out)
+        ctx.per_step, ctx.norms = per_step, (norm_h, norm_c)  # per-step intermediates (lists of tensors)
+        return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        w_h, *saved = ctx.saved_tensors
+        w_h, out = ctx.saved_tensors
         norm_h, norm_c = ctx.norms
+        norm_h.dw = norm_h.db = norm_c.dw = norm_c.db = None  # a second backward (retain_graph) starts anew
         with torch.autocast(grad_out.device.type, enabled=False):
-            dgx, dw, dcn, a_all = _recurrence_backward(grad_out.contiguous(), w_h, norm_h, norm_c, tuple(saved))
-            dwh, dbh = norm_h.param_grads(dgx, a_all)
-            dwc, dbc = norm_c.param_grads(dcn, saved[4])
-        return dgx, dw, dwh, dbh, dwc, dbc, None, None
+            dgx, dw = _recurrence_backward(grad_out, w_h, norm_h, norm_c, out, *ctx.per_step)
+        return dgx, dw, norm_h.dw, norm_h.db, norm_c.dw, norm_c.db, None, None
 
 
 def run_cell(gx: Tensor, w_h: Tensor, spec_h: NormSpec, norm_h: tuple[Tensor | None, Tensor | None],
