@@ -77,7 +77,7 @@ Step = Callable[[torch.Tensor, torch.Tensor], None]
 
 def make_step(model: nn.Module, lr: float, dev: torch.device, bf16: bool) -> Step:
     """One optimizer step, identical for both reference loops."""
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4, fused=dev.type == "cuda")
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4, fused=dev.type in ("cuda", "cpu"))
     loss_fn = nn.HuberLoss()
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> None:

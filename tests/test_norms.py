@@ -163,6 +163,30 @@ def test_revin_forecast_moves_with_its_target_feature(kind: str) -> None:
     torch.testing.assert_close(raw_after, expected, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("norm", ["layer", "weight"])
+def test_mlp_folding_revins_affine_into_its_first_layer_is_the_same_model(norm: str) -> None:
+    """The MLP applies RevIN's gamma/beta through its first Linear (a speed-up); the unfolded model (RevIN
+    with its affine, then the plain layers on the flattened window) must give the same forecasts and the
+    same gradients for every parameter and the input."""
+    torch.manual_seed(0)
+    model = build_model(make_cfg("mlp", norm, input_norm="revin", dropout=0.0), n_features=3, window=6).double()
+    _randomize(model, 0.3)
+    assert isinstance(model.input_norm, RevIN) and model.folds_input_affine
+    model.input_norm.set_target(1, scale=0.02, shift=0.001)
+    x = (torch.randn(5, 6, 3, dtype=torch.float64) * 2 + 1).requires_grad_()
+    rev = model.input_norm
+
+    def unfolded() -> torch.Tensor:
+        z, stats = rev.normalize(x)  # with gamma/beta
+        out = model.head(model.body(z.flatten(1))).squeeze(-1)
+        return (rev.denormalize(out, stats) - model.y_mean) / model.y_std
+
+    torch.testing.assert_close(model(x), unfolded(), rtol=1e-12, atol=1e-12)
+    params = [x, *model.parameters()]
+    for ours, ref in zip(_grads(lambda: model(x), params), _grads(unfolded, params), strict=True):
+        torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
+
+
 def test_revin_target_feature_is_the_column_in_the_targets_units() -> None:
     names = ["rsi_14", "logret_1", "logret_4", "vol_24", "vol_6", "volz_24"]
     assert revin_target_feature(names, "return", 1) == "logret_1"

@@ -46,6 +46,32 @@ def test_diebold_mariano_variance_is_statsmodels_hac(h: int) -> None:
     assert r.pvalue == pytest.approx(2 * stats.t.sf(abs(float(ols.tvalues[0]) * hln), T - 1), rel=1e-9)
 
 
+@pytest.mark.parametrize("h", [1, 6])
+def test_one_diebold_mariano_with_a_method_and_lag_switch(h: int) -> None:
+    """trade.vol_metrics holds the only DM: "normal" = statsmodels' HAC t-value with a normal p, "hln" =
+    the same times the HLN factor with a Student-t p; study.stats is that with lags = horizon - 1."""
+    from cryptonorm.trade import vol_metrics as vm
+
+    rng = np.random.default_rng(10 + h)
+    la = rng.gamma(2.0, size=300)
+    lb = la + 0.05 + np.convolve(rng.normal(scale=0.5, size=300), np.ones(h) / h, mode="same")
+    T = len(la)
+    ols = sm.OLS(la - lb, np.ones(T)).fit(cov_type="HAC", cov_kwds={"maxlags": h - 1, "use_correction": False})
+    t = float(ols.tvalues[0])
+    normal = vm.diebold_mariano(la, lb, h, lags=h - 1, method="normal")
+    assert normal["stat"] == pytest.approx(t, rel=1e-9) and normal["p"] == pytest.approx(float(ols.pvalues[0]))
+    hln = vm.diebold_mariano(la, lb, h, lags=h - 1, method="hln")
+    factor = math.sqrt((T + 1 - 2 * h + h * (h - 1) / T) / T)
+    assert hln["stat"] == pytest.approx(t * factor, rel=1e-9)
+    assert hln["p"] == pytest.approx(2 * stats.t.sf(abs(t * factor), T - 1), rel=1e-9)
+    study = st.diebold_mariano(la - lb, horizon=h)
+    assert (study.statistic, study.pvalue, study.n) == pytest.approx((hln["stat"], hln["p"], T))
+    same = vm.diebold_mariano(la, la.copy(), h)
+    assert math.isnan(same["stat"]) and same["p"] == 1.0
+    with pytest.raises(ValueError, match="method"):
+        vm.diebold_mariano(la, lb, method="hac")
+
+
 def test_dm_per_seed_one_collapsed_seed_cannot_make_a_tiny_p() -> None:
     """Four seeds where the norm is a hair worse and one that collapsed: averaging the errors over seeds
     before one DM gives p < 0.001; per-seed DM combined by a sign test does not."""

@@ -11,6 +11,7 @@ import pytest
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+from cryptonorm.study import stats as st
 from cryptonorm.study import verdicts as vd
 
 KEYS = ["model.norm", "seed"]
@@ -46,10 +47,44 @@ def test_holm_matches_statsmodels() -> None:
     assert math.isnan(out[1])
 
 
-def test_t_interval_matches_scipy() -> None:
+def test_t_interval_matches_scipy_and_statsmodels() -> None:
+    from statsmodels.stats.weightstats import DescrStatsW
+
     d = np.array([0.3, -0.1, 0.5, 0.2, 0.4, 0.05])
     ci = stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
-    np.testing.assert_allclose(vd.t_interval(d), (ci.low, ci.high), rtol=1e-12)
+    np.testing.assert_allclose(st.t_interval(d), (ci.low, ci.high), rtol=1e-12)
+    np.testing.assert_allclose(st.t_interval(d, 0.9), DescrStatsW(d).tconfint_mean(alpha=0.1), rtol=1e-12)
+    assert all(math.isnan(v) for v in st.t_interval(np.array([1.0, np.nan])))
+
+
+def test_verdicts_use_the_shared_statistics() -> None:
+    """One home per statistic: verdicts.py has no interval or bootstrap of its own."""
+    for name in ("t_interval", "bootstrap_ci", "min_wilcoxon_p", "BOOTSTRAP_RESAMPLES"):
+        assert getattr(vd, name, None) in (None, getattr(st, name, None)), name
+
+
+def test_bootstrap_of_two_samples_agrees_with_scipy() -> None:
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(0, 2.0, 12), rng.normal(0, 1.0, 15)
+
+    def ratio(x: np.ndarray, y: np.ndarray) -> float:
+        return float(np.std(x, ddof=1) / np.std(y, ddof=1)) - 1.0
+
+    ours = st.bootstrap_ci_two(a, b, ratio, n_resamples=4000)
+    ref = stats.bootstrap((a, b), ratio, paired=False, vectorized=False, n_resamples=4000, method="percentile",
+                          random_state=np.random.default_rng(1)).confidence_interval
+    width = ref.high - ref.low
+    assert ours[0] == pytest.approx(ref.low, abs=0.1 * width) and ours[1] == pytest.approx(ref.high, abs=0.1 * width)
+    assert all(math.isnan(v) for v in st.bootstrap_ci_two(a[:1], b, ratio))
+
+
+def test_brown_forsythe_is_an_anova_on_deviations_from_the_median() -> None:
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(0, 3.0, 10), rng.normal(0, 1.0, 10)
+    ref = stats.f_oneway(np.abs(a - np.median(a)), np.abs(b - np.median(b)))
+    r = st.brown_forsythe(a, b)
+    assert r.statistic == pytest.approx(ref.statistic, rel=1e-10) and r.pvalue == pytest.approx(ref.pvalue, rel=1e-10)
+    assert math.isnan(st.brown_forsythe(np.ones(4), np.ones(4)).pvalue)
 
 
 def test_supported_when_every_seed_improves_by_more_than_the_margin() -> None:

@@ -21,6 +21,7 @@ import pandas as pd
 from cryptonorm.study.claim_spec import SEED_KEY, Claim, grid_values
 from cryptonorm.study.results import cell_dir, collect_results
 from cryptonorm.study.spec import show as _show
+from cryptonorm.timeframes import parse_date
 
 NON_FINITE = "non_finite_loss"
 
@@ -54,7 +55,8 @@ def cell_frame(claim: Claim, sweep_dir: Path) -> pd.DataFrame:
             n_train = ((metrics.get("samples") or {}).get("train")) or 0
             batch = cfg.train.batch_size if cfg is not None else 0
             row.update(_history_metrics(cell_dir(sweep_dir, r["cell_id"]) / "run", r.get("stopped"), n_train, batch))
-            row["decay_mse"] = _decay(cell_dir(sweep_dir, r["cell_id"]) / "run")
+            start = cfg.split.test_start if cfg is not None else None
+            row["decay_mse"] = _decay(cell_dir(sweep_dir, r["cell_id"]) / "run", start)
         rows.append(row)
     df = pd.DataFrame(rows)
     if "steps_to_target" in df.columns or "_curve" in df.columns:
@@ -118,13 +120,18 @@ def with_steps_to_target(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return df.drop(columns=["_curve"])
 
 
-def _decay(run_dir: Path) -> float:
-    """Test MSE of the last third of the test bars (in time) / that of the first third."""
+def _decay(run_dir: Path, test_start: str | None = None) -> float:
+    """Test MSE of the last third of the test bars (in time) / that of the first third.
+
+    With `test_start` (split.test_start) only test bars from that date on count, so a walk-forward run,
+    whose out-of-sample forecasts begin earlier, is measured on the same bars as a fixed-split run."""
     try:
         f = pd.read_csv(run_dir / "forecasts.csv", usecols=["timestamp", "forecast", "y", "split"])
     except (OSError, ValueError):
         return math.nan
     t = f[(f["split"] == "test") & f["forecast"].notna() & f["y"].notna()].sort_values("timestamp")
+    if test_start:
+        t = t[t["timestamp"] >= parse_date(test_start)]
     n = len(t) // 3
     if n < 2:
         return math.nan

@@ -24,6 +24,7 @@ against the config, the rule's keys and values against the grid, the metric agai
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -53,7 +54,8 @@ DERIVED_METRICS = {
                    "epoch, in training mode: dropout on, BatchNorm on batch statistics)",
     "steps_to_target": "optimizer steps until the validation loss first reaches the claim's target (censored "
                        "at the budget + one epoch when never reached)",
-    "decay_mse": "test MSE on the last third of the test period / on the first third",
+    "decay_mse": "test MSE on the last third of the test period / on the first third (bars from split.test_start "
+                 "on, so walk-forward runs are measured on the same bars)",
     "train_seconds": "wall time of training",
     "qlike_vs_har": "test QLIKE / the HAR-RV baseline's test QLIKE on the same bars - 1 (volatility targets; "
                     "below 0: the network beats HAR)",
@@ -136,8 +138,15 @@ class Claim:
         return vd.Rule(r.metric, r.claimed, comps, r.test, r.margin, r.alpha, r.require, relative=relative)
 
 
-def load_claim(path: str | Path, quick: bool = False) -> Claim:
-    """Read and check a claim file (schema only; `prepare` checks the sweep and the rule against it)."""
+DATA_DIR_ENV = "CRYPTONORM_DATA_DIR"
+
+
+def load_claim(path: str | Path, quick: bool = False, data_dir: str | Path | None = None) -> Claim:
+    """Read and check a claim file (schema only; `prepare` checks the sweep and the rule against it).
+
+    `data_dir` (default: the environment variable CRYPTONORM_DATA_DIR): the folder of the candle files,
+    replacing the folder of every `data.file` the claim names (the file name is kept); without it a
+    relative data.file is relative to the claim file."""
     path = Path(path)
     raw = read_yaml(path)
     try:
@@ -179,7 +188,15 @@ def load_claim(path: str | Path, quick: bool = False) -> Claim:
         sweep["base"] = str((path.parent / str(sweep["base"])).resolve())
     sets = dict(sweep.get("set") or {})
     file = sets.get("data.file")
-    if isinstance(file, str) and not Path(file).is_absolute():
+    data_dir = data_dir if data_dir is not None else (os.environ.get(DATA_DIR_ENV) or None)
+    if isinstance(file, str) and data_dir is not None:
+        moved = Path(data_dir).expanduser().resolve() / Path(file).name
+        if not moved.is_file():
+            raise ConfigError(f"{path}: data.file {Path(file).name!r} is not in the data folder {data_dir} (from "
+                              f"--data-dir or {DATA_DIR_ENV}); put it there or point the option at its folder")
+        sets["data.file"] = str(moved)
+        sweep["set"] = sets
+    elif isinstance(file, str) and not Path(file).is_absolute():
         sets["data.file"] = str((path.parent / file).resolve())  # relative to the claim file, like base
         sweep["set"] = sets
     return Claim(spec, path, sweep, left_out=left_out)

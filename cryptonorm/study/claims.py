@@ -51,9 +51,11 @@ def default_dir(quick: bool) -> Path:
 
 
 def load_study(folder: str | Path, study_dir: Path, quick: bool = False,
-               overrides: tuple[str, ...] = ()) -> list[Claim]:
-    """Load and check every claim file of `folder` (nothing runs); ConfigError names the first problem."""
-    claims = [load_claim(p, quick) for p in find_claims(folder)]
+               overrides: tuple[str, ...] = (), data_dir: str | Path | None = None) -> list[Claim]:
+    """Load and check every claim file of `folder` (nothing runs); ConfigError names the first problem.
+
+    `data_dir`: the folder of the real candle files (claim_spec.load_claim; default $CRYPTONORM_DATA_DIR)."""
+    claims = [load_claim(p, quick, data_dir) for p in find_claims(folder)]
     seen_ids: dict[int, Path] = {}
     seen_names: dict[str, Path] = {}
     for c in claims:
@@ -72,27 +74,38 @@ def load_study(folder: str | Path, study_dir: Path, quick: bool = False,
 
 
 def run_study(claims: list[Claim], study_dir: Path, *, jobs: int = 1, profile: str = "full",
-              on_event: EventFn | None = None, bar: Callable[[], Any] | None = None) -> StudyOutcome:
+              on_event: EventFn | None = None, bar: Callable[[], Any] | None = None, executor: str = "local",
+              address: str | None = None, gpus_per_cell: float = 0.0) -> StudyOutcome:
     """Run each claim's sweep (skipping finished cells), then judge and write verdicts.md/json and plots.
 
-    `bar`: optional factory of a progress context manager yielding an event function (the CLI's sweep bar)."""
+    `bar`: optional factory of a progress context manager yielding an event function (the CLI's sweep bar).
+    `executor`, `address`, `gpus_per_cell`: as run_sweep's; with Ray, one connection serves every claim."""
+    import contextlib
+
     from cryptonorm.study import report as sweep_report
+    from cryptonorm.study.executors import check_executor, import_ray, ray_session
     from cryptonorm.study.sweep import run_sweep
+
+    check_executor(executor, address, gpus_per_cell)
 
     t0 = time.time()
     emit = on_event or (lambda _: None)
     outcome = StudyOutcome(study_dir.resolve(), profile)
-    for c in claims:
-        assert c.sweep is not None
-        emit({"event": "claim", "id": c.spec.claim.id, "title": c.spec.claim.title, "cells": len(c.sweep.cells)})
-        sweep_dir = study_dir / c.name
-        if bar is not None:
-            with bar() as cell_events:
-                res = run_sweep(c.sweep, sweep_dir, jobs=jobs, on_event=cell_events, cell_plots=False)
-        else:
-            res = run_sweep(c.sweep, sweep_dir, jobs=jobs, on_event=on_event, cell_plots=False)
-        outcome.failed_cells += res.failed
-        sweep_report.render(res.sweep_dir)
+    opts: dict[str, Any] = {"jobs": jobs, "executor": executor, "address": address, "gpus_per_cell": gpus_per_cell,
+                            "cell_plots": False}
+    session = ray_session(import_ray(), address, jobs) if executor == "ray" else contextlib.nullcontext()
+    with session:
+        for c in claims:
+            assert c.sweep is not None
+            emit({"event": "claim", "id": c.spec.claim.id, "title": c.spec.claim.title, "cells": len(c.sweep.cells)})
+            sweep_dir = study_dir / c.name
+            if bar is not None:
+                with bar() as cell_events:
+                    res = run_sweep(c.sweep, sweep_dir, on_event=cell_events, **opts)
+            else:
+                res = run_sweep(c.sweep, sweep_dir, on_event=on_event, **opts)
+            outcome.failed_cells += res.failed
+            sweep_report.render(res.sweep_dir)
     outcome.claims = judge_all(claims, study_dir, profile)
     outcome.seconds = time.time() - t0
     write_outputs(outcome)
@@ -151,7 +164,8 @@ def judge(claim: Claim, sweep_dir: Path, plots_dir: Path, profile: str = "full")
     # flat keys for a page built from verdicts.json (render/html_verdicts.py shows these first)
     prim = [c for c in record["comparisons"] if c["role"] == "primary" and c.get("p_holm") is not None]
     record.update({"claim": f"{spec.claim.id}. {spec.claim.title}", "numbers": verdicts_md.primary(record),
-                   "p_corrected": min((c["p_holm"] for c in prim), default=None)})
+                   "p_corrected": min((c["p_holm"] for c in prim), default=None),
+                   "verdict_line": verdicts_md.verdict_line(record)})
     return record
 
 

@@ -1,13 +1,16 @@
 """Statistics of a sweep, as pure functions (arrays and frames in, numbers out; no files, no plots).
 
 - paired t-test and Wilcoxon signed-rank test on per-cell metrics of runs that share a seed;
-- Diebold-Mariano on a per-bar loss differential of ONE seed: a Newey-West (Bartlett) long-run variance
-  with lag horizon - 1, the Harvey-Leybourne-Newbold small-sample correction and a two-sided Student-t
-  p-value with T - 1 degrees of freedom. A negative DM statistic means the first forecast beats the second.
+- Diebold-Mariano on a per-bar loss differential of ONE seed (trade.vol_metrics.diebold_mariano, the one
+  implementation): a Newey-West (Bartlett) long-run variance with lag horizon - 1, the
+  Harvey-Leybourne-Newbold small-sample correction and a two-sided Student-t p-value with T - 1 df.
+  A negative DM statistic means the first forecast beats the second.
   Seeds are never averaged before the test: `dm_per_seed` runs one DM per seed and combines them with a
   sign test over seeds, so one collapsed seed cannot make a small p-value on its own;
 - Holm's step-down correction across every p-value of a table;
-- a percentile bootstrap confidence interval of a mean (paired differences over seeds);
+- confidence intervals: a percentile bootstrap of a mean (paired differences over seeds) or of any
+  statistic of two independent samples (a ratio of spreads), and the Student-t interval of a mean;
+- the Brown-Forsythe test of equal spread (Levene about the median);
 - the interaction F-test of a two-way repeated-measures ANOVA (seeds as subjects), for norm x batch size;
 - the smallest p-value each test can reach with n seeds.
 Undefined tests (fewer than 2 seeds, all differences equal) give NaN and a note instead of a warning.
@@ -17,11 +20,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from cryptonorm.trade import vol_metrics
 
 
 @dataclass(frozen=True)
@@ -66,31 +72,23 @@ def paired_wilcoxon(a: np.ndarray, b: np.ndarray) -> TestResult:
 
 
 def diebold_mariano(d: np.ndarray, horizon: int = 1) -> TestResult:
-    """Diebold-Mariano test that the loss differential d_t (T,) has mean zero.
-
-    Long-run variance: Newey-West (Bartlett weights 1 - k / (L + 1)) with L = horizon - 1 lags, so
-    overlapping h-step forecasts are allowed for. Statistic times the Harvey-Leybourne-Newbold (1997)
-    factor sqrt((T + 1 - 2h + h(h - 1) / T) / T); two-sided p-value from Student-t with T - 1 df.
-    Identical losses on every bar give statistic NaN and p-value 1 (no evidence of any difference).
-    """
+    """Diebold-Mariano test that the loss differential d_t (T,) has mean zero: trade.vol_metrics'
+    implementation with method "hln" and lags = horizon - 1 (overlapping h-step forecasts; Bartlett
+    weights), i.e. the statistic times the Harvey-Leybourne-Newbold (1997) factor and a two-sided
+    Student-t p-value with T - 1 df. Non-finite values are dropped. Identical losses on every bar give
+    statistic NaN and p-value 1 (no evidence of any difference)."""
     d = np.asarray(d, dtype="float64")
-    d = d[np.isfinite(d)]
-    T, h = len(d), max(1, int(horizon))
+    h = max(1, int(horizon))
+    r = vol_metrics.diebold_mariano(d, np.zeros_like(d), h, lags=h - 1, method="hln")
+    T = int(r["n"])
+    note = ""
     if T < 2:
-        return TestResult(math.nan, math.nan, T, f"DM needs >= 2 common test bars, got {T}")
-    if np.all(d == 0):
-        return TestResult(math.nan, 1.0, T, "DM: identical losses on every bar")
-    u = d - d.mean()
-    lags = min(h - 1, T - 1)
-    var = float(u @ u) / T
-    for k in range(1, lags + 1):
-        var += 2.0 * (1.0 - k / (lags + 1)) * float(u[k:] @ u[:-k]) / T
-    if not var > 0:
-        return TestResult(math.nan, math.nan, T, "DM undefined: the loss differential has no variance")
-    dm = float(d.mean()) / math.sqrt(var / T)
-    factor = (T + 1 - 2 * h + h * (h - 1) / T) / T
-    stat = dm * math.sqrt(factor) if factor > 0 else dm
-    return TestResult(stat, float(2.0 * stats.t.sf(abs(stat), df=T - 1)), T)
+        note = f"DM needs >= 2 common test bars, got {T}"
+    elif r["p"] == 1.0 and math.isnan(r["stat"]):
+        note = "DM: identical losses on every bar"
+    elif math.isnan(r["p"]):
+        note = "DM undefined: the loss differential has no variance"
+    return TestResult(r["stat"], r["p"], T, note)
 
 
 @dataclass(frozen=True)
@@ -162,6 +160,52 @@ def bootstrap_ci(x: np.ndarray, confidence: float = 0.95, n_resamples: int = 999
     tail = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(means, [tail, 1.0 - tail])
     return float(lo), float(hi)
+
+
+def bootstrap_ci_two(a: np.ndarray, b: np.ndarray, statistic: Callable[[np.ndarray, np.ndarray], float],
+                     confidence: float = 0.95, n_resamples: int = 9999, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of statistic(a, b) for two independent samples (NaNs dropped), each
+    resampled with replacement on its own from one seeded generator; (NaN, NaN) below 2 values in either.
+    Resamples whose statistic is not finite (e.g. a zero spread) are left out; NaN when none is finite."""
+    a, b = (np.asarray(x, dtype="float64") for x in (a, b))
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if len(a) < 2 or len(b) < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    ia = rng.integers(0, len(a), size=(n_resamples, len(a)))  # (n_resamples, len(a))
+    ib = rng.integers(0, len(b), size=(n_resamples, len(b)))
+    vals = np.array([statistic(a[i], b[j]) for i, j in zip(ia, ib, strict=True)], dtype="float64")
+    vals = vals[np.isfinite(vals)]
+    if not len(vals):
+        return math.nan, math.nan
+    tail = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(vals, [tail, 1.0 - tail])
+    return float(lo), float(hi)
+
+
+def t_interval(x: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Student-t confidence interval of the mean of x (NaNs dropped): the interval that agrees with the
+    (paired) t-test on the same values; (NaN, NaN) below 2 values."""
+    x = np.asarray(x, dtype="float64")
+    x = x[np.isfinite(x)]
+    n = len(x)
+    if n < 2:
+        return math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1)) * float(np.std(x, ddof=1)) / math.sqrt(n)
+    return float(x.mean()) - half, float(x.mean()) + half
+
+
+def brown_forsythe(a: np.ndarray, b: np.ndarray) -> TestResult:
+    """Brown-Forsythe test of equal spread of two independent samples (scipy's Levene test about the
+    median); NaN with a note below 2 values per group or when neither group varies."""
+    a, b = (np.asarray(x, dtype="float64") for x in (a, b))
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    n = min(len(a), len(b))
+    if n < 2 or not (np.std(a) > 0 or np.std(b) > 0):
+        return TestResult(math.nan, math.nan, n, f"spread test needs >= 2 seeds per group with some spread, "
+                                                 f"got {n}")
+    r = stats.levene(a, b, center="median")
+    return TestResult(float(r.statistic), float(r.pvalue), n)
 
 
 def interaction_anova(y: np.ndarray) -> TestResult:

@@ -10,6 +10,7 @@ matched on every other grid key and the seed (so each pair differs only in `key`
     Tests: paired t-test (the rule's test) and Wilcoxon signed-rank (shown beside it). The rule's 95% CI
     is the Student-t interval of the mean difference (it agrees with the t-test; a percentile bootstrap
     over 5 seeds is too narrow to rule on); a seeded percentile-bootstrap CI is reported beside it.
+    Every test and interval is study/stats.py's (one home per statistic; tested against scipy/statsmodels).
     `control: null` tests the treatment alone against 0.
   - `spread`: the spread over seeds, unpaired: effect std(treatment) / std(control) - 1; Brown-Forsythe test
     (Levene's test about the median) for equal spread; the CI (rule and report) is a percentile bootstrap
@@ -31,19 +32,25 @@ metric for the treatment (-1 for lower), e = s * effect and its CI [e_lo, e_hi]:
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from cryptonorm.study.stats import holm, paired_t, paired_wilcoxon
+from cryptonorm.study.stats import (
+    bootstrap_ci,
+    bootstrap_ci_two,
+    brown_forsythe,
+    holm,
+    min_pvalues,
+    paired_t,
+    paired_wilcoxon,
+    t_interval,
+)
 
 Claimed = Literal["lower", "higher", "either"]
 VERDICTS = ("supported", "contradicted", "inconclusive")
-BOOTSTRAP_RESAMPLES = 4999
 
 
 @dataclass(frozen=True)
@@ -82,37 +89,6 @@ class Verdict:
     verdict: str  # supported / contradicted / inconclusive
     reason: str  # one sentence: which comparisons decided it
     table: pd.DataFrame  # one row per comparison (see compare())
-
-
-# ---------------------------------------------------------------- statistics
-
-
-def bootstrap_ci(samples: tuple[np.ndarray, ...], statistic: Any, paired: bool = True,
-                 level: float = 0.95) -> tuple[float, float]:
-    """Seeded percentile-bootstrap CI of statistic(*samples) (scipy.stats.bootstrap); NaN when too few."""
-    if min(len(s) for s in samples) < 2:
-        return math.nan, math.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # degenerate resamples (all equal) give NaN, which we report as such
-        res = stats.bootstrap(samples, statistic, paired=paired, vectorized=False, confidence_level=level,
-                              n_resamples=BOOTSTRAP_RESAMPLES, method="percentile",
-                              random_state=np.random.default_rng(0))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
-def t_interval(d: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Student-t CI of mean(d): the interval that agrees with the paired t-test (NaN with < 2 values)."""
-    n = len(d)
-    if n < 2:
-        return math.nan, math.nan
-    se = float(np.std(d, ddof=1)) / math.sqrt(n)
-    half = float(stats.t.ppf(0.5 + level / 2, df=n - 1)) * se
-    return float(d.mean()) - half, float(d.mean()) + half
-
-
-def min_wilcoxon_p(n: int) -> float:
-    """The smallest two-sided p-value the exact Wilcoxon signed-rank test can give with n pairs: 2 / 2^n."""
-    return 2.0 ** (1 - n) if n >= 1 else math.nan
 
 
 # ---------------------------------------------------------------- comparisons
@@ -167,40 +143,35 @@ def _paired_row(comp: Comparison, t: np.ndarray, c: np.ndarray, rule: Rule) -> d
     scale = scale if scale > 0 else math.nan
     tt, w = paired_t(t, c), paired_wilcoxon(t, c)
     lo, hi = t_interval(d)
-    blo, bhi = bootstrap_ci((d,), np.mean)
+    blo, bhi = bootstrap_ci(d)
     sign = -1.0 if rule.claimed == "lower" else 1.0
     return {"comparison": comp.label, "role": comp.role, "n": n,
             "treatment_mean": float(t.mean()) if n else math.nan,
             "control_mean": float(c.mean()) if n and comp.control is not None else math.nan,
             "effect": float(d.mean()) / scale if n else math.nan, "ci_low": lo / scale, "ci_high": hi / scale,
             "boot_low": blo / scale, "boot_high": bhi / scale,
-            "p": tt.pvalue, "test": "paired t", "p_wilcoxon": w.pvalue, "min_p_wilcoxon": min_wilcoxon_p(n),
+            "p": tt.pvalue, "test": "paired t", "p_wilcoxon": w.pvalue, "min_p_wilcoxon": min_pvalues(n)["wilcoxon"],
             "claimed_way": int(np.sum(sign * d > 0)) if rule.claimed != "either" else int(np.sum(d != 0)),
             "note": "; ".join(x for x in (tt.note, w.note) if x)}
 
 
 def _spread_row(comp: Comparison, t: np.ndarray, c: np.ndarray) -> dict[str, Any]:
     # unpaired: each group's values over seeds (the pairing of _pairs is irrelevant to a spread)
-    n = min(len(t), len(c))
-    note = ""
-    p = math.nan
-    if n >= 2 and (np.std(t) > 0 or np.std(c) > 0):
-        p = float(stats.levene(t, c, center="median").pvalue)
-    else:
-        note = f"spread test needs >= 2 seeds per group with some spread, got {n}"
+    bf = brown_forsythe(t, c)
+    n = bf.n
 
     def ratio(a: np.ndarray, b: np.ndarray) -> float:
         sb = float(np.std(b, ddof=1))
         return float(np.std(a, ddof=1)) / sb - 1.0 if sb > 0 else math.nan
 
     eff = ratio(t, c) if n >= 2 else math.nan
-    lo, hi = bootstrap_ci((t, c), ratio, paired=False) if n >= 2 else (math.nan, math.nan)
+    lo, hi = bootstrap_ci_two(t, c, ratio) if n >= 2 else (math.nan, math.nan)
     return {"comparison": comp.label, "role": comp.role, "n": n,
             "treatment_mean": float(np.std(t, ddof=1)) if len(t) > 1 else math.nan,
             "control_mean": float(np.std(c, ddof=1)) if len(c) > 1 else math.nan,
-            "effect": eff, "ci_low": lo, "ci_high": hi, "boot_low": lo, "boot_high": hi, "p": p,
+            "effect": eff, "ci_low": lo, "ci_high": hi, "boot_low": lo, "boot_high": hi, "p": bf.pvalue,
             "test": "Brown-Forsythe",
-            "p_wilcoxon": math.nan, "min_p_wilcoxon": math.nan, "claimed_way": math.nan, "note": note}
+            "p_wilcoxon": math.nan, "min_p_wilcoxon": math.nan, "claimed_way": math.nan, "note": bf.note}
 
 
 def _judge(row: pd.Series, rule: Rule) -> str:

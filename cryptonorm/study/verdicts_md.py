@@ -29,6 +29,28 @@ def data_label(rec: dict[str, Any]) -> str:
     return f"real {d['symbol']} {d['timeframe']} ({d['source']}, {span})"
 
 
+def seeds_label(seeds: list[str]) -> str:
+    """'5 seeds (0-4)' for a run of consecutive integer seeds, else the list."""
+    if not seeds:
+        return "no seeds"
+    try:
+        ints = sorted(int(s) for s in seeds)
+    except ValueError:
+        return f"{len(seeds)} seeds ({', '.join(seeds)})"
+    run = ints == list(range(ints[0], ints[0] + len(ints)))
+    which = f"{ints[0]}-{ints[-1]}" if run and len(ints) > 2 else ", ".join(map(str, ints))
+    return f"{len(ints)} seed{'s' * (len(ints) != 1)} ({which})"
+
+
+def verdict_line(rec: dict[str, Any]) -> str:
+    """The verdict in one sentence that carries its evidence base: the data (real or planted-signal
+    market) and the seeds, then the reason."""
+    data = data_label(rec)
+    if rec["data"]["kind"] == "synthetic":
+        data = f"the planted-signal {data} (not real prices)"
+    return f"{rec['verdict']} on {data}, {seeds_label(rec['seeds'])}: {rec['reason']}"
+
+
 def primary(rec: dict[str, Any]) -> str:
     """The primary comparisons in one line: effect [CI], Holm p, seeds pointing the claimed way."""
     parts = []
@@ -56,7 +78,7 @@ def markdown(meta: dict[str, Any], study_dir: Path) -> str:
            "Holm-corrected over each claim's primary comparisons (secondary ones: a separate family); "
            "the rule's 95% CI is the Student-t interval over seeds "
            "(a percentile bootstrap for spreads), and a percentile-bootstrap CI is shown beside it.", ""]
-    rows = [[str(r["id"]), r["title"], data_label(r), f"{r['model']}/{r['target']}", str(len(r["seeds"])),
+    rows = [[str(r["id"]), r["title"], data_label(r), f"{r['model']}/{r['target']}", seeds_label(r["seeds"]),
              r["rule"]["metric"], primary(r), f"**{r['verdict']}**"] for r in claims]
     out += _table(["#", "claim", "data", "model/target", "seeds", "metric", "primary comparisons", "verdict"], rows)
     out.append("")
@@ -106,7 +128,8 @@ def _section(r: dict[str, Any], study_dir: Path) -> list[str]:
         notes = [f"{x['comparison']}: {x['note']}" for x in r["comparisons"] if x.get("note")]
         notes += [f"left out of the {r['profile']} profile: {x}" for x in r.get("left_out") or []]
         out += [f"- note: {n_}" for n_ in notes] + ([""] if notes else [])
-    out += [f"**Verdict: {r['verdict']}** — {r['reason']}.", ""]
+    line = verdict_line(r)
+    out += [f"**Verdict: {line.split(' ', 1)[0]}** {line.split(' ', 1)[1]}.", ""]
     out += [f"![claim {r['id']}]({_rel(p, study_dir)})" for p in r.get("plots", [])] + [""]
     if r.get("sweep_plots"):
         out += ["The sweep's own plots: " + ", ".join(f"[{Path(p).stem}]({_rel(p, study_dir)})"

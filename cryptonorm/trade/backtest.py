@@ -35,7 +35,7 @@ from cryptonorm.errors import ConfigError, DataError
 from cryptonorm.timeframes import format_ms, timeframe_ms
 from cryptonorm.trade.metrics import forecast_metrics
 from cryptonorm.trade.performance import drawdown, flat_performance, per_year, performance, performance_of
-from cryptonorm.trade.positions import realized_vol, run_positions, target_positions
+from cryptonorm.trade.positions import Book, book, realized_vol, target_positions
 from cryptonorm.trade.trades import TRADE_COLUMNS, Trades, find_trades, trade_bounds, trade_frame, trade_returns
 
 # the public names of the backtest, wherever they live (callers import them from here)
@@ -123,48 +123,63 @@ def _simulate(
     step = timeframe_ms(timeframe)
     cost_rate = (cfg.fee_bps + cfg.slippage_bps) / 1e4
 
-    bar_ret = np.zeros(n_rows)  # (N,) close[t] / close[t-1] - 1, the real change across gaps too
-    bar_ret[1:] = px[1:] / px[:-1] - 1.0
+    bar_ret = np.empty(n_rows)  # (N,) close[t] / close[t-1] - 1, the real change across gaps too
+    bar_ret[0] = 0.0
+    np.divide(px[1:], px[:-1], out=bar_ret[1:])
+    bar_ret[1:] -= 1.0
+    spacing = np.diff(ts)
     gap = np.zeros(n_rows, dtype=bool)
-    gap[1:] = np.diff(ts) != step
+    np.not_equal(spacing, step, out=gap[1:])
 
-    target = target_positions(ts, px, fc, cfg, timeframe, kind)  # decided at close t
-    pos, cost, ret, eq = run_positions(target, bar_ret, cost_rate, carry)
-    held = pos[1:]  # row 0 is the start, not a bar held
-    first, last = trade_bounds(held)  # shared by the strategy before and after costs
-    trades = Trades(first, last, trade_returns(held, ret[1:], cost[1:], first, last))
-    turnover = float(np.abs(np.diff(held, prepend=0.0)).sum())
-    strategy = performance_of(ret[1:], held, cost[1:], ts, timeframe, trades, equity=eq, turnover=turnover)
-    gross = _before_costs(held, bar_ret[1:], ts, timeframe, first, last, turnover)  # no fees, no funding
-    bh_ret, bh_eq, baselines = _baselines(bar_ret, ts, cfg, timeframe, carry)
+    run = book(target_positions(ts, px, fc, cfg, timeframe, kind), bar_ret, cost_rate, carry)  # decided at close t
+    strategy, gross, trades = _strategy_metrics(run, ts, timeframe)
+    bh_ret, bh_factor, bh_eq, baselines = _baselines(bar_ret, ts, cfg, timeframe, carry)
     metrics: dict[str, Any] = {
         "strategy": strategy,
         "strategy_before_costs": gross,
         "buy_and_hold": baselines.pop("buy_and_hold"),
         "baselines": baselines,
-        "per_year": per_year(ts[1:], ret[1:], timeframe, bh_returns=bh_ret[1:]),
+        "per_year": per_year(ts[1:], run.ret[1:], timeframe, factor=run.factor[1:], bh_factor=bh_factor[1:]),
         "costs": {"fee_bps": cfg.fee_bps, "slippage_bps": cfg.slippage_bps,
                   "bps_per_side": cfg.fee_bps + cfg.slippage_bps, "fees_paid": strategy["fees_paid"]},
         "forecast": forecast_job.result() if forecast_job else {},
         "bars": n_rows,
         "periods": n_rows - 1,
-        "gap_bars": int(gap.sum()),
-        "missing_bars": int(np.maximum(np.diff(ts) // step - 1, 0).sum()),
+        "gap_bars": int(np.count_nonzero(gap)),
+        "missing_bars": int(np.maximum(spacing[gap[1:]] // step - 1, 0).sum()),  # only gaps can miss bars
         "timeframe": timeframe,
         "kind": kind,
         "sizing": cfg.sizing,
         "start": format_ms(int(ts[0])),
         "end": format_ms(int(ts[-1])),
     }
+    pos, eq = run.pos, run.equity
     if carry is not None:
         _add_funding(metrics, ts, pos * carry, eq, np.r_[0.0, carry[1:]], bh_eq)  # buy-and-hold: 0, then 1
     # copy=False: every array is this function's own (the inputs were copied by _check_inputs)
-    columns = {"timestamp": ts, "close": px, "forecast": fc, "position": pos, "strategy_return": ret,
-               "equity": eq, "bh_equity": bh_eq, "cost": cost, "gap": gap}
+    columns = {"timestamp": ts, "close": px, "forecast": fc, "position": pos, "strategy_return": run.ret,
+               "equity": eq, "bh_equity": bh_eq, "cost": run.cost, "gap": gap}
     if carry is not None:
         columns["funding"] = pos * carry  # the funding charged in the bar (fraction of equity; < 0 = received)
     equity = pd.DataFrame(columns, copy=False)
-    return Backtest(equity=equity, trades=trade_frame(ts, px, pos, trades), metrics=metrics)
+    size = min(1.0, cfg.max_leverage) if cfg.sizing == "fixed" else None  # every trade's |position|
+    return Backtest(equity=equity, trades=trade_frame(ts, px, pos, trades, size=size), metrics=metrics)
+
+
+def _strategy_metrics(run: Book, ts: np.ndarray, timeframe: str) -> tuple[dict[str, float], dict[str, float], Trades]:
+    """(metrics after costs, metrics before costs and funding, trades) of one run: the two share the
+    positions, hence the trades' bounds, the turnover and the exposure."""
+    held = run.pos[1:]  # row 0 is the start, not a bar held
+    first, last = trade_bounds(held)
+    trades = Trades(first, last, trade_returns(held, run.ret[1:], run.cost[1:], first, last, factor=run.factor[1:]))
+    turnover = float(run.turn[1:].sum())
+    strategy = performance_of(run.ret[1:], held, run.cost[1:], ts, timeframe, trades, equity=run.equity,
+                              turnover=turnover)
+    factor = run.gross + 1.0  # row 0: 1
+    gross_trades = Trades(first, last, trade_returns(held, run.gross[1:], None, first, last, factor=factor[1:]))
+    equity = np.cumprod(factor, out=factor)  # the factors are spent: the equity takes their memory
+    gross = performance_of(run.gross[1:], held, None, ts, timeframe, gross_trades, equity=equity, turnover=turnover)
+    return strategy, gross, trades
 
 
 def check_arrays(timestamps: np.ndarray, close: np.ndarray, forecast: np.ndarray,
@@ -175,39 +190,41 @@ def check_arrays(timestamps: np.ndarray, close: np.ndarray, forecast: np.ndarray
     return ts, px, fc
 
 
-def _before_costs(
-    held: np.ndarray, bar_ret: np.ndarray, ts: np.ndarray, timeframe: str, first: np.ndarray, last: np.ndarray,
-    turnover: float,
-) -> dict[str, float]:
-    """The strategy's metrics with no costs: its positions, hence its trades and turnover, are reused."""
-    ret = held * bar_ret
-    nil = np.zeros(len(held))
-    trades = Trades(first, last, trade_returns(held, ret, nil, first, last))
-    return performance_of(ret, held, nil, ts, timeframe, trades, turnover=turnover)
-
-
 def _baselines(
     bar_ret: np.ndarray, ts: np.ndarray, cfg: BacktestConfig, timeframe: str, carry: np.ndarray | None,
-) -> tuple[np.ndarray, np.ndarray, dict[str, dict[str, float]]]:
-    """Buy-and-hold, flat and last-sign on the same bars and costs -> (bh returns (N,), bh equity (N,), metrics)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, dict[str, float]]]:
+    """Buy-and-hold, flat and last-sign on the same bars and costs -> (bh returns (N,), 1 + bh returns (N,),
+    bh equity (N,), metrics)."""
     n_rows = len(bar_ret)
     cost_rate = (cfg.fee_bps + cfg.slippage_bps) / 1e4
-    bh_target = np.ones(n_rows)  # long 1 from the close of the first bar: one entry fee
-    bh_pos, bh_cost, bh_ret, bh_eq = run_positions(bh_target, bar_ret, cost_rate, carry)
+    # buy-and-hold: long 1 from the close of the first bar (row 1 on), one entry fee, funding on every bar
+    bh_ret = bar_ret.copy()
+    bh_ret[1] -= cost_rate
+    if carry is not None:
+        bh_ret[1:] -= carry[1:]
+    bh_factor = bh_ret + 1.0
+    bh_eq = np.cumprod(bh_factor)
+    bh_cost = np.zeros(n_rows - 1)
+    bh_cost[0] = cost_rate
     # a single trade over every bar held, its entry fee wholly its own and no exit: its return is the final
     # equity's (the same sequential product as trade_returns would take)
     one = np.zeros(1, dtype=np.int64)
     bh_trades = Trades(one, one + n_rows - 2, bh_eq[-1:] - 1.0)
-    ls_size = min(1.0, cfg.max_leverage)
-    ls_target = np.sign(bar_ret) * ls_size  # sign of the bar's own return, known at its close
+    ls_target = np.sign(bar_ret)  # sign of the bar's own return, known at its close
     if not cfg.allow_short:
-        ls_target = np.maximum(ls_target, 0.0)
-    ls_pos, ls_cost, ls_ret, ls_eq = run_positions(ls_target, bar_ret, cost_rate, carry)
-    return bh_ret, bh_eq, {
-        "buy_and_hold": performance_of(bh_ret[1:], bh_pos[1:], bh_cost[1:], ts, timeframe, bh_trades,
-                                       equity=bh_eq, turnover=1.0),
+        np.maximum(ls_target, 0.0, out=ls_target)
+    ls_target *= min(1.0, cfg.max_leverage)
+    ls = book(ls_target, bar_ret, cost_rate, carry)
+    del ls_target
+    held = ls.pos[1:]
+    first, last = trade_bounds(held)
+    ls_trades = Trades(first, last, trade_returns(held, ls.ret[1:], ls.cost[1:], first, last, factor=ls.factor[1:]))
+    return bh_ret, bh_factor, bh_eq, {
+        "buy_and_hold": performance_of(bh_ret[1:], None, bh_cost, ts, timeframe, bh_trades, equity=bh_eq,
+                                       turnover=1.0),
         "flat": flat_performance(n_rows - 1, ts),
-        "last_sign": performance_of(ls_ret[1:], ls_pos[1:], ls_cost[1:], ts, timeframe, equity=ls_eq),
+        "last_sign": performance_of(ls.ret[1:], held, ls.cost[1:], ts, timeframe, ls_trades, equity=ls.equity,
+                                    turnover=float(ls.turn[1:].sum())),
     }
 
 
@@ -258,11 +275,12 @@ def _check_inputs(
     if len(ts) < 2:
         raise DataError(f"backtest needs at least 2 bars (one bar to hold a position over), got {len(ts)}; "
                         "enlarge the test split")
-    if np.any(np.diff(ts) <= 0):
-        i = int(np.argmax(np.diff(ts) <= 0)) + 1
+    spacing = np.diff(ts)
+    if spacing.min() <= 0:
+        i = int(np.argmax(spacing <= 0)) + 1
         raise DataError(f"backtest: timestamps must be strictly increasing (row {i}: {format_ms(int(ts[i]))}); "
                         "sort and deduplicate the candles")
-    if not np.all(np.isfinite(px) & (px > 0)):
+    if not (px.min() > 0 and np.isfinite(px.max())):  # NaN fails both; two reductions, no temporaries
         i = int(np.argmax(~(np.isfinite(px) & (px > 0))))
         raise DataError(f"backtest: close must be finite and > 0 (row {i} is {float(px[i])}); clean the candles")
     if np.isinf(fc).any():
@@ -280,8 +298,13 @@ def _forecast_metrics(fc: np.ndarray, close: np.ndarray, outcome: np.ndarray | N
     if outcome is None:
         outcome = np.full(len(fc), np.nan)
         outcome[:-1] = np.log(close[1:] / close[:-1])
-    ok = np.isfinite(fc) & np.isfinite(outcome)
-    y = outcome[ok]
+    ok = np.isfinite(fc)
+    ok &= np.isfinite(outcome)
+    known = int(np.count_nonzero(ok))
+    if known == len(ok) or (known == len(ok) - 1 and not ok[-1]):  # the usual case: views, no copies
+        pred, y = fc[:known], outcome[:known]
+    else:
+        pred, y = fc[ok], outcome[ok]
     if kind == "direction" and not np.isin(y, (0.0, 1.0)).all():
         y = (y > 0).astype("float64")  # a return outcome -> up / not up
-    return forecast_metrics(fc[ok], y, kind)
+    return forecast_metrics(pred, y, kind)

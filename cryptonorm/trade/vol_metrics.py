@@ -110,21 +110,34 @@ def newey_west_lags(n: int, horizon: int) -> int:
     return max(int(horizon) - 1, int(math.floor(4.0 * (max(n, 1) / 100.0) ** (2.0 / 9.0))))
 
 
-def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, horizon: int = 1,
-                    lags: int | None = None) -> dict[str, float]:
-    """Diebold-Mariano (1995) test of equal expected loss, d = loss_a - loss_b per bar.
+DM_METHODS = ("normal", "hln")
 
-    stat = mean(d) / sqrt(LRV / n), LRV the Newey-West (Bartlett) long-run variance of d with `lags`
-    (default `newey_west_lags(n, horizon)`); p two-sided from the normal. stat < 0: a has the lower loss.
-    Returns {"stat", "p", "mean_diff", "lags", "n"}; stat and p are NaN when d is constant or n < 3 (the
-    test cannot say anything).
+
+def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, horizon: int = 1, lags: int | None = None,
+                    method: str = "normal") -> dict[str, float]:
+    """Diebold-Mariano (1995) test of equal expected loss, d = loss_a - loss_b per bar (the one
+    implementation in this project; study.stats calls it with method "hln" and lags = horizon - 1).
+
+    stat = mean(d) / sqrt(LRV / n), LRV the Newey-West (Bartlett weights 1 - k / (L + 1)) long-run variance
+    of d with L = `lags` (default `newey_west_lags(n, horizon)`). method "normal": p two-sided from the
+    standard normal (DM 1995). method "hln": the statistic times the Harvey-Leybourne-Newbold (1997) factor
+    sqrt((n + 1 - 2h + h(h - 1) / n) / n) and p two-sided from Student-t with n - 1 df (small samples).
+    stat < 0: a has the lower loss. Bars where either loss is not finite are dropped (n counts the rest).
+    Returns {"stat", "p", "mean_diff", "lags", "n"}; stat and p are NaN when n < 2 or d is constant and
+    non-zero; identical losses on every bar give stat NaN and p 1 (no evidence of any difference).
     """
+    if method not in DM_METHODS:
+        raise ValueError(f"method must be one of {DM_METHODS}, got {method!r}")
     d = np.asarray(loss_a, dtype="float64") - np.asarray(loss_b, dtype="float64")
-    n = len(d)
-    L = newey_west_lags(n, horizon) if lags is None else int(lags)
+    d = d[np.isfinite(d)]
+    n, h = len(d), max(1, int(horizon))
+    L = newey_west_lags(n, h) if lags is None else int(lags)
     out = {"stat": math.nan, "p": math.nan, "mean_diff": float(d.mean()) if n else math.nan, "lags": float(L),
            "n": float(n)}
-    if n < 3 or not np.isfinite(d).all():
+    if n < 2:
+        return out
+    if np.all(d == 0):
+        out["p"] = 1.0
         return out
     dc = d - d.mean()
     lrv = _dot(dc, dc) / n
@@ -133,8 +146,13 @@ def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, horizon: int = 1,
     if not lrv > 0:
         return out
     stat = float(d.mean()) / math.sqrt(lrv / n)
+    if method == "hln":
+        factor = (n + 1 - 2 * h + h * (h - 1) / n) / n
+        stat = stat * math.sqrt(factor) if factor > 0 else stat
+        out["p"] = float(2.0 * stats.t.sf(abs(stat), df=n - 1))
+    else:
+        out["p"] = float(2.0 * stats.norm.sf(abs(stat)))
     out["stat"] = stat
-    out["p"] = float(2.0 * stats.norm.sf(abs(stat)))
     return out
 
 
