@@ -12,7 +12,7 @@ GPU (`--device cuda`): cryptonorm's `fit` (samples/s of the best epoch after the
 the new cells, the new cells with train.cuda_graph, and, for scale, cuDNN's LSTM with LayerNorm between
 layers (norm_placement layer), at batch 64 and 256.
 
-    python benchmarks/bench_cells.py --device cuda --hidden 128,64 [--samples 8192] [--epochs 3]
+    python benchmarks/bench_cells.py --device cuda --hidden 128,64 [--steps-per-epoch 32] [--epochs 2]
 """
 
 from __future__ import annotations
@@ -102,26 +102,28 @@ def old_cells() -> Iterator[None]:
             setattr(cls, "forward", fwd)  # noqa: B010
 
 
-def fit_rate(data: object, m: ModelConfig, batch: int, epochs: int, graph: bool) -> tuple[float, float, str]:
-    """(best samples/s over epochs 2.., last train loss, fit's message) of cryptonorm's fit on CUDA."""
+def fit_rate(data: object, m: ModelConfig, batch: int, epochs: int, graph: bool,
+             device: str = "cuda") -> tuple[float, float, str]:
+    """(best samples/s over epochs 2.., last train loss, fit's message) of cryptonorm's fit."""
     cfg = Config(model=m, train=TrainConfig.model_validate({
-        "epochs": epochs, "batch_size": batch, "device": "cuda", "patience": epochs, "grad_clip": 1.0,
+        "epochs": epochs, "batch_size": batch, "device": device, "patience": epochs, "grad_clip": 1.0,
         "cuda_graph": graph}))
-    res = fit(data, cfg, torch.device("cuda"))  # type: ignore[arg-type]
+    res = fit(data, cfg, torch.device(device))  # type: ignore[arg-type]
     return max(h["samples_per_s"] for h in res.history[1:]), res.history[-1]["train_loss"], res.message
 
 
-def bench_cuda(args: argparse.Namespace, hidden: list[int]) -> None:
-    if not torch.cuda.is_available():
+def bench_cuda(args: argparse.Namespace, hidden: list[int], device: str = "cuda") -> None:
+    if device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: nothing to measure")
         return
-    print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, hidden {hidden}, window {WINDOW}, "
-          f"{FEATURES} features, {args.samples} training samples, fit's best epoch of 2..{args.epochs}\n")
-    data = make_data(args.samples, WINDOW, FEATURES)
+    name = torch.cuda.get_device_name(0) if device == "cuda" else device
+    print(f"{name}, torch {torch.__version__}, hidden {hidden}, window {WINDOW}, {FEATURES} features, "
+          f"{args.steps_per_epoch} training steps per epoch, fit's best epoch of 2..{args.epochs}\n")
     ref = ModelConfig.model_validate({"kind": "lstm", "norm": "layer", "hidden": hidden})
     print("| model | batch | variant | samples/s | x old eager | last train loss | note |")
     print("|---|---:|---|---:|---:|---:|---|")
-    for batch in (64, 256):
+    for batch in (int(b) for b in args.sizes.split(",")):
+        data = make_data(args.steps_per_epoch * batch, WINDOW, FEATURES)
         for norm, label in (("layer", "LN-LSTM"), ("batch", "BN-LSTM"), (None, "cuDNN LSTM + LayerNorm")):
             m = ref if norm is None else cell_config(norm, hidden)
             variants = [("eager", False, False), ("graph", False, True)] if norm is None else \
@@ -131,12 +133,12 @@ def bench_cuda(args: argparse.Namespace, hidden: list[int]) -> None:
                 t0 = time.perf_counter()
                 try:
                     with old_cells() if old else contextlib.nullcontext():
-                        rate, loss, msg = fit_rate(data, m, batch, args.epochs, graph)
+                        rate, loss, msg = fit_rate(data, m, batch, args.epochs, graph, device)
                 except Exception as e:  # report and go on: one broken variant must not hide the others
                     print(f"| {label} | {batch} | {name} | failed: {type(e).__name__}: {str(e)[:160]} | | | |")
                     continue
                 base = base or rate
-                note = "eager fallback: " + msg[-120:] if "trained eagerly" in msg else ""
+                note = msg.split("; ")[-1] if "trained eagerly" in msg else ""  # why a variant ran eagerly
                 print(f"| {label} | {batch} | {name} | {rate:,.0f} | {rate / base:.2f} | {loss:.4f} | "
                       f"{note} ({time.perf_counter() - t0:.1f} s) |", flush=True)
 
@@ -147,8 +149,9 @@ def main() -> None:
     ap.add_argument("--hidden", default="64", help="LSTM layer widths, comma-separated")
     ap.add_argument("--repeats", type=int, default=5, help="CPU: rounds (best of)")
     ap.add_argument("--steps", type=int, default=3, help="CPU: training steps per round")
-    ap.add_argument("--samples", type=int, default=8192, help="CUDA: training samples per epoch")
-    ap.add_argument("--epochs", type=int, default=3, help="CUDA: epochs (the first is a warm-up)")
+    ap.add_argument("--steps-per-epoch", type=int, default=32, help="CUDA: training batches per epoch")
+    ap.add_argument("--epochs", type=int, default=2, help="CUDA: epochs (the first is a warm-up)")
+    ap.add_argument("--sizes", default="64,256", help="CUDA: batch sizes, comma-separated")
     args = ap.parse_args()
     hidden = [int(h) for h in args.hidden.split(",")]
     (bench_cuda if args.device == "cuda" else bench_cpu)(args, hidden)

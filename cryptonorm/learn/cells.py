@@ -64,8 +64,8 @@ class _StepNorm:
     def __init__(self, spec: NormSpec, weight: Tensor | None, bias: Tensor | None) -> None:
         self.spec, self.weight, self.bias = spec, weight, bias
         self.saved: list[tuple[Tensor, Tensor, Tensor]] = []  # per step: input, mean, 1/std
-        self.dw: Tensor | None = None
-        self.db: Tensor | None = None
+        self.dws: Steps = []  # per step: gain and bias gradients, summed by `param_grads`
+        self.dbs: Steps = []
 
     def forward(self, a: Tensor, t: int) -> Tensor:  # (B, C) at step t -> (B, C)
         if self.spec.kind == "layer":
@@ -89,7 +89,7 @@ class _StepNorm:
         return y, rm.clone(), torch.rsqrt(rv + sp.eps)
 
     def backward(self, dy: Tensor, t: int) -> Tensor:
-        """d loss / d input at step t; the gain and bias gradients are added to self.dw, self.db."""
+        """d loss / d input at step t; the step's gain and bias gradients are kept for `param_grads`."""
         a, mean, rstd = self.saved[t]
         sp, w, b = self.spec, self.weight, self.bias
         mask = [True, w is not None, b is not None]
@@ -103,10 +103,17 @@ class _StepNorm:
             dw = (dy * (a - mean) * rstd).sum(0) if w is not None else None
             db = dy.sum(0) if b is not None else None
         if dw is not None:
-            self.dw = dw if self.dw is None else self.dw.add_(dw)
+            self.dws.append(dw)
         if db is not None:
-            self.db = db if self.db is None else self.db.add_(db)
+            self.dbs.append(db)
         return dx  # type: ignore[no-any-return]
+
+    def param_grads(self) -> tuple[Tensor | None, Tensor | None]:
+        """The gain and bias gradients summed over the steps (one kernel each, not one add per step)."""
+        dw = torch.stack(self.dws).sum(0) if self.dws else None
+        db = torch.stack(self.dbs).sum(0) if self.dbs else None
+        self.dws, self.dbs = [], []  # a second backward (retain_graph) starts anew
+        return dw, db
 
 
 def _recurrence(gx: Tensor, w_h: Tensor, nh: _StepNorm, nc: _StepNorm) -> tuple[Tensor, Steps, Steps, Steps, Steps]:
@@ -206,10 +213,9 @@ class _NormLSTMFunction(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         w_h, out = ctx.saved_tensors
         norm_h, norm_c = ctx.norms
-        norm_h.dw = norm_h.db = norm_c.dw = norm_c.db = None  # a second backward (retain_graph) starts anew
         with torch.autocast(grad_out.device.type, enabled=False):
             dgx, dw = _recurrence_backward(grad_out, w_h, norm_h, norm_c, out, *ctx.per_step)
-        return dgx, dw, norm_h.dw, norm_h.db, norm_c.dw, norm_c.db, None, None
+        return dgx, dw, *norm_h.param_grads(), *norm_c.param_grads(), None, None
 
 
 def run_cell(gx: Tensor, w_h: Tensor, spec_h: NormSpec, norm_h: tuple[Tensor | None, Tensor | None],
