@@ -12,7 +12,7 @@ GPU (`--device cuda`): cryptonorm's `fit` (samples/s of the best epoch after the
 the new cells, the new cells with train.cuda_graph, and, for scale, cuDNN's LSTM with LayerNorm between
 layers (norm_placement layer), at batch 64 and 256.
 
-    python benchmarks/bench_cells.py --device cuda --hidden 128,64 [--steps-per-epoch 32] [--epochs 2]
+    python benchmarks/bench_cells.py --device cuda --hidden 128,64 [--steps-per-epoch 24] [--epochs 2]
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def main() -> None:
     ap.add_argument("--hidden", default="64", help="LSTM layer widths, comma-separated")
     ap.add_argument("--repeats", type=int, default=5, help="CPU: rounds (best of)")
     ap.add_argument("--steps", type=int, default=3, help="CPU: training steps per round")
-    ap.add_argument("--steps-per-epoch", type=int, default=32, help="CUDA: training batches per epoch")
+    ap.add_argument("--steps-per-epoch", type=int, default=24, help="CUDA: training batches per epoch")
     ap.add_argument("--epochs", type=int, default=2, help="CUDA: epochs (the first is a warm-up)")
     ap.add_argument("--sizes", default="64,256", help="CUDA: batch sizes, comma-separated")
     args = ap.parse_args()
