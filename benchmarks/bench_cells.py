@@ -112,6 +112,28 @@ def fit_rate(data: object, m: ModelConfig, batch: int, epochs: int, graph: bool,
     return max(h["samples_per_s"] for h in res.history[1:]), res.history[-1]["train_loss"], res.message
 
 
+def _outputs_and_grads(cell: torch.nn.Module, forward: Callable[[torch.Tensor], torch.Tensor],
+                       x: torch.Tensor) -> list[torch.Tensor]:
+    xr = x.clone().requires_grad_()
+    out = forward(xr)
+    w = torch.linspace(-1, 1, out.numel(), device=x.device).reshape(out.shape)  # a generic direction
+    return [out.detach(), *torch.autograd.grad((out * w).sum(), [xr, *cell.parameters()])]
+
+
+def check_against_old(device: str) -> None:
+    """Before timing: on the device, the new cells' outputs and gradients against the old loop's (float32,
+    batch 64, window 32, hidden 64), as the largest difference relative to each tensor's largest value."""
+    for cls, old in OLD.items():
+        torch.manual_seed(0)
+        cell = (cls(FEATURES, 64) if cls is LayerNormLSTM else cls(FEATURES, 64, WINDOW)).to(device)
+        x = torch.randn(64, WINDOW, FEATURES, device=device)
+        ref = _outputs_and_grads(cell, lambda x_, c=cell, f=old: f(c, x_), x)
+        new = _outputs_and_grads(cell, cell, x)
+        worst = max(float((a - b).abs().max() / b.abs().max().clamp(min=1e-12)) for a, b in zip(new, ref, strict=True))
+        print(f"{cls.__name__} on {device}: new vs old, largest relative difference over the output and "
+              f"{len(ref) - 1} gradients: {worst:.2e}")
+
+
 def bench_cuda(args: argparse.Namespace, hidden: list[int], device: str = "cuda") -> None:
     if device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: nothing to measure")
@@ -119,8 +141,9 @@ def bench_cuda(args: argparse.Namespace, hidden: list[int], device: str = "cuda"
     name = torch.cuda.get_device_name(0) if device == "cuda" else device
     print(f"{name}, torch {torch.__version__}, hidden {hidden}, window {WINDOW}, {FEATURES} features, "
           f"{args.steps_per_epoch} training steps per epoch, fit's best epoch of 2..{args.epochs}\n")
+    check_against_old(device)
     ref = ModelConfig.model_validate({"kind": "lstm", "norm": "layer", "hidden": hidden})
-    print("| model | batch | variant | samples/s | x old eager | last train loss | note |")
+    print("\n| model | batch | variant | samples/s | x old eager | last train loss | note |")
     print("|---|---:|---|---:|---:|---:|---|")
     for batch in (int(b) for b in args.sizes.split(",")):
         data = make_data(args.steps_per_epoch * batch, WINDOW, FEATURES)
