@@ -3,15 +3,16 @@
   LayerNormLSTM  the layer-normalized LSTM of Ba, Kiros & Hinton (2016), "Layer Normalization"
   BatchNormLSTM  the recurrent batch-normalized LSTM of Cooijmans et al. (2016), "Recurrent Batch Normalization"
 
-The recurrence is sequential, so it stays a loop over time steps, but autograd over that loop was slow:
-~40 small autograd nodes per step, and `gx[:, t]` alone cost a (B, T, 4H) zero-fill per step in the
-backward (O(T^2)). Here the parts that do not depend on h_{t-1} run for all steps at once (the input
-projection W_x x_t and its norm: LN_x per sample and step, BN_x with per-step statistics over the batch),
-and the loop itself is one torch.autograd.Function: the forward writes every step into preallocated
-time-major buffers with fused kernels (mm, native layer/batch norm, one sigmoid over the 4H gates), the
-backward walks the steps in reverse with ~16 kernels per step, and the weight and gain gradients are
-summed over all steps at the end. The float64 per-element references in tests/test_models.py and the
-old autograd loop in tests/test_cells.py check outputs, gradients and running statistics.
+The recurrence is sequential, so it stays a loop over time steps, but autograd over the old loop was
+slow: ~40 small autograd nodes per step, and each `gx[:, t]` cost a (B, T, 4H) zero-fill in the backward
+(O(T^2)). Here the parts that do not depend on h_{t-1} run for all steps at once (the input projection
+W_x x_t and its norm: LN_x per sample and step, BN_x with per-step statistics over the batch), and the
+loop itself is one torch.autograd.Function per layer: the forward runs each step with fused kernels (mm,
+native layer/batch norm, one sigmoid over the 4H gates) and keeps what the backward needs, the backward
+walks the steps in reverse with ~20 kernels per step (native norm backwards, dh by one addmm), and the
+weight, gain and bias gradients are summed over the steps once. The float64 per-element references in
+tests/test_models.py and the old autograd loop (tests/cell_reference.py, tests/test_cells.py) check
+outputs, gradients and running statistics.
 
 The Function is for training. Without a gradient (inference, recalibration), under tracing (ONNX export)
 and under torch.compile the cells run `forward_loop`, the same recurrence as plain autograd ops (one
