@@ -4,9 +4,11 @@
 
 Part 1 times `compute_features` (every default column) and the TA-Lib-covered subset (SMA x3, EMA x2,
 RSI, MACD, BBANDS, ATR) beside TA-Lib itself on the same synthetic 1-minute candles (a seeded random
-walk with fat-tailed, clustered volatility). Part 2 builds the dataset for `--mem-rows` candles with
-`features.inputs: all` (32 columns) and a 64-bar window in a fresh child process, and reports the peak
-memory traced by tracemalloc and the growth of the process's peak RSS. Prints numbers; asserts nothing.
+walk with fat-tailed, clustered volatility): cryptonorm's numpy path (what runs without TA-Lib) and with
+TA-Lib installed (SMA, EMA, RSI, MACD and ATR handed to it), round-robin, best wall and CPU time.
+Part 2 builds the dataset for `--mem-rows` candles with `features.inputs: all` (32 columns) and a 64-bar
+window in a fresh child process, and reports the peak memory traced by tracemalloc and the growth of the
+process's peak RSS. Prints numbers; asserts nothing.
 """
 
 from __future__ import annotations
@@ -47,13 +49,16 @@ def synthetic_candles(n: int, seed: int = 0) -> pd.DataFrame:
                          "volume": volume})
 
 
-def best_of(fn: Callable[[], object], repeat: int) -> float:
-    times = []
+def round_robin(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, tuple[float, float]]:
+    """name -> (best wall s, best CPU s of this process), the functions taking turns `repeat` times."""
+    best = {k: (float("inf"), float("inf")) for k in fns}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        for k, fn in fns.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            w, c = time.perf_counter() - w0, time.process_time() - c0
+            best[k] = (min(best[k][0], w), min(best[k][1], c))
+    return best
 
 
 def bench_speed(rows: int, repeat: int) -> None:
@@ -80,19 +85,67 @@ def bench_speed(rows: int, repeat: int) -> None:
             talib.EMA(c, n)
         talib.RSI(c, 14)
         talib.MACD(c, 12, 26, 9)
-        talib.BBANDS(c, 20, 2.0, 2.0, 0)
+        talib.BBANDS(c, 20, 2.0, 2.0, talib.MA_Type.SMA)
         talib.ATR(h, lo, c, 14)
 
+    def numpy_path(fn: Callable[[], object]) -> Callable[[], object]:
+        def run() -> object:
+            ind._TALIB = False  # the pure numpy path, as where TA-Lib is not installed
+            try:
+                return fn()
+            finally:
+                ind._TALIB = talib
+        return run
+
+    ind._TALIB = talib
     ind.compute_features(df.iloc[:1000], f)  # warm imports
-    t_all = best_of(lambda: ind.compute_features(df, f), repeat)
-    t_sub = best_of(ours_subset, repeat)
-    t_ta = best_of(talib_subset, repeat)
+    best = round_robin({"all_np": numpy_path(lambda: ind.compute_features(df, f)),
+                        "all_ta": lambda: ind.compute_features(df, f),
+                        "sub_np": numpy_path(ours_subset), "sub_ta": ours_subset, "talib": talib_subset}, repeat)
     ncol = len(ind.feature_columns(f))
-    print(f"== indicators on {rows:,} candles (best of {repeat}, one process, {os.cpu_count()} cores visible)")
-    print(f"compute_features, all {ncol} default indicator columns: {t_all:8.3f} s")
-    print(f"TA-Lib subset (SMA x3, EMA x2, RSI, MACD, BBANDS, ATR), cryptonorm: {t_sub:8.3f} s")
-    print(f"TA-Lib subset (SMA x3, EMA x2, RSI, MACD, BBANDS, ATR), talib:      {t_ta:8.3f} s"
-          f"  (TA-Lib is {t_sub / t_ta:.1f}x faster)")
+    print(f"== indicators on {rows:,} candles (best of {repeat}, round-robin, one process, "
+          f"{os.cpu_count()} cores visible, load average {os.getloadavg()[0]:.1f})")
+    print("                                                      wall s    CPU s   CPU / TA-Lib")
+    ta_cpu = best["talib"][1]
+    for key, label in (("all_np", f"compute_features, all {ncol} columns, numpy path"),
+                       ("all_ta", f"compute_features, all {ncol} columns, TA-Lib engine"),
+                       ("sub_np", "TA-Lib subset, cryptonorm numpy path"),
+                       ("sub_ta", "TA-Lib subset, cryptonorm with TA-Lib engine"),
+                       ("talib", "TA-Lib subset, talib itself")):
+        wall, cpu = best[key]
+        ratio = f"{cpu / ta_cpu:8.1f}x" if key.startswith("sub") or key == "talib" else ""
+        print(f"{label:<52} {wall:7.3f}  {cpu:7.3f} {ratio}")
+    print("(TA-Lib subset: SMA x3, EMA x2, RSI, MACD, BBANDS, ATR; the engine hands all but BBANDS to TA-Lib)")
+
+
+def bench_each(rows: int, repeat: int) -> None:
+    """Each indicator on the numpy path beside its TA-Lib call, and the EMA recursion beside scipy's lfilter."""
+    import talib
+    from scipy.signal import lfilter
+
+    df = synthetic_candles(rows)
+    h, lo, c = (df[k].to_numpy() for k in ("high", "low", "close"))
+    a = 2.0 / 13
+    pairs: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
+        "SMA 20": (lambda: ind.sma(c, 20), lambda: talib.SMA(c, 20)),
+        "EMA 12": (lambda: ind.ema(c, 12), lambda: talib.EMA(c, 12)),
+        "RSI 14": (lambda: ind.rsi(c, 14), lambda: talib.RSI(c, 14)),
+        "MACD 12/26/9": (lambda: ind.macd(c, 12, 26, 9), lambda: talib.MACD(c, 12, 26, 9)),
+        "BBANDS 20, 2 (+ %B, width)": (lambda: ind.bbands(c, 20, 2.0),
+                                       lambda: talib.BBANDS(c, 20, 2.0, 2.0, talib.MA_Type.SMA)),
+        "ATR 14": (lambda: ind.atr(h, lo, c, 14), lambda: talib.ATR(h, lo, c, 14)),
+        "EMA 12 recursion vs scipy lfilter": (
+            lambda: ind._recursive(c, a, 11, 1.0),
+            lambda: lfilter([a], [1.0, a - 1.0], c[12:], zi=[(1.0 - a) * 1.0])),
+    }
+    ind._TALIB = False  # the numpy path throughout
+    fns = {f"{k}|{j}": fn for k, pair in pairs.items() for j, fn in enumerate(pair)}
+    best = round_robin(fns, repeat)
+    print(f"== each indicator, numpy path, {rows:,} candles (best of {repeat} round-robin, CPU ms; "
+          f"load average {os.getloadavg()[0]:.1f})")
+    for k in pairs:
+        ours, ref = best[f"{k}|0"][1], best[f"{k}|1"][1]
+        print(f"{k:<36} cryptonorm {ours * 1e3:7.2f}   reference {ref * 1e3:7.2f}   {ours / ref:5.1f}x")
 
 
 def _memory_child(rows: int, window: int) -> None:
@@ -138,7 +191,7 @@ def bench_memory(rows: int, window: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--rows", type=int, default=1_000_000, help="candles for the speed test")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--mem-rows", type=int, default=3_500_000, help="candles for the memory test (0: skip)")
     ap.add_argument("--window", type=int, default=64)
     ap.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
@@ -147,6 +200,7 @@ def main() -> None:
         _memory_child(a.child, a.window)
         return
     bench_speed(a.rows, a.repeat)
+    bench_each(a.rows, a.repeat)
     if a.mem_rows:
         bench_memory(a.mem_rows, a.window)
 

@@ -587,3 +587,117 @@ def test_per_year_skips_a_year_without_bars() -> None:
                    ("2019-12-31 23:00", "2020-06-01", "2022-03-01", "2022-03-02", "2023-01-01")])
     rows = per_year(ts, np.array([0.01, 0.02, -0.01, 0.03, 0.0]), "1d")
     assert [(r["year"], r["bars"]) for r in rows] == [(2019, 1), (2020, 1), (2022, 2), (2023, 1)]
+
+
+# ---------------------------------------------------------------- (9) the vectorized shortcuts against plain loops
+
+
+def _loop_trades(pos: np.ndarray, ret: np.ndarray, cost: np.ndarray) -> list[tuple[float, float]]:
+    """(return, mean |position|) of each trade, bar by bar, from the per-row series of a backtest: a trade
+    grows by 1 + return on each bar it holds; a reversal's cost is split |position| / |change| between the
+    trade it closes and the trade it opens; an exit to flat charges the whole cost of that bar."""
+    out: list[tuple[float, float]] = []
+    growth, sizes = 0.0, []  # the open trade, if sizes
+    for t in range(1, len(pos)):
+        p, q = pos[t], pos[t - 1]
+        if q != 0 and np.sign(p) != np.sign(q):  # the trade held over bar t-1 closes at close[t-1]
+            out.append((growth * (1 - cost[t] * abs(q) / abs(p - q)) - 1, float(np.mean(sizes))))
+            sizes = []
+        if p != 0 and np.sign(p) != np.sign(q):  # a trade opens: only its share of the cost
+            growth, sizes = 1 + ret[t] + cost[t] - cost[t] * abs(p) / abs(p - q), [abs(p)]
+        elif p != 0:
+            growth, sizes = growth * (1 + ret[t]), [*sizes, abs(p)]
+    if sizes:
+        out.append((growth - 1, float(np.mean(sizes))))
+    return out
+
+
+@pytest.mark.parametrize(("sizing", "short", "funding"), [("fixed", True, False), ("forecast", True, True),
+                                                          ("volatility", False, False), ("fixed", False, True)])
+def test_trade_returns_and_sizes_match_a_bar_by_bar_loop(btc_slice: pd.DataFrame, sizing: str, short: bool,
+                                                         funding: bool) -> None:
+    """Trades come from one np.multiply.reduceat over the trade starts, reversals split after: check every
+    trade (reversals included, which the oracle above skips) against a loop over the bars."""
+    ts, close = btc_slice["timestamp"].to_numpy(), btc_slice["close"].to_numpy()
+    rng = np.random.default_rng(3)
+    fc = rng.normal(0.0, 2e-3, len(close))
+    fc[rng.random(len(close)) < 0.2] = np.nan  # flat stretches between trades too
+    carry = rng.normal(1e-5, 3e-5, len(close)) if funding else None
+    cfg = _cfg(sizing=sizing, allow_short=short, fee_bps=10, slippage_bps=5, max_leverage=0.7, vol_lookback=24)
+    bt = simulate(ts, close, fc, cfg, "1h", "return", funding=carry, forecast_stats=False)
+    eq = bt.equity
+    want = _loop_trades(eq["position"].to_numpy(), eq["strategy_return"].to_numpy(), eq["cost"].to_numpy())
+    assert len(want) == len(bt.trades) > 100
+    np.testing.assert_allclose(bt.trades["return"], [r for r, _ in want], rtol=1e-9, atol=1e-13)
+    np.testing.assert_allclose(bt.trades["size"], [s for _, s in want], rtol=1e-12)
+    wins = sum(r > 0 for r, _ in want) / len(want)
+    assert bt.metrics["strategy"]["win_rate"] == pytest.approx(wins, abs=1e-12)
+    # performance() on the bare series finds the same trades without simulate's shared factors
+    r, p, f = (eq[k].to_numpy()[1:] for k in ("strategy_return", "position", "cost"))
+    assert performance(r, p, "1h", f, timestamps=ts)["win_rate"] == pytest.approx(wins, abs=1e-12)
+
+
+def _loop_drawdown(eq: list[float]) -> tuple[float, int, int, bool]:
+    """(max drawdown, peak index, end index, recovered) by a loop: the first deepest trough, the last time
+    at its peak before it, the first time back at that peak after it (else the last bar)."""
+    ratios, top = [], -math.inf
+    for e in eq:
+        top = max(top, e)
+        ratios.append(e / top)
+    trough = ratios.index(min(ratios))
+    top = max(eq[: trough + 1])
+    start = max(j for j in range(trough + 1) if eq[j] == top)
+    back = [j for j in range(trough, len(eq)) if eq[j] >= top]
+    return min(ratios) - 1, start, back[0] if back else len(eq) - 1, bool(back)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_drawdown_span_matches_a_loop_far_from_the_trough(seed: int) -> None:
+    """The peak and the recovery are found by scans in growing blocks from the trough: put them thousands of
+    bars away, with plateaus at the peak (flat equity out of the market) to hit 'the last time at the peak'."""
+    rng = np.random.default_rng(seed)
+    steps = rng.normal(0.0, 0.01, 6000)
+    steps[rng.random(6000) < 0.3] = 0.0  # plateaus: equal equity values
+    eq = np.r_[1.0, np.cumprod(1 + steps)]
+    ts = np.arange(len(eq), dtype=np.int64) * HOUR
+    dd = drawdown(eq, ts)
+    mdd, start, end, recovered = _loop_drawdown(eq.tolist())
+    assert dd["max_drawdown"] == pytest.approx(mdd, rel=1e-12)
+    assert (dd["bars"], dd["recovered"]) == (end - start, float(recovered))
+    assert dd["days"] == pytest.approx((end - start) / 24)
+
+
+def test_ranks_match_scipy_on_values_that_differ_in_their_last_bits() -> None:
+    """rankdata sorts keys whose low bits hold the index: values equal but for those bits must still be
+    ordered by value, exact ties averaged, -0.0 equal to 0.0, NaN handled as scipy's argsort fallback."""
+    from scipy import stats
+
+    from cryptonorm.trade.metrics import rankdata
+
+    rng = np.random.default_rng(4)
+    near_one = 1.0 + rng.integers(-40, 40, 3000) * np.finfo(float).eps  # many distinct values, few high bits
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, 5e-324, -5e-324, 1e308, -1e308, 1.0, 1.0])
+    for x in (near_one, -near_one, np.r_[near_one, -near_one, specials], rng.normal(size=5000).round(2),
+              np.r_[rng.normal(size=4000), specials], specials):
+        np.testing.assert_array_equal(rankdata(x), stats.rankdata(x))
+    with_nan = np.array([0.3, np.nan, 0.1, 0.3])
+    got = rankdata(with_nan)
+    np.testing.assert_array_equal(got, [2.5, 4.0, 1.0, 2.5])  # NaN last, as np.argsort puts it
+
+
+@pytest.mark.parametrize("idle", [True, False])
+def test_forecast_metrics_on_either_thread_match_scipy(monkeypatch: pytest.MonkeyPatch, idle: bool) -> None:
+    """The forecast metrics run beside the simulation when a core is idle, inline otherwise: the same numbers."""
+    from scipy import stats
+
+    from cryptonorm.trade import backtest
+
+    monkeypatch.setattr(backtest, "_idle_core", lambda: idle)
+    ts, close = _walk(4000, seed=8)
+    fc = np.random.default_rng(8).normal(0.0, 1e-3, 4000)
+    m = simulate(ts, close, fc, _cfg(), "1h", "return").metrics["forecast"]
+    nxt = np.log(close[1:] / close[:-1])
+    assert m["n"] == 3999
+    assert m["ic_spearman"] == pytest.approx(stats.spearmanr(fc[:-1], nxt)[0], abs=1e-12)
+    assert m["ic_pearson"] == pytest.approx(stats.pearsonr(fc[:-1], nxt)[0], abs=1e-12)
+    assert m["directional_accuracy"] == pytest.approx(np.mean(np.sign(fc[:-1]) == np.sign(nxt)), abs=1e-12)

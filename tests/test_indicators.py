@@ -6,6 +6,7 @@ TA-Lib is the oracle: same NaN warm-up, then equal to 1e-9 relative.
 from __future__ import annotations
 
 import re
+import statistics
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from cryptonorm.config import FeaturesConfig
 from cryptonorm.data.importers import read_user_file
 from cryptonorm.features import indicators as ind
+from cryptonorm.features import rolling
 
 talib = pytest.importorskip("talib")
 
@@ -33,6 +35,13 @@ def _btc() -> pd.DataFrame:
 def _ohlc() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     df = _btc()
     return tuple(df[k].to_numpy() for k in ("high", "low", "close"))  # type: ignore[return-value]
+
+
+@pytest.fixture(autouse=True)
+def _numpy_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test here checks the numpy path, not TA-Lib against itself (compute_features would otherwise
+    hand SMA, EMA, RSI, MACD and ATR to TA-Lib, installed here); test_talib_engine_* turns it back on."""
+    monkeypatch.setattr(ind, "_TALIB", False)
 
 
 def assert_like_talib(ours: np.ndarray, ref: np.ndarray, atol: np.ndarray | float = 0.0) -> None:
@@ -132,6 +141,70 @@ def test_returns_volatility_volume_z_match_plain_pandas() -> None:
         np.testing.assert_allclose(ind.volume_zscore(v.to_numpy(), n), ref, rtol=1e-7, atol=1e-9)
 
 
+def _exact_mean_std(x: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Window mean and population std in exact rational arithmetic (statistics.fmean / pstdev), NaN where
+    the window is incomplete or holds a NaN."""
+    mean, sd = np.full(len(x), np.nan), np.full(len(x), np.nan)
+    for i in range(n - 1, len(x)):
+        w = x[i - n + 1:i + 1]
+        if not np.isnan(w).any():
+            mean[i], sd[i] = statistics.fmean(w), statistics.pstdev(w)
+    return mean, sd
+
+
+def test_rolling_mean_std_exact_on_near_flat_windows() -> None:
+    """Flat and near-flat stretches beside 10% jumps at BTC-like prices: a running sum of values or of squares
+    (pandas, TA-Lib, a blocked running sum) leaves noise of ~1e-8 x price there; ours stays exact."""
+    rng = np.random.default_rng(3)
+    parts = [np.full(45, 30_000.0), np.full(30, 33_000.0), 33_000.0 * (1 + 1e-9 * rng.normal(size=40)),
+             np.full(7, 29_700.0), 30_000.0 * np.exp(np.cumsum(rng.normal(0, 0.01, 80))), np.full(50, 0.1),
+             np.full(25, 1e6), 0.1 + 1e-12 * np.arange(30)]
+    x = np.concatenate(parts * 3)
+    for n in (1, 2, 5, 7, 20, 64):
+        mean, sd = rolling.rolling_mean_std(x, n)
+        ref_mean, ref_sd = _exact_mean_std(x, n)
+        np.testing.assert_array_equal(np.isnan(sd), np.isnan(ref_sd))
+        np.testing.assert_allclose(mean, ref_mean, rtol=1e-14, atol=0)
+        np.testing.assert_allclose(sd, ref_sd, rtol=1e-12, atol=0)  # atol 0: a flat window's std is exactly 0
+        assert (sd[n - 1:][ref_sd[n - 1:] == 0] == 0).all()
+    # the test has teeth: pandas' add/remove rolling std misses the near-flat windows by far more
+    ref_sd = _exact_mean_std(x, 20)[1]
+    pd_sd = pd.Series(x).rolling(20).std(ddof=0).to_numpy()
+    assert np.nanmax(np.abs(pd_sd - ref_sd) / np.where(ref_sd > 0, ref_sd, 1e-300)) > 1e-6
+
+
+def test_rolling_mean_std_nan_only_in_the_windows_that_hold_one() -> None:
+    _, _, c = _ohlc()
+    x = c[:3000].copy()
+    x[[0, 1, 500, 503, 2999]] = np.nan
+    for n in (1, 3, 24):
+        mean, sd = rolling.rolling_mean_std(x, n)
+        ref_mean, ref_sd = _exact_mean_std(x, n)
+        np.testing.assert_allclose(mean, ref_mean, rtol=1e-14)
+        np.testing.assert_allclose(sd, ref_sd, rtol=1e-12)
+    assert np.isnan(rolling.rolling_mean_std(np.full(5, np.nan), 2)[0]).all()
+    np.testing.assert_array_equal(rolling.rolling_mean(x, 24), rolling.rolling_mean_std(x, 24)[0])
+
+
+@pytest.mark.parametrize("alpha", [1.0, 2 / 3, 0.5, 2 / 13, 1 / 14, 2 / 201, 1 / 5000])
+def test_recursion_equals_scipy_lfilter(alpha: float) -> None:
+    """The blocked closed form against scipy.signal.lfilter's sequential IIR filter, on real closes of
+    every length around the block size (the block is ~345 / -ln(1 - alpha) values)."""
+    from scipy.signal import lfilter
+
+    _, _, c = _ohlc()
+    size = int(np.log(1e150) / -np.log(1 - alpha)) if alpha < 1 else 1
+    for m in sorted({1, 2, 3, size - 1, size, size + 1, 2 * size + 3, len(c) - 1} - {0}):
+        x = c[1:m + 1]
+        ref = lfilter([alpha], [1.0, alpha - 1.0], x, zi=[(1.0 - alpha) * c[0]])[0]
+        np.testing.assert_allclose(rolling.recursive(x, alpha, c[0]), ref, rtol=1e-13, atol=0)
+    x = c[1:2000].copy()
+    x[700] = np.nan  # a NaN carries forward forever, and leaves the values before it alone, as the loop does
+    ref = lfilter([alpha], [1.0, alpha - 1.0], x, zi=[(1.0 - alpha) * c[0]])[0]
+    np.testing.assert_allclose(rolling.recursive(x, alpha, c[0]), ref, rtol=1e-13, atol=0)
+    assert np.isnan(ref[700:]).all()
+
+
 def test_rolling_std_is_exact_two_pass() -> None:
     _, _, c = _ohlc()
     for n in (2, 20, 200):
@@ -206,3 +279,37 @@ def test_features_are_causal_on_real_data() -> None:
     for t in (200, 1234, 2998):
         part = ind.compute_features(df.iloc[:t + 1], f)
         pd.testing.assert_frame_equal(part, full.iloc[:t + 1], rtol=1e-12)
+
+
+def test_talib_engine_gives_the_same_features(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With TA-Lib installed, compute_features hands SMA, EMA, RSI, MACD and ATR to it: same frame to 1e-9."""
+    df = _btc()
+    f = FeaturesConfig(sma=[2, 10, 50], ema=[2, 12, 26], rsi=[2, 14], macd=[(12, 26, 9), (3, 10, 16)], atr=[1, 14])
+    ours = ind.compute_features(df, f)
+    calls: list[str] = []
+
+    class Spy:
+        def __getattr__(self, name: str) -> object:
+            calls.append(name)
+            return getattr(talib, name)
+
+    monkeypatch.setattr(ind, "_TALIB", Spy())
+    engine = ind.compute_features(df, f)
+    assert {"SMA", "EMA", "RSI", "MACD", "ATR"} <= set(calls)
+    c = df["close"].to_numpy()
+    for col in ours.columns:
+        # absolute bounds where a column is a small difference: MACD of two EMAs (see test_macd_*), rel_* =
+        # close / average - 1 (TA-Lib's running-sum SMA is ~1e-12 relative exact, so rel_* ~1e-12 absolute)
+        atol = 1e-12 * c if col.startswith("macd") else 1e-11 if col.startswith("rel_") else 0.0
+        assert_like_talib(engine[col].to_numpy(), ours[col].to_numpy(), atol=atol)
+
+
+def test_talib_engine_leaves_flat_rsi_and_nan_input_to_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ind, "_TALIB", talib)
+    flat = np.r_[np.full(40, 5.0), np.linspace(5, 6, 40)]
+    assert talib.RSI(flat, 14)[14] == 0.0  # TA-Lib: 0 where nothing moved
+    assert (ind.rsi(flat, 14)[14:40] == 50.0).all()
+    c = _ohlc()[2][:500].copy()
+    c[100] = np.nan  # TA-Lib's running sum would carry it to every later SMA; ours only to the windows holding it
+    s = ind.sma(c, 5)
+    assert np.isnan(s[100:105]).all() and not np.isnan(s[105:]).any()

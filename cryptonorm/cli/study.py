@@ -35,17 +35,23 @@ ReferenceOpt = Annotated[
                                            "listed, or the sweep file's `reference`)."),
 ]
 
+ExecutorOpt = Annotated[str, typer.Option(help="local (process pool) or ray.")]
+AddressOpt = Annotated[
+    Optional[str],  # noqa: UP045 - typer needs Optional here
+    typer.Option(help="Ray cluster address HOST:PORT (with --executor ray); default: a local Ray with --jobs CPUs."),
+]
+GpusPerCellOpt = Annotated[float, typer.Option("--gpus-per-cell", min=0.0, help=(
+    "GPUs per cell: 0.25 packs four cells on each GPU (local: pinned workers; Ray: num_gpus per task); "
+    "0 = no GPU asked for (local cells still use the GPU when train.device allows)."))]
+
 
 def sweep_command(
     sweep_file: Annotated[Path, typer.Argument(help="Sweep file (YAML): base config + grid.", show_default=False)],
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Cells run at once (processes, or Ray CPUs).")] = 1,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Sweep directory (default sweeps/NAME).")] = None,  # noqa: UP045
-    executor: Annotated[str, typer.Option(help="local (process pool) or ray.")] = "local",
-    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (with --executor ray); "  # noqa: UP045
-                                                        "default: a local Ray with --jobs CPUs.")] = None,
-    gpus_per_cell: Annotated[float, typer.Option("--gpus-per-cell", min=0.0, help=(
-        "GPUs per cell: 0.25 packs four cells on each GPU (local: pinned workers; Ray: num_gpus per task); "
-        "0 = no GPU asked for (local cells still use the GPU when train.device allows)."))] = 0.0,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    gpus_per_cell: GpusPerCellOpt = 0.0,
     reference: ReferenceOpt = None,
     set_: SetOpt = None,
     fmt: FormatOpt = None,
@@ -66,7 +72,7 @@ def sweep_command(
         backend = check_backend(track)  # and an unknown tracker
         spec = load_sweep(sweep_file, set_ or [])
         say(f"sweep {spec.spec.name}: {len(spec.cells)} cells over {', '.join(spec.grid_keys)} "
-             f"(executor {executor}, {jobs} job{'s' * (jobs > 1)})")
+             f"({_where(executor, address, jobs)})")
         with tables.sweep_bar(disable=STATE.quiet) as on_event:
             outcome = sw.run_sweep(spec, out, jobs=jobs, executor=executor, address=address, on_event=on_event,
                                    gpus_per_cell=gpus_per_cell)
@@ -106,6 +112,11 @@ def report_command(
         _report_path(rep, open_)
 
 
+def _where(executor: str, address: str | None, jobs: int) -> str:
+    """'executor local, 2 jobs' or 'executor ray at HOST:PORT' (the cluster's CPUs, not --jobs, set the pace)."""
+    return f"executor {executor} at {address}" if address else f"executor {executor}, {jobs} job{'s' * (jobs > 1)}"
+
+
 def _report_path(rep: SweepReport, open_: bool) -> None:
     """Print report.html's path (when written); open it (or summary.md) with --open."""
     page = rep.paths.get("html")
@@ -143,28 +154,30 @@ def _show(rep: SweepReport) -> None:
 def study_command(
     folder: Annotated[Path, typer.Argument(help="Folder of claim files (or one file), e.g. configs/studies/.",
                                            show_default=False)],
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Cells run at once (processes).")] = 1,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Cells run at once (processes, or Ray CPUs).")] = 1,
     quick: Annotated[bool, typer.Option("--quick", help="The laptop profile: fewer seeds, epochs and cells.")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Study directory (default "  # noqa: UP045
                                                                      "studies/quick or studies/full).")] = None,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    gpus_per_cell: GpusPerCellOpt = 0.0,
     set_: SetOpt = None,
     data_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         "--data-dir", help="Folder of the real candle files the claims name (keeps each file name; default "
                            "$CRYPTONORM_DATA_DIR, else data.file relative to the claim file).")] = None,
-    executor: Annotated[str, typer.Option(help="local (process pool) or ray, as for sweep.")] = "local",
-    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (with --executor ray).")] = None,  # noqa: UP045
-    gpus_per_cell: Annotated[float, typer.Option("--gpus-per-cell", min=0.0, help=(
-        "GPUs per cell, as for sweep (0.25: four cells per GPU); 0 = none asked for."))] = 0.0,
 ) -> None:
     """Test the article's claims: run every claim's sweep (resumable), write verdicts.md/json and plots."""
     from cryptonorm.render import tables
     from cryptonorm.study import claims as cl
 
     with errors():
+        from cryptonorm.study.executors import check_executor
+
+        check_executor(executor, address, gpus_per_cell)  # before the claims load and the first line
         study_dir = out or cl.default_dir(quick)
         claims = cl.load_study(folder, study_dir, quick, tuple(set_ or []), data_dir)
         say(f"study: {len(claims)} claims, {sum(len(c.sweep.cells) for c in claims if c.sweep)} cells "
-            f"({'quick' if quick else 'full'} profile, {jobs} job{'s' * (jobs > 1)}) -> {study_dir}")
+            f"({'quick' if quick else 'full'} profile, {_where(executor, address, jobs)}) -> {study_dir}")
 
         def announce(ev: dict[str, Any]) -> None:
             if ev["event"] == "claim":

@@ -2,10 +2,11 @@
 
 Raw values follow TA-Lib's definitions and, after each indicator's warm-up, equal `talib.SMA, EMA, RSI,
 MACD, BBANDS, ATR` to ~1e-12 relative (tests/test_indicators.py checks 1e-9 on real BTC/USDT 1h candles).
-During warm-up a column is NaN exactly where TA-Lib's is NaN. The recursions (EMA, Wilder) run in
-pandas' `ewm(adjust=False)` (C; scipy.signal's lfilter, seconds to import, only for inputs with NaNs),
-rolling windows in pandas' C loops: all default columns for 1,000,000 candles take well under a second
-(benchmarks/bench_features.py).
+During warm-up a column is NaN exactly where TA-Lib's is NaN. Two engines, same values: where TA-Lib is
+installed, SMA, EMA, RSI, MACD and ATR are handed to it (C loops; imported at first use); otherwise, and
+always for the bands and the other columns, numpy kernels in `features/rolling.py` compute the recursions
+and rolling windows exactly to float64 rounding (no scipy: `scipy.signal` alone took seconds to import).
+Timings beside TA-Lib: benchmarks/bench_features.py and README.md ("Benchmarks").
 
 Indicators are computed over the *bar sequence* as given: on data with gaps (missing bars) a rolling
 window or recursion simply continues across the gap. `dataset.prepare` therefore never lets a sample's
@@ -28,14 +29,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from numpy.lib.stride_tricks import sliding_window_view
 
 from cryptonorm.config import FeaturesConfig
 from cryptonorm.data.candles import COLUMNS
 from cryptonorm.errors import DataError
+from cryptonorm.features.rolling import recursive, rolling_mean, rolling_mean_std
 
 # A window whose std is below this fraction of its mean is flat (rounding noise, not a real spread).
 _FLAT = 1e-12
@@ -68,54 +70,55 @@ def _unique_triples(triples: Iterable[tuple[int, int, int]]) -> list[tuple[int, 
 
 # ---------------------------------------------------------------- building blocks (1-D float64 arrays)
 
+_TALIB: Any = None  # the talib module once looked up; False where it is not installed
+
+
+def _talib(*arrays: np.ndarray) -> Any:
+    """TA-Lib, when installed and the inputs are NaN-free float64 (TA-Lib treats NaN differently), else None.
+
+    Its C loops are the definitions this module follows (tests/test_indicators.py holds both paths to 1e-9
+    of each other), 2-3x faster than the numpy path. It is imported here, at first use, not at start.
+    """
+    global _TALIB
+    if _TALIB is None:
+        try:
+            import talib
+
+            _TALIB = talib
+        except ImportError:
+            _TALIB = False
+    if _TALIB is False or any(a.dtype != np.float64 or not a.flags.c_contiguous or np.isnan(a.sum())
+                              for a in arrays):
+        return None
+    return _TALIB
+
 
 def _recursive(x: np.ndarray, alpha: float, seed_idx: int, seed: float) -> np.ndarray:
     """y[seed_idx] = seed; y[i] = alpha * x[i] + (1 - alpha) * y[i-1] after it; NaN before it.
 
-    The EMA / Wilder recursion as one IIR filter call (C speed, exact same recursion as TA-Lib's loop).
+    The EMA / Wilder recursion, TA-Lib's loop, as a few numpy passes (`rolling.recursive`).
     """
-    out = np.full(len(x), np.nan)
-    if seed_idx >= len(x):
-        return out
-    out[seed_idx] = seed
-    rest = x[seed_idx + 1:]
-    if not len(rest):
-        return out
-    if np.isnan(rest).any():  # lfilter carries a NaN forward forever; pandas' ewm would skip it
-        from scipy.signal import lfilter  # here: scipy.signal costs seconds of import for every command
-
-        # direct form II transposed: y[0] = alpha * x[0] + zi, so zi carries (1 - alpha) * seed
-        y, _ = lfilter([alpha], [1.0, alpha - 1.0], rest, zi=[(1.0 - alpha) * seed])
-        out[seed_idx + 1:] = y
-        return out
-    # pandas' ewm(adjust=False) runs the same recursion in C from y[0] = its first value: start it at the seed
-    out[seed_idx:] = pd.Series(np.r_[seed, rest]).ewm(alpha=alpha, adjust=False).mean().to_numpy()
-    out[seed_idx] = seed
+    out = np.empty(len(x))
+    out[:seed_idx] = np.nan
+    if seed_idx < len(x):
+        out[seed_idx] = seed
+        recursive(x[seed_idx + 1:], alpha, seed, out=out[seed_idx + 1:])
     return out
 
 
 def sma(x: np.ndarray, n: int) -> np.ndarray:
     """Simple moving average over the last n values (NaN for the first n-1), as talib.SMA."""
-    return pd.Series(x, copy=False).rolling(n, min_periods=n).mean().to_numpy()
+    ta = _talib(x) if n > 1 else None
+    return ta.SMA(x, n) if ta is not None else rolling_mean(x, n)
 
 
 def rolling_std(x: np.ndarray, n: int) -> np.ndarray:
     """Population (ddof=0) standard deviation over the last n values, as TA-Lib's STDDEV.
 
-    Two-pass per window (mean, then mean squared deviation) over a strided view, in row chunks: exact to
-    float64 rounding. An add/remove running variance (pandas' rolling std) drifts to ~1e-8 relative on
-    long price series, which TA-Lib's own bands beat.
+    Exact to float64 rounding (`rolling.rolling_mean_std`); an add/remove running variance (pandas' rolling
+    std, TA-Lib's own) drifts to ~1e-8 relative on long price series and is noise on a flat window.
     """
-    out = np.full(len(x), np.nan)
-    if len(x) < n:
-        return out
-    win = sliding_window_view(x, n)  # (N-n+1, n) view: no copy
-    rows = max(1, (1 << 20) // n)  # bounds the (rows, n) temporaries to ~8 MB each
-    for a in range(0, len(win), rows):
-        blk = np.ascontiguousarray(win[a:a + rows])  # (rows, n)
-        dev = blk - blk.mean(axis=1, keepdims=True)
-        out[n - 1 + a:n - 1 + a + len(blk)] = np.sqrt(np.einsum("ij,ij->i", dev, dev) / n)
-    return out
+    return rolling_mean_std(x, n)[1]
 
 
 def ema(x: np.ndarray, n: int, start: int = 0) -> np.ndarray:
@@ -126,6 +129,9 @@ def ema(x: np.ndarray, n: int, start: int = 0) -> np.ndarray:
     seed_idx = start + n - 1
     if seed_idx >= len(x):
         return np.full(len(x), np.nan)
+    ta = _talib(x) if n > 1 and start == 0 else None
+    if ta is not None:
+        return ta.EMA(x, n)
     return _recursive(x, 2.0 / (n + 1), seed_idx, float(np.mean(x[start:start + n])))
 
 
@@ -134,17 +140,26 @@ def rsi(close: np.ndarray, n: int) -> np.ndarray:
     out = np.full(len(close), np.nan)
     if len(close) <= n:
         return out
+    ta = _talib(close) if n > 1 else None
+    if ta is not None:
+        got = ta.RSI(close, n)
+        if not (got[n:] == 0.0).any():  # TA-Lib's 0 is also its "no change" (ours: 50) and its 1e-8 cut-off
+            return got
     d = np.diff(close)  # d[i-1] = close[i] - close[i-1]
-    gain = np.where(d > 0, d, 0.0)
-    loss = np.where(d < 0, -d, 0.0)
-    # Wilder's smoothing (alpha = 1/n), seeded with the plain mean of the first n changes (rows 1..n)
-    g = _recursive(gain, 1.0 / n, n - 1, float(np.mean(gain[:n])))
-    lo = _recursive(loss, 1.0 / n, n - 1, float(np.mean(loss[:n])))
-    tot = g + lo
+    gain = np.maximum(d, 0.0)
+    loss = gain - d  # max(-d, 0), exactly
+    # Wilder's smoothing (alpha = 1/n), seeded with the plain mean of the first n changes (rows 1..n):
+    # g[0], lo[0] belong to row n
+    g, lo = np.empty(len(d) - n + 1), np.empty(len(d) - n + 1)
+    g[0], lo[0] = np.mean(gain[:n]), np.mean(loss[:n])
+    recursive(gain[n:], 1.0 / n, g[0], out=g[1:])
+    recursive(loss[n:], 1.0 / n, lo[0], out=lo[1:])
+    lo += g  # the total
+    r = out[n:]
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.where(tot > 0, 100.0 * g / tot, 50.0)
-    r[np.isnan(tot)] = np.nan
-    out[1:] = r
+        np.divide(g, lo, out=r)
+    r *= 100.0
+    r[lo == 0.0] = 50.0
     return out
 
 
@@ -158,6 +173,9 @@ def macd(close: np.ndarray, fast: int, slow: int, signal: int) -> tuple[np.ndarr
     """
     if fast > slow:  # TA-Lib swaps them too
         fast, slow = slow, fast
+    ta = _talib(close) if fast > 1 else None
+    if ta is not None and slow + signal - 2 < len(close):
+        return tuple(ta.MACD(close, fast, slow, signal))  # type: ignore[return-value]
     n = len(close)
     nan = np.full(n, np.nan)
     first = slow + signal - 2
@@ -174,32 +192,44 @@ def macd(close: np.ndarray, fast: int, slow: int, signal: int) -> tuple[np.ndarr
 
 def bbands(close: np.ndarray, n: int, k: float) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                          np.ndarray, np.ndarray]:
-    """(upper, mid, lower, %B, bandwidth) of Bollinger bands, population std, as talib.BBANDS."""
-    mid = sma(close, n)
+    """(upper, mid, lower, %B, bandwidth) of Bollinger bands, population std, as talib.BBANDS.
+
+    The std is always the numpy one: TA-Lib's running-sum variance leaves ~1e-8 x price of noise on a flat
+    window, where this std is exactly 0 (and %B the neutral 0.5).
+    """
+    mid = sma(close, n)  # the one moving average (TA-Lib's where installed), also sma_{n}
     sd = rolling_std(close, n)
-    upper = mid + k * sd
-    lower = mid - k * sd
-    span = upper - lower
+    sd *= k
+    upper, lower = mid + sd, mid - sd
+    span = np.multiply(sd, 2.0, out=sd)
     with np.errstate(invalid="ignore", divide="ignore"):
-        # a flat window has no band: %B is then the neutral 0.5 (not a division by zero)
-        pctb = np.where(span > _FLAT * np.abs(mid), (close - lower) / span, 0.5)
+        pctb = np.subtract(close, lower)
+        pctb /= span
         width = span / mid
-    pctb[np.isnan(span)] = np.nan
+    # a flat window has no band: %B is then the neutral 0.5 (not a division by zero); NaN stays NaN
+    pctb[span <= _FLAT * np.abs(mid)] = 0.5
     return upper, mid, lower, pctb, width
 
 
 def true_range(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
     """max(h - l, |h - c[t-1]|, |l - c[t-1]|); NaN at row 0 (no previous close), as talib.TRANGE."""
-    tr = np.full(len(close), np.nan)
+    tr = np.empty(len(close))
+    tr[:1] = np.nan
     if len(close) > 1:
-        pc = close[:-1]
-        h, lo = high[1:], low[1:]
-        tr[1:] = np.maximum(h - lo, np.maximum(np.abs(h - pc), np.abs(lo - pc)))
+        pc, h, lo, t = close[:-1], high[1:], low[1:], tr[1:]
+        np.subtract(h, lo, out=t)
+        gap = np.abs(h - pc)
+        np.maximum(t, gap, out=t)
+        np.abs(np.subtract(lo, pc, out=gap), out=gap)
+        np.maximum(t, gap, out=t)
     return tr
 
 
 def atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int) -> np.ndarray:
     """Wilder's average true range (first value at row n), as talib.ATR."""
+    ta = _talib(high, low, close) if n > 1 else None
+    if ta is not None and len(close) > n:
+        return ta.ATR(high, low, close, n)
     tr = true_range(high, low, close)
     if n == 1:
         return tr
@@ -223,11 +253,11 @@ def volatility(close: np.ndarray, n: int) -> np.ndarray:
 
 def volume_zscore(volume: np.ndarray, n: int) -> np.ndarray:
     """(v - rolling mean) / rolling population std over n bars; 0 where the window is constant."""
-    mean = sma(volume, n)
-    sd = rolling_std(volume, n)
+    mean, sd = rolling_mean_std(volume, n)
     with np.errstate(invalid="ignore", divide="ignore"):
-        z = np.where(sd > _FLAT * np.abs(mean), (volume - mean) / sd, 0.0)
-    z[np.isnan(sd)] = np.nan
+        z = np.subtract(volume, mean)
+        z /= sd
+    z[sd <= _FLAT * np.abs(mean)] = 0.0  # a constant window: 0, not a division by zero; NaN stays NaN
     return z
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from cryptonorm.learn.cells import NormSpec, batch_spec, run_cell, step_batch_norm_all, use_fast_path
 from cryptonorm.learn.input_norms import DAIN, RevIN, make_input_norm
 from cryptonorm.learn.norms import BATCH_NORMS, SeqNorm, StepBatchNorm, make_norm
 
@@ -126,14 +127,15 @@ class MLP(Forecaster):
 
 
 class LayerNormLSTM(nn.Module):
-    """One layer of the layer-normalized LSTM (Ba et al. 2016, eq. 20-22), as an explicit loop over time.
+    """One layer of the layer-normalized LSTM (Ba et al. 2016, eq. 20-22).
 
         gates_t = LN_x(W_x x_t) + LN_h(W_h h_{t-1}) + b          (4H: input, forget, cell, output)
         c_t     = sigmoid(f) * c_{t-1} + sigmoid(i) * tanh(g)
         h_t     = sigmoid(o) * tanh(LN_c(c_t))
 
     The two gate pre-activations are normalized separately, each over its whole 4H vector, so one
-    term cannot swamp the other. Every LN has its own gain and bias when `affine`.
+    term cannot swamp the other. Every LN has its own gain and bias when `affine`. The loop over time
+    runs with a hand-written backward (cells.py); `forward_loop` is the same as plain autograd ops.
     """
 
     def __init__(self, input_size: int, hidden_size: int, eps: float = 1e-5, affine: bool = True) -> None:
@@ -148,15 +150,22 @@ class LayerNormLSTM(nn.Module):
         _init_lstm_weights(self.w_x, self.w_h, self.bias, hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, In) -> (B, T, H)
-        B, T, _ = x.shape
-        H = self.hidden_size
+        if not use_fast_path(self, x):
+            return self.forward_loop(x)
         # the input term does not depend on the recurrence: project and normalize all steps at once
-        gx = self.ln_x(self.w_x(x)) + self.bias  # (B, T, 4H); LN acts per sample and step
-        h = x.new_zeros(B, H)
-        c = x.new_zeros(B, H)
+        gx = self.ln_x(self.w_x(x)) + self.bias  # (B, T, 4H); LN per sample and step
+        eps = self.ln_h.eps
+        out = run_cell(gx.transpose(0, 1), self.w_h.weight, NormSpec("layer", eps), (self.ln_h.weight, self.ln_h.bias),
+                       NormSpec("layer", eps), (self.ln_c.weight, self.ln_c.bias))
+        return out.transpose(0, 1)  # (B, T, H)
+
+    def forward_loop(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, In) -> (B, T, H)
+        """The same cell as a Python loop of autograd ops (tracing and torch.compile follow it)."""
+        gx = self.ln_x(self.w_x(x)) + self.bias  # (B, T, 4H)
+        h = c = x.new_zeros(x.shape[0], self.hidden_size)
         outs = []
-        for t in range(T):
-            gates = gx[:, t] + self.ln_h(self.w_h(h))  # (B, 4H)
+        for gx_t in gx.unbind(1):  # unbind, not gx[:, t]: one backward node for all steps
+            gates = gx_t + self.ln_h(self.w_h(h))  # (B, 4H)
             i, f, g, o = gates.chunk(4, dim=1)  # (B, H) each
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(self.ln_c(c))
@@ -165,13 +174,14 @@ class LayerNormLSTM(nn.Module):
 
 
 class BatchNormLSTM(nn.Module):
-    """One layer of the recurrent batch-normalized LSTM (Cooijmans et al. 2016, eq. 6-8), explicit loop.
+    """One layer of the recurrent batch-normalized LSTM (Cooijmans et al. 2016, eq. 6-8).
 
         gates_t = BN_h(W_h h_{t-1}; t) + BN_x(W_x x_t; t) + b    (BN_x, BN_h: gamma only, beta = 0)
         c_t     = sigmoid(f) * c_{t-1} + sigmoid(i) * tanh(g)
         h_t     = sigmoid(o) * tanh(BN_c(c_t; t))                (BN_c: gamma and beta)
 
-    Each BN keeps separate statistics per time step (see StepBatchNorm); gammas start at 0.1.
+    Each BN keeps separate statistics per time step (see StepBatchNorm); gammas start at 0.1. BN_x runs
+    for all steps at once; the loop over time has a hand-written backward (cells.py).
     """
 
     def __init__(
@@ -198,14 +208,22 @@ class BatchNormLSTM(nn.Module):
         _init_lstm_weights(self.w_x, self.w_h, self.bias, hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, In) -> (B, T, H)
-        B, T, _ = x.shape
-        H = self.hidden_size
+        # one training sample (variance 0) and recalibration are StepBatchNorm's own cases: the plain loop
+        if not use_fast_path(self, x) or (self.training and x.shape[0] < 2) or self.bn_x.recalibrating:
+            return self.forward_loop(x)
+        # BN_x of every step at once (each step over the batch, with its own statistics)
+        gx = step_batch_norm_all(self.bn_x, self.w_x(x)) + self.bias  # (B, T, 4H)
+        out = run_cell(gx.transpose(0, 1), self.w_h.weight, batch_spec(self.bn_h), (self.bn_h.weight, self.bn_h.bias),
+                       batch_spec(self.bn_c), (self.bn_c.weight, self.bn_c.bias))
+        return out.transpose(0, 1)  # (B, T, H)
+
+    def forward_loop(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, In) -> (B, T, H)
+        """The same cell as a Python loop of autograd ops (tracing and torch.compile follow it)."""
         gx = self.w_x(x)  # (B, T, 4H): one matmul for all steps; BN_x still per step (own statistics)
-        h = x.new_zeros(B, H)
-        c = x.new_zeros(B, H)
+        h = c = x.new_zeros(x.shape[0], self.hidden_size)
         outs = []
-        for t in range(T):
-            gates = self.bn_x(gx[:, t], t) + self.bn_h(self.w_h(h), t) + self.bias  # (B, 4H)
+        for t, gx_t in enumerate(gx.unbind(1)):
+            gates = self.bn_x(gx_t, t) + self.bn_h(self.w_h(h), t) + self.bias  # (B, 4H)
             i, f, g, o = gates.chunk(4, dim=1)  # (B, H) each
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(self.bn_c(c, t))

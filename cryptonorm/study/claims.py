@@ -79,22 +79,33 @@ def run_study(claims: list[Claim], study_dir: Path, *, jobs: int = 1, profile: s
     """Run each claim's sweep (skipping finished cells), then judge and write verdicts.md/json and plots.
 
     `bar`: optional factory of a progress context manager yielding an event function (the CLI's sweep bar).
-    `executor`, `address`, `gpus_per_cell`: passed to every claim's sweep (study.sweep.run_sweep)."""
+    `executor`, `address`, `gpus_per_cell`: as run_sweep's; with Ray, one connection serves every claim."""
+    import contextlib
+
     from cryptonorm.study import report as sweep_report
+    from cryptonorm.study.executors import check_executor, import_ray, ray_session
     from cryptonorm.study.sweep import run_sweep
+
+    check_executor(executor, address, gpus_per_cell)
 
     t0 = time.time()
     emit = on_event or (lambda _: None)
     outcome = StudyOutcome(study_dir.resolve(), profile)
-    for c in claims:
-        assert c.sweep is not None
-        emit({"event": "claim", "id": c.spec.claim.id, "title": c.spec.claim.title, "cells": len(c.sweep.cells)})
-        sweep_dir = study_dir / c.name
-        with bar() if bar is not None else contextlib.nullcontext(on_event) as events:
-            res = run_sweep(c.sweep, sweep_dir, jobs=jobs, executor=executor, address=address, on_event=events,
-                            cell_plots=False, gpus_per_cell=gpus_per_cell)
-        outcome.failed_cells += res.failed
-        sweep_report.render(res.sweep_dir)
+    opts: dict[str, Any] = {"jobs": jobs, "executor": executor, "address": address, "gpus_per_cell": gpus_per_cell,
+                            "cell_plots": False}
+    session = ray_session(import_ray(), address, jobs) if executor == "ray" else contextlib.nullcontext()
+    with session:
+        for c in claims:
+            assert c.sweep is not None
+            emit({"event": "claim", "id": c.spec.claim.id, "title": c.spec.claim.title, "cells": len(c.sweep.cells)})
+            sweep_dir = study_dir / c.name
+            if bar is not None:
+                with bar() as cell_events:
+                    res = run_sweep(c.sweep, sweep_dir, on_event=cell_events, **opts)
+            else:
+                res = run_sweep(c.sweep, sweep_dir, on_event=on_event, **opts)
+            outcome.failed_cells += res.failed
+            sweep_report.render(res.sweep_dir)
     outcome.claims = judge_all(claims, study_dir, profile)
     outcome.seconds = time.time() - t0
     write_outputs(outcome)

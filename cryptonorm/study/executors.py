@@ -4,7 +4,8 @@
 torch to max(1, cores // jobs) threads unless the config sets train.threads. With train.device auto/cuda on
 a CUDA machine, all local workers share the one GPU (each holds its own copy of the small dataset and model
 there). "ray" runs each cell as a Ray task (1 CPU each) on a local Ray instance with `jobs` CPUs, or on an
-existing cluster (`address`); a task whose worker process dies is retried once (RAY_RETRIES).
+existing cluster (`address`); a task whose worker process dies is submitted again once (RAY_RETRIES), and
+each Ray cell's result.json records its Ray `node`, `host` and `attempt`.
 
 `gpus_per_cell` > 0 packs cells onto GPUs: 0.25 = four cells per GPU. Locally each worker process is pinned
 to one GPU slot (CUDA_VISIBLE_DEVICES, set before torch starts; slots = GPUs x floor(1 / gpus_per_cell), and
@@ -15,15 +16,18 @@ hides every GPU from a task that asks for none: with 0 Ray cells train on the CP
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptonorm.errors import CryptonormError, UsageError
 from cryptonorm.study.cell import CellTask, failed_result, one_line, run_cell
+from cryptonorm.study.results import RESULT_FILE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -61,12 +65,60 @@ def _pool_cell(task: CellTask) -> dict[str, Any]:
     return run_cell(task, _WORKER["candles"])
 
 
-def _ray_cell(task: CellTask, candles: pd.DataFrame, threads: int) -> dict[str, Any]:
+def _ray_cell(task: CellTask, candles: pd.DataFrame, threads: int, attempt: int = 1,
+              retried_after: str | None = None) -> dict[str, Any]:
+    """One cell in a Ray worker; its result (and result.json) records where it ran and which attempt it was."""
+    import socket
+
+    import ray
     import torch
 
     torch.set_num_threads(threads)
-    return run_cell(task, candles)
+    kill = _test_kill_hook(task)
+    result = run_cell(task, candles)
+    if kill is not None:
+        kill()  # the cell finished before the hook saw it start: die now, before the result is returned
+    where = {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "attempt": attempt}
+    if retried_after:
+        where["retried_after"] = retried_after
+    result.update(where)
+    from cryptonorm import pipeline
 
+    pipeline.write_json(Path(task.cell_dir) / RESULT_FILE, {k: v for k, v in result.items() if k != "_files"})
+    return result
+
+
+TEST_KILL_ENV = "CRYPTONORM_TEST_KILL_CELL"  # tests only: "CELL_ID:MARKER" SIGKILLs that cell's first attempt
+
+
+def _test_kill_hook(task: CellTask) -> Callable[[], None] | None:
+    """For the Ray cluster test: when TEST_KILL_ENV names this cell and its marker file does not exist yet,
+    create the marker (with this process id) and SIGKILL this worker once the cell's training has started,
+    as the kernel's OOM killer would. Returns the kill function (to call if the cell ends first), else None."""
+    import signal
+
+    spec = os.environ.get(TEST_KILL_ENV, "")
+    cell, _, marker = spec.partition(":")
+    if not marker or cell != task.cell_id:
+        return None
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # one kill per test, whichever node runs it
+    except FileExistsError:
+        return None
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+
+    def kill() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def watch() -> None:  # mid-run: once run_cell has created the cell's run directory
+        run_dir = Path(task.cell_dir) / "run"
+        while not run_dir.exists():
+            time.sleep(0.02)
+        kill()
+
+    threading.Thread(target=watch, daemon=True).start()
+    return kill
 
 
 def cores() -> int:
@@ -166,6 +218,16 @@ def run_pool(todo: list[CellTask], candles: pd.DataFrame, jobs: int, threads: in
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def check_executor(executor: str, address: str | None, gpus_per_cell: float = 0.0) -> None:
+    """UsageError (one line) for an unknown executor, an --address without Ray or a negative --gpus-per-cell."""
+    if executor not in ("local", "ray"):
+        raise UsageError(f"--executor must be local or ray, got {executor!r}")
+    if address and executor != "ray":
+        raise UsageError("--address is for --executor ray")
+    if gpus_per_cell < 0:
+        raise UsageError(f"--gpus-per-cell must be >= 0, got {gpus_per_cell:g}")
+
+
 def import_ray() -> Any:
     """The ray module, or a UsageError saying how to install it."""
     try:
@@ -175,38 +237,54 @@ def import_ray() -> Any:
     return ray
 
 
+@contextlib.contextmanager
+def ray_session(ray: Any, address: str | None, jobs: int) -> Iterator[None]:
+    """Connect to the Ray cluster at `address` (or start a local Ray with `jobs` CPUs) unless this process is
+    connected already; disconnect (or stop the local Ray) afterwards only if it connected here."""
+    if ray.is_initialized():
+        yield
+        return
+    try:
+        quiet = {"log_to_driver": False, "logging_level": logging.WARNING}  # no "Connecting to..." INFO lines
+        if address:
+            ray.init(address=address, **quiet)
+        else:
+            ray.init(num_cpus=jobs, include_dashboard=False, **quiet)
+    except Exception as e:
+        hint = ""
+        if address and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":  # token auth: Ray >= 2.52
+            hint = ("; if the cluster uses token authentication, set RAY_AUTH_MODE=token here, with its token in "
+                    "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token")
+        raise CryptonormError(f"cannot start or reach Ray{f' at {address}' if address else ''}: "
+                              f"{one_line(e)}{hint}") from e
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
 def run_ray(ray: Any, todo: list[CellTask], candles: pd.DataFrame, jobs: int, address: str | None,
              threads: int, finished: Finished, gpus_per_cell: float = 0.0) -> None:
     """Each cell is a Ray task with 1 CPU (and `gpus_per_cell` GPUs); the candles go into the object store
-    once. A task whose process dies is retried RAY_RETRIES times."""
-    started = False
-    if not ray.is_initialized():
-        try:
-            if address:
-                ray.init(address=address, log_to_driver=False)
-            else:
-                ray.init(num_cpus=jobs, include_dashboard=False, log_to_driver=False)
-        except Exception as e:
-            raise CryptonormError(f"cannot start or reach Ray{f' at {address}' if address else ''}: "
-                                  f"{one_line(e)}") from e
-        started = True
-    try:
+    once. A task whose process or node dies is submitted again, RAY_RETRIES times, by this driver (not by
+    Ray's max_retries), so the result records the attempt that finished and why the one before died."""
+    with ray_session(ray, address, jobs):
         if not todo:
             return
-        remote = ray.remote(num_cpus=1, num_gpus=gpus_per_cell, max_retries=RAY_RETRIES)(_ray_cell)
+        remote = ray.remote(num_cpus=1, num_gpus=gpus_per_cell, max_retries=0)(_ray_cell)
         ref = ray.put(candles)
         per_task = 1 if address else threads
-        pending = {remote.remote(task, ref, per_task): task for task in todo}
+        pending = {remote.remote(task, ref, per_task): (task, 1) for task in todo}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for r in done:
-                task = pending.pop(r)
+                task, attempt = pending.pop(r)
                 try:
                     result = ray.get(r)
-                except Exception as e:  # the task's process died; run_cell itself never raises
-                    result = failed_result(task, f"Ray task failed: {one_line(e)}")
+                except Exception as e:  # the task's process or node died; run_cell itself never raises
+                    if attempt <= RAY_RETRIES:
+                        pending[remote.remote(task, ref, per_task, attempt + 1, one_line(e))] = (task, attempt + 1)
+                        continue
+                    result = {**failed_result(task, f"Ray task failed {attempt} times: {one_line(e)}"),
+                              "attempt": attempt}
                 finished(task, result)
-    finally:
-        if started:
-            ray.shutdown()
-

@@ -30,7 +30,16 @@ from typing import TYPE_CHECKING, Any
 
 from cryptonorm.errors import UsageError
 from cryptonorm.study.cell import CellTask, needs_backtest, rebacktest_cell
-from cryptonorm.study.executors import cores, gpu_slots, import_ray, run_inline, run_pool, run_ray, visible_gpus
+from cryptonorm.study.executors import (
+    check_executor,
+    cores,
+    gpu_slots,
+    import_ray,
+    run_inline,
+    run_pool,
+    run_ray,
+    visible_gpus,
+)
 from cryptonorm.study.results import (
     RESULT_FILE,
     SWEEP_FILE,
@@ -89,12 +98,7 @@ def run_sweep(sweep: Sweep, sweep_dir: Path | None = None, *, jobs: int = 1, exe
 
     if jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {jobs}")
-    if executor not in ("local", "ray"):
-        raise UsageError(f"--executor must be local or ray, got {executor!r}")
-    if address and executor != "ray":
-        raise UsageError("--address is for --executor ray")
-    if gpus_per_cell < 0:
-        raise UsageError(f"--gpus-per-cell must be >= 0, got {gpus_per_cell:g}")
+    check_executor(executor, address, gpus_per_cell)
     # local GPU slots; Ray places GPU tasks itself (the GPUs may be on other machines)
     slots = gpu_slots(gpus_per_cell, visible_gpus()) if gpus_per_cell > 0 and executor == "local" else None
     ray = import_ray() if executor == "ray" else None

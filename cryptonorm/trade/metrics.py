@@ -28,29 +28,33 @@ def forecast_metrics(pred: np.ndarray, y: np.ndarray, kind: str) -> dict[str, fl
         out["log_loss"] = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
         rank_p = rankdata(p)  # once, for the AUC and the rank correlation
         out["auc"] = auc(p, y, ranks=rank_p)
-        out["ic_pearson"] = _corr(p, y)
+        varies = n >= 3 and np.ptp(p) > 0 and np.ptp(y) > 0  # a constant series has no correlation
         binary = bool(np.all((y == 0.0) | (y == 1.0)))
-        out["ic_spearman"] = _corr(p, y, rank_p, _binary_ranks(y > 0.5) if binary else rankdata(y))
+        out["ic_pearson"] = _corr(p, y) if varies else float("nan")
+        out["ic_spearman"] = (_corr(rank_p, _binary_ranks(y > 0.5) if binary else rankdata(y), own=True)
+                              if varies else float("nan"))
         out["base_rate"] = float(np.mean(y))
         return out
     err = pred - y
-    out["mse"] = float(np.mean(err**2))
-    out["mae"] = float(np.mean(np.abs(err)))
+    out["mse"] = dot(err, err) / n
+    out["mae"] = float(np.abs(err, out=err).sum()) / n
     if kind != "volatility":
-        nz = y != 0
-        out["directional_accuracy"] = float(np.mean(np.sign(pred[nz]) == np.sign(y[nz]))) if nz.any() else float("nan")
-    out["ic_pearson"] = _corr(pred, y)
-    out["ic_spearman"] = _corr(pred, y, rankdata(pred), rankdata(y)) if len(y) >= 3 else float("nan")
+        # sign agreement on the outcomes that moved, from boolean counts (no sign arrays, no gathers)
+        moved = n - int(np.count_nonzero(y == 0))
+        agree = (int(np.count_nonzero(np.logical_and(pred > 0, y > 0))) +
+                 int(np.count_nonzero(np.logical_and(pred < 0, y < 0))))
+        out["directional_accuracy"] = agree / moved if moved else float("nan")
+    varies = n >= 3 and np.ptp(pred) > 0 and np.ptp(y) > 0  # a constant series has no correlation
+    out["ic_pearson"] = _corr(pred, y) if varies else float("nan")
+    out["ic_spearman"] = _corr(rankdata(pred), rankdata(y), own=True) if varies else float("nan")
     return out
 
 
-def _corr(a: np.ndarray, b: np.ndarray, rank_a: np.ndarray | None = None, rank_b: np.ndarray | None = None) -> float:
-    """Pearson correlation of a and b, or Spearman's (Pearson of the ranks) when their ranks are given."""
-    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")  # undefined for a constant forecast: say so rather than 0
-    x, z = (a, b) if rank_a is None or rank_b is None else (rank_a, rank_b)
-    dx = x - x.mean()
-    dz = z - z.mean()
+def _corr(x: np.ndarray, z: np.ndarray, *, own: bool = False) -> float:
+    """Pearson correlation of x and z, both non-constant (Spearman's: of their ranks). `own`: x and z are
+    the caller's scratch (ranks), centred in place."""
+    dx = np.subtract(x, x.mean(), out=x if own else None)
+    dz = np.subtract(z, z.mean(), out=z if own else None)
     r = float(dot(dx, dz)) / math.sqrt(float(dot(dx, dx)) * float(dot(dz, dz)))
     return max(-1.0, min(1.0, r))
 
@@ -62,19 +66,18 @@ def dot(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def rankdata(x: np.ndarray) -> np.ndarray:
-    """(n,) float64 ranks 1..n of x, ties averaged: scipy.stats.rankdata(x) ("average"), about 5x faster.
+    """(n,) float64 ranks 1..n of x, ties averaged: scipy.stats.rankdata(x) ("average"), 10-15x faster.
 
-    scipy sorts with a stable mergesort; the average rank of a tie group does not depend on the order inside
-    it, so numpy's default (vectorized) sort gives the same ranks.
+    The sort order comes from one np.sort of packed int64 keys (`_sort_order`) rather than np.argsort: a
+    plain sort of 64-bit keys is SIMD-vectorized in numpy, an argsort measured ~4x slower. The average rank
+    of a tie group does not depend on the order inside it, so any correct sort gives scipy's ranks.
     """
+    x = np.asarray(x, dtype="float64")
     n = len(x)
-    order = np.argsort(x)
-    xs = x[order]
-    new = np.empty(n, dtype=bool)  # new[i]: xs[i] starts a group of equal values
-    if n:
-        new[0] = True
-        np.not_equal(xs[1:], xs[:-1], out=new[1:])
     ranks = np.empty(n)
+    if n == 0:
+        return ranks
+    order, new = _sort_order(x)
     if new.all():  # no ties (continuous forecasts): rank = position in the sorted order
         ranks[order] = np.arange(1, n + 1, dtype=np.float64)
         return ranks
@@ -83,6 +86,55 @@ def rankdata(x: np.ndarray) -> np.ndarray:
     group_rank = (starts + 1 + ends) / 2.0  # mean of ranks starts+1 .. ends
     ranks[order] = np.repeat(group_rank, ends - starts)
     return ranks
+
+
+_LOW63 = np.int64((1 << 63) - 1)
+
+
+def _sort_order(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(order (n,) int64 with x[order] sorted, new (n,) bool: new[i] when x[order[i]] starts a group of equal
+    values). NaN falls back to np.argsort (each NaN its own group, last, as there).
+
+    Each value becomes an order-preserving int64 key (IEEE bits, negatives flipped; -0.0 = 0.0) whose low
+    `bits` bits are replaced by its index, and the keys are sorted. Values that agree on everything but
+    those low bits (relative difference < ~2^(bits-52)) land next to each other in index order; those
+    few runs are re-sorted on their full keys, which cannot move them out of their run.
+    """
+    n = len(x)
+    if n == 1 or n >= 1 << 40 or np.isnan(x).any():
+        order = np.argsort(x)
+        xs = x[order]
+        new = np.ones(n, dtype=bool)
+        np.not_equal(xs[1:], xs[:-1], out=new[1:])
+        return order, new
+    key = np.add(x, 0.0).view(np.int64)  # + 0.0: -0.0 -> 0.0; then the IEEE bits as a signed integer
+    packed = np.right_shift(key, 63)  # -1 (all ones) for negatives, 0 otherwise
+    packed &= _LOW63
+    key ^= packed  # negatives: every bit but the sign flipped, so signed order = value order
+    bits = int(n - 1).bit_length()
+    low = (1 << bits) - 1
+    np.bitwise_and(key, ~low, out=packed)
+    packed |= np.arange(n, dtype=np.int64)
+    packed.sort()
+    order = packed & low
+    packed >>= bits  # arithmetic shift: the high bits, in order
+    tied = packed[1:] == packed[:-1]  # tied[i]: sorted i and i+1 agree on the high bits
+    new = np.ones(n, dtype=bool)
+    if not tied.any():
+        return order, new
+    np.logical_not(tied, out=new[1:])
+    member = np.zeros(n, dtype=bool)  # positions inside runs of equal high bits
+    member[:-1] = tied
+    member[1:] |= tied
+    at = np.flatnonzero(member)
+    full = key[order[at]]
+    fix = np.argsort(full, kind="stable")  # full keys of a run stay inside the run's range of keys
+    order[at] = order[at][fix]
+    full = full[fix]
+    inner = at[1:][tied[at[1:] - 1]]  # run members after the first of their run
+    j = np.searchsorted(at, inner)
+    new[inner] = full[j] != full[j - 1]
+    return order, new
 
 
 def _binary_ranks(up: np.ndarray) -> np.ndarray:

@@ -65,13 +65,13 @@ def performance(
 
 
 def performance_of(
-    r: np.ndarray, p: np.ndarray, f: np.ndarray, ts: np.ndarray, timeframe: str, trades: Trades | None = None,
-    *, equity: np.ndarray | None = None, turnover: float | None = None,
+    r: np.ndarray, p: np.ndarray | None, f: np.ndarray | None, ts: np.ndarray, timeframe: str,
+    trades: Trades | None = None, *, equity: np.ndarray | None = None, turnover: float | None = None,
 ) -> dict[str, float]:
     """`performance` on checked float64 arrays (ts (n+1,)). Work the caller already did is reused: `trades`,
-    `equity` (n+1,) = [1, cumprod(1 + r)] and `turnover` = sum |dp| (prepending a flat start)."""
+    `equity` (n+1,) = [1, cumprod(1 + r)] and `turnover` = sum |dp| (prepending a flat start). `p` None:
+    in the market on every bar (buy-and-hold; then `trades` is required); `f` None: no costs."""
     n = len(r)
-    root = math.sqrt(bars_per_year(timeframe))
     years = float(ts[-1] - ts[0]) / YEAR_MS
     if equity is None:
         eq = np.empty(n + 1)
@@ -81,6 +81,48 @@ def performance_of(
         eq = equity
     final = float(eq[-1])
     dd = drawdown(eq, ts)
+    stats = _return_stats(r, timeframe)
+    cagr = _cagr(final, years)
+    if p is None:
+        n_in, n_up = n, int(np.count_nonzero(r > 0))
+    else:
+        in_mkt = p != 0
+        n_in = int(np.count_nonzero(in_mkt))
+        n_up = int(np.count_nonzero(np.logical_and(in_mkt, r > 0, out=in_mkt)))
+    if trades is not None:
+        tr = trades
+    else:
+        assert p is not None, "performance_of: trades are required when positions are implied"
+        tr = find_trades(p, r, f if f is not None else np.zeros(n))
+    if turnover is None:
+        turnover = float(np.abs(np.diff(p, prepend=0.0)).sum()) if p is not None else 1.0
+    return {
+        "total_return": final - 1.0,
+        "cagr": cagr,
+        "volatility": stats["volatility"],
+        "sharpe": stats["sharpe"],
+        "sortino": stats["sortino"],
+        "max_drawdown": dd["max_drawdown"],
+        "max_drawdown_bars": dd["bars"],
+        "max_drawdown_days": dd["days"],
+        "max_drawdown_recovered": dd["recovered"],
+        "calmar": cagr / abs(dd["max_drawdown"]) if dd["max_drawdown"] < 0 else math.nan,
+        "hit_rate": n_up / n_in if n_in else math.nan,
+        "trades": len(tr.first),
+        "win_rate": float(np.count_nonzero(tr.returns > 0)) / len(tr.first) if len(tr.first) else math.nan,
+        "profit_factor": stats["profit_factor"],
+        "exposure": n_in / n if n else math.nan,
+        "turnover": turnover / years if years > 0 else math.nan,
+        "fees_paid": dot(f, eq[:-1]) if f is not None else 0.0,
+        "bars": n,
+        "years": years,
+    }
+
+
+def _return_stats(r: np.ndarray, timeframe: str) -> dict[str, float]:
+    """Volatility, Sharpe, Sortino and profit factor of per-bar returns (definitions in `performance`)."""
+    n = len(r)
+    root = math.sqrt(bars_per_year(timeframe))
     total = float(r.sum())
     mean = total / n if n else math.nan
     dev = r - mean
@@ -89,32 +131,11 @@ def performance_of(
     downside = math.sqrt(dot(neg, neg) / n) if n else math.nan
     losses = -float(neg.sum())
     gains = total + losses
-    cagr = _cagr(final, years)
-    in_mkt = p != 0
-    n_in = int(np.count_nonzero(in_mkt))
-    tr = trades if trades is not None else find_trades(p, r, f)
-    if turnover is None:
-        turnover = float(np.abs(np.diff(p, prepend=0.0)).sum())
     return {
-        "total_return": final - 1.0,
-        "cagr": cagr,
         "volatility": sd * root,
         "sharpe": mean / sd * root if sd > 0 else math.nan,
         "sortino": mean / downside * root if downside > 0 else math.nan,
-        "max_drawdown": dd["max_drawdown"],
-        "max_drawdown_bars": dd["bars"],
-        "max_drawdown_days": dd["days"],
-        "max_drawdown_recovered": dd["recovered"],
-        "calmar": cagr / abs(dd["max_drawdown"]) if dd["max_drawdown"] < 0 else math.nan,
-        "hit_rate": int(np.count_nonzero(np.logical_and(in_mkt, r > 0, out=in_mkt))) / n_in if n_in else math.nan,
-        "trades": len(tr.first),
-        "win_rate": float(np.count_nonzero(tr.returns > 0)) / len(tr.first) if len(tr.first) else math.nan,
         "profit_factor": gains / losses if losses > 0 else (math.inf if gains > 0 else math.nan),
-        "exposure": n_in / n if n else math.nan,
-        "turnover": turnover / years if years > 0 else math.nan,
-        "fees_paid": dot(f, eq[:-1]),
-        "bars": n,
-        "years": years,
     }
 
 
@@ -161,21 +182,49 @@ def drawdown(equity: np.ndarray, timestamps: np.ndarray) -> dict[str, float]:
     if mdd >= 0:
         return {"max_drawdown": 0.0, "bars": 0, "days": 0.0, "recovered": 1.0}
     peak_val = float(np.max(equity[: trough + 1]))
-    start = trough - int(np.argmax(equity[trough::-1] == peak_val))  # the last time at that peak
-    back = equity[trough:] >= peak_val
-    recovered = bool(back.any())
-    end = trough + int(np.argmax(back)) if recovered else len(equity) - 1
+    start = _last_equal(equity, trough, peak_val)  # the last time at that peak
+    end = _first_at_least(equity, trough, peak_val)
+    recovered = end >= 0
+    if not recovered:
+        end = len(equity) - 1
     return {"max_drawdown": mdd, "bars": end - start, "days": float(timestamps[end] - timestamps[start]) / DAY_MS,
             "recovered": 1.0 if recovered else 0.0}
 
 
+def _last_equal(a: np.ndarray, i: int, value: float) -> int:
+    """The largest j <= i with a[j] == value (0 if none), scanning back in growing blocks: the peak before a
+    trough is usually near it, and a whole-array comparison would cost a pass over every bar."""
+    hi, size = i + 1, 1024
+    while hi > 0:
+        lo = max(0, hi - size)
+        hits = np.flatnonzero(a[lo:hi] == value)
+        if len(hits):
+            return lo + int(hits[-1])
+        hi, size = lo, size * 4
+    return 0
+
+
+def _first_at_least(a: np.ndarray, i: int, value: float) -> int:
+    """The smallest j >= i with a[j] >= value, or -1, scanning forward in growing blocks."""
+    lo, size = i, 1024
+    while lo < len(a):
+        hi = min(len(a), lo + size)
+        hit = a[lo:hi] >= value
+        if hit.any():
+            return lo + int(np.argmax(hit))
+        lo, size = hi, size * 4
+    return -1
+
+
 def per_year(
     timestamps: np.ndarray, returns: np.ndarray, timeframe: str, *, bh_returns: np.ndarray | None = None,
+    factor: np.ndarray | None = None, bh_factor: np.ndarray | None = None,
 ) -> list[dict[str, float]]:
     """Per calendar year (UTC, by the open time of the bar a return belongs to): compounded return,
     Sharpe (as in `performance`), max drawdown within the year (from the year's starting equity), bars,
     and the buy-and-hold return when `bh_returns` is given. The years' returns compound to the total:
-    prod(1 + return_y) = 1 + total_return.
+    prod(1 + return_y) = 1 + total_return. `factor`, `bh_factor`: 1 + returns, 1 + bh_returns when the
+    caller has them.
     """
     ts = np.asarray(timestamps, dtype="int64")
     r = np.asarray(returns, dtype="float64")
@@ -188,21 +237,35 @@ def per_year(
     cuts = np.r_[0, np.searchsorted(ts, starts, side="left"), len(r)]
     year0 = int(first_year.astype("int64")) + 1970
     root = math.sqrt(bars_per_year(timeframe))
+    if factor is None:
+        factor = r + 1.0
+    if bh_factor is None and bh_returns is not None:
+        bh_factor = np.asarray(bh_returns, dtype="float64") + 1.0
+    longest = int(np.diff(cuts).max())
+    eq, work = np.empty(longest + 1), np.empty(longest + 1)  # scratch for the longest year
+    eq[0] = 1.0  # each year's equity starts at 1, before its first bar
     out: list[dict[str, float]] = []
-    for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
+    for i, (a, b) in enumerate(zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True)):
         if a == b:
             continue  # a calendar year without bars (a long outage)
+        m = b - a
         seg = r[a:b]
-        eq = np.r_[1.0, np.cumprod(1.0 + seg)]
-        sd = float(np.std(seg, ddof=1)) if len(seg) > 1 else math.nan
+        mean = float(seg.sum()) / m  # np.mean's and np.std's (ddof=1) own steps, into scratch memory
+        sd = math.nan
+        if m > 1:
+            dev = np.subtract(seg, mean, out=work[:m])
+            sd = math.sqrt(float(np.multiply(dev, dev, out=dev).sum()) / (m - 1))
+        year_eq = eq[: m + 1]  # [1, equity after each bar of the year]
+        np.cumprod(factor[a:b], out=year_eq[1:])
+        peak = np.maximum.accumulate(year_eq, out=work[: m + 1])  # the starting 1 included
         row: dict[str, float] = {
             "year": year0 + i,
-            "return": float(eq[-1] - 1.0),
-            "sharpe": float(np.mean(seg)) / sd * root if sd > 0 else math.nan,
-            "max_drawdown": float(np.min(drawdown_curve(eq))),
-            "bars": int(b - a),
+            "return": float(year_eq[-1]) - 1.0,
+            "sharpe": mean / sd * root if sd > 0 else math.nan,
+            "max_drawdown": min(0.0, float(np.divide(year_eq, peak, out=peak).min()) - 1.0),
+            "bars": m,
         }
-        if bh_returns is not None:
-            row["bh_return"] = float(np.prod(1.0 + np.asarray(bh_returns[a:b], dtype="float64")) - 1.0)
+        if bh_factor is not None:
+            row["bh_return"] = float(np.prod(bh_factor[a:b])) - 1.0
         out.append(row)
     return out

@@ -7,6 +7,7 @@ position held over bar t+1.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -21,15 +22,16 @@ def target_positions(
 ) -> np.ndarray:
     """(N,) position decided at the close of bar t from information up to t only (held over bar t+1)."""
     signal = forecast - 0.5 if kind == "direction" else forecast
-    # NaN compares False: flat
-    side = np.where(signal > cfg.threshold, 1.0, np.where(signal < -cfg.threshold, -1.0, 0.0))
-    if not cfg.allow_short:
-        side = np.maximum(side, 0.0)
+    # side 1 / -1 / 0 (threshold >= 0, so at most one test holds; NaN compares False: flat)
+    side = (signal > cfg.threshold).astype("float64")
+    if cfg.allow_short:
+        side -= signal < -cfg.threshold
     cap = cfg.max_leverage
     size: np.ndarray | float
-    if cfg.sizing == "fixed":
-        size = min(1.0, cap)
-    elif cfg.sizing == "forecast":
+    if cfg.sizing == "fixed":  # side x size is within the cap already: no clip, and +0.0 keeps no -0.0
+        side *= min(1.0, cap)
+        return side
+    if cfg.sizing == "forecast":
         known = np.isfinite(signal)
         s = np.where(known, signal, 0.0)
         # expanding RMS of the signals known at close t (forecasts 0..t): the std around zero, so a
@@ -57,16 +59,42 @@ def realized_vol(timestamps: np.ndarray, close: np.ndarray, lookback: int, timef
     return std * math.sqrt(bars_per_year(timeframe))
 
 
+class Book(NamedTuple):
+    """One strategy run over the bars, every array (N,) per row (row 0: the start, nothing held)."""
+
+    pos: np.ndarray  # position held over the bar
+    turn: np.ndarray  # |pos[t] - pos[t-1]|, the notional traded at close[t-1]
+    cost: np.ndarray  # turn x cost rate (fraction of equity)
+    gross: np.ndarray  # pos x bar return: the return before costs and funding
+    ret: np.ndarray  # gross - cost - pos x carry: the strategy return
+    factor: np.ndarray  # 1 + ret
+    equity: np.ndarray  # cumprod(factor), equity[0] = 1
+
+
+def book(target: np.ndarray, bar_ret: np.ndarray, cost_rate: float, carry: np.ndarray | None = None) -> Book:
+    """Targets decided at each close -> every per-bar series of the run (see Book), each computed once so
+    that the metrics of the strategy and of its cost-free twin share them.
+    `carry` (N,): a per-bar rate each unit of position pays (a swap's funding, see trade/funding.py)."""
+    n = len(target)
+    pos = np.empty(n)
+    pos[0] = 0.0
+    pos[1:] = target[:-1]  # the last target is never traded: its bar is beyond the data
+    turn = np.empty(n)
+    turn[0] = 0.0  # |pos[0] - 0|: the start is flat
+    np.subtract(pos[1:], pos[:-1], out=turn[1:])
+    np.abs(turn, out=turn)
+    cost = turn * cost_rate
+    gross = pos * bar_ret
+    ret = gross - cost
+    if carry is not None:
+        ret -= pos * carry
+    factor = ret + 1.0
+    return Book(pos, turn, cost, gross, ret, factor, np.cumprod(factor))
+
+
 def run_positions(
     target: np.ndarray, bar_ret: np.ndarray, cost_rate: float, carry: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Targets decided at each close -> (position held, cost, strategy return, equity), all (N,).
-    `carry` (N,): a per-bar rate each unit of position pays (a swap's funding, see trade/funding.py)."""
-    pos = np.empty_like(target)
-    pos[0] = 0.0
-    pos[1:] = target[:-1]  # the last target is never traded: its bar is beyond the data
-    cost = np.abs(np.diff(pos, prepend=0.0)) * cost_rate
-    ret = pos * bar_ret - cost
-    if carry is not None:
-        ret -= pos * carry
-    return pos, cost, ret, np.cumprod(1.0 + ret)
+    """Targets decided at each close -> (position held, cost, strategy return, equity), all (N,) (see `book`)."""
+    b = book(target, bar_ret, cost_rate, carry)
+    return b.pos, b.cost, b.ret, b.equity
