@@ -233,3 +233,12 @@ def test_data_dir_moves_the_real_candle_files(tmp_path: Path, monkeypatch: pytes
                               str(data)])  # BTC_USDT-4h.csv.gz (claim 8) is not there: refused up front
     assert res.exit_code == 2 and "'BTC_USDT-4h.csv.gz' is not in the data folder" in res.output, res.output
     assert "Traceback" not in res.output and not (tmp_path / "o" / "claim1_training_speed").exists()
+
+
+def test_study_passes_the_executor_options_to_every_sweep(tmp_path: Path) -> None:
+    """--gpus-per-cell reaches the sweep machinery: without a visible GPU it is a usage error, before any cell."""
+    folder = write_study(tmp_path)
+    res = runner.invoke(app, ["study", str(folder), "--quick", "--out", str(tmp_path / "o"), "--gpus-per-cell", "0.5"],
+                        env={"CUDA_VISIBLE_DEVICES": ""})
+    assert res.exit_code == 2 and "GPU" in res.output and "Traceback" not in res.output, res.output
+    assert not list((tmp_path / "o").glob("tiny_claim/cells/*/result.json"))

@@ -103,9 +103,11 @@ class _StepNorm:
             dx = dy * (rstd if w is None else rstd * w)
             dw = (dy * (a - mean) * rstd).sum(0) if w is not None else None
             db = dy.sum(0) if b is not None else None
-        if dw is not None:
+        # CUDA's native backward kernels may return a gradient that output_mask did not ask for (seen on an
+        # H100 for a BatchNorm without bias): only a gain or bias that exists gets one
+        if w is not None and dw is not None:
             self.dws.append(dw)
-        if db is not None:
+        if b is not None and db is not None:
             self.dbs.append(db)
         return dx  # type: ignore[no-any-return]
 

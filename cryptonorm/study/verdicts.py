@@ -66,8 +66,8 @@ class Comparison:
     @property
     def label(self) -> str:
         vs = f" vs {self.control}" if self.control is not None else " vs 0"
-        where = " ".join(f"{k.split('.')[-1]}={v}" for k, v in self.where.items())
-        return f"{self.key.split('.')[-1]}={self.treatment}{vs}{f' [{where}]' if where else ''}"
+        where = " ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in self.where.items())
+        return f"{self.key.split('.', 1)[-1]}={self.treatment}{vs}{f' [{where}]' if where else ''}"
 
 
 @dataclass(frozen=True)
