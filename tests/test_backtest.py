@@ -701,3 +701,17 @@ def test_forecast_metrics_on_either_thread_match_scipy(monkeypatch: pytest.Monke
     assert m["ic_spearman"] == pytest.approx(stats.spearmanr(fc[:-1], nxt)[0], abs=1e-12)
     assert m["ic_pearson"] == pytest.approx(stats.pearsonr(fc[:-1], nxt)[0], abs=1e-12)
     assert m["directional_accuracy"] == pytest.approx(np.mean(np.sign(fc[:-1]) == np.sign(nxt)), abs=1e-12)
+
+
+def test_fees_paid_of_a_wiped_out_equity_match_an_exact_sum() -> None:
+    """An equity that halves every bar goes subnormal after ~1,022 bars; the fees sum skips those terms."""
+    n = 1500
+    r = np.full(n, -0.5)
+    fees = np.full(n, 1e-3)
+    eq = np.r_[1.0, np.cumprod(1 + r)]
+    assert 0 < eq[1050] < np.finfo(float).tiny  # subnormal
+    want = math.fsum(float(f) * float(e) for f, e in zip(fees, eq[:-1], strict=True))
+    assert performance(r, np.ones(n), "1h", fees)["fees_paid"] == pytest.approx(want, rel=1e-14)
+    late = np.r_[np.zeros(1030), fees[:470]]  # every fee charged on a subnormal equity: the tiny sum, not 0
+    want = math.fsum(float(f) * float(e) for f, e in zip(late, eq[:-1], strict=True))
+    assert 0 < performance(r, np.ones(n), "1h", late)["fees_paid"] == pytest.approx(want, rel=1e-6)

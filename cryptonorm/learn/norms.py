@@ -312,17 +312,24 @@ def make_norm(m: ModelConfig, channels: int) -> nn.Module:
 class SeqNorm(nn.Module):
     """Apply a norm to a sequence (B, T, C), choosing the axes the norm is defined on.
 
-    batch/batchrenorm/group/instance normalize channels of a (B, C, T) tensor, so the sequence is
-    transposed: batch -> over batch x time per channel; group -> over (channels of a group) x time per
-    sample; instance -> over time per channel and sample. layer/rms act on the last axis, i.e. per step.
+    batch/batchrenorm normalize each channel over batch x time: the sequence goes in as B * T rows of C
+    channels (a view of the contiguous (B, T, C) tensor: the same statistics as BatchNorm of the (B, C, T)
+    transpose, without its strided copies, which made BatchNorm 1.5x LayerNorm's step in the LSTM).
+    group/instance normalize channels of a (B, C, T) tensor, so the sequence is transposed: group -> over
+    (channels of a group) x time per sample; instance -> over time per channel and sample. layer/rms act
+    on the last axis, i.e. per step.
     """
 
     def __init__(self, m: ModelConfig, channels: int) -> None:
         super().__init__()
         self.norm = make_norm(m, channels)
-        self.channels_first = m.norm in ("batch", "batchrenorm", "group", "instance")
+        self.rows = m.norm in BATCH_NORMS
+        self.channels_first = m.norm in ("group", "instance")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
+        if self.rows:
+            B, T, C = x.shape
+            return self.norm(x.reshape(B * T, C)).view(B, T, C)
         if self.channels_first:
             return self.norm(x.transpose(1, 2)).transpose(1, 2)
         return self.norm(x)
