@@ -55,6 +55,31 @@ def test_concurrent_writers_never_lose_rows(tmp_path: Path) -> None:
     assert not list(path.parent.glob("*.tmp"))  # no temp file left behind
 
 
+def test_a_page_survives_its_journal_folder_vanishing_before_the_write(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race the concurrent-writers test hit once in CI: a consolidation in another process removed the
+    empty journal folder between add_page's mkdir and its temp file. Replayed deterministically here."""
+    import tempfile
+
+    import cryptonorm.atomic as atomic
+
+    path = tmp_path / "BTC_USDT-1h.parquet"
+    real = tempfile.mkstemp
+    calls = {"n": 0}
+
+    def vanishing_mkstemp(*args: object, **kwargs: object) -> tuple[int, str]:
+        calls["n"] += 1
+        if calls["n"] == 1:  # what the other process's consolidate does at that moment
+            os.rmdir(kwargs["dir"])  # type: ignore[arg-type]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", vanishing_mkstemp)
+    add_page(path, frame(0, 5))
+    assert calls["n"] == 2  # failed once, written on the retry
+    monkeypatch.undo()
+    assert len(consolidate(path)) == 5
+
+
 def test_kill_during_writes_leaves_old_or_new_file(tmp_path: Path) -> None:
     path = tmp_path / "s.parquet"
     write_atomic(frame(0, 10), path)

@@ -123,9 +123,22 @@ def add_page(path: Path, frame: pd.DataFrame) -> None:
     """Journal one downloaded page for the store file at `path` (atomic; merged by `consolidate`). Parts are
     named by first timestamp, writer and a random suffix, so no writer ever replaces another page."""
     journal = journal_dir(path)
-    journal.mkdir(parents=True, exist_ok=True)
     # a unique name per page: a consolidation that read an older page of the same name must never unlink this one
-    write_atomic(frame, journal / f"{int(frame['timestamp'].min()):015d}.{os.getpid()}.{uuid.uuid4().hex[:12]}.parquet")
+    page = journal / f"{int(frame['timestamp'].min()):015d}.{os.getpid()}.{uuid.uuid4().hex[:12]}.parquet"
+    for attempt in range(JOURNAL_RETRIES + 1):
+        journal.mkdir(parents=True, exist_ok=True)
+        try:
+            write_atomic(frame, page)
+            return
+        except FileNotFoundError:
+            # a consolidation (another process, under the store lock, which writers of pages do not take)
+            # removes the journal folder once it is empty: between our mkdir and the temp file's creation
+            # the folder can vanish. Once the temp file exists the folder is not empty and stays.
+            if journal.exists() or attempt == JOURNAL_RETRIES:
+                raise
+
+
+JOURNAL_RETRIES = 5  # add_page: times the journal folder is made again after a consolidation removed it
 
 
 def journal_parts(path: Path) -> list[Path]:
