@@ -31,7 +31,7 @@ from torch.utils.data import Dataset as TorchDataset
 from cryptonorm.config import Config, ModelConfig, TrainConfig
 from cryptonorm.learn.device import resolve_device, seed_everything
 from cryptonorm.learn.models import build_model
-from cryptonorm.learn.training import fit
+from cryptonorm.learn.training import fit, fused_adamw
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ Step = Callable[[torch.Tensor, torch.Tensor], None]
 
 def make_step(model: nn.Module, lr: float, dev: torch.device, bf16: bool) -> Step:
     """One optimizer step, identical for both reference loops."""
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4, fused=dev.type in ("cuda", "cpu"))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4, fused=fused_adamw(dev))
     loss_fn = nn.HuberLoss()
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> None:

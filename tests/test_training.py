@@ -288,3 +288,21 @@ def test_deterministic_mode_on_cpu() -> None:
     finally:
         seed_everything(0, False)
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_fused_adamw_only_where_torch_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AdamW(fused=True) on CPU parameters needs torch >= 2.4 (pyproject allows 2.2): older versions train
+    with the default AdamW instead of failing."""
+    from cryptonorm.learn.training import fused_adamw
+
+    monkeypatch.setattr(torch, "__version__", "2.3.1+cpu")
+    assert not fused_adamw(torch.device("cpu"))
+    assert fused_adamw(torch.device("cuda"))
+    assert not fused_adamw(torch.device("mps"))
+    monkeypatch.setattr(torch, "__version__", "2.13.0+cpu")
+    assert fused_adamw(torch.device("cpu"))
+    p = torch.nn.Parameter(torch.ones(3))  # and the real torch here runs it on the CPU
+    opt = torch.optim.AdamW([p], lr=0.1, weight_decay=0.0, fused=fused_adamw(torch.device("cpu")))
+    p.grad = torch.ones(3)
+    opt.step()
+    torch.testing.assert_close(p.detach(), torch.full((3,), 0.9))  # Adam's first step: lr * sign(grad)

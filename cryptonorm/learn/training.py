@@ -273,8 +273,7 @@ def _init_state(model: Forecaster, cfg: Config, dev: torch.device, loss_name: st
     else:
         # fused: one kernel for every parameter; on CPU 2.6x faster than the per-tensor loop for our small
         # models, where the step was 2/3 of a batch (benchmarks/bench_norms.py, README)
-        fused = dev.type in ("cuda", "cpu")
-        opt = torch.optim.AdamW(groups, lr=t.scaled_lr, fused=fused)  # train.lr_scaling applied
+        opt = torch.optim.AdamW(groups, lr=t.scaled_lr, fused=fused_adamw(dev))  # train.lr_scaling applied
     plateau = (
         torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=max(1, t.patience // 2))
         if t.schedule == "plateau"
@@ -376,3 +375,12 @@ def predict(
         b = rows[a:e]  # (B,)
         outs.append(model.to_forecast(model(gather_windows(X, b, offsets)).float()))  # (B,)
     return torch.cat(outs).cpu().numpy().astype(np.float64)
+
+
+def fused_adamw(dev: torch.device) -> bool:
+    """Whether AdamW's fused kernel runs on `dev`: CUDA always; the CPU from torch 2.4 (earlier versions
+    refuse fused=True for CPU parameters); elsewhere (MPS, ...) the default implementation."""
+    if dev.type == "cuda":
+        return True
+    major, minor = (int(v) for v in torch.__version__.split(".")[:2])
+    return dev.type == "cpu" and (major, minor) >= (2, 4)
