@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -162,6 +163,9 @@ def test_two_node_cluster_sweep_survives_a_killed_cell(tmp_path: Path) -> None:
     # both nodes trained cells
     assert len({r["node"] for r in ray_res.values()}) == 2
     assert {r["host"] for r in ray_res.values()} == {socket.gethostname()}  # two nodes, one machine
+    table = pd.read_csv(tmp_path / "ray" / "sweep_results.csv").set_index("cell_id")  # ... and in the table
+    assert table.loc[victim, "attempt"] == 2 and (table.drop(index=victim)["attempt"] == 1).all()
+    assert table["node"].nunique() == 2 and set(table["host"]) == {socket.gethostname()}
     # the same cells, the same numbers as the inline run (same seeds, one torch thread each)
     for c in cells:
         for key in ("metrics", "backtest"):
