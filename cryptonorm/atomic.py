@@ -1,5 +1,6 @@
 """Atomic file writes: a temp file in the destination folder, fsync, then one rename over the target.
-Text, JSON (NaN-safe) and CSV writers built on it are here too: one writer for every layer.
+Text, JSON (NaN-safe) and CSV writers built on it are here too: one writer for every layer; and the
+tolerant reader of the JSON objects they write (`read_json_object`).
 
 Readers see the old file or the new one, never half of one; a killed writer leaves at most a hidden
 `.NAME.XXXXXXXX.tmp` beside the target (pipeline.consolidate and train clear those up).
@@ -113,3 +114,13 @@ def with_datetimes(df: Any, times: tuple[str, ...] = ()) -> Any:
             out = df.copy()
         out.insert(out.columns.get_loc(col) + 1, twin, text)
     return out
+
+
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in `path`, or None when the file is missing, unreadable or not an object (listings
+    and resumable sweeps treat such a file as absent rather than failing)."""
+    try:
+        out = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return out if isinstance(out, dict) else None

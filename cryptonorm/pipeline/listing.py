@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from cryptonorm.atomic import read_json_object
 from cryptonorm.errors import ConfigError
 
 MAX_DEPTH = 4  # runs/<name>, sweeps/<sweep>/cells/<cell>/run
@@ -36,9 +36,9 @@ def run_row(run_dir: Path, root: Path | None = None) -> dict[str, Any]:
     """One run's summary: name, date, model, norm, target, test forecast metrics, Sharpe after costs, and
     whether its training finished (run.json is written last). Unreadable files give None fields."""
     cfg = _read_yaml(run_dir / "config.yaml")
-    info = _read_json(run_dir / "run.json")
-    metrics = _read_json(run_dir / "metrics.json") or {}
-    bt = _read_json(run_dir / "backtest" / "metrics.json") or {}
+    info = read_json_object(run_dir / "run.json")
+    metrics = read_json_object(run_dir / "metrics.json") or {}
+    bt = read_json_object(run_dir / "backtest" / "metrics.json") or {}
     model, target = cfg.get("model", {}), cfg.get("target", {})
     created = (info or {}).get("created") or datetime.fromtimestamp(
         (run_dir / "config.yaml").stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
@@ -61,14 +61,6 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
     """`run_row` of every run directory under `root`, oldest first."""
     root = Path(root)
     return sorted((run_row(p, root) for p in find_run_dirs(root)), key=lambda r: (r["created"], r["name"]))
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        out = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return out if isinstance(out, dict) else None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from cryptonorm.atomic import read_json_object
 from cryptonorm.errors import ConfigError, CryptonormError
 
 BACKENDS = ("mlflow", "tensorboard")
@@ -67,10 +68,10 @@ def run_record(run_dir: Path) -> dict[str, Any]:
     epochs = {c: [(int(e), float(v)) for e, v in zip(history["epoch"], history[c], strict=True) if _finite(v)]
               for c in EPOCH_COLUMNS if c in history}
     final: dict[str, float] = {}
-    metrics = _json(run_dir / "metrics.json")
+    metrics = read_json_object(run_dir / "metrics.json") or {}
     for split in ("val", "test"):
         final.update({f"{split}.{k}": float(v) for k, v in (metrics.get(split) or {}).items() if _finite(v)})
-    bt = _json(run_dir / "backtest" / "metrics.json")
+    bt = read_json_object(run_dir / "backtest" / "metrics.json") or {}
     final.update({f"bt.{k}": float(v) for k, v in (bt.get("strategy") or {}).items() if _finite(v)})
     final.update({f"bh.{k}": float(v) for k, v in (bt.get("buy_and_hold") or {}).items() if _finite(v)})
     files = [run_dir / a for a in ARTIFACTS if (run_dir / a).is_file()]
@@ -177,14 +178,6 @@ def _log_tensorboard(experiment: str, name: str, rec: dict[str, Any]) -> bool:
 
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        out = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return out if isinstance(out, dict) else {}
 
 
 def _key(run_dir: Path) -> str:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cryptonorm.atomic import read_json_object
 from cryptonorm.errors import ConfigError, DataError
 from cryptonorm.study.spec import Cell, show
 
@@ -37,11 +38,7 @@ def cell_dir(sweep_dir: Path, cell: Cell | str) -> Path:
 
 def read_result(path: Path) -> dict[str, Any] | None:
     """A cell's result.json, or None when it is missing or unreadable (then the cell runs again)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_json_object(path)
 
 
 def is_done(result: dict[str, Any] | None, cell: Cell, data_hash: str) -> bool:
