@@ -40,11 +40,16 @@ class TestResult:
     note: str = ""
 
 
-def paired_t(a: np.ndarray, b: np.ndarray) -> TestResult:
-    """Paired t-test of a - b (scipy.stats.ttest_rel); NaN with a note when it is undefined."""
+def _finite_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """a and b as float64, keeping only the pairs (seeds) where both are finite."""
     a, b = np.asarray(a, dtype="float64"), np.asarray(b, dtype="float64")
     ok = np.isfinite(a) & np.isfinite(b)
-    a, b = a[ok], b[ok]
+    return a[ok], b[ok]
+
+
+def paired_t(a: np.ndarray, b: np.ndarray) -> TestResult:
+    """Paired t-test of a - b (scipy.stats.ttest_rel); NaN with a note when it is undefined."""
+    a, b = _finite_pairs(a, b)
     n = len(a)
     if n < 2:
         return TestResult(math.nan, math.nan, n, f"t-test needs >= 2 paired seeds, got {n}")
@@ -57,9 +62,7 @@ def paired_t(a: np.ndarray, b: np.ndarray) -> TestResult:
 
 def paired_wilcoxon(a: np.ndarray, b: np.ndarray) -> TestResult:
     """Wilcoxon signed-rank test of a - b (zero differences dropped, as scipy's default)."""
-    a, b = np.asarray(a, dtype="float64"), np.asarray(b, dtype="float64")
-    ok = np.isfinite(a) & np.isfinite(b)
-    a, b = a[ok], b[ok]
+    a, b = _finite_pairs(a, b)
     n = len(a)
     if n < 2:
         return TestResult(math.nan, math.nan, n, f"Wilcoxon needs >= 2 paired seeds, got {n}")
