@@ -10,39 +10,17 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
 import yaml
+from cli_run import QUICK, SMALL, cli, fetch_store, sets
 from fake_exchange import FakeBinance, RunningServer, exchange_options, real_candles, serving
-from typer.testing import CliRunner
-
-from cryptonorm import pipeline
-from cryptonorm.cli import app
-from cryptonorm.config import load_config
-
-ROOT = Path(__file__).resolve().parents[1]
-QUICK = str(ROOT / "configs" / "quickstart.yaml")
-runner = CliRunner()
-SMALL = {"train.epochs": 2, "model.hidden": [8], "train.threads": 1, "data.since": "2022-01-01",
-         "data.until": "2022-03-01"}
-
-
-def sets(d: dict[str, Any]) -> list[str]:
-    return [a for k, v in d.items() for a in ("--set", f"{k}={json.dumps(v)}")]
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    r = runner.invoke(app, list(args))  # stdout and stderr are not terminals here, as in a pipe or a log
-    return r.exit_code, r.stdout, r.stderr
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("store")
-    pipeline.fetch(load_config(QUICK, ["data.since=2022-01-01", "data.until=2022-04-01", f"data.dir={d}"]))
-    return d
+    return fetch_store(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

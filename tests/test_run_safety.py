@@ -19,28 +19,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from cli_run import QUICK, ROOT, SMALL, cli, fetch_store, sets
 from filelock import FileLock
-from typer.testing import CliRunner
 
 from cryptonorm import pipeline
-from cryptonorm.cli import app
-from cryptonorm.config import load_config
 
-ROOT = Path(__file__).resolve().parents[1]
-QUICK = str(ROOT / "configs" / "quickstart.yaml")
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-runner = CliRunner()
-SMALL = {"train.epochs": 2, "model.hidden": [8], "train.threads": 1, "data.since": "2022-01-01",
-         "data.until": "2022-03-01"}
-
-
-def sets(d: dict[str, Any]) -> list[str]:
-    return [a for k, v in d.items() for a in ("--set", f"{k}={json.dumps(v)}")]
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    r = runner.invoke(app, list(args))
-    return r.exit_code, r.stdout, r.stderr
 
 
 def one_line(err: str) -> str:
@@ -52,9 +36,7 @@ def one_line(err: str) -> str:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("store")
-    pipeline.fetch(load_config(QUICK, ["data.since=2022-01-01", "data.until=2022-04-01", f"data.dir={d}"]))
-    return d
+    return fetch_store(tmp_path_factory)
 
 
 def train_args(store: Path, out: Path, **over: Any) -> list[str]:
