@@ -42,8 +42,8 @@ from cryptonorm.trade.positions import Book, book, realized_vol, target_position
 from cryptonorm.trade.trades import TRADE_COLUMNS, Trades, find_trades, trade_bounds, trade_frame, trade_returns
 
 # the public names of the backtest, wherever they live (callers import them from here)
-__all__ = ["EQUITY_COLUMNS", "KINDS", "TRADE_COLUMNS", "Backtest", "Trades", "drawdown", "find_trades", "per_year",
-           "performance", "realized_vol", "simulate", "target_positions"]
+__all__ = ["EQUITY_COLUMNS", "KINDS", "TRADE_COLUMNS", "Backtest", "Trades", "add_funding", "drawdown", "find_trades",
+           "per_year", "performance", "realized_vol", "simulate", "target_positions"]
 
 KINDS = ("return", "direction")
 EQUITY_COLUMNS = ["timestamp", "close", "forecast", "position", "strategy_return", "equity", "bh_equity",
@@ -176,7 +176,7 @@ def _simulate(
         "end": format_ms(int(ts[-1])),
     }
     if carry is not None:
-        _add_funding(metrics, ts, pos * carry, eq, np.r_[0.0, carry[1:]], bh_eq)  # buy-and-hold: 0, then 1
+        add_funding(metrics, ts, pos * carry, eq, np.r_[0.0, carry[1:]], bh_eq)  # buy-and-hold: 0, then 1
     # copy=False: every array is this function's own (the inputs were copied by _check_inputs)
     columns = {"timestamp": ts, "close": px, "forecast": fc, "position": pos, "strategy_return": ret,
                "equity": eq, "bh_equity": bh_eq, "cost": cost, "gap": gap}
@@ -251,7 +251,7 @@ def _last_sign(
                           turnover=float(run.turn[1:].sum()))
 
 
-def _add_funding(metrics: dict[str, Any], ts: np.ndarray, charge: np.ndarray, eq: np.ndarray,
+def add_funding(metrics: dict[str, Any], ts: np.ndarray, charge: np.ndarray, eq: np.ndarray,
                  bh_charge: np.ndarray, bh_eq: np.ndarray) -> None:
     """Funding paid in units of the starting equity (sum charge_t x E_{t-1}, as fees_paid), total and per
     calendar year, for the strategy and buy-and-hold."""
