@@ -137,8 +137,27 @@ def test_transient_faults_are_retried_with_identical_results(server: RunningServ
     server.state.inject(fault, after=1, delay=1.5)  # the 2nd page fails once; the client times out at 1 s
     got = download(binance(server), retry)
     pd.testing.assert_frame_equal(got, server.state.expected("BTCUSDT", "1h"))
-    assert sleeps == [0.5]  # one backoff, the first step of the schedule
+    # one wait: the first step of the schedule, or the 1 s a rate-limit answer's Retry-After asks for
+    assert sleeps == ([1.0] if fault in ("429", "418") else [0.5])
     assert server.state.counts["klines"] == 6 and server.state.pending_faults() == 0
+
+
+def test_rate_limit_waits_as_long_as_the_exchange_asks(server: RunningServer, retry: Retry,
+                                                       sleeps: list[float]) -> None:
+    server.state.inject("429", after=1, retry_after=7)  # longer than the 0.5 s of the schedule
+    server.state.inject("429", retry_after=0)  # shorter: the schedule's 1 s stands
+    got = download(binance(server), retry)
+    pd.testing.assert_frame_equal(got, server.state.expected("BTCUSDT", "1h"))
+    assert sleeps == [7.0, 1.0]
+
+
+def test_an_ip_ban_longer_than_a_fetch_should_wait_ends_it_with_when_to_return(
+        server: RunningServer, retry: Retry, sleeps: list[float]) -> None:
+    server.state.inject("418", after=1, retry_after=7200)  # Binance bans for hours
+    with pytest.raises(TransientExchangeError, match=r"DDoSProtection.*no request in the next 7200 s "
+                                                     r"\(Retry-After\): run the fetch again after that"):
+        download(binance(server), retry)
+    assert sleeps == [] and server.state.counts["klines"] == 2  # no request after the ban
 
 
 def test_a_persistent_fault_gives_up_with_a_clear_error(server: RunningServer, retry: Retry,

@@ -26,7 +26,7 @@ from cryptonorm import pipeline
 from cryptonorm.cli import app
 from cryptonorm.config import Config, build_config
 from cryptonorm.data.exchange import Retry
-from cryptonorm.data.store import read_store, store_path
+from cryptonorm.data.store import journal_parts, read_store, store_path
 from cryptonorm.timeframes import parse_date
 
 HOUR = 3_600_000
@@ -147,12 +147,14 @@ def test_several_symbols(server: RunningServer, tmp_path: Path, retry: Retry) ->
 def test_faults_are_survived_with_identical_results(server: RunningServer, tmp_path: Path, retry: Retry,
                                                     sleeps: list[float]) -> None:
     server.state.max_limit = 250  # 14 pages plus the last, empty one
-    for kind in ("429", "500", "slow", "truncated", "malformed", "502", "reset", "418", "html", "503"):
+    kinds = ("429", "500", "slow", "truncated", "malformed", "502", "reset", "418", "html", "503")
+    for kind in kinds:
         server.state.inject(kind, after=1, delay=1.5)  # every other request fails once; timeout is 1 s
     cfg = config(server, tmp_path, exchange_options=exchange_options(server.url, timeout_ms=1_000))
     pipeline.fetch(cfg, retry=retry)
     pd.testing.assert_frame_equal(stored(tmp_path), server.state.expected("BTCUSDT", "1h"))
-    assert server.state.pending_faults() == 0 and sleeps == [0.5] * 10
+    # the first backoff step each time, or the 1 s a rate-limit answer's Retry-After asks for
+    assert server.state.pending_faults() == 0 and sleeps == [1.0 if k in ("429", "418") else 0.5 for k in kinds]
     assert server.state.counts["klines"] == 15 + 10
 
 
@@ -225,7 +227,28 @@ def test_cli_fetch_survives_a_rate_limit(server: RunningServer, tmp_path: Path, 
     assert r.exit_code == 0, r.stderr
     pd.testing.assert_frame_equal(stored(tmp_path), server.state.expected(
         "BTCUSDT", "1h", parse_date("2021-07-01"), parse_date("2021-09-01")))
-    assert cli_sleeps == [0.5]
+    assert cli_sleeps == [1.0]  # the Retry-After of the fake's 429 (the schedule's first step is 0.5 s)
+
+
+def test_cli_fetch_stops_at_an_ip_ban_and_keeps_what_it_fetched(server: RunningServer, tmp_path: Path,
+                                                                 cli_sleeps: list[float]) -> None:
+    server.state.inject("418", after=1, retry_after=7200)
+    r = runner.invoke(app, ["fetch", "--config", str(write_config(server, tmp_path)), "--since", "2021-07-01",
+                            "--until", "2021-09-01"])
+    assert r.exit_code == 1 and cli_sleeps == []
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]  # beside the progress line
+    assert len(errors) == 1 and "no request in the next 7200 s (Retry-After)" in errors[0], r.stderr
+    assert "Traceback" not in r.stderr
+    path = store_path(tmp_path / "store", "binance", "BTC/USDT", "1h")
+    assert len(journal_parts(path)) == 1  # the page before the ban is kept, in the fetch's journal
+    before = server.state.counts["klines"]
+    again = runner.invoke(app, ["fetch", "--config", str(write_config(server, tmp_path)), "--since", "2021-07-01",
+                                "--until", "2021-09-01"])  # after the ban: resumes after the kept page
+    assert again.exit_code == 0, again.stderr
+    pd.testing.assert_frame_equal(stored(tmp_path), server.state.expected(
+        "BTCUSDT", "1h", parse_date("2021-07-01"), parse_date("2021-09-01")))
+    resumed = klines_starts(server.state)[before:]  # no request asks for the kept page's candles again
+    assert resumed and min(resumed) >= parse_date("2021-07-01") + 1000 * 3_600_000, resumed
 
 
 def test_cli_bad_symbol_is_one_line_naming_close_matches(server: RunningServer, tmp_path: Path) -> None:

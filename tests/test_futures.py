@@ -122,15 +122,16 @@ def test_user_funding_file_is_read(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- funding in the backtest
 
 
-def _loop_backtest(ts: np.ndarray, close: np.ndarray, fc: np.ndarray, fts: np.ndarray, fr: np.ndarray,
+def _loop_backtest(ts: np.ndarray, close: np.ndarray, target: np.ndarray, fts: np.ndarray, fr: np.ndarray,
                    fee: float, step: int) -> tuple[np.ndarray, float]:
-    """A slow, independent reference: walk the bars; a funding time T is paid by whatever position is
-    open at T (opened at a close before T, not yet closed at T)."""
+    """A slow, independent reference: walk the bars, holding over bar t the `target` decided at close t-1;
+    a funding time T is paid by whatever position is open at T (opened at a close before T, not yet closed
+    at T)."""
     eq, pos, paid = 1.0, 0.0, 0.0
     out = [1.0]
     k = int(np.searchsorted(fts, ts[0] + step, side="right"))  # funding times before the first position
     for t in range(1, len(ts)):
-        new = 1.0 if fc[t - 1] > 0 else (-1.0 if fc[t - 1] < 0 else 0.0)
+        new = float(target[t - 1])
         r = new * (close[t] / close[t - 1] - 1.0) - abs(new - pos) * fee
         while k < len(fts) and fts[k] <= ts[t] + step:  # funding times while `new` is held
             r -= new * fr[k]
@@ -154,7 +155,7 @@ def test_funding_charges_equal_a_plain_loop_on_real_candles() -> None:
     fts, fr = rates["timestamp"].to_numpy(), rates["rate"].to_numpy()
     cfg = BacktestConfig(fee_bps=10.0)
     bt = simulate(ts, px, fc, cfg, "1h", "return", funding=funding_per_bar(ts, HOUR, fts, fr))
-    want_eq, want_paid = _loop_backtest(ts, px, fc, fts, fr, 10e-4, HOUR)
+    want_eq, want_paid = _loop_backtest(ts, px, np.sign(fc), fts, fr, 10e-4, HOUR)
     np.testing.assert_allclose(bt.equity["equity"].to_numpy(), want_eq, rtol=1e-12)
     assert bt.metrics["costs"]["funding_paid"] == pytest.approx(want_paid, rel=1e-9)
     assert sum(r["funding_paid"] for r in bt.metrics["per_year"]) == pytest.approx(want_paid, rel=1e-9)
@@ -164,6 +165,37 @@ def test_funding_charges_equal_a_plain_loop_on_real_candles() -> None:
     spot = simulate(ts, px, fc, cfg, "1h", "return")  # a spot backtest is unchanged: no funding anywhere
     assert "funding" not in spot.equity.columns and "funding_paid" not in spot.metrics["costs"]
     assert spot.metrics["strategy"]["total_return"] != bt.metrics["strategy"]["total_return"]
+
+
+def test_vol_target_mode_pays_funding_as_a_plain_loop() -> None:
+    """backtest.mode vol_target on a swap: the strategy, its trailing-vol baseline and buy-and-hold pay the
+    funding of what they hold, as the bar-by-bar loop does with the same positions."""
+    from cryptonorm.config import BacktestConfig
+    from cryptonorm.trade.funding import funding_per_bar
+    from cryptonorm.trade.vol_target import simulate_vol_target
+
+    c = SWAP.iloc[:600]
+    ts, px = c["timestamp"].to_numpy(), c["close"].to_numpy()
+    fvar = (0.5 + 0.4 * np.sin(np.arange(len(ts)) / 9.0)) * 1e-4  # per-bar variance forecasts
+    fvar[:5] = np.nan  # no forecast yet: flat
+    rates = funding_series(int(ts[0]), int(ts[-1]) + HOUR, seed=4, outage=False)
+    fts, fr = rates["timestamp"].to_numpy(), rates["rate"].to_numpy()
+    cfg = BacktestConfig(fee_bps=10.0, target_vol=0.3, max_leverage=2.0)
+    carry = funding_per_bar(ts, HOUR, fts, fr)
+    bt = simulate_vol_target(ts, px, fvar, cfg, "1h", funding=carry)
+    target = np.nan_to_num(np.minimum(0.3 / np.sqrt(fvar * 8760.0), 2.0))
+    want_eq, want_paid = _loop_backtest(ts, px, target, fts, fr, 10e-4, HOUR)
+    np.testing.assert_allclose(bt.equity["equity"].to_numpy(), want_eq, rtol=1e-12)
+    assert bt.metrics["costs"]["funding_paid"] == pytest.approx(want_paid, rel=1e-9)
+    assert sum(r["funding_paid"] for r in bt.metrics["per_year"]) == pytest.approx(want_paid, rel=1e-9)
+    bh_eq, bh_paid = _loop_backtest(ts, px, np.ones(len(ts)), fts, fr, 10e-4, HOUR)
+    np.testing.assert_allclose(bt.equity["bh_equity"].to_numpy(), bh_eq, rtol=1e-12)
+    assert bt.metrics["costs"]["bh_funding_paid"] == pytest.approx(bh_paid, rel=1e-9)
+    np.testing.assert_allclose(bt.equity["funding"].to_numpy(), bt.equity["position"].to_numpy() * carry)
+    spot = simulate_vol_target(ts, px, fvar, cfg, "1h")  # without funding: none charged, none reported
+    assert "funding" not in spot.equity.columns and "funding_paid" not in spot.metrics["costs"]
+    assert spot.metrics["baselines"]["trailing_vol"]["total_return"] != \
+        bt.metrics["baselines"]["trailing_vol"]["total_return"]
 
 
 def test_funding_that_does_not_cover_the_backtest_says_how_much_is_missing() -> None:
@@ -264,3 +296,8 @@ def test_swap_run_end_to_end_through_the_cli(server: RunningServer, tmp_path: Pa
                               "--set", "backtest.funding=off"])
     assert off.exit_code == 0, off.output
     assert "funding_paid" not in json.loads((tmp_path / "run2" / "backtest" / "metrics.json").read_text())["costs"]
+    vol = runner.invoke(app, ["-q", "run", str(cfg), "--out", str(tmp_path / "vol"), "--json",
+                              "--set", "target.kind=volatility", "--set", "features.volatility=[6]"])
+    assert vol.exit_code == 0, vol.output  # backtest.mode auto = vol_target: funding charged there too
+    vm = json.loads((tmp_path / "vol" / "backtest" / "metrics.json").read_text())
+    assert vm["mode"] == "vol_target" and vm["costs"]["funding_paid"] != 0.0 and vm["costs"]["bh_funding_paid"] != 0.0

@@ -1,8 +1,10 @@
 """Ray as the engine beyond one machine: a real two-node Ray cluster started here (`ray start --head` on a free
-port plus a second node with `ray start --address 127.0.0.1:PORT`, token authentication on, one CPU each), a
-sweep driven through the real CLI with `--executor ray --address`, one cell's worker SIGKILLed mid-run and
-retried, and every cell's metrics equal to an inline run of the same cells. `cryptonorm study` takes the same
-executor options (checked here before anything loads).
+port plus a second node with `ray start --address 127.0.0.1:PORT`, token authentication on, one CPU and one
+logical GPU each: Ray schedules GPUs as resources, so num_gpus placement is tested without a GPU), a sweep
+driven through the real CLI with `--executor ray --address --gpus-per-cell 0.5`, one cell's worker SIGKILLed
+mid-run and retried, and every cell's metrics equal to an inline run of the same cells (the cells train on
+the CPU: train.device cpu). A sweep asking more GPUs per cell than any node has is refused in one line.
+`cryptonorm study` takes the same executor options (checked here before anything loads).
 
 The cluster test is marked slow: starting two Ray nodes is half of its 45-85 s on this loaded 2-core machine.
 Its finalizer ends only the processes it started (every process in the sessions of its `ray start` commands):
@@ -86,7 +88,8 @@ def end_sessions(sids: set[int]) -> None:
 @contextmanager
 def started(args: list[str], env: dict[str, str], sids: set[int]) -> Iterator[subprocess.Popen[str]]:
     """`ray start ARGS` in a session of its own (recorded in `sids` for the finalizer)."""
-    proc = subprocess.Popen([str(RAY), "start", *args, "--num-cpus", "1", "--disable-usage-stats"], env=env,
+    proc = subprocess.Popen([str(RAY), "start", *args, "--num-cpus", "1", "--num-gpus", "1", "--disable-usage-stats"],
+                            env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     sids.add(proc.pid)
     yield proc
@@ -139,12 +142,17 @@ def test_two_node_cluster_sweep_survives_a_killed_cell(tmp_path: Path) -> None:
         t_cluster = time.time() - t0
         driver = subprocess.Popen([sys.executable, "-m", "cryptonorm", "-q", "sweep", str(tmp_path / "sweep.yaml"),
                                    "--out", str(tmp_path / "ray"), "--executor", "ray", "--address",
-                                   f"127.0.0.1:{port}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                   f"127.0.0.1:{port}", "--gpus-per-cell", "0.5"], cwd=ROOT, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         sids.add(driver.pid)
         out, err = driver.communicate(timeout=300)
         assert driver.returncode == 0, err[-3000:]
         killed = marker.read_text() if marker.exists() else None
+        # more GPUs per cell than any node has: one line and exit 2 at once, not tasks that wait forever
+        greedy = subprocess.run([sys.executable, "-m", "cryptonorm", "-q", "sweep", str(tmp_path / "sweep.yaml"),
+                                 "--out", str(tmp_path / "greedy"), "--executor", "ray", "--address",
+                                 f"127.0.0.1:{port}", "--gpus-per-cell", "2"], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=120)
         print(f"\ncluster up in {t_cluster:.1f} s, whole test {time.time() - t0:.1f} s")
     finally:
         end_sessions(sids)
@@ -166,6 +174,13 @@ def test_two_node_cluster_sweep_survives_a_killed_cell(tmp_path: Path) -> None:
     table = pd.read_csv(tmp_path / "ray" / "sweep_results.csv").set_index("cell_id")  # ... and in the table
     assert table.loc[victim, "attempt"] == 2 and (table.drop(index=victim)["attempt"] == 1).all()
     assert table["node"].nunique() == 2 and set(table["host"]) == {socket.gethostname()}
+    # every cell was placed on its node's (logical) GPU 0, half a GPU each, and the table says so
+    assert {r.get("gpus") for r in ray_res.values()} == {"0"}
+    assert table["gpus"].astype(str).tolist() == ["0"] * len(cells)
+    assert greedy.returncode == 2, greedy.stderr[-2000:]
+    assert greedy.stderr.strip().splitlines() == [
+        "error: --gpus-per-cell 2 needs a Ray node with 2 GPU(s), and the largest has 1; start the nodes with "
+        "`ray start --num-gpus N`, or leave it at 0 to train on the CPU"], greedy.stderr[-2000:]
     # the same cells, the same numbers as the inline run (same seeds, one torch thread each)
     for c in cells:
         for key in ("metrics", "backtest"):

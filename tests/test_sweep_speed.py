@@ -10,7 +10,7 @@ import pytest
 from test_sweep import cli, write_sweep
 
 from cryptonorm.errors import UsageError
-from cryptonorm.study.executors import gpu_slots
+from cryptonorm.study.executors import gpu_slots, ray_gpus
 
 
 @pytest.fixture(scope="module")
@@ -51,3 +51,25 @@ def test_summary_records_cells_per_hour_and_each_cells_device(tmp_path: Path, da
     line = next(x for x in summary.splitlines() if x.startswith("- throughput:"))
     assert "cells/hour over 2 finished cells" in line and line.endswith("devices: cpu x2")
 
+
+
+class _Cluster:
+    """What ray_gpus reads of a Ray cluster: ray.nodes()."""
+
+    def __init__(self, *nodes: tuple[bool, float]) -> None:
+        self._nodes = [{"Alive": alive, "Resources": {"CPU": 4.0, "GPU": gpus} if gpus else {"CPU": 4.0}}
+                       for alive, gpus in nodes]
+
+    def nodes(self) -> list[dict[str, object]]:
+        return self._nodes
+
+
+def test_ray_gpus_per_task_and_infeasible_requests() -> None:
+    cluster = _Cluster((True, 2.0), (True, 1.0), (False, 8.0))  # the dead node's 8 GPUs do not count
+    assert ray_gpus(cluster, 0.0) == 0.0
+    assert ray_gpus(cluster, 0.25) == 0.25  # fractions up to 1 as given
+    assert ray_gpus(cluster, 1.5) == 2.0  # whole GPUs above 1, on one node
+    with pytest.raises(UsageError, match=r"needs a Ray node with 3 GPU\(s\), and the largest has 2"):
+        ray_gpus(cluster, 2.5)
+    with pytest.raises(UsageError, match="the largest has 0"):
+        ray_gpus(_Cluster((True, 0.0)), 0.5)

@@ -3,11 +3,14 @@
 `open_source` returns either a ccxt exchange or the offline `SyntheticExchange`; both answer
 `load_markets()` and `fetch_ohlcv(symbol, timeframe, since, limit)`, so `download` serves both.
 ccxt's exceptions are translated where they arrive: network errors, time-outs and rate limits become
-`TransientExchangeError` (retried with bounded exponential backoff), everything else `ExchangeError`.
+`TransientExchangeError` (retried with bounded exponential backoff, or after the wait a rate-limit answer's
+Retry-After header asks for), everything else `ExchangeError`.
 """
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import json
 import os
 import re
@@ -41,7 +44,11 @@ class Retry:
 
     attempts: int = 6  # tries per request, the first included
     base: float = 0.5  # seconds before the 2nd try; doubles each time
-    cap: float = 30.0  # longest single wait
+    cap: float = 30.0  # longest single wait of the backoff schedule
+    # A rate-limit answer (HTTP 429, 418) with a Retry-After header is waited out as asked, up to this long;
+    # a longer ask (an IP ban: Binance's 418 bans last minutes to days, longer for clients that keep asking)
+    # ends the fetch with a line saying when to come back, rather than more requests.
+    longest_asked: float = 300.0
     sleep: Callable[[float], None] = time.sleep
     notify: Callable[[str], None] | None = None  # told of every retry ("attempt n of m failed, waiting s")
 
@@ -152,10 +159,42 @@ def call(source: Source, what: str, fn: Callable[[], Any], retry: Retry = Retry(
                 raise TransientExchangeError(f"{e} (gave up after {retry.attempts} tries; check the network "
                                              "or raise data.exchange_options.timeout)") from raw
             wait = min(retry.cap, retry.base * 2 ** (attempt - 1))
+            asked = _retry_after(source, raw)
+            if asked is not None and asked > retry.longest_asked:
+                raise TransientExchangeError(f"{e}; the exchange asks for no request in the next {asked:g} s "
+                                             "(Retry-After): run the fetch again after that; what was fetched "
+                                             "is kept") from raw
+            if asked is not None and asked > wait:
+                wait = asked
             if retry.notify is not None:
                 retry.notify(f"{e}; attempt {attempt} of {retry.attempts} failed, retrying in {wait:g} s")
             retry.sleep(wait)
     raise AssertionError("unreachable")
+
+
+def _retry_after(source: Source, raw: Exception) -> float | None:
+    """Seconds the exchange asked to wait (the Retry-After header, seconds or an HTTP date) when `raw` is a
+    rate-limit answer; None otherwise. Only then: after a network fault the last headers are an older
+    response's."""
+    import ccxt
+
+    if not isinstance(raw, (ccxt.RateLimitExceeded, ccxt.DDoSProtection)):
+        return None
+    headers = getattr(source, "last_response_headers", None) or {}
+    value = next((str(v).strip() for k, v in headers.items() if str(k).lower() == "retry-after"), None)
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None  # unreadable: the backoff schedule applies
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
 
 
 def check_symbol(source: Source, symbol: str, timeframe: str, retry: Retry = Retry()) -> None:

@@ -110,14 +110,14 @@ def simulate_split(full: pd.DataFrame, cfg: Config, split: str, *, forecast_stat
     df = full[full["split"] == split]
     if len(df) < 2:
         raise DataError(_too_short(run_dir or Path("the run"), split, len(df)))
+    ts = df["timestamp"].to_numpy("int64")
     if cfg.backtest_mode == "vol_target":  # a volatility forecast: pipeline/vol.py, trade/vol_target.py
         from cryptonorm.pipeline.vol import backtest_frame
 
-        result, outcome = backtest_frame(full, cfg, split)
+        result, outcome = backtest_frame(full, cfg, split, funding=_funding(cfg, ts))
         return result, outcome
     from cryptonorm.trade import backtest as bt
 
-    ts = df["timestamp"].to_numpy("int64")
     outcome = df["outcome"].to_numpy("float64")
     return bt.simulate(ts, df["close"].to_numpy("float64"), df["forecast"].to_numpy("float64"), cfg.backtest,
                        cfg.data.timeframe, cfg.target.kind, outcome=outcome, forecast_stats=forecast_stats,

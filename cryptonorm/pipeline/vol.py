@@ -85,11 +85,11 @@ class VolContext:
         return cols
 
 
-def backtest_frame(df: pd.DataFrame, cfg: Config, split: str) -> tuple[Any, np.ndarray]:
+def backtest_frame(df: pd.DataFrame, cfg: Config, split: str,
+                   funding: np.ndarray | None = None) -> tuple[Any, np.ndarray]:
     """The vol_target backtest of one split of forecasts.csv (all its rows feed the trailing-vol baseline),
     and the realized annualized vol of each bar's label (what the forecast vol is compared with).
-
-    A swap's funding is not charged in this mode (metrics["costs"]["funding"] says so)."""
+    `funding` (one value per bar of the split): a swap's funding per unit of position, charged."""
     from cryptonorm.timeframes import bars_per_year
     from cryptonorm.trade import positions
     from cryptonorm.trade.vol_target import simulate_vol_target
@@ -101,9 +101,7 @@ def backtest_frame(df: pd.DataFrame, cfg: Config, split: str) -> tuple[Any, np.n
     fvar = (df["forecast_var"] if "forecast_var" in df else
             pd.Series(realized.from_form(df["forecast"].to_numpy("float64"), cfg.target.vol_form)))
     result = simulate_vol_target(ts[rows], close[rows], np.asarray(fvar, dtype="float64")[rows], cfg.backtest,
-                                 cfg.data.timeframe, trailing_vol=trailing[rows])
-    if cfg.data.market == "swap":
-        result.metrics["costs"]["funding"] = "not charged in backtest.mode vol_target"
+                                 cfg.data.timeframe, trailing_vol=trailing[rows], funding=funding)
     yvar = (df["y_var"] if "y_var" in df else
             pd.Series(realized.from_form(df["y"].to_numpy("float64"), cfg.target.vol_form)))
     realized_vol = np.sqrt(np.asarray(yvar, dtype="float64")[rows] * bars_per_year(cfg.data.timeframe))

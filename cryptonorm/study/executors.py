@@ -5,12 +5,14 @@ torch to max(1, cores // jobs) threads unless the config sets train.threads. Wit
 a CUDA machine, all local workers share the one GPU (each holds its own copy of the small dataset and model
 there). "ray" runs each cell as a Ray task (1 CPU each) on a local Ray instance with `jobs` CPUs, or on an
 existing cluster (`address`); a task whose worker process dies is submitted again once (RAY_RETRIES), and
-each Ray cell's result.json records its Ray `node`, `host` and `attempt`.
+each Ray cell's result.json records its Ray `node`, `host`, `attempt` and the `gpus` Ray gave it.
 
 `gpus_per_cell` > 0 packs cells onto GPUs: 0.25 = four cells per GPU. Locally each worker process is pinned
 to one GPU slot (CUDA_VISIBLE_DEVICES, set before torch starts; slots = GPUs x floor(1 / gpus_per_cell), and
 `jobs` is capped at the slots); with Ray every task asks for num_gpus=gpus_per_cell, so Ray places it (Ray
-hides every GPU from a task that asks for none: with 0 Ray cells train on the CPU).
+hides every GPU from a task that asks for none: with 0 Ray cells train on the CPU); Ray asks whole GPUs above 1
+(2.5 -> 3, as locally), and a cluster where no live node has that many GPUs is a usage error before any cell
+is submitted (Ray would hold such tasks forever, waiting for a node that can take them).
 """
 
 from __future__ import annotations
@@ -79,6 +81,8 @@ def _ray_cell(task: CellTask, candles: pd.DataFrame, threads: int, attempt: int 
     if kill is not None:
         kill()  # the cell finished before the hook saw it start: die now, before the result is returned
     where = {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "attempt": attempt}
+    if gpus := ray.get_gpu_ids():  # the GPU(s) Ray placed this task on (CUDA_VISIBLE_DEVICES is set to them)
+        where["gpus"] = ",".join(str(g) for g in gpus)
     if retried_after:
         where["retried_after"] = retried_after
     result.update(where)
@@ -263,6 +267,21 @@ def ray_session(ray: Any, address: str | None, jobs: int) -> Iterator[None]:
         ray.shutdown()
 
 
+def ray_gpus(ray: Any, gpus_per_cell: float) -> float:
+    """The num_gpus of each Ray task: gpus_per_cell up to 1, whole GPUs above (Ray takes no fractions there).
+    UsageError when no live node of the cluster has that many GPUs, rather than tasks that never start."""
+    if gpus_per_cell <= 0:
+        return 0.0
+    need = gpus_per_cell if gpus_per_cell <= 1 else float(math.ceil(gpus_per_cell - 1e-9))
+    most = max((float(node.get("Resources", {}).get("GPU", 0.0)) for node in ray.nodes() if node.get("Alive")),
+               default=0.0)
+    if most < need:
+        raise UsageError(f"--gpus-per-cell {gpus_per_cell:g} needs a Ray node with {need:g} GPU(s), and the "
+                         f"largest has {most:g}; start the nodes with `ray start --num-gpus N`, or leave it at 0 "
+                         "to train on the CPU")
+    return need
+
+
 def run_ray(ray: Any, todo: list[CellTask], candles: pd.DataFrame, jobs: int, address: str | None,
              threads: int, finished: Finished, gpus_per_cell: float = 0.0) -> None:
     """Each cell is a Ray task with 1 CPU (and `gpus_per_cell` GPUs); the candles go into the object store
@@ -271,7 +290,8 @@ def run_ray(ray: Any, todo: list[CellTask], candles: pd.DataFrame, jobs: int, ad
     with ray_session(ray, address, jobs):
         if not todo:
             return
-        remote = ray.remote(num_cpus=1, num_gpus=gpus_per_cell, max_retries=0)(_ray_cell)
+        num_gpus = ray_gpus(ray, gpus_per_cell)
+        remote = ray.remote(num_cpus=1, num_gpus=num_gpus, max_retries=0)(_ray_cell)
         ref = ray.put(candles)
         per_task = 1 if address else threads
         pending = {remote.remote(task, ref, per_task): (task, 1) for task in todo}

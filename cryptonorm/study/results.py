@@ -109,7 +109,7 @@ def result_row(result: dict[str, Any], grid_keys: list[str], sweep_dir: Path) ->
             row[f"bh_{key}"] = bh[key]
     row["train_seconds"] = result.get("train_seconds")
     row["device"] = result.get("device")  # where the cell trained (cpu, cuda, cuda:N)
-    for key in ("host", "node", "attempt"):  # Ray cells: the machine, Ray node and attempt that finished it
+    for key in ("host", "node", "attempt", "gpus"):  # Ray cells: the machine, Ray node, attempt and GPU(s)
         if key in result:
             row[key] = result[key]
     row["best_epoch"] = result.get("best_epoch")

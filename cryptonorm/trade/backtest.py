@@ -43,8 +43,8 @@ from cryptonorm.trade.positions import Book, book, realized_vol, target_position
 from cryptonorm.trade.trades import TRADE_COLUMNS, Trades, find_trades, trade_bounds, trade_frame, trade_returns
 
 # the public names of the backtest, wherever they live (callers import them from here)
-__all__ = ["EQUITY_COLUMNS", "KINDS", "TRADE_COLUMNS", "Backtest", "Trades", "drawdown", "find_trades", "per_year",
-           "performance", "realized_vol", "simulate", "target_positions"]
+__all__ = ["EQUITY_COLUMNS", "KINDS", "TRADE_COLUMNS", "Backtest", "Trades", "add_funding", "drawdown", "find_trades",
+           "per_year", "performance", "realized_vol", "simulate", "target_positions"]
 
 KINDS = ("return", "direction")
 EQUITY_COLUMNS = ["timestamp", "close", "forecast", "position", "strategy_return", "equity", "bh_equity",
@@ -267,10 +267,17 @@ def _last_sign(
                           turnover=float(run.turn[1:].sum()))
 
 
+def add_funding(metrics: dict[str, Any], ts: np.ndarray, charge: np.ndarray, eq: np.ndarray,
+                bh_charge: np.ndarray, bh_eq: np.ndarray) -> None:
+    """Funding paid in units of the starting equity (sum charge_t x E_{t-1}, as fees_paid), total and per
+    calendar year, for the strategy and buy-and-hold."""
+    metrics["costs"]["funding_paid"], metrics["costs"]["bh_funding_paid"] = _add_funding(
+        metrics["per_year"], ts, charge, eq, bh_charge, bh_eq)
+
+
 def _add_funding(years: list[dict[str, float]], ts: np.ndarray, charge: np.ndarray, eq: np.ndarray,
                  bh_charge: np.ndarray, bh_eq: np.ndarray) -> tuple[float, float]:
-    """Funding paid in units of the starting equity (sum charge_t x E_{t-1}, as fees_paid) per calendar year
-    (into the per_year rows) -> the totals (strategy, buy-and-hold)."""
+    """add_funding's per-year part (into the per_year rows) -> the totals (strategy, buy-and-hold)."""
     prev = np.r_[1.0, eq[:-1]]
     paid = charge * prev
     years_of = ts.astype("datetime64[ms]").astype("datetime64[Y]").astype("int64") + 1970

@@ -8,6 +8,7 @@ At the close of bar t the strategy sets its long position to
 fees and slippage of cryptonorm.trade.backtest (a NaN forecast holds nothing). Beside it, on the same bars
 and costs: the same sizing driven by the trailing realized vol (`trailing_vol`, annualized, known at t;
 cryptonorm.trade.positions.realized_vol over backtest.vol_lookback bars), and buy-and-hold (position 1).
+On a perpetual swap each of the three pays the funding of the positions it holds, as in trade/backtest.py.
 
 Each gets the performance metrics of trade/performance.py plus its risk tracking:
     target_vol            the target (annualized)
@@ -29,7 +30,7 @@ import pandas as pd
 from cryptonorm.config import BacktestConfig
 from cryptonorm.errors import DataError
 from cryptonorm.timeframes import bars_per_year, format_ms, timeframe_ms
-from cryptonorm.trade.backtest import Backtest, check_arrays
+from cryptonorm.trade.backtest import Backtest, add_funding, check_arrays
 from cryptonorm.trade.performance import per_year, performance_of
 from cryptonorm.trade.positions import run_positions
 from cryptonorm.trade.trades import find_trades, trade_frame
@@ -60,14 +61,20 @@ def risk_tracking(returns: np.ndarray, target_vol: float, timeframe: str) -> dic
 
 
 def simulate_vol_target(timestamps: np.ndarray, close: np.ndarray, forecast_var: np.ndarray,
-                        cfg: BacktestConfig, timeframe: str, *, trailing_vol: np.ndarray | None = None) -> Backtest:
+                        cfg: BacktestConfig, timeframe: str, *, trailing_vol: np.ndarray | None = None,
+                        funding: np.ndarray | None = None) -> Backtest:
     """Backtest the forecast variances (per bar) as a volatility-targeting strategy (module docstring).
 
     `trailing_vol` (N,) the annualized trailing realized vol known at each bar (default: computed from
-    these bars alone, so the first vol_lookback bars of that baseline are flat). DataError for bad inputs
-    or a negative forecast variance.
+    these bars alone, so the first vol_lookback bars of that baseline are flat). `funding` (N,): a swap's
+    funding rate per unit of position in each bar (trade.funding.funding_per_bar), charged to the strategy,
+    the trailing-vol baseline and buy-and-hold, reported as in trade.backtest.simulate. DataError for bad
+    inputs or a negative forecast variance.
     """
     ts, px, fvar = check_arrays(timestamps, close, forecast_var, timeframe)
+    carry = None if funding is None else np.asarray(funding, dtype="float64")
+    if carry is not None and carry.shape != px.shape:
+        raise DataError(f"vol_target backtest: funding has shape {carry.shape}, the bars {px.shape}")
     if np.any(fvar < 0):  # NaN compares False
         raise DataError(f"vol_target backtest: {int(np.sum(fvar < 0))} forecast variance(s) are negative; a "
                         "variance forecast must be >= 0 (NaN for 'no forecast')")
@@ -86,7 +93,7 @@ def simulate_vol_target(timestamps: np.ndarray, close: np.ndarray, forecast_var:
     fvol = np.sqrt(fvar * P)  # (N,) annualized forecast vol, NaN where no forecast
 
     def run(target: np.ndarray) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        pos, cost, ret, eq = run_positions(target, bar_ret, cost_rate)
+        pos, cost, ret, eq = run_positions(target, bar_ret, cost_rate, carry)
         perf = performance_of(ret[1:], pos[1:], cost[1:], ts, timeframe, find_trades(pos[1:], ret[1:], cost[1:]))
         perf.update(risk_tracking(ret[1:], cfg.target_vol, timeframe))
         perf["mean_position"] = float(np.mean(pos[1:]))
@@ -113,7 +120,11 @@ def simulate_vol_target(timestamps: np.ndarray, close: np.ndarray, forecast_var:
         "target_vol": cfg.target_vol, "max_leverage": cfg.max_leverage, "vol_lookback": cfg.vol_lookback,
         "start": format_ms(int(ts[0])), "end": format_ms(int(ts[-1])),
     }
-    equity = pd.DataFrame({"timestamp": ts, "close": px, "forecast": fvol, "position": pos, "strategy_return": ret,
-                           "equity": eq, "bh_equity": bh_eq, "cost": cost, "gap": gap}, copy=False)
+    columns = {"timestamp": ts, "close": px, "forecast": fvol, "position": pos, "strategy_return": ret,
+               "equity": eq, "bh_equity": bh_eq, "cost": cost, "gap": gap}
+    if carry is not None:
+        add_funding(metrics, ts, pos * carry, eq, np.r_[0.0, carry[1:]], bh_eq)  # buy-and-hold: 0, then 1
+        columns["funding"] = pos * carry  # the funding charged in the bar (fraction of equity; < 0 = received)
+    equity = pd.DataFrame(columns, copy=False)
     trades = trade_frame(ts, px, pos, find_trades(pos[1:], ret[1:], cost[1:]))
     return Backtest(equity=equity, trades=trades, metrics=metrics)
