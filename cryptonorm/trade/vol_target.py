@@ -71,25 +71,12 @@ def simulate_vol_target(timestamps: np.ndarray, close: np.ndarray, forecast_var:
     the trailing-vol baseline and buy-and-hold, reported as in trade.backtest.simulate. DataError for bad
     inputs or a negative forecast variance.
     """
-    ts, px, fvar = check_arrays(timestamps, close, forecast_var, timeframe)
-    carry = None if funding is None else np.asarray(funding, dtype="float64")
-    if carry is not None and carry.shape != px.shape:
-        raise DataError(f"vol_target backtest: funding has shape {carry.shape}, the bars {px.shape}")
-    if np.any(fvar < 0):  # NaN compares False
-        raise DataError(f"vol_target backtest: {int(np.sum(fvar < 0))} forecast variance(s) are negative; a "
-                        "variance forecast must be >= 0 (NaN for 'no forecast')")
+    ts, px, fvar, tv, carry = _check(timestamps, close, forecast_var, cfg, timeframe, trailing_vol, funding)
     P = bars_per_year(timeframe)
     n = len(px)
     bar_ret = np.zeros(n)
     bar_ret[1:] = px[1:] / px[:-1] - 1.0
     cost_rate = (cfg.fee_bps + cfg.slippage_bps) / 1e4
-    if trailing_vol is None:
-        from cryptonorm.trade.positions import realized_vol
-
-        trailing_vol = realized_vol(ts, px, cfg.vol_lookback, timeframe)
-    tv = np.asarray(trailing_vol, dtype="float64")
-    if tv.shape != (n,):
-        raise DataError(f"vol_target backtest: trailing_vol must have {n} values, got {tv.shape}")
     fvol = np.sqrt(fvar * P)  # (N,) annualized forecast vol, NaN where no forecast
 
     def run(target: np.ndarray) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -128,3 +115,25 @@ def simulate_vol_target(timestamps: np.ndarray, close: np.ndarray, forecast_var:
     equity = pd.DataFrame(columns, copy=False)
     trades = trade_frame(ts, px, pos, find_trades(pos[1:], ret[1:], cost[1:]))
     return Backtest(equity=equity, trades=trades, metrics=metrics)
+
+
+def _check(timestamps: np.ndarray, close: np.ndarray, forecast_var: np.ndarray, cfg: BacktestConfig, timeframe: str,
+           trailing_vol: np.ndarray | None, funding: np.ndarray | None,
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """simulate_vol_target's inputs checked and as float64 arrays: (ts, close, forecast variance, trailing vol
+    (computed from these bars when None), funding or None)."""
+    ts, px, fvar = check_arrays(timestamps, close, forecast_var, timeframe)
+    carry = None if funding is None else np.asarray(funding, dtype="float64")
+    if carry is not None and carry.shape != px.shape:
+        raise DataError(f"vol_target backtest: funding has shape {carry.shape}, the bars {px.shape}")
+    if np.any(fvar < 0):  # NaN compares False
+        raise DataError(f"vol_target backtest: {int(np.sum(fvar < 0))} forecast variance(s) are negative; a "
+                        "variance forecast must be >= 0 (NaN for 'no forecast')")
+    if trailing_vol is None:
+        from cryptonorm.trade.positions import realized_vol
+
+        trailing_vol = realized_vol(ts, px, cfg.vol_lookback, timeframe)
+    tv = np.asarray(trailing_vol, dtype="float64")
+    if tv.shape != (len(px),):
+        raise DataError(f"vol_target backtest: trailing_vol must have {len(px)} values, got {tv.shape}")
+    return ts, px, fvar, tv, carry
