@@ -56,9 +56,9 @@ class Curves(NamedTuple):
 
 def curves(ts: np.ndarray, px: np.ndarray, target: np.ndarray, cfg: BacktestConfig, timeframe: str,
            carry: np.ndarray | None) -> Curves | None:
-    """The compiled engine: one fused pass per curve (strategy, its cost-free twin, buy-and-hold, last-sign)
-    and a second pass for the deviations. None when a kernel asks for the numpy engine (fees paid on an
-    equity below 1e-250 throughout: see kernels.py)."""
+    """The compiled engine: four passes per curve (strategy, its cost-free twin, buy-and-hold, last-sign).
+    None when a kernel asks for the numpy engine (fees paid on an equity below 1e-250 throughout: see
+    kernels.py)."""
     from cryptonorm.trade import kernels as k
 
     n = len(px)
@@ -68,30 +68,32 @@ def curves(ts: np.ndarray, px: np.ndarray, target: np.ndarray, cfg: BacktestConf
     cuts, year0 = year_cuts(ts[1:])
     rows = cuts + 1  # bars held are rows 1..N-1
     years = np.zeros((4, len(rows) - 1, 5))  # every curve's; the strategy's and buy-and-hold's are reported
-    cols = np.empty((4 if carry is None else 5, n))
-    bh_eq = np.empty((1, n))
+    cols = np.empty((4 if carry is None else 5, n))  # the strategy's series (returned)
+    scratch = np.empty_like(cols)  # the other curves' series, one curve at a time
+    bh_eq = np.empty(n)
     first, last, tret = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n)
-    none_i, none_f, no_cols = np.zeros(0, np.int64), np.zeros(0), np.empty((0, n))
+    none_i, none_f = np.zeros(0, np.int64), np.zeros(0)
     st = np.zeros((4, k.N_STATS))
     signs = k.last_sign_target(px, lev, short)
-    # the strategy, its cost-free twin (no cost, no funding, scaled equity), buy-and-hold, last-sign (scaled)
-    runs = [(target, k.TARGET, rate, ch, False, cols), (target, k.TARGET, 0.0, none_f, True, no_cols),
-            (target, k.HOLD, rate, ch, False, bh_eq), (signs, k.TARGET, rate, ch, True, no_cols)]
-    n_trades = 0
-    for i, (tg, mode, cost, fund, scaled, out) in enumerate(runs):
+    # the strategy, its cost-free twin (no cost, no funding), buy-and-hold, last-sign
+    runs = [(target, False, rate, ch, cols, cols[k.C_EQUITY]), (target, False, 0.0, none_f, scratch, none_f),
+            (target, True, rate, ch, scratch, bh_eq), (signs, False, rate, ch, scratch, none_f)]
+    for i, (tg, hold, cost, fund, ser, eq) in enumerate(runs):
+        charge = ser[k.C_FUNDING] if len(fund) else none_f
+        k.book(px, tg, hold, cost, fund, ser[k.C_POSITION], ser[k.C_RETURN], ser[k.C_COST], charge, st[i])
+        k.equity(ser[k.C_RETURN], ser[k.C_COST], charge, rows, years[i], eq, st[i])
         keep = i == 0
-        got = k.curve(px, tg, mode, cost, fund, scaled, rows, years[i], out, first if keep else none_i,
-                      last if keep else none_i, tret if keep else none_f, st[i])
-        n_trades = got if keep else n_trades
-        ret = cols[k.C_RETURN] if keep else none_f
-        k.spread(px, tg, mode, cost, fund, ret, st[i, k.TOTAL] / (n - 1), rows, years[i], st[i])
+        k.trades(ser[k.C_POSITION], ser[k.C_COST], ser[k.C_RETURN], first if keep else none_i,
+                 last if keep else none_i, tret if keep else none_f, st[i])
+        k.spread(ser[k.C_RETURN], st[i, k.TOTAL] / (n - 1), rows, years[i], st[i])
+    n_trades = int(st[0, k.TRADES])
     if st[:, k.FALLBACK].any():
         return None
     tables = [_table(st[i], n - 1, ts, timeframe, k) for i in range(4)]
     trades = Trades(first[:n_trades].copy(), last[:n_trades].copy(), tret[:n_trades].copy())
     year_list = _years(years[0], years[2], cuts, year0, timeframe, carry is not None, k)
     paid = None if carry is None else (float(st[0, k.FUNDING]), float(st[2, k.FUNDING]))
-    return Curves(cols[k.C_POSITION], cols[k.C_COST], cols[k.C_RETURN], cols[k.C_EQUITY], bh_eq[0],
+    return Curves(cols[k.C_POSITION], cols[k.C_COST], cols[k.C_RETURN], cols[k.C_EQUITY], bh_eq,
                   None if carry is None else cols[k.C_FUNDING], tables[0], tables[1], tables[2], tables[3],
                   year_list, trades, paid)
 
