@@ -83,16 +83,6 @@ def cryptonorm_rows(n: int, repeat: int) -> Timings:
 
     ts, close, fc = market(n)
     out: Timings = {}
-    if os.environ.get("CRYPTONORM_NUMBA") is None and _has_numba():  # both engines, side by side
-        cfg = BacktestConfig.model_validate({})
-        for flag, engine in (("1", "numba"), ("0", "numpy")):
-            os.environ["CRYPTONORM_NUMBA"] = flag
-            simulate(ts[:1000], close[:1000], fc[:1000], cfg, "1h", "return")  # compiled / cache loaded, untimed
-            out[f"simulate, fixed, every metric, {engine} engine"] = best(
-                partial(simulate, ts, close, fc, cfg, "1h", "return"), repeat)
-            out[f"simulate, fixed, forecast_stats=False, {engine} engine"] = best(
-                lambda: simulate(ts, close, fc, cfg, "1h", "return", forecast_stats=False), repeat)
-        del os.environ["CRYPTONORM_NUMBA"]
     for sizing in ("fixed", "forecast", "volatility"):
         cfg = BacktestConfig.model_validate({"sizing": sizing})
         out[f"simulate, sizing={sizing} (every metric)"] = best(partial(simulate, ts, close, fc, cfg, "1h", "return"),
@@ -106,46 +96,6 @@ def cryptonorm_rows(n: int, repeat: int) -> Timings:
     y = np.log(close[1:] / close[:-1])
     out["forecast_metrics() alone (2 rankings of n)"] = best(lambda: forecast_metrics(fc[:-1], y, "return"), repeat)
     return out
-
-
-def _has_numba() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("numba") is not None
-
-
-FRESH = """\
-import time
-t0 = time.perf_counter()
-import numpy as np
-from cryptonorm.config import BacktestConfig
-from cryptonorm.trade.backtest import simulate
-rng = np.random.default_rng(0)
-n = {n}
-ts = 1_500_000_000_000 + np.arange(n, dtype=np.int64) * 3_600_000
-close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.008, n)))
-fc = rng.normal(0.0, 1e-3, n)
-t1 = time.perf_counter()
-simulate(ts, close, fc, BacktestConfig(), "1h", "return")
-print(time.perf_counter() - t1)
-"""
-
-
-def fresh_process_rows(n: int) -> None:
-    """One backtest of n bars in a new process, per engine: what a `cryptonorm backtest` pays, numba's import
-    and kernel loading (from its cache, or compiled into an empty cache dir) included. Wall seconds."""
-    if not _has_numba():
-        return
-    with tempfile.TemporaryDirectory() as cache:
-        for label, env in (("numpy engine", {"CRYPTONORM_NUMBA": "0"}),
-                           ("numba engine, kernels from the cache", {"CRYPTONORM_NUMBA": "1"}),
-                           ("numba engine, first run (empty cache: compile)",
-                            {"CRYPTONORM_NUMBA": "1", "NUMBA_CACHE_DIR": cache})):
-            r = subprocess.run([sys.executable, "-c", FRESH.format(n=n)], capture_output=True, text=True,
-                               env={**os.environ, **env})
-            if r.returncode != 0:
-                raise SystemExit(f"bench_backtest: fresh process failed: {r.stderr.strip().splitlines()[-1:]}")
-            print(f"{n:>10,}  {'fresh process, ' + label:<56} {float(r.stdout.split()[-1]):8.3f}   (wall)")
 
 
 def vectorbt_rows(n: int, repeat: int, target: np.ndarray, cost_rate: float) -> Timings:
@@ -246,8 +196,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n in SIZES:
             bench_size(n, args, Path(tmp))
-    for n in SIZES:
-        fresh_process_rows(n)
     print(f"load at the end {os.getloadavg()[0]:.1f}")
 
 

@@ -52,16 +52,6 @@ def btc_slice(btc_1h: pd.DataFrame) -> pd.DataFrame:
     return btc_1h.iloc[:3500].reset_index(drop=True)
 
 
-@pytest.fixture(autouse=True, params=["numba", "numpy"])
-def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test here runs on both engines: the compiled one (trade/kernels.py; skipped without numba) and
-    the numpy reference (CRYPTONORM_NUMBA=0)."""
-    if request.param == "numba":
-        pytest.importorskip("numba")
-    monkeypatch.setenv("CRYPTONORM_NUMBA", "1" if request.param == "numba" else "0")
-    return str(request.param)
-
-
 def _cfg(**kw: object) -> BacktestConfig:
     return BacktestConfig.model_validate(kw)
 

@@ -36,7 +36,6 @@ import pandas as pd
 from cryptonorm.config import BacktestConfig
 from cryptonorm.errors import ConfigError, DataError
 from cryptonorm.timeframes import format_ms, timeframe_ms
-from cryptonorm.trade import fast
 from cryptonorm.trade.metrics import forecast_metrics
 from cryptonorm.trade.performance import drawdown, flat_performance, per_year, performance, performance_of
 from cryptonorm.trade.positions import Book, book, realized_vol, target_positions
@@ -138,23 +137,33 @@ def _simulate(
     funding per bar (None: spot)."""
     n_rows = len(px)
     step = timeframe_ms(timeframe)
+    cost_rate = (cfg.fee_bps + cfg.slippage_bps) / 1e4
+
+    bar_ret = np.empty(n_rows)  # (N,) close[t] / close[t-1] - 1, the real change across gaps too
+    bar_ret[0] = 0.0
+    np.divide(px[1:], px[:-1], out=bar_ret[1:])
+    bar_ret[1:] -= 1.0
     spacing = np.diff(ts)
     gap = np.zeros(n_rows, dtype=bool)
     np.not_equal(spacing, step, out=gap[1:])
 
-    target = target_positions(ts, px, fc, cfg, timeframe, kind)  # decided at close t
-    run = fast.curves(ts, px, target, cfg, timeframe, carry) if fast.enabled() else None
-    if run is None:
-        run = _numpy_curves(ts, px, target, cfg, timeframe, carry)
-    del target
+    # Each run's temporaries are released before the next run allocates, so that the memory is reused
+    # rather than mapped afresh (page faults cost ~10% of a million-bar backtest).
+    run = book(target_positions(ts, px, fc, cfg, timeframe, kind), bar_ret, cost_rate, carry)  # decided at close t
+    strategy, gross, trades = _strategy_metrics(run, ts, timeframe)
+    bh_ret, bh_factor, bh_eq, bh_metrics = _buy_and_hold(bar_ret, ts, cost_rate, timeframe, carry)
+    years = per_year(ts[1:], run.ret[1:], timeframe, factor=run.factor[1:], bh_factor=bh_factor[1:])
+    pos, cost, ret, eq = run.pos, run.cost, run.ret, run.equity
+    del run, bh_factor, bh_ret
     metrics: dict[str, Any] = {
-        "strategy": run.strategy,
-        "strategy_before_costs": run.gross,
-        "buy_and_hold": run.buy_and_hold,
-        "baselines": {"flat": flat_performance(n_rows - 1, ts), "last_sign": run.last_sign},
-        "per_year": run.years,
+        "strategy": strategy,
+        "strategy_before_costs": gross,
+        "buy_and_hold": bh_metrics,
+        "baselines": {"flat": flat_performance(n_rows - 1, ts),
+                      "last_sign": _last_sign(bar_ret, ts, cfg, timeframe, carry)},
+        "per_year": years,
         "costs": {"fee_bps": cfg.fee_bps, "slippage_bps": cfg.slippage_bps,
-                  "bps_per_side": cfg.fee_bps + cfg.slippage_bps, "fees_paid": run.strategy["fees_paid"]},
+                  "bps_per_side": cfg.fee_bps + cfg.slippage_bps, "fees_paid": strategy["fees_paid"]},
         "forecast": forecast() if forecast else {},
         "bars": n_rows,
         "periods": n_rows - 1,
@@ -166,41 +175,16 @@ def _simulate(
         "start": format_ms(int(ts[0])),
         "end": format_ms(int(ts[-1])),
     }
-    if run.funding_paid is not None:
-        metrics["costs"]["funding_paid"], metrics["costs"]["bh_funding_paid"] = run.funding_paid
+    if carry is not None:
+        add_funding(metrics, ts, pos * carry, eq, np.r_[0.0, carry[1:]], bh_eq)  # buy-and-hold: 0, then 1
     # copy=False: every array is this function's own (the inputs were copied by _check_inputs)
-    columns = {"timestamp": ts, "close": px, "forecast": fc, "position": run.pos, "strategy_return": run.ret,
-               "equity": run.equity, "bh_equity": run.bh_equity, "cost": run.cost, "gap": gap}
-    if run.funding is not None:
-        columns["funding"] = run.funding  # the funding charged in the bar (fraction of equity; < 0 = received)
+    columns = {"timestamp": ts, "close": px, "forecast": fc, "position": pos, "strategy_return": ret,
+               "equity": eq, "bh_equity": bh_eq, "cost": cost, "gap": gap}
+    if carry is not None:
+        columns["funding"] = pos * carry  # the funding charged in the bar (fraction of equity; < 0 = received)
     equity = pd.DataFrame(columns, copy=False)
     size = min(1.0, cfg.max_leverage) if cfg.sizing == "fixed" else None  # every trade's |position|
-    return Backtest(equity=equity, trades=trade_frame(ts, px, run.pos, run.trades, size=size), metrics=metrics)
-
-
-def _numpy_curves(ts: np.ndarray, px: np.ndarray, target: np.ndarray, cfg: BacktestConfig, timeframe: str,
-                  carry: np.ndarray | None) -> fast.Curves:
-    """The numpy engine (the reference of the compiled one, trade/kernels.py): every curve's series and metrics."""
-    cost_rate = (cfg.fee_bps + cfg.slippage_bps) / 1e4
-    bar_ret = np.empty(len(px))  # (N,) close[t] / close[t-1] - 1, the real change across gaps too
-    bar_ret[0] = 0.0
-    np.divide(px[1:], px[:-1], out=bar_ret[1:])
-    bar_ret[1:] -= 1.0
-    # Each run's temporaries are released before the next run allocates, so that the memory is reused
-    # rather than mapped afresh (page faults cost ~10% of a million-bar backtest).
-    run = book(target, bar_ret, cost_rate, carry)
-    strategy, gross, trades = _strategy_metrics(run, ts, timeframe)
-    bh_ret, bh_factor, bh_eq, bh_metrics = _buy_and_hold(bar_ret, ts, cost_rate, timeframe, carry)
-    years = per_year(ts[1:], run.ret[1:], timeframe, factor=run.factor[1:], bh_factor=bh_factor[1:])
-    pos, cost, ret, eq = run.pos, run.cost, run.ret, run.equity
-    del run, bh_factor, bh_ret
-    last_sign = _last_sign(bar_ret, ts, cfg, timeframe, carry)
-    if carry is None:
-        return fast.Curves(pos, cost, ret, eq, bh_eq, None, strategy, gross, bh_metrics, last_sign, years, trades,
-                           None)
-    paid = _add_funding(years, ts, pos * carry, eq, np.r_[0.0, carry[1:]], bh_eq)  # buy-and-hold: 0, then 1
-    return fast.Curves(pos, cost, ret, eq, bh_eq, pos * carry, strategy, gross, bh_metrics, last_sign, years, trades,
-                       paid)
+    return Backtest(equity=equity, trades=trade_frame(ts, px, pos, trades, size=size), metrics=metrics)
 
 
 def _strategy_metrics(run: Book, ts: np.ndarray, timeframe: str) -> tuple[dict[str, float], dict[str, float], Trades]:
@@ -268,22 +252,16 @@ def _last_sign(
 
 
 def add_funding(metrics: dict[str, Any], ts: np.ndarray, charge: np.ndarray, eq: np.ndarray,
-                bh_charge: np.ndarray, bh_eq: np.ndarray) -> None:
+                 bh_charge: np.ndarray, bh_eq: np.ndarray) -> None:
     """Funding paid in units of the starting equity (sum charge_t x E_{t-1}, as fees_paid), total and per
     calendar year, for the strategy and buy-and-hold."""
-    metrics["costs"]["funding_paid"], metrics["costs"]["bh_funding_paid"] = _add_funding(
-        metrics["per_year"], ts, charge, eq, bh_charge, bh_eq)
-
-
-def _add_funding(years: list[dict[str, float]], ts: np.ndarray, charge: np.ndarray, eq: np.ndarray,
-                 bh_charge: np.ndarray, bh_eq: np.ndarray) -> tuple[float, float]:
-    """add_funding's per-year part (into the per_year rows) -> the totals (strategy, buy-and-hold)."""
     prev = np.r_[1.0, eq[:-1]]
     paid = charge * prev
-    years_of = ts.astype("datetime64[ms]").astype("datetime64[Y]").astype("int64") + 1970
-    for row in years:  # per_year rows are keyed by the year of each bar's open time (rows 1..)
-        row["funding_paid"] = float(paid[1:][years_of[1:] == row["year"]].sum())
-    return float(paid.sum()), float((bh_charge * np.r_[1.0, bh_eq[:-1]]).sum())
+    metrics["costs"]["funding_paid"] = float(paid.sum())
+    metrics["costs"]["bh_funding_paid"] = float((bh_charge * np.r_[1.0, bh_eq[:-1]]).sum())
+    years = ts.astype("datetime64[ms]").astype("datetime64[Y]").astype("int64") + 1970
+    for row in metrics["per_year"]:  # per_year rows are keyed by the year of each bar's open time (rows 1..)
+        row["funding_paid"] = float(paid[1:][years[1:] == row["year"]].sum())
 
 
 def _check_inputs(

@@ -46,17 +46,8 @@ def forecast_metrics(pred: np.ndarray, y: np.ndarray, kind: str) -> dict[str, fl
         out["directional_accuracy"] = agree / moved if moved else float("nan")
     varies = n >= 3 and np.ptp(pred) > 0 and np.ptp(y) > 0  # a constant series has no correlation
     out["ic_pearson"] = _corr(pred, y) if varies else float("nan")
-    out["ic_spearman"] = spearman(pred, y) if varies else float("nan")
+    out["ic_spearman"] = _corr(rankdata(pred), rankdata(y), own=True) if varies else float("nan")
     return out
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman's rank correlation of two NaN-free, non-constant series (ties averaged): the Pearson
-    correlation of their ranks; with the compiled engine (trade/fast.py) one kernel on the two sort orders."""
-    from cryptonorm.trade.fast import rank_corr  # fast imports this module
-
-    r = rank_corr(x, y)
-    return _corr(rankdata(x), rankdata(y), own=True) if r is None else r
 
 
 def _corr(x: np.ndarray, z: np.ndarray, *, own: bool = False) -> float:

@@ -72,14 +72,17 @@ def performance_of(
     `equity` (n+1,) = [1, cumprod(1 + r)] and `turnover` = sum |dp| (prepending a flat start). `p` None:
     in the market on every bar (buy-and-hold; then `trades` is required); `f` None: no costs."""
     n = len(r)
+    years = float(ts[-1] - ts[0]) / YEAR_MS
     if equity is None:
         eq = np.empty(n + 1)
         eq[0] = 1.0
         np.cumprod(1.0 + r, out=eq[1:])
     else:
         eq = equity
+    final = float(eq[-1])
     dd = drawdown(eq, ts)
     stats = _return_stats(r, timeframe)
+    cagr = _cagr(final, years)
     if p is None:
         n_in, n_up = n, int(np.count_nonzero(r > 0))
     else:
@@ -93,19 +96,6 @@ def performance_of(
         tr = find_trades(p, r, f if f is not None else np.zeros(n))
     if turnover is None:
         turnover = float(np.abs(np.diff(p, prepend=0.0)).sum()) if p is not None else 1.0
-    wins = int(np.count_nonzero(tr.returns > 0))
-    fees = _fees_paid(f, eq) if f is not None else 0.0
-    return metric_table(n, ts, float(eq[-1]), dd, stats, (n_in, n_up, len(tr.first), wins), turnover, fees)
-
-
-def metric_table(n: int, ts: np.ndarray, final: float, dd: dict[str, float], stats: dict[str, float],
-                 counts: tuple[int, int, int, int], turnover: float, fees: float) -> dict[str, float]:
-    """The metric table of `performance` from its parts (either engine computes them): n bars, ts (n+1,),
-    the final equity, `drawdown`'s dict, `return_stats`' dict, counts (bars in the market, of them bars
-    that gained, trades, winning trades), sum |dp| and fees paid."""
-    years = float(ts[-1] - ts[0]) / YEAR_MS
-    cagr = _cagr(final, years)
-    n_in, n_up, n_trades, wins = counts
     return {
         "total_return": final - 1.0,
         "cagr": cagr,
@@ -118,12 +108,12 @@ def metric_table(n: int, ts: np.ndarray, final: float, dd: dict[str, float], sta
         "max_drawdown_recovered": dd["recovered"],
         "calmar": cagr / abs(dd["max_drawdown"]) if dd["max_drawdown"] < 0 else math.nan,
         "hit_rate": n_up / n_in if n_in else math.nan,
-        "trades": n_trades,
-        "win_rate": wins / n_trades if n_trades else math.nan,
+        "trades": len(tr.first),
+        "win_rate": float(np.count_nonzero(tr.returns > 0)) / len(tr.first) if len(tr.first) else math.nan,
         "profit_factor": stats["profit_factor"],
         "exposure": n_in / n if n else math.nan,
         "turnover": turnover / years if years > 0 else math.nan,
-        "fees_paid": fees,
+        "fees_paid": _fees_paid(f, eq) if f is not None else 0.0,
         "bars": n,
         "years": years,
     }
@@ -148,22 +138,14 @@ def _fees_paid(f: np.ndarray, eq: np.ndarray) -> float:
 def _return_stats(r: np.ndarray, timeframe: str) -> dict[str, float]:
     """Volatility, Sharpe, Sortino and profit factor of per-bar returns (definitions in `performance`)."""
     n = len(r)
+    root = math.sqrt(bars_per_year(timeframe))
     total = float(r.sum())
     mean = total / n if n else math.nan
     dev = r - mean
-    dev2 = dot(dev, dev)
+    sd = math.sqrt(dot(dev, dev) / (n - 1)) if n > 1 else math.nan
     neg = np.minimum(r, 0.0, out=dev)  # dev is spent: reuse its memory
-    return return_stats(n, total, dev2, dot(neg, neg), float(neg.sum()), timeframe)
-
-
-def return_stats(n: int, total: float, dev2: float, neg2: float, neg: float, timeframe: str) -> dict[str, float]:
-    """`_return_stats` from the sums over n returns r (either engine computes them): total = sum r,
-    dev2 = sum (r - mean)^2, neg2 = sum min(r, 0)^2, neg = sum min(r, 0)."""
-    root = math.sqrt(bars_per_year(timeframe))
-    mean = total / n if n else math.nan
-    sd = math.sqrt(dev2 / (n - 1)) if n > 1 else math.nan
-    downside = math.sqrt(neg2 / n) if n else math.nan
-    losses = -neg
+    downside = math.sqrt(dot(neg, neg) / n) if n else math.nan
+    losses = -float(neg.sum())
     gains = total + losses
     return {
         "volatility": sd * root,
@@ -217,15 +199,10 @@ def drawdown(equity: np.ndarray, timestamps: np.ndarray) -> dict[str, float]:
         return {"max_drawdown": 0.0, "bars": 0, "days": 0.0, "recovered": 1.0}
     peak_val = float(np.max(equity[: trough + 1]))
     start = _last_equal(equity, trough, peak_val)  # the last time at that peak
-    return drawdown_span(mdd, start, _first_at_least(equity, trough, peak_val), timestamps)
-
-
-def drawdown_span(mdd: float, start: int, end: int, timestamps: np.ndarray) -> dict[str, float]:
-    """`drawdown`'s dict from the deepest drawdown mdd (< 0), the last bar at its peak and the first bar back
-    at that peak (-1: never; the span then runs to the end)."""
+    end = _first_at_least(equity, trough, peak_val)
     recovered = end >= 0
     if not recovered:
-        end = len(timestamps) - 1
+        end = len(equity) - 1
     return {"max_drawdown": mdd, "bars": end - start, "days": float(timestamps[end] - timestamps[start]) / DAY_MS,
             "recovered": 1.0 if recovered else 0.0}
 
@@ -269,7 +246,12 @@ def per_year(
     r = np.asarray(returns, dtype="float64")
     if len(r) == 0:
         return []
-    cuts, year0 = year_cuts(ts)
+    # year boundaries by binary search of each new year's first millisecond (ts is sorted), not by
+    # converting every timestamp to a calendar year
+    first_year, last_year = ts[[0, -1]].astype("datetime64[ms]").astype("datetime64[Y]")
+    starts = np.arange(first_year + 1, last_year + 1).astype("datetime64[ms]").astype("int64")
+    cuts = np.r_[0, np.searchsorted(ts, starts, side="left"), len(r)]
+    year0 = int(first_year.astype("int64")) + 1970
     root = math.sqrt(bars_per_year(timeframe))
     if factor is None:
         factor = r + 1.0
@@ -292,24 +274,14 @@ def per_year(
         year_eq = eq[: m + 1]  # [1, equity after each bar of the year]
         np.cumprod(factor[a:b], out=year_eq[1:])
         peak = np.maximum.accumulate(year_eq, out=work[: m + 1])  # the starting 1 included
-        row = year_row(year0 + i, float(year_eq[-1]), mean, sd, float(np.divide(year_eq, peak, out=peak).min()), m,
-                       root)
+        row: dict[str, float] = {
+            "year": year0 + i,
+            "return": float(year_eq[-1]) - 1.0,
+            "sharpe": mean / sd * root if sd > 0 else math.nan,
+            "max_drawdown": min(0.0, float(np.divide(year_eq, peak, out=peak).min()) - 1.0),
+            "bars": m,
+        }
         if bh_factor is not None:
             row["bh_return"] = float(np.prod(bh_factor[a:b])) - 1.0
         out.append(row)
     return out
-
-
-def year_cuts(ts: np.ndarray) -> tuple[np.ndarray, int]:
-    """(cuts (Y+1,) int64, first calendar year): bars cuts[y] .. cuts[y+1]-1 of `ts` (sorted ms) open in year
-    first + y. Found by binary search of each new year's first millisecond, not by converting every timestamp."""
-    first_year, last_year = ts[[0, -1]].astype("datetime64[ms]").astype("datetime64[Y]")
-    starts = np.arange(first_year + 1, last_year + 1).astype("datetime64[ms]").astype("int64")
-    cuts = np.r_[0, np.searchsorted(ts, starts, side="left"), len(ts)].astype(np.int64)
-    return cuts, int(first_year.astype("int64")) + 1970
-
-
-def year_row(year: int, growth: float, mean: float, sd: float, low: float, bars: int, root: float) -> dict[str, float]:
-    """One row of `per_year`: growth = the year's product of 1 + r, low = its lowest equity / running peak."""
-    return {"year": year, "return": growth - 1.0, "sharpe": mean / sd * root if sd > 0 else math.nan,
-            "max_drawdown": min(0.0, low - 1.0), "bars": bars}
