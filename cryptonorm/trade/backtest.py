@@ -252,7 +252,7 @@ def _last_sign(
 
 
 def add_funding(metrics: dict[str, Any], ts: np.ndarray, charge: np.ndarray, eq: np.ndarray,
-                 bh_charge: np.ndarray, bh_eq: np.ndarray) -> None:
+                bh_charge: np.ndarray, bh_eq: np.ndarray) -> None:
     """Funding paid in units of the starting equity (sum charge_t x E_{t-1}, as fees_paid), total and per
     calendar year, for the strategy and buy-and-hold."""
     prev = np.r_[1.0, eq[:-1]]
