@@ -291,6 +291,41 @@ def test_yaml_tags_never_execute(where: str, tmp_path: Path, secret_run: dict[st
     one_line_error(err, out)
 
 
+def _laughs(levels: int = 9) -> str:
+    """"Billion laughs": nine anchors, each a list of nine aliases of the one before: 9^9 values."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + f"\nname: *a{levels - 1}\n"
+
+
+@pytest.mark.parametrize("doc", ["laughs", "loop"])
+@pytest.mark.parametrize("where", ["config", "sweep"])
+def test_yaml_alias_bombs_are_refused_at_once(doc: str, where: str, tmp_path: Path) -> None:
+    """A config or sweep file whose aliases expand it a billion-fold (or into itself) is one line and exit 2,
+    before anything walks it (it used to run until killed: `_deepcopy` and validation walk every alias)."""
+    text = _laughs() if doc == "laughs" else "a: &a [1, *a]\nname: x\n"
+    path = tmp_path / "c.yaml"
+    if where == "config":
+        path.write_text(text)
+        args = ["config", "show", str(path)]
+    else:
+        path.write_text(f"name: s\nbase: {QUICK}\ngrid:\n  seed: [0, 1]\n" + text.replace("name: ", "x: "))
+        args = ["sweep", str(path), "--out", str(tmp_path / "sw")]
+    code, out, err = cli(*args)
+    assert code == 2, err
+    line = one_line_error(err, out)
+    assert "aliases (*name) expand it to more than 100,000 values or refer to themselves" in line, line
+    assert not (tmp_path / "sw").exists()
+
+
+def test_yaml_anchors_of_ordinary_size_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("features: {sma: &w [10, 20], ema: *w}\n")
+    code, out, err = cli("config", "show", str(path))
+    assert code == 0, err
+    assert yaml.safe_load(out)["features"]["ema"] == [10, 20]
+
+
 # ---------------------------------------------------------------- checkpoints are weights, never code
 
 

@@ -16,14 +16,27 @@ from cryptonorm.text import did_you_mean
 # ---------------------------------------------------------------- loading and overrides
 
 
+class _TooLarge(yaml.constructor.ConstructorError):
+    """A document refused for what its aliases expand to (not a syntax error)."""
+
+
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader (no Python tags), with dates left as the strings they are written as.
 
     The config keeps dates as ISO strings anyway; PyYAML's implicit timestamps would turn `2024-02-30` into a
     ValueError from inside the parser instead of an error naming the key, and `start: 2020-01-01` into a
     date that a string field refuses. A key given twice in one mapping is an error (PyYAML would silently
-    keep the last one, so half of a config could be ignored without a word).
+    keep the last one, so half of a config could be ignored without a word). A document whose aliases
+    (`*name`) expand it beyond MAX_VALUES values, or refer to themselves, is refused before it is built:
+    nine anchors of nine aliases each ("billion laughs") would otherwise make every later walk over the
+    config (overrides, validation) run for hours, and a self-reference would recurse without end.
     """
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        if _expanded_size(node, {}) > MAX_VALUES:
+            raise _TooLarge(None, None, f"its YAML aliases (*name) expand it to more than {MAX_VALUES:,} values "
+                            "or refer to themselves; a config has a few hundred: write them out", node.start_mark)
+        return super().construct_document(node)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -39,6 +52,25 @@ class _Loader(yaml.SafeLoader):
             if duplicate:
                 raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         return super().construct_mapping(node, deep)
+
+
+MAX_VALUES = 100_000  # values a YAML document may expand to through its aliases
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values `node` stands for once every alias is written out (an alias is the node it names, so
+    each node is sized once); more than MAX_VALUES for a node that contains itself."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    sizes[id(node)] = MAX_VALUES + 1  # while it is being sized: a node met again inside itself is a loop
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, sizes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    sizes[id(node)] = size
+    return size
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -112,6 +144,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config {str(p)!r}: {e}") from e
     try:
         raw = _yaml_load(text)
+    except _TooLarge as e:
+        raise ConfigError(f"{p}: {e.problem}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
