@@ -359,6 +359,45 @@ def test_sigkill_mid_sweep_then_resume(tmp_path: Path, data_dir: Path) -> None:
     assert len(df) == 4 and (df["status"] == "ok").all()
 
 
+def test_a_killed_cell_resumes_from_its_last_epoch(tmp_path: Path, data_dir: Path) -> None:
+    """A cell killed after some epochs picks up after the last saved one when the sweep runs again, to the
+    result an uninterrupted cell gives; leftovers it cannot resume (another config) are removed, not reused."""
+    from cryptonorm import pipeline
+    from cryptonorm.config import apply_overrides, build_config
+    from cryptonorm.study.results import cell_dir
+
+    one = "name: tiny\nbase: base.yaml\nset: {train.epochs: 4, train.patience: 100}\ngrid:\n  seed: [0]\n"
+    path = write_sweep(tmp_path, data_dir, one)
+    (cell,) = sw.load_sweep(path).cells
+    assert cli("-q", "sweep", str(path), "--out", str(tmp_path / "full"))[0] == 0  # the uninterrupted reference
+    want = json.loads((cell_dir(tmp_path / "full", cell) / "result.json").read_text())
+
+    def killed_after(epochs: int, cfg: Any, out: Path) -> None:
+        def stop(record: dict[str, Any]) -> None:
+            if record["epoch"] > epochs:  # the state of `epochs` is saved; this one's is not
+                raise KeyboardInterrupt
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.train(cfg, out, progress=stop)
+        assert (out / "resume.pt").exists() and not (out / "run.json").exists()
+
+    run = cell_dir(tmp_path / "killed", cell) / "run"
+    killed_after(2, cell.config, run)
+    code, _, err = cli("-q", "sweep", str(path), "--out", str(tmp_path / "killed"))
+    assert code == 0, err
+    got = json.loads((run.parent / "result.json").read_text())
+    assert got["status"] == "ok" and got["resumed"] == "after epoch 2" and want["resumed"] is None
+    assert got["metrics"] == want["metrics"] and got["backtest"] == want["backtest"]
+    assert (run / "forecasts.csv").read_bytes() == (cell_dir(tmp_path / "full", cell) / "run" /
+                                                     "forecasts.csv").read_bytes()
+
+    other = cell_dir(tmp_path / "stale", cell) / "run"  # an attempt of another config in the cell's folder
+    killed_after(1, build_config(apply_overrides(cell.config.to_dict(), ["train.lr=0.01"])), other)
+    code, _, err = cli("-q", "sweep", str(path), "--out", str(tmp_path / "stale"))
+    assert code == 0, err
+    fresh = json.loads((other.parent / "result.json").read_text())
+    assert fresh["status"] == "ok" and fresh["resumed"] is None and fresh["metrics"] == want["metrics"]
+
+
 def test_ray_executor_on_a_local_instance(tmp_path: Path, data_dir: Path) -> None:
     pytest.importorskip("ray")
     sweep = "name: tiny-ray\nbase: base.yaml\nset: {train.epochs: 1}\nseeds: 1\ngrid:\n  model.norm: [none, layer]\n"

@@ -15,6 +15,7 @@ import yaml
 from cryptonorm.config import Config, build_config, dump_yaml
 from cryptonorm.errors import DataError
 from cryptonorm.pipeline.rebacktest import settings_hash
+from cryptonorm.pipeline.resume import resumable
 from cryptonorm.study.results import RESULT_FILE, read_result
 
 if TYPE_CHECKING:
@@ -62,15 +63,17 @@ def run_cell(task: CellTask, candles: pd.DataFrame) -> dict[str, Any]:
     try:
         cell_dir.mkdir(parents=True, exist_ok=True)
         (cell_dir / RESULT_FILE).unlink(missing_ok=True)  # running: no verdict until this attempt ends
-        if run_dir.exists():
-            shutil.rmtree(run_dir)  # leftovers of a killed or failed attempt
         cfg = build_config(task.config, source=f"cell {task.cell_id}")
+        if run_dir.exists() and not resumable(run_dir, cfg, task.data_hash):
+            shutil.rmtree(run_dir)  # leftovers of an attempt that cannot be resumed
+        # an attempt killed after an epoch resumes from it, to the result an uninterrupted one gives
         summary = pipeline.train(cfg, run_dir, candles=candles)
         seen = json.loads((run_dir / "run.json").read_text())["data"]["hash"]
         if seen != task.data_hash:
             raise DataError(f"the cell trained on data {seen}, the sweep loaded {task.data_hash}")
         result.update({
             "status": "ok", "device": summary.device, "stopped": summary.stopped, "best_epoch": summary.best_epoch,
+            "resumed": summary.resumed or None,
             "epochs_run": _epochs_run(run_dir), "train_seconds": round(summary.seconds, 3),
             "metrics": {k: summary.metrics.get(k) for k in ("target", "horizon", "samples", "val", "test",
                                                             "baselines") if k in summary.metrics},
