@@ -43,7 +43,7 @@ from cryptonorm.trade.trades import TRADE_COLUMNS, Trades, find_trades, trade_bo
 
 # the public names of the backtest, wherever they live (callers import them from here)
 __all__ = ["EQUITY_COLUMNS", "KINDS", "TRADE_COLUMNS", "Backtest", "Trades", "add_funding", "drawdown", "find_trades",
-           "per_year", "performance", "realized_vol", "simulate", "target_positions"]
+           "per_year", "performance", "realized_vol", "run_metrics", "simulate", "target_positions"]
 
 KINDS = ("return", "direction")
 EQUITY_COLUMNS = ["timestamp", "close", "forecast", "position", "strategy_return", "equity", "bh_equity",
@@ -187,20 +187,26 @@ def _simulate(
     return Backtest(equity=equity, trades=trade_frame(ts, px, pos, trades, size=size), metrics=metrics)
 
 
-def _strategy_metrics(run: Book, ts: np.ndarray, timeframe: str) -> tuple[dict[str, float], dict[str, float], Trades]:
-    """(metrics after costs, metrics before costs and funding, trades) of one run: the two share the
-    positions, hence the trades' bounds, the turnover and the exposure."""
+def run_metrics(run: Book, ts: np.ndarray, timeframe: str) -> tuple[dict[str, float], Trades]:
+    """(performance metrics after costs and funding, trades) of one run, from the series `book` computed."""
     held = run.pos[1:]  # row 0 is the start, not a bar held
     first, last = trade_bounds(held)
     trades = Trades(first, last, trade_returns(held, run.ret[1:], run.cost[1:], first, last, factor=run.factor[1:],
                                                turn=run.turn[1:]))
-    turnover = float(run.turn[1:].sum())
-    strategy = performance_of(run.ret[1:], held, run.cost[1:], ts, timeframe, trades, equity=run.equity,
-                              turnover=turnover)
+    return performance_of(run.ret[1:], held, run.cost[1:], ts, timeframe, trades, equity=run.equity,
+                          turnover=float(run.turn[1:].sum())), trades
+
+
+def _strategy_metrics(run: Book, ts: np.ndarray, timeframe: str) -> tuple[dict[str, float], dict[str, float], Trades]:
+    """(metrics after costs, metrics before costs and funding, trades) of one run: the two share the
+    positions, hence the trades' bounds, the turnover and the exposure."""
+    strategy, trades = run_metrics(run, ts, timeframe)
+    held, first, last = run.pos[1:], trades.first, trades.last
     factor = run.gross + 1.0  # row 0: 1
     gross_trades = Trades(first, last, trade_returns(held, run.gross[1:], None, first, last, factor=factor[1:]))
     equity = np.cumprod(factor, out=factor)  # the factors are spent: the equity takes their memory
-    gross = performance_of(run.gross[1:], held, None, ts, timeframe, gross_trades, equity=equity, turnover=turnover)
+    gross = performance_of(run.gross[1:], held, None, ts, timeframe, gross_trades, equity=equity,
+                           turnover=float(run.turn[1:].sum()))
     return strategy, gross, trades
 
 
@@ -243,12 +249,7 @@ def _last_sign(
     target *= min(1.0, cfg.max_leverage)
     run = book(target, bar_ret, (cfg.fee_bps + cfg.slippage_bps) / 1e4, carry)
     del target
-    held = run.pos[1:]
-    first, last = trade_bounds(held)
-    trades = Trades(first, last, trade_returns(held, run.ret[1:], run.cost[1:], first, last, factor=run.factor[1:],
-                                               turn=run.turn[1:]))
-    return performance_of(run.ret[1:], held, run.cost[1:], ts, timeframe, trades, equity=run.equity,
-                          turnover=float(run.turn[1:].sum()))
+    return run_metrics(run, ts, timeframe)[0]
 
 
 def add_funding(metrics: dict[str, Any], ts: np.ndarray, charge: np.ndarray, eq: np.ndarray,

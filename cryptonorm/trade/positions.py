@@ -90,11 +90,3 @@ def book(target: np.ndarray, bar_ret: np.ndarray, cost_rate: float, carry: np.nd
         ret -= pos * carry
     factor = ret + 1.0
     return Book(pos, turn, cost, gross, ret, factor, np.cumprod(factor))
-
-
-def run_positions(
-    target: np.ndarray, bar_ret: np.ndarray, cost_rate: float, carry: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Targets decided at each close -> (position held, cost, strategy return, equity), all (N,) (see `book`)."""
-    b = book(target, bar_ret, cost_rate, carry)
-    return b.pos, b.cost, b.ret, b.equity

@@ -30,10 +30,10 @@ import pandas as pd
 from cryptonorm.config import BacktestConfig
 from cryptonorm.errors import DataError
 from cryptonorm.timeframes import bars_per_year, format_ms, timeframe_ms
-from cryptonorm.trade.backtest import Backtest, add_funding, check_arrays
-from cryptonorm.trade.performance import per_year, performance_of
-from cryptonorm.trade.positions import run_positions
-from cryptonorm.trade.trades import find_trades, trade_frame
+from cryptonorm.trade.backtest import Backtest, add_funding, check_arrays, run_metrics
+from cryptonorm.trade.performance import per_year
+from cryptonorm.trade.positions import Book, book
+from cryptonorm.trade.trades import Trades, trade_frame
 
 WINDOW_DAYS = 30
 
@@ -79,16 +79,17 @@ def simulate_vol_target(timestamps: np.ndarray, close: np.ndarray, forecast_var:
     cost_rate = (cfg.fee_bps + cfg.slippage_bps) / 1e4
     fvol = np.sqrt(fvar * P)  # (N,) annualized forecast vol, NaN where no forecast
 
-    def run(target: np.ndarray) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        pos, cost, ret, eq = run_positions(target, bar_ret, cost_rate, carry)
-        perf = performance_of(ret[1:], pos[1:], cost[1:], ts, timeframe, find_trades(pos[1:], ret[1:], cost[1:]))
-        perf.update(risk_tracking(ret[1:], cfg.target_vol, timeframe))
-        perf["mean_position"] = float(np.mean(pos[1:]))
-        return perf, pos, cost, ret, eq
+    def run(target: np.ndarray) -> tuple[dict[str, Any], Book, Trades]:
+        b = book(target, bar_ret, cost_rate, carry)
+        perf, trades = run_metrics(b, ts, timeframe)
+        perf.update(risk_tracking(b.ret[1:], cfg.target_vol, timeframe))
+        perf["mean_position"] = float(np.mean(b.pos[1:]))
+        return perf, b, trades
 
-    strategy, pos, cost, ret, eq = run(vol_target_positions(fvol, cfg.target_vol, cfg.max_leverage))
-    trailing, *_ = run(vol_target_positions(tv, cfg.target_vol, cfg.max_leverage))
-    bh, _, _, bh_ret, bh_eq = run(np.ones(n))
+    strategy, sb, trades = run(vol_target_positions(fvol, cfg.target_vol, cfg.max_leverage))
+    trailing, _, _ = run(vol_target_positions(tv, cfg.target_vol, cfg.max_leverage))
+    bh, bhb, _ = run(np.ones(n))
+    pos, cost, ret, eq, bh_ret, bh_eq = sb.pos, sb.cost, sb.ret, sb.equity, bhb.ret, bhb.equity
     step = timeframe_ms(timeframe)
     gap = np.zeros(n, dtype=bool)
     gap[1:] = np.diff(ts) != step
@@ -113,8 +114,7 @@ def simulate_vol_target(timestamps: np.ndarray, close: np.ndarray, forecast_var:
         add_funding(metrics, ts, pos * carry, eq, np.r_[0.0, carry[1:]], bh_eq)  # buy-and-hold: 0, then 1
         columns["funding"] = pos * carry  # the funding charged in the bar (fraction of equity; < 0 = received)
     equity = pd.DataFrame(columns, copy=False)
-    trades = trade_frame(ts, px, pos, find_trades(pos[1:], ret[1:], cost[1:]))
-    return Backtest(equity=equity, trades=trades, metrics=metrics)
+    return Backtest(equity=equity, trades=trade_frame(ts, px, pos, trades), metrics=metrics)
 
 
 def _check(timestamps: np.ndarray, close: np.ndarray, forecast_var: np.ndarray, cfg: BacktestConfig, timeframe: str,
