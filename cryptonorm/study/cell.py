@@ -43,8 +43,9 @@ def one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
 
-def run_cell(task: CellTask, candles: pd.DataFrame) -> dict[str, Any]:
+def run_cell(task: CellTask, candles: pd.DataFrame, where: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train and backtest one cell; write result.json LAST (status ok, or failed with a one-line error).
+    `where`: keys recorded with the result (a Ray cell's node, host, attempt and GPUs).
 
     A cell whose training finished is "ok" even when its backtest fails (e.g. a target the strategy cannot
     trade): the forecast metrics stand, `backtest_error` says why there is no backtest, and a re-run does
@@ -89,6 +90,7 @@ def run_cell(task: CellTask, candles: pd.DataFrame) -> dict[str, Any]:
         result["error"] = one_line(e)
     result["seconds"] = round(time.time() - t0, 3)
     result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    result.update(where or {})
     pipeline.write_json(cell_dir / RESULT_FILE, result)
     if task.ship_files:
         result["_files"] = {name: (run_dir / name).read_text() for name in ("history.csv", "forecasts.csv")

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 from cryptonorm.errors import CryptonormError, UsageError
 from cryptonorm.study.cell import CellTask, failed_result, one_line, run_cell
-from cryptonorm.study.results import RESULT_FILE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -76,19 +75,16 @@ def _ray_cell(task: CellTask, candles: pd.DataFrame, threads: int, attempt: int 
     import torch
 
     torch.set_num_threads(threads)
-    kill = _test_kill_hook(task)
-    result = run_cell(task, candles)
-    if kill is not None:
-        kill()  # the cell finished before the hook saw it start: die now, before the result is returned
-    where = {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "attempt": attempt}
+    where: dict[str, Any] = {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
+                             "attempt": attempt}
     if gpus := ray.get_gpu_ids():  # the GPU(s) Ray placed this task on (CUDA_VISIBLE_DEVICES is set to them)
         where["gpus"] = ",".join(str(g) for g in gpus)
     if retried_after:
         where["retried_after"] = retried_after
-    result.update(where)
-    from cryptonorm import pipeline
-
-    pipeline.write_json(Path(task.cell_dir) / RESULT_FILE, {k: v for k, v in result.items() if k != "_files"})
+    kill = _test_kill_hook(task)
+    result = run_cell(task, candles, where)
+    if kill is not None:
+        kill()  # the cell finished before the hook saw it start: die now, before the result is returned
     return result
 
 
