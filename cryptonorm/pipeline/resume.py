@@ -17,7 +17,14 @@ import numpy as np
 from cryptonorm.atomic import json_safe, write_text_atomic
 from cryptonorm.config import Config
 from cryptonorm.errors import CryptonormError, DataError
-from cryptonorm.pipeline.rundir import RESUME_FOLDS, RESUME_STATE, config_diff, load_run_config, resolved_paths
+from cryptonorm.pipeline.rundir import (
+    RESUME_FOLDS,
+    RESUME_STATE,
+    config_diff,
+    load_run_config,
+    resolved_paths,
+    saved_state,
+)
 
 
 def resumable(run_dir: Path, cfg: Config, data_hash: str) -> bool:
@@ -25,17 +32,15 @@ def resumable(run_dir: Path, cfg: Config, data_hash: str) -> bool:
     no run.json, a saved training state of those candles, the same config (rundir.begin_run's rule). False
     for anything else, a damaged state or config included (a sweep cell then starts afresh)."""
     run_dir = Path(run_dir)
-    if (run_dir / "run.json").exists() or not (run_dir / "config.yaml").exists():
+    if (run_dir / "run.json").exists() or not (run_dir / "config.yaml").exists() or not saved_state(run_dir):
         return False
     try:
         if (run_dir / RESUME_STATE).exists():
             from cryptonorm.learn.checkpoints import load_train_state
 
             saved = load_train_state(run_dir / RESUME_STATE)[1].get("data_hash")
-        elif (run_dir / RESUME_FOLDS).exists():
-            saved = json.loads((run_dir / RESUME_FOLDS).read_text()).get("data_hash")
         else:
-            return False
+            saved = json.loads((run_dir / RESUME_FOLDS).read_text()).get("data_hash")
         return saved == data_hash and not config_diff(load_run_config(run_dir).to_dict(),
                                                       resolved_paths(cfg).to_dict())
     except (CryptonormError, OSError, ValueError, AttributeError):  # damaged leftovers (a TrainingError or

@@ -117,7 +117,7 @@ def begin_run(run_dir: Path, cfg: Config, force: bool) -> bool:
     if (run_dir / "run.json").exists():
         raise ConfigError(f"--out {run_dir} holds a finished run (run.json); pass --force to replace it, or "
                           "choose another --out")
-    if not ((run_dir / RESUME_STATE).exists() or (run_dir / RESUME_FOLDS).exists()):
+    if not saved_state(run_dir):
         clear_run_outputs(run_dir)  # interrupted before its first epoch ended: nothing to resume
         return False
     differ = config_diff(load_run_config(run_dir).to_dict(), cfg.to_dict())
@@ -126,6 +126,11 @@ def begin_run(run_dir: Path, cfg: Config, force: bool) -> bool:
         raise ConfigError(f"--out {run_dir} holds an interrupted run with another config ({shown} differ); "
                           "run it with the same config to resume, or pass --force to start over")
     return True
+
+
+def saved_state(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a saved training state to resume from (an epoch's, or finished folds')."""
+    return (run_dir / RESUME_STATE).exists() or (run_dir / RESUME_FOLDS).exists()
 
 
 def config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
