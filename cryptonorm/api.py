@@ -5,10 +5,33 @@
     run.forecasts, run.history, run.metrics          # DataFrames indexed by UTC time, and a dict
     bt = cn.backtest(run, fee_bps=5, threshold=2e-4) # saved forecasts, no retraining
     bt.stats["sharpe"], bt.equity, bt.trades         # a Series; DataFrames indexed by UTC time
-    results = cn.sweep("configs/sweep_norms.yaml")   # the sweep's results table
+    results = cn.sweep("configs/sweeps/norms.yaml")  # the sweep's results table
     candles = cn.fetch(cfg)                          # the candle frame, indexed by UTC time
 
 Errors are the project's exceptions (cryptonorm.errors: ConfigError, DataError, ...), never sys.exit.
+
+The whole tour on two months of the offline synthetic market, in a temporary folder (a few seconds on a
+CPU; the test suite runs it as a doctest):
+
+>>> import pathlib, tempfile
+>>> import cryptonorm as cn
+>>> tmp = pathlib.Path(tempfile.mkdtemp())
+>>> cfg = cn.load_config(overrides={"data.dir": str(tmp / "data"), "data.since": "2023-01-01",
+...                                 "data.until": "2023-03-01", "model.hidden": [16], "train.epochs": 1,
+...                                 "train.device": "cpu"})
+>>> candles = cn.fetch(cfg)
+>>> list(candles.columns), str(candles.index[0])
+(['timestamp', 'open', 'high', 'low', 'close', 'volume'], '2023-01-01 00:00:00+00:00')
+>>> run = cn.train(cfg, out=tmp / "demo")
+>>> run.finished, list(run.history.columns)
+(True, ['train_loss', 'val_loss', 'lr', 'seconds', 'samples_per_s'])
+>>> set(run.forecasts["split"].dropna()) == {"val", "test"}      # out-of-sample bars only
+True
+>>> bt = cn.backtest(run, fee_bps=5)            # written to RUN_DIR/backtest-<hash of the settings>/
+>>> bt.path.name.startswith("backtest-"), float(bt.stats["fee_bps"])
+(True, 5.0)
+>>> cn.load_run(tmp / "demo").config.model.norm
+'layer'
 """
 
 from __future__ import annotations
@@ -33,7 +56,16 @@ PathLike = str | Path
 
 def load_config(path: PathLike | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
     """A validated config from a YAML file (or the defaults) with dotted-key overrides applied, e.g.
-    {"model.norm": "batch", "train.epochs": 3}; exactly what `--set` does on the command line."""
+    {"model.norm": "batch", "train.epochs": 3}; exactly what `--set` does on the command line.
+
+    >>> import cryptonorm as cn
+    >>> cfg = cn.load_config(overrides={"model.norm": "batch", "train.epochs": 3})
+    >>> cfg.model.norm, cfg.train.epochs, cfg.data.exchange
+    ('batch', 3, 'synthetic')
+    >>> cn.load_config(overrides={"model.norm": "bach"})
+    Traceback (most recent call last):
+    cryptonorm.errors.ConfigError: config: model.norm: got 'bach'; allowed: ...; did you mean 'batch'?
+    """
     from cryptonorm.config import apply_overrides, build_config, read_yaml, set_dotted
 
     raw = read_yaml(path) if path is not None else {}
