@@ -22,6 +22,7 @@ import inspect
 import io
 import sys
 import tokenize
+import types
 import typing
 from collections.abc import Iterator
 from functools import cache
@@ -109,12 +110,11 @@ def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is typing.Literal:
         return "one of " + ", ".join(f"`{a}`" for a in typing.get_args(tp))
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        args = typing.get_args(tp)
-        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
     if origin is not None:
-        args = ", ".join("..." if a is Ellipsis else _type_name(a) for a in typing.get_args(tp))
-        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+        inner = ", ".join("..." if a is Ellipsis else _type_name(a) for a in typing.get_args(tp))
+        return f"{getattr(origin, '__name__', str(origin))}[{inner}]"
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return "section"
     return getattr(tp, "__name__", str(tp))
