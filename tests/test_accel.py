@@ -1,7 +1,7 @@
 """train.compile and train.cuda_graph: the same losses as eager training where they run (compile on CPU,
 through dynamo and AOT autograd), and a clean fallback with a one-line note where they cannot (no CUDA for
-graphs, a compile backend that fails). The CUDA-graph capture itself needs a GPU: see the README's
-benchmark section for what is still unmeasured."""
+graphs, a compile backend that fails). The CUDA-graph capture itself needs a GPU: see docs/benchmarks.md
+for what is still unmeasured."""
 
 from __future__ import annotations
 

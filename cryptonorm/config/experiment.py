@@ -59,7 +59,7 @@ class TargetConfig(Section):
 
     kind: Literal["return", "direction", "volatility"] = "return"
     horizon: int = Field(1, ge=1)  # bars ahead
-    # auto: bce for direction, qlike for volatility (README "Volatility forecasting"), huber otherwise.
+    # auto: bce for direction, qlike for volatility (docs/guide/volatility.md), huber otherwise.
     # qlike and nll (Gaussian negative log-likelihood of the returns) are losses on the forecast variance
     loss: Literal["auto", "mse", "huber", "bce", "qlike", "nll"] = "auto"
     vol_form: Literal["vol", "log_var", "var"] = "vol"  # volatility: what the network predicts (positive

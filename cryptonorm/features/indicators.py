@@ -6,7 +6,7 @@ During warm-up a column is NaN exactly where TA-Lib's is NaN. Two engines, same 
 installed, SMA, EMA, RSI, MACD and ATR are handed to it (C loops; imported at first use); otherwise, and
 always for the bands and the other columns, numpy kernels in `features/rolling.py` compute the recursions
 and rolling windows exactly to float64 rounding (no scipy: `scipy.signal` alone took seconds to import).
-Timings beside TA-Lib: benchmarks/bench_features.py and README.md ("Benchmarks").
+Timings beside TA-Lib: benchmarks/bench_features.py and docs/benchmarks.md ("Indicators").
 
 Indicators are computed over the *bar sequence* as given: on data with gaps (missing bars) a rolling
 window or recursion simply continues across the gap. `dataset.prepare` therefore never lets a sample's
@@ -15,7 +15,7 @@ window or label span cross a gap (gap_policy=drop), or fills the gap with flat b
 window are not excluded.
 
 Columns of `compute_features`: their definitions, warm-up lengths and which are model inputs are tabled
-once, in README.md ("Features"); the notes below cover what the table does not.
+once, in docs/guide/features.md (the Features table); the notes below cover what the table does not.
 
 `{k}` is written by `format_k` (2.0 -> "2", 2.5 -> "2.5"). MACD, ATR and the bands are in price units and
 drift with the price level, so `inputs: stationary` leaves them out in favour of the scale-free columns.
