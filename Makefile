@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck bench clean
+.PHONY: install demo test lint typecheck docs wheel-check bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# PyTorch first, pinned: its CPU wheel lies on local disk on our machines (see README).
+	# PyTorch first, pinned: its CPU wheel lies on local disk on our machines (docs/getting-started.md).
 	$(BIN)/python -m pip install -q "torch==2.13.0" || $(BIN)/python -m pip install -q "torch>=2.4"
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
@@ -32,6 +32,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The documentation site (site/): the reference pages generated from the code, then every link checked.
+docs: $(STAMP)
+	$(BIN)/python docs/gen_ref.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --quiet
+
+# The wheel as a pip user gets it, installed into a fresh venv outside the checkout (see the script).
+wheel-check:
+	.ci/wheel_check.sh $(PY)
+
 # Benchmarks print figures (never assertions). Quick settings for a laptop; see each file's --help.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_features.py --mem-rows 1000000
@@ -43,4 +52,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_reports.py --repeat 2
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site docs/reference dist build

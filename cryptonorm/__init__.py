@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from cryptonorm._version import __version__
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports them on first use
     from cryptonorm.api import BacktestResult, Run, backtest, fetch, load_config, load_run, sweep, train
