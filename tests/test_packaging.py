@@ -20,7 +20,6 @@ from cryptonorm.pipeline import examples
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 runner = CliRunner()
-tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
 
 def _repo_files() -> dict[str, bytes]:
@@ -122,6 +121,7 @@ def test_examples_are_found_in_the_checkout_and_in_an_installed_package(tmp_path
 
 
 def test_the_version_lives_in_one_place() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "version" not in pyproject["project"] and "version" in pyproject["project"]["dynamic"]
     assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "cryptonorm._version.__version__"}
@@ -133,6 +133,7 @@ def test_the_version_lives_in_one_place() -> None:
 
 
 def test_the_extras_and_their_old_names() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     for name in ("gbm", "track", "ray", "export", "reports", "docs", "vol", "notebook", "dev"):
         assert extras[name], name
@@ -142,3 +143,14 @@ def test_the_extras_and_their_old_names() -> None:
     for name in ("gbm", "track", "ray", "export", "reports", "vol", "notebook", "docs"):
         assert name in dev_self  # `pip install -e .[dev]` gets every optional feature to test it
 
+
+
+def test_the_missing_plotly_note_names_the_extra_in_full(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Printed through rich, `[reports]` was read as markup and vanished: `pip install 'cryptonorm'`."""
+    import cryptonorm.render.html as html
+    from cryptonorm.cli.app import report_formats
+
+    monkeypatch.setattr(html, "formats", lambda fmt: ("png",))  # as when plotly is not installed
+    assert report_formats(None) == ("png",)
+    assert "pip install 'cryptonorm[reports]' (or plotly>=5)" in capsys.readouterr().out

@@ -121,7 +121,9 @@ def report_formats(fmt: str | None) -> tuple[str, ...]:
 
     want = formats(fmt)
     if fmt is None and "html" not in want:
-        say(f"note: plotly is not installed, so no HTML report (PNG only): {INSTALL_HINT.split(', or')[0]}")
+        # typer.echo, not say(): rich would read the extra's [brackets] as markup and drop them
+        if not STATE.quiet:
+            typer.echo(f"note: plotly is not installed, so no HTML report (PNG only): {INSTALL_HINT.split(', or')[0]}")
     return want
 
 

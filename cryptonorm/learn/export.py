@@ -63,7 +63,7 @@ def export_onnx(model: Forecaster, center: Sequence[float], scale: Sequence[floa
     try:
         import onnx
     except ImportError:
-        raise ConfigError("ONNX export needs the onnx package: pip install 'cryptonorm[onnx]'") from None
+        raise ConfigError("ONNX export needs the onnx package: pip install 'cryptonorm[export]'") from None
     wrapped = ScaledForecaster(model.cpu(), center, scale, clip).eval()
     example = torch.zeros(2, window, len(center))  # (B, W, F); the batch axis stays dynamic
     proto = None

@@ -11,7 +11,7 @@ point. Every spike and crash stays visible at full zoom-out; only what lies betw
 dropped from the picture. It is for DISPLAY only: every metric and table is computed on the full series
 before any point is dropped, and each chart that was downsampled says so in its title.
 
-plotly is an optional dependency (`pip install 'cryptonorm[html]'`); `require_plotly` names that fix.
+plotly is an optional dependency (`pip install 'cryptonorm[reports]'`); `require_plotly` names that fix.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 PLOTLY_JS = "plotly.min.js"  # written once beside the pages: no CDN, no network request
 DISPLAY_BUCKETS = 2000  # buckets of the min/max display downsampling (about one per pixel of a wide chart)
-INSTALL_HINT = "pip install 'cryptonorm[html]' (or plotly>=5), or use --format png"
+INSTALL_HINT = "pip install 'cryptonorm[reports]' (or plotly>=5), or use --format png"
 FORMATS = ("png", "html", "both")
 
 
