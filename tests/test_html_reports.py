@@ -113,7 +113,7 @@ def test_formats_and_a_missing_plotly_name_the_fix(monkeypatch: pytest.MonkeyPat
         H.formats("pdf")
     monkeypatch.setitem(sys.modules, "plotly", None)  # import plotly now raises ImportError
     assert H.formats(None) == ("png",)  # the default falls back to the PNGs
-    with pytest.raises(ConfigError, match=r"pip install 'cryptonorm\[html\]'"):
+    with pytest.raises(ConfigError, match=r"pip install 'cryptonorm\[reports\]'"):
         H.formats("html")
 
 

@@ -57,7 +57,7 @@ class FeaturesConfig(Section):
 class TargetConfig(Section):
     """What the model forecasts."""
 
-    kind: Literal["return", "direction", "volatility"] = "return"
+    kind: Literal["return", "direction", "volatility"] = "return"  # log return, its sign, or realized volatility
     horizon: int = Field(1, ge=1)  # bars ahead
     # auto: bce for direction, qlike for volatility (docs/guide/volatility.md), huber otherwise.
     # qlike and nll (Gaussian negative log-likelihood of the returns) are losses on the forecast variance
@@ -89,8 +89,8 @@ class SplitConfig(Section):
     """Chronological train / validation / test split, never shuffled across time."""
 
     train: float = Field(0.7, gt=0, lt=1)  # fractions of the usable rows, in time order
-    val: float = Field(0.15, gt=0, lt=1)
-    test: float = Field(0.15, gt=0, lt=1)
+    val: float = Field(0.15, gt=0, lt=1)  # validation: early stopping and model choice
+    test: float = Field(0.15, gt=0, lt=1)  # test: reported once, never used for a choice
     val_start: str | None = None  # or dates: validation starts here (overrides the fractions)
     test_start: str | None = None  # and the test split starts here
     embargo: int | None = Field(None, ge=0)  # bars dropped between splits; None = horizon + window
@@ -204,11 +204,11 @@ def _common_divisors(widths: list[int]) -> list[int]:
 class TrainConfig(Section):
     """Optimization and device."""
 
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(256, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    schedule: Literal["cosine", "plateau", "none"] = "cosine"
+    epochs: int = Field(20, ge=1)  # passes over the training split (with train.budget: epochs)
+    batch_size: int = Field(256, ge=1)  # samples per optimizer step
+    lr: float = Field(1e-3, gt=0)  # AdamW learning rate (at lr_reference_batch, see lr_scaling)
+    weight_decay: float = Field(1e-4, ge=0)  # AdamW decoupled weight decay; none on biases and norm gains
+    schedule: Literal["cosine", "plateau", "none"] = "cosine"  # learning-rate schedule
     grad_clip: float | None = Field(1.0, gt=0)  # max gradient norm; null = no clipping
     patience: int = Field(5, ge=1)  # early stopping on validation loss
     device: str = "auto"  # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps
@@ -263,10 +263,10 @@ class TrainConfig(Section):
 class WalkForwardConfig(Section):
     """Retrain every `step` bars on a rolling or expanding window; forecasts stay out of sample."""
 
-    enabled: bool = False
+    enabled: bool = False  # refit every `step` bars instead of one train/val/test split
     step: int = Field(720, ge=1)  # bars predicted per refit
     train_bars: int = Field(8760, ge=10)  # training window (rolling) or its minimum (expanding)
-    mode: Literal["rolling", "expanding"] = "rolling"
+    mode: Literal["rolling", "expanding"] = "rolling"  # slide the training window, or grow it from the start
     val_fraction: float = Field(0.15, gt=0, lt=1)  # tail of each training window used for early stopping
 
 
@@ -278,11 +278,11 @@ class BacktestConfig(Section):
     # target_vol / forecast vol, capped by max_leverage (volatility targets)
     mode: Literal["auto", "direction", "vol_target"] = "auto"
     threshold: float = Field(0.0, ge=0)  # long if forecast > threshold, short if < -threshold
-    allow_short: bool = True
-    sizing: Literal["fixed", "forecast", "volatility"] = "fixed"
+    allow_short: bool = True  # false: flat instead of short
+    sizing: Literal["fixed", "forecast", "volatility"] = "fixed"  # size: 1, by forecast strength, or to target_vol
     target_vol: float = Field(0.5, gt=0)  # annualized, for sizing: volatility and mode: vol_target
     vol_lookback: int = Field(24 * 7, ge=2)  # bars, for sizing: volatility (and vol_target's trailing baseline)
-    max_leverage: float = Field(1.0, gt=0)
+    max_leverage: float = Field(1.0, gt=0)  # cap on the absolute position, in units of equity
     fee_bps: float = Field(10.0, ge=0)  # per side on traded notional (a spot taker fee)
     slippage_bps: float = Field(0.0, ge=0)  # per side on traded notional
     funding: Literal["auto", "off"] = "auto"  # auto: a swap's positions pay/earn funding; off: ignore it
@@ -304,7 +304,7 @@ def check_name(v: str, names: str) -> str:
 class Config(Section):
     """A whole experiment."""
 
-    name: str = "experiment"
+    name: str = "experiment"  # names the run directory (runs/<name>-<time>/) and tracking experiments
     seed: int = 0  # seeds model init, dropout and batch order; recorded in every run
     data: DataConfig = DataConfig()
     features: FeaturesConfig = FeaturesConfig()
