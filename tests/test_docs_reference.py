@@ -111,3 +111,23 @@ def test_the_api_docstring_examples_run(tmp_path: Path, monkeypatch: pytest.Monk
     result = doctest.testmod(cryptonorm.api, optionflags=doctest.ELLIPSIS, report=True)
     assert result.attempted >= 10
     assert result.failed == 0
+
+
+def test_the_readme_is_a_landing_page_whose_links_resolve() -> None:
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 250
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    local = [link.split("#")[0] for link in links if "://" not in link]
+    assert len(local) > 20
+    missing = [link for link in local if not (ROOT / link).exists()]
+    assert not missing, f"README links to files that do not exist: {missing}"
+
+
+def test_every_page_in_the_site_nav_exists() -> None:
+    """mkdocs build --strict checks this too (make docs, CI); this is the quick check. The reference pages
+    are written by docs/gen_ref.py, so they need only be among its pages."""
+    nav = re.findall(r":\s*([\w./-]+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(), flags=re.M)
+    assert "index.md" in nav and "reference/config.md" in nav
+    generated = {f"reference/{name}" for name in _gen_ref().PAGES}
+    missing = [page for page in nav if page not in generated and not (ROOT / "docs" / page).exists()]
+    assert not missing, missing
