@@ -20,6 +20,7 @@ import argparse
 import ast
 import inspect
 import io
+import re
 import sys
 import tokenize
 import types
@@ -153,29 +154,106 @@ def _cell(text: str) -> str:
 
 
 def _section_model(info: FieldInfo) -> type[BaseModel] | None:
-    tp = info.annotation
-    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+    """The model a field nests (X, X | None or list[X] of a pydantic model), else None."""
+    for tp in (info.annotation, *typing.get_args(info.annotation)):
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            return tp
+    return None
 
 
-def config_keys(model: type[BaseModel] | None = None, prefix: str = "") -> Iterator[tuple[str, FieldInfo, str]]:
-    """(dotted key, field, description) for every key of the experiment config, sections included."""
-    if model is None:
-        from cryptonorm.config import Config
+def _doc(cls: type) -> str:
+    """A class's own docstring ("" when it has none: not the one pydantic's BaseModel would lend it)."""
+    doc = cls.__dict__.get("__doc__")
+    return inspect.cleandoc(doc) if isinstance(doc, str) else ""
 
-        model = Config
+
+def _key_name(name: str, info: FieldInfo) -> str:
+    """The key as written in a file (a field's alias: `set`, `zip`, `from`)."""
+    return info.alias or name
+
+
+def _child_prefix(key: str, info: FieldInfo) -> str:
+    return f"{key}[]." if typing.get_origin(info.annotation) is list else f"{key}."
+
+
+def schema_keys(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, FieldInfo, str]]:
+    """(dotted key, field, description) for every key of a schema, nested sections included."""
     comments = field_comments(model)
     for name, info in model.model_fields.items():
-        key = f"{prefix}{name}"
+        key = f"{prefix}{_key_name(name, info)}"
         sub = _section_model(info)
-        doc = info.description or comments.get(name, "") or (inspect.getdoc(sub) or "" if sub else "")
+        doc = info.description or comments.get(name, "") or (_doc(sub) if sub else "")
         yield key, info, doc
         if sub is not None:
-            yield from config_keys(sub, f"{key}.")
+            yield from schema_keys(sub, _child_prefix(key, info))
 
 
-def anchor(key: str) -> str:
-    """The anchor mkdocs gives a heading `key` (dots dropped)."""
-    return key.replace(".", "").lower()
+def config_keys() -> Iterator[tuple[str, FieldInfo, str]]:
+    """Every key of the experiment config (`cryptonorm.config.Config`)."""
+    from cryptonorm.config import Config
+
+    yield from schema_keys(Config)
+
+
+def anchor(heading: str) -> str:
+    """The anchor mkdocs (Python-Markdown's toc) gives a heading: punctuation dropped, spaces to dashes."""
+    return re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", heading).strip().lower())
+
+
+def _sections(model: type[BaseModel], title: str, prefix: str) -> Iterator[tuple[str, str, type[BaseModel]]]:
+    """(heading, key prefix, model) for a schema and each section nested in it, depth first."""
+    yield title, prefix, model
+    for name, info in model.model_fields.items():
+        sub = _section_model(info)
+        if sub is not None:
+            key = f"{prefix}{_key_name(name, info)}"
+            child = _child_prefix(key, info)
+            yield from _sections(sub, f"{title.split(':')[0]}: {child.rstrip('.')}" if ":" in title or prefix == ""
+                                 and title != "(top level)" else child.rstrip("."), child)
+
+
+def _schema_tables(model: type[BaseModel], title: str, level: str = "##") -> list[str]:
+    out: list[str] = []
+    for heading, prefix, section in _sections(model, title, ""):
+        out += [f"{level} {heading}", ""]
+        if section is not model and _doc(section):
+            out += [_doc(section), ""]
+        out += ["| key | type | default | allowed | description |", "| --- | --- | --- | --- | --- |"]
+        comments = field_comments(section)
+        for name, info in section.model_fields.items():
+            key = f"{prefix}{_key_name(name, info)}"
+            sub = _section_model(info)
+            if sub is not None:
+                child = _child_prefix(key, info).rstrip(".")
+                target = child if title == "(top level)" else f"{title.split(':')[0]}: {child}"
+                kind = "list of sections" if child.endswith("[]") else "section"
+                doc = info.description or comments.get(name, "") or _doc(sub)
+                out.append(f"| [`{key}`](#{anchor(target)}) | {kind} | {_cell(_default(info))} | | {_cell(doc)} |")
+                continue
+            doc = info.description or comments.get(name, "")
+            tp = info.annotation
+            type_text = "string" if tp is str else _type_name(tp)
+            if typing.get_origin(tp) is typing.Literal:
+                type_text = "choice"
+            out.append(f"| `{key}` | {_cell(type_text)} | {_cell(_default(info))} | {_cell(_allowed(info))} | "
+                       f"{_cell(doc)} |")
+        out.append("")
+    return out
+
+
+def file_schemas() -> list[tuple[str, type[BaseModel], str]]:
+    """(heading, schema, introduction) of the other files a user writes: sweep files and claim files."""
+    from cryptonorm.claims.spec import ClaimFile
+    from cryptonorm.sweep.spec import SweepSpec
+
+    return [
+        ("sweep file", SweepSpec, "A sweep file (`cryptonorm sweep FILE`, [Sweeps](../guide/sweeps.md)): "
+                                  "`cryptonorm.sweep.spec.SweepSpec`. Keys of `set`, `grid` and `zip` are "
+                                  "dotted experiment-config keys (above)."),
+        ("claim file", ClaimFile, "A claim file of the study (`cryptonorm study`, [the claims study]"
+                                  "(../guide/claims.md)): `cryptonorm.claims.spec.ClaimFile`; its `sweep` "
+                                  "holds a sweep file's keys (above)."),
+    ]
 
 
 def config_page() -> str:
@@ -187,30 +265,12 @@ def config_page() -> str:
            "`cryptonorm config show CONFIG` prints a config with every default filled in; `cryptonorm config "
            "validate CONFIG` checks one. Combinations that make no sense (e.g. `model.norm: batch` with "
            "`train.batch_size: 1`) are refused with a message naming the keys; see the "
-           "[models guide](../guide/models.md) for the rules.", ""]
-    sections: list[tuple[str, type[BaseModel]]] = [("(top level)", Config)]
-    sections += [(key, sub) for key, info, _ in config_keys() if (sub := _section_model(info)) is not None]
-    for title, model in sections:
-        prefix = "" if model is Config else f"{title}."
-        out += [f"## {title}", ""]
-        if model is not Config and inspect.getdoc(model):
-            out += [inspect.getdoc(model) or "", ""]
-        out += ["| key | type | default | allowed | description |", "| --- | --- | --- | --- | --- |"]
-        comments = field_comments(model)
-        for name, info in model.model_fields.items():
-            key = f"{prefix}{name}"
-            sub = _section_model(info)
-            if sub is not None:
-                out.append(f"| [`{key}`](#{anchor(key)}) | section | | | {_cell(inspect.getdoc(sub) or '')} |")
-                continue
-            doc = info.description or comments.get(name, "")
-            tp = info.annotation
-            type_text = "string" if tp is str else _type_name(tp)
-            if typing.get_origin(tp) is typing.Literal:
-                type_text = "choice"
-            out.append(f"| `{key}` | {_cell(type_text)} | {_cell(_default(info))} | {_cell(_allowed(info))} | "
-                       f"{_cell(doc)} |")
-        out.append("")
+           "[models guide](../guide/models.md) for the rules. Sweep files and claim files follow at the end.",
+           ""]
+    out += _schema_tables(Config, "(top level)")
+    for title, schema, intro in file_schemas():
+        out += [f"# {title[0].upper()}{title[1:]}s", "", intro, ""]
+        out += _schema_tables(schema, title)
     return "\n".join(out)
 
 

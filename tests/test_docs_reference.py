@@ -11,6 +11,7 @@ import importlib.util
 import re
 from pathlib import Path
 from types import ModuleType
+from typing import get_args, get_origin
 
 import pytest
 import typer.main
@@ -32,11 +33,15 @@ def _gen_ref() -> ModuleType:
 
 
 def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Dotted keys as written in a file (aliases), nested models included (`a.b`, a list of them `a[].b`)."""
     out = []
     for name, info in model.model_fields.items():
-        out.append(prefix + name)
-        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
-            out += _keys(info.annotation, f"{prefix}{name}.")
+        key = prefix + (info.alias or name)
+        out.append(key)
+        tp = info.annotation
+        for arg in (tp, *get_args(tp)):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                out += _keys(arg, f"{key}[]." if get_origin(tp) is list else f"{key}.")
     return out
 
 
@@ -51,6 +56,20 @@ def test_every_config_key_is_in_the_config_reference() -> None:
     assert '`"layer"`' in row
     for value in ("none", "batch", "batchrenorm", "layer", "group", "instance", "rms", "weight"):
         assert f"`{value}`" in row
+
+
+def test_every_sweep_file_and_claim_file_key_is_in_the_reference() -> None:
+    from cryptonorm.claims.spec import ClaimFile
+    from cryptonorm.sweep.spec import SweepSpec
+
+    page = _gen_ref().config_page()
+    sweep_part = page[page.index("# Sweep files"):page.index("# Claim files")]
+    claim_part = page[page.index("# Claim files"):]
+    assert "`set`" in sweep_part and "`zip`" in sweep_part  # the keys as written, not the field names
+    assert "`rule.comparisons[].treatment`" in claim_part and "`rule.change.from`" in claim_part
+    missing = [k for k in _keys(SweepSpec) if f"`{k}`" not in sweep_part]
+    missing += [k for k in _keys(ClaimFile) if f"`{k}`" not in claim_part]
+    assert not missing, missing
 
 
 def test_config_descriptions_come_from_the_comments_beside_each_field() -> None:
