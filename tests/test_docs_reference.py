@@ -20,6 +20,7 @@ from pydantic import BaseModel
 import cryptonorm.api
 from cryptonorm.cli import app
 from cryptonorm.config import Config, TargetConfig
+from cryptonorm.config.descriptions import field_comments
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,7 +74,7 @@ def test_every_sweep_file_and_claim_file_key_is_in_the_reference() -> None:
 
 
 def test_config_descriptions_come_from_the_comments_beside_each_field() -> None:
-    comments = _gen_ref().field_comments(TargetConfig)
+    comments = field_comments(TargetConfig)
     assert comments["horizon"] == "bars ahead"  # a trailing comment
     # a comment block above a field without a trailing comment is that field's
     assert comments["loss"].startswith("auto: bce for direction, qlike for volatility")
