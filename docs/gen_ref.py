@@ -15,6 +15,7 @@ Nothing here is typed twice: the pages are rebuilt from the schema, the app and 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import sys
@@ -312,13 +313,20 @@ def api_page() -> str:
                 _docstring_md(inspect.getdoc(obj) or "(no docstring)"), ""]
         if inspect.isclass(obj):
             for attr, member in inspect.getmembers(obj):
-                if attr.startswith("_") or not (inspect.isfunction(member) or isinstance(member, property)):
+                if attr.startswith("_") or not (inspect.isfunction(member)
+                                                or isinstance(member, (property, functools.cached_property))):
                     continue
                 doc = inspect.getdoc(member)
                 if doc:
                     sig = _signature(member) if inspect.isfunction(member) else ""
                     out += [f"### {name}.{attr}", "", f"```python\n{attr}{sig}\n```", "", _docstring_md(doc), ""]
     return "\n".join(out)
+
+
+def _escape_html(line: str) -> str:
+    """`<` outside inline code would open an HTML tag in markdown (`backtest-<hash>/` vanishes)."""
+    parts = line.split("`")
+    return "`".join(p.replace("<", "&lt;") if i % 2 == 0 else p for i, p in enumerate(parts))
 
 
 def _docstring_md(doc: str) -> str:
@@ -333,7 +341,7 @@ def _docstring_md(doc: str) -> str:
         elif in_code and not line.strip():
             out.append("```")
             in_code = False
-        out.append(line)
+        out.append(line if in_code or line.startswith("    ") else _escape_html(line))
     if in_code:
         out.append("```")
     return "\n".join(out)
