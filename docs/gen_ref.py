@@ -267,7 +267,7 @@ def cli_page() -> str:
         ctx = typer.Context(cmd, info_name=path)
         out += [f"## {path}", "", f"```\n{cmd.get_usage(ctx)}\n```", ""]
         if cmd.help:
-            out += [inspect.cleandoc(cmd.help), ""]
+            out += [_escape_html(line) for line in inspect.cleandoc(cmd.help).splitlines()] + [""]
         if getattr(cmd, "commands", None):
             out += ["| command | what it does |", "| --- | --- |"]
             out += [f"| [`{path} {n}`](#{(path + ' ' + n).replace(' ', '-')}) | "
