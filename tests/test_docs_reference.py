@@ -151,3 +151,29 @@ def test_every_page_in_the_site_nav_exists() -> None:
     generated = {f"reference/{name}" for name in _gen_ref().PAGES}
     missing = [page for page in nav if page not in generated and not (ROOT / "docs" / page).exists()]
     assert not missing, missing
+
+
+def test_the_site_hook_unlinks_only_the_study_plots_that_were_not_copied(tmp_path: Path) -> None:
+    """docs/hooks.py: in a study report under results/, a link to a file missing from docs/ becomes text;
+    a link that resolves, and every link of a hand-written page, is left for the strict build to check."""
+    spec = importlib.util.spec_from_file_location("hooks", ROOT / "docs" / "hooks.py")
+    assert spec is not None and spec.loader is not None
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    (tmp_path / "results" / "claims_x" / "plots").mkdir(parents=True)
+    (tmp_path / "results" / "claims_x" / "plots" / "a.png").write_bytes(b"png")
+
+    class File:
+        def __init__(self, src_uri: str) -> None:
+            self.src_uri = src_uri
+
+    class Page:
+        def __init__(self, src_uri: str) -> None:
+            self.file = File(src_uri)
+
+    text = "![a](plots/a.png) ![b](claim1/plots/b.png) [site](https://example.org/x.png)"
+    out = hooks.on_page_markdown(text, Page("results/claims_x/verdicts.md"), {"docs_dir": str(tmp_path)}, None)
+    assert "![a](plots/a.png)" in out and "[site](https://example.org/x.png)" in out
+    assert "](claim1/plots/b.png)" not in out and "b (`claim1/plots/b.png`: in the study directory" in out
+    hand_written = hooks.on_page_markdown(text, Page("guide/claims.md"), {"docs_dir": str(tmp_path)}, None)
+    assert hand_written == text
