@@ -177,10 +177,10 @@ def test_cells_at_benchmark_size_are_within_float32_rounding_error(norm: str) ->
       condition estimation, Kenney & Laub 1994); the layer-normalized cell is ill-conditioned (delta ~1e3 u
       |truth|), the batch-normalized one is not. LAMBDA delta allows a few u per operand.
 
-    No constant comes from a CPU. On this machine (torch 2.13 CPU) the fast cell uses <= 7% (layer) and <= 49%
-    (batch, the output) of its bound, the old loop <= 6% and <= 37%. A real defect is far outside it:
-    rounding one intermediate (d N_c) to float16 gives 2.5x (layer) and 18x (batch) the bound, W_h off by
-    1e-4 in the backward 5.5x and 36x, tanh(g) in bf16 or a step's gain gradient dropped > 1000x.
+    No constant comes from a CPU. On this machine (torch 2.13 CPU) the fast cell uses <= 5% (layer) and <= 34%
+    (batch, the output) of its bound, the old loop <= 4% and <= 26%. A real defect is far outside it:
+    rounding one intermediate (d N_c) to float16 gives 1.8x (layer) and 17x (batch) the bound, W_h off by
+    1e-4 in the backward 3.8x and 35x, tanh(g) in bf16 or step 0's gain gradient dropped > 1000x.
     The issue-23 failure (BN_c's bias gradient 4.1x the old loop's error) was the CPU native batch-norm
     backward summing dy over the batch with ~3x the error of torch.sum; the cell now sums the bias itself.
     """
