@@ -15,6 +15,7 @@ from cell_reference import old_bn_lstm, old_ln_lstm
 from torch import nn
 
 from cryptonorm.config import ModelConfig
+from cryptonorm.learn import cells
 from cryptonorm.learn.models import BatchNormLSTM, LayerNormLSTM, build_model
 from cryptonorm.learn.norms import StepBatchNorm, recalibrate
 
@@ -201,6 +202,22 @@ def test_cells_at_benchmark_size_are_within_float32_rounding_error(norm: str) ->
     _outputs_and_grads(c64, lambda x_: old(c64, x_), x.double())  # type: ignore[arg-type]
     for a, b in zip(_buffers(c_new), _buffers(c64), strict=True):
         torch.testing.assert_close(a, b.float(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["layer", "batch"])
+def test_the_float32_bound_catches_a_half_precision_step(norm: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bound above is not vacuous: the fast cell with the gradient entering each norm of the recurrence
+    rounded to float16 (11 bits, a defect far smaller than a wrong formula) exceeds it: 4x (layer), 28x (batch)."""
+    torch.manual_seed(0)
+    cell: Cell = LayerNormLSTM(16, 64) if norm == "layer" else BatchNormLSTM(16, 64, 32)
+    old = old_ln_lstm if norm == "layer" else old_bn_lstm
+    x = torch.randn(64, 32, 16)
+    truth, bounds = float32_error_bounds(cell, old, x)
+    backward = cells._StepNorm.backward
+    monkeypatch.setattr(cells._StepNorm, "backward", lambda self, dy, t: backward(self, dy.half().float(), t))
+    got = _outputs_and_grads(cell, cell, x)
+    excess = max(float(((g.double() - t).abs() / b).max()) for g, t, b in zip(got, truth, bounds, strict=True))
+    assert excess > 1.0
 
 
 @pytest.mark.parametrize("norm", ["layer", "batch"])
