@@ -35,7 +35,8 @@ typecheck: $(STAMP)
 # The documentation site (site/): the reference pages generated from the code, then every link checked.
 docs: $(STAMP)
 	$(BIN)/python docs/gen_ref.py
-	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --quiet
+	# not --quiet: it hides the very warnings --strict counts (a broken link would pass)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
 
 # The wheel as a pip user gets it, installed into a fresh venv outside the checkout (see the script).
 wheel-check:
