@@ -177,3 +177,12 @@ def test_the_site_hook_unlinks_only_the_study_plots_that_were_not_copied(tmp_pat
     assert "](claim1/plots/b.png)" not in out and "b (`claim1/plots/b.png`: in the study directory" in out
     hand_written = hooks.on_page_markdown(text, Page("guide/claims.md"), {"docs_dir": str(tmp_path)}, None)
     assert hand_written == text
+
+
+def test_make_docs_builds_strictly_and_shows_the_warnings_it_counts() -> None:
+    """mkdocs' --quiet drops warnings before --strict counts them: a broken link would then build fine."""
+    recipe = (ROOT / "Makefile").read_text().split("\ndocs:", 1)[1].split("\n\n", 1)[0]
+    build = next(line for line in recipe.splitlines() if "mkdocs build" in line and not line.strip().startswith("#"))
+    assert "--strict" in build and "--quiet" not in build and " -q" not in build
+    assert "gen_ref.py" in recipe.split("mkdocs build")[0]  # the reference pages are written first
+    assert "make docs" in (ROOT / ".ci" / "run").read_text()
