@@ -1,0 +1,1 @@
+"""Evaluation: forecast metrics across a universe (ic.py)."""
