@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from cryptonorm.config.data import DataConfig, Section, iso_date
+from cryptonorm.config.universe import PortfolioConfig
 from cryptonorm.timeframes import parse_date
 
 
@@ -287,6 +288,8 @@ class BacktestConfig(Section):
     slippage_bps: float = Field(0.0, ge=0)  # per side on traded notional
     funding: Literal["auto", "off"] = "auto"  # auto: a swap's positions pay/earn funding; off: ignore it
     walk_forward: WalkForwardConfig = WalkForwardConfig()
+    # a universe's portfolio (issue 28): config/universe.py, trade/portfolio.py
+    portfolio: PortfolioConfig | None = None
 
     @field_validator("funding", mode="before")
     @classmethod

@@ -14,6 +14,7 @@ universe (data/synthetic_universe.py) and `symbols` may be left empty (they are 
 from __future__ import annotations
 
 import string
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -108,4 +109,26 @@ class UniverseConfig(Section):
                 raise ValueError(f"{lacking[0]} has no entry in files; give its file or use files_dir")
         if not self.symbols and self.synthetic is None:
             raise ValueError("symbols is empty; list the coins, e.g. [BTC/USDT, ETH/USDT, SOL/USDT]")
+        return self
+
+
+class PortfolioConfig(Section):
+    """A portfolio across the universe's coins (`backtest.portfolio`), rebalanced from the forecasts.
+
+    long_short: long the top `quantile` (or `k`) of the coins by forecast, short the bottom one; long_only:
+    the top leg alone; top_k: the `k` coins with the largest |forecast|, each on its forecast's side."""
+
+    kind: Literal["long_short", "long_only", "top_k"] = "long_short"
+    quantile: float = Field(0.2, gt=0.0, le=0.5)  # share of the coins trading at t in each leg
+    k: int | None = Field(None, ge=1)  # coins per leg (top_k: in the book) instead of quantile
+    weights: Literal["equal", "forecast"] = "equal"  # forecast: in proportion to |forecast - cross-sectional mean|
+    dollar_neutral: bool = True  # long_short: the long and the short leg each hold gross / 2
+    gross: float = Field(1.0, gt=0.0)  # gross leverage: sum of |weights| (a cap: a leg may hold less)
+    rebalance: int = Field(1, ge=1)  # bars between rebalances; weights are held in between
+    fee_bps: dict[str, float] = Field(default_factory=dict)  # per-coin fee (bps per side) instead of backtest.fee_bps
+
+    @model_validator(mode="after")
+    def _k(self) -> PortfolioConfig:
+        if self.kind == "top_k" and self.k is None:
+            raise ValueError("kind top_k needs k (the coins in the book)")
         return self
