@@ -22,6 +22,7 @@ from cryptonorm.config.data import Section
 
 PATTERN_FIELDS = ("base", "quote", "settle", "timeframe", "symbol")  # what a files pattern may name
 MIN_CROSS_SECTION = 3  # coins a cross-sectional target or norm needs at least
+UNIVERSE_TARGETS = ("excess_return", "rank")  # target kinds defined across coins (features/cross_section.py)
 
 
 class SyntheticUniverseConfig(Section):
