@@ -155,7 +155,8 @@ def test_bad_universes_are_one_clear_line_naming_the_coin_and_key(tmp_path: Path
     funding = tmp_path / "funding"  # BTC's and ETH's funding, not SOL's
     funding.mkdir()
     for coin in ("BTC", "ETH"):
-        (funding / f"{coin}_USDT_USDT-funding.csv.gz").write_bytes((PANEL / f"{coin}_USDT_USDT-funding.csv.gz").read_bytes())
+        name = f"{coin}_USDT_USDT-funding.csv.gz"
+        (funding / name).write_bytes((PANEL / name).read_bytes())
     raw = _files_cfg(tmp_path, ["BTC/USDT", "ETH/USDT", "SOL/USDT"], pattern=PERP, funding_dir=str(funding))
     raw["data"]["market"] = "swap"
     out = _cli_error(tmp_path, raw)
