@@ -12,10 +12,11 @@ A sample is (t, c): coin c's window ending at row t. Arrays:
     valid      (T, C) bool: (t, c) can be a sample; for a cross-sectional target, also >= 3 coins at t
 Windows are never copied: a batch gathers features[t-w+1 .. t, c] from end rows on demand.
 
-features.cross_section (none | zscore | rank) transforms each row t across the coins whose inputs are
-valid at t; features.universe_features adds the cross-sectional mean of the last bar's log return and its
-dispersion (the same for every coin at t). Everything at row t reads rows <= t of any coin (features) or
-rows <= t + h (labels): the panel audit (`audit_panel`) checks it by cutting every coin's future.
+features.cross_section (none | zscore | rank) transforms each row t across the coins that have every
+feature at t (`usable`: trading, past their warm-up); features.universe_features adds the cross-sectional
+mean of the last bar's log return and its dispersion (the same for every coin at t).
+Everything at row t reads rows <= t of any coin (features) or rows <= t + h (labels): the panel
+audit (`audit_panel`) checks it by cutting every coin's future.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class PanelPrepared:
     outcome: np.ndarray  # (T, C) float64
     valid: np.ndarray  # (T, C) bool
     inputs_valid: np.ndarray  # (T, C) bool: the window ending at (t, c) is usable (label or not)
+    usable: np.ndarray  # (T, C) bool: row t of coin c has every feature (what the cross-section and scaler see)
     window: int
     horizon: int
     kind: str
@@ -93,19 +95,19 @@ def prepare_panel(u: Universe, cfg: Config) -> PanelPrepared:
     if feats is None:
         raise DataError(f"no coin of data.universe has enough bars for one sample ({need}); use more data or lower "
                         "features.window / target.horizon")
-    feats[~inputs_valid] = np.nan  # only usable rows take part
+    usable = np.isfinite(feats).all(axis=2)  # (T, C) the coin's row has every feature (past its warm-up)
+    feats[~usable] = np.nan
     close = u.on_grid("close")
     if cfg.features.cross_section != "none":
         for j in range(feats.shape[2]):  # one (T, C) slice at a time: no (T, C, F) float64 temporaries
-            feats[:, :, j] = cs.transform(feats[:, :, j].astype(np.float64), cfg.features.cross_section,
-                                          inputs_valid)
+            feats[:, :, j] = cs.transform(feats[:, :, j].astype(np.float64), cfg.features.cross_section, usable)
     if cfg.features.universe_features:
         r1 = np.full((t_n, c_n), np.nan)
         with np.errstate(invalid="ignore", divide="ignore"):
             r1[1:] = np.log(close[1:] / close[:-1])  # NaN unless the coin has both bars
         uf = cs.universe_features(r1).astype(np.float32)  # (T, 2)
         extra = np.broadcast_to(uf[:, None, :], (t_n, c_n, 2))
-        feats = np.concatenate([feats, np.where(inputs_valid[..., None], extra, np.float32(np.nan))], axis=2)
+        feats = np.concatenate([feats, np.where(usable[..., None], extra, np.float32(np.nan))], axis=2)
         names = names + list(cs.UNIVERSE_FEATURES)
     if kind in UNIVERSE_TARGETS:
         y = cs.target(outcome, kind, valid)
@@ -113,4 +115,5 @@ def prepare_panel(u: Universe, cfg: Config) -> PanelPrepared:
         valid &= enough[:, None] & np.isfinite(y)
     return PanelPrepared(symbols=list(u.symbols), timestamps=u.timestamps, close=close, features=feats,
                          feature_names=names, y=y, outcome=outcome, valid=valid, inputs_valid=inputs_valid,
+                         usable=usable,
                          window=cfg.features.window, horizon=cfg.target.horizon, kind=kind, skipped=skipped)

@@ -93,7 +93,7 @@ def panel_data(prep: PanelPrepared, cfg: Config) -> PanelData:
     train_t, val_t, test_t = split_times(prep, cfg)
     flat = np.ascontiguousarray(prep.features.transpose(1, 0, 2)).reshape(c_n * t_n, f_n)  # (C x T, F)
     last_train = int(np.flatnonzero(train_t)[-1])
-    fit_rows = (prep.inputs_valid & (np.arange(t_n) <= last_train)[:, None]).T.reshape(-1)
+    fit_rows = (prep.usable & (np.arange(t_n) <= last_train)[:, None]).T.reshape(-1)
     scaler = Scaler(kind=cfg.features.scaler).fit(flat, fit_rows, names=prep.feature_names)
     X = scaler.transform(flat, fill_nan=0.0)
     del flat
