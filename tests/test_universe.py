@@ -173,3 +173,19 @@ def test_universe_keys_need_a_universe() -> None:
     for raw in ({"features": {"cross_section": "zscore"}}, {"backtest": {"portfolio": {"kind": "long_only"}}}):
         with pytest.raises(ConfigError, match="data.universe"):
             build_config(raw)
+
+
+def test_universe_from_the_store_and_nothing_to_fetch_for_the_synthetic_one(tmp_path: Path) -> None:
+    from cryptonorm.data.store import store_path, write_atomic
+
+    coins = load_universe(build_config(_synthetic(seed=4, coins=3))).candles
+    for sym, df in coins.items():
+        write_atomic(df, store_path(tmp_path, "binance", sym, "1h"))
+    cfg = build_config({"data": {"exchange": "binance", "dir": str(tmp_path), "universe": {"symbols": list(coins)}}})
+    u = load_universe(cfg)
+    for sym in coins:
+        pd.testing.assert_frame_equal(u.candles[sym], coins[sym], check_dtype=False)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(_synthetic()))
+    res = runner.invoke(app, ["fetch", "-c", str(path)])
+    assert res.exit_code == 2 and "nothing to fetch" in res.output
