@@ -85,10 +85,10 @@ def fetch(cfg: Config, *, progress: ProgressFn | None = None, retry: Retry | Non
     from cryptonorm.data.exchange import Retry, check_symbol, open_source, pages
 
     data = cfg.data
-    u = data.universe
-    if u is not None and (u.synthetic is not None or u.files is not None or u.files_dir is not None):
+    uni = data.universe
+    if uni is not None and (uni.synthetic is not None or uni.files is not None or uni.files_dir is not None):
         raise ConfigError("nothing to fetch: data.universe reads "
-                          + ("the offline synthetic universe, generated on demand" if u.synthetic is not None
+                          + ("the offline synthetic universe, generated on demand" if uni.synthetic is not None
                              else "local files (data.universe.files / files_dir)")
                           + "; run `cryptonorm panel CONFIG` directly")
     own = user_file(data)
