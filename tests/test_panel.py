@@ -77,3 +77,33 @@ def test_planted_cross_sectional_signal_is_found_and_the_null_is_honest(tmp_path
     for seed in (0, 1):
         null = _panel_run(tmp_path, 0.0, seed)["model"]["ic"]
         assert abs(null["t_nw"]) < 3
+
+
+def test_by_time_batches_hold_whole_timestamps_in_random_order() -> None:
+    import torch
+
+    from cryptonorm.learn.loop import by_time_order
+
+    cfg = build_config({**_cfg().model_dump(mode="json"), "train": {"batching": "by_time", "batch_size": 64}})
+    prep = prepare_panel(load_universe(cfg), cfg)
+    data = panel_data(prep, cfg)
+    assert data.groups is not None and len(data.groups) == len(data.train_idx)
+    gen = torch.Generator().manual_seed(0)
+    order = by_time_order(torch.as_tensor(data.groups), gen).numpy()
+    assert sorted(order.tolist()) == list(range(len(order)))  # a permutation of the training samples
+    times = data.train_idx[order] % data.n_times
+    # each timestamp's samples are contiguous: the time changes exactly (number of timestamps - 1) times
+    assert int((np.diff(times) != 0).sum()) == len(np.unique(times)) - 1
+    assert not (np.diff(times) > 0).all()  # and the timestamps are not in calendar order
+    again = by_time_order(torch.as_tensor(data.groups), gen).numpy()
+    assert not np.array_equal(order, again)  # another order next epoch
+    with pytest.raises(Exception, match="train.batching"):
+        build_config({"train": {"batching": "by_time"}})
+
+
+def test_by_time_batchnorm_trains_through_the_cli(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["panel", QUICK, "--out", str(tmp_path / "bt"), "--json", "--set", "train.epochs=1",
+                              "--set", "train.batching=by_time", "--set", "model.norm=batch",
+                              "--set", "data.universe.synthetic.days=40"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "bt" / "metrics.json").read_text())["training"]["stopped"] == "completed"

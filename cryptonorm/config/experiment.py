@@ -220,6 +220,9 @@ class TrainConfig(Section):
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast on CUDA
     deterministic: bool = False  # torch deterministic algorithms (slower on CUDA)
     threads: int | None = Field(None, ge=1)  # torch CPU threads; null = torch's default
+    # a universe (issue 28): random = samples shuffled across coins and times; by_time = each batch holds
+    # every coin at a few timestamps (whole timestamps in a random order; a batch's edges may split one)
+    batching: Literal["random", "by_time"] = "random"
     # torch.compile of the model for training steps: none, default, reduce-overhead (CUDA graphs per shape
     # inside inductor); unavailable (MPS, no compiler) -> eager, with a note in the fit's message
     compile: Literal["none", "default", "reduce-overhead"] = "none"
@@ -368,6 +371,9 @@ class Config(Section):
                              "set it to none for one coin")
         if self.backtest.portfolio is not None:
             raise ValueError("backtest.portfolio trades a universe of coins: it needs data.universe.symbols")
+        if self.train.batching != "random":
+            raise ValueError("train.batching by_time groups the coins of a universe by timestamp: it needs "
+                             "data.universe.symbols; use random for one coin")
         return self
 
     @property

@@ -4,8 +4,11 @@ the cross-sectional metrics (IC, ICIR, Newey-West t, decay) and the portfolio ba
 The panel (T, C, F) is laid out coin-major as one (C x T, F) matrix, so sample (t, c) is the end row c x T + t
 and a window is rows c x T + t - w + 1 .. c x T + t: the existing window gather and training loop run on it
 unchanged, windows are never copied, and no window crosses from one coin into another (a sample's window
-lies inside its coin's life, by its validity). Batches are random across coins and times
-(train.batching: random).
+lies inside its coin's life, by its validity). train.batching random: batches random across coins and
+times; by_time: the training samples of each timestamp together (every coin at that moment), timestamps in
+a random order each epoch, cut into train.batch_size batches (a batch's first and last timestamp may be
+split with its neighbour). BatchNorm's batch statistics are then (nearly) cross-sectional in training; at
+inference it uses its running averages, as always.
 
 Split by time, never by coin: the timestamps holding a valid sample are cut by split.train/val/test
 (the oldest left out when they sum to less than 1), with an embargo of split.embargo (default
@@ -51,6 +54,7 @@ class PanelData:
     window: int
     n_times: int  # T
     scaler: Scaler
+    groups: np.ndarray | None = None  # (n_train,) dense timestamp id per training sample (train.batching by_time)
 
 
 @dataclass
@@ -103,8 +107,12 @@ def panel_data(prep: PanelPrepared, cfg: Config) -> PanelData:
         ok = (prep.valid & times[:, None]).T.reshape(-1)  # coin-major
         return np.flatnonzero(ok).astype(np.int64)
 
-    return PanelData(X=X, y=y, train_idx=rows(train_t), val_idx=rows(val_t), test_idx=rows(test_t),
-                     window=prep.window, n_times=t_n, scaler=scaler)
+    train_idx = rows(train_t)
+    groups = None
+    if cfg.train.batching == "by_time":  # every coin of a timestamp in one batch, timestamps in random order
+        groups = np.unique(train_idx % t_n, return_inverse=True)[1].astype(np.int64)
+    return PanelData(X=X, y=y, train_idx=train_idx, val_idx=rows(val_t), test_idx=rows(test_t),
+                     window=prep.window, n_times=t_n, scaler=scaler, groups=groups)
 
 
 def to_grid(values: np.ndarray, idx: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
