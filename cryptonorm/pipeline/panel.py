@@ -154,6 +154,21 @@ def evaluate_period(prep: PanelPrepared, forecast: np.ndarray, rows: np.ndarray,
             "per_year": run.metrics["per_year"]}, run
 
 
+def per_coin_metrics(prep: PanelPrepared, forecast: np.ndarray, rows: np.ndarray) -> dict[str, dict[str, float]]:
+    """Each coin's own forecast metrics over the test rows (time-series MSE, MAE, directional accuracy, IC)
+    against its label; direction and volatility targets by their own kind, cross-sectional ones as returns."""
+    from cryptonorm.evaluate.forecast import forecast_metrics
+
+    kind = prep.kind if prep.kind in ("direction", "volatility") else "return"
+    out: dict[str, dict[str, float]] = {}
+    for c, sym in enumerate(prep.symbols):
+        f, y = forecast[rows, c], np.where(prep.valid[rows, c], prep.y[rows, c], np.nan)
+        ok = np.isfinite(f) & np.isfinite(y)
+        if ok.sum() > 2:
+            out[sym] = forecast_metrics(f[ok], y[ok], kind)
+    return out
+
+
 def funding_grid(u: Universe, ts: np.ndarray) -> np.ndarray | None:
     """(T, C) funding each unit of weight pays per bar (perpetuals), over each coin's own bars; None: spot."""
     if not u.funding:
@@ -191,6 +206,7 @@ def run_panel(cfg: Config, out: Path) -> PanelResult:
     model_m, run = evaluate_period(prep, forecast, rows, cfg, funding)
     mom = np.where(test_t[:, None], momentum(prep.close), np.nan)
     base_m, _ = evaluate_period(prep, mom, rows, cfg, funding)
+    model_m["per_coin"] = per_coin_metrics(prep, forecast, rows)
     metrics = {"model": model_m, "momentum": base_m, "coins": prep.symbols, "skipped": prep.skipped,
                "samples": {"train": len(data.train_idx), "val": len(data.val_idx), "test": len(data.test_idx)},
                "training": {"best_epoch": fit.best_epoch, "stopped": fit.stopped, "device": fit.device,
