@@ -110,3 +110,9 @@ def test_by_time_batchnorm_trains_through_the_cli(tmp_path: Path) -> None:
     assert m["training"]["stopped"] == "completed"
     one = next(iter(m["model"]["per_coin"].values()))  # each coin's own forecast metrics
     assert one["n"] > 10 and -1 <= one["ic_pearson"] <= 1
+
+
+def test_portfolio_k_larger_than_the_universe_is_refused_before_training(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["panel", QUICK, "--out", str(tmp_path / "k"), "--set", "backtest.portfolio.k=7"])
+    assert res.exit_code == 2 and "backtest.portfolio.k = 7" in " ".join(res.output.split())
+    assert not (tmp_path / "k").exists()  # refused before anything was trained or written

@@ -193,8 +193,11 @@ def funding_grid(u: Universe, ts: np.ndarray) -> np.ndarray | None:
 def run_panel(cfg: Config, out: Path) -> PanelResult:
     """Train one model on the universe, forecast the test period, write metrics and forecasts to `out`."""
     from cryptonorm.learn import training
+    from cryptonorm.trade.portfolio import check_k
 
     u = load_universe(cfg)
+    if cfg.backtest.portfolio is not None:  # before training, not after
+        check_k(cfg.backtest.portfolio, int(u.present().sum(axis=1).max()))
     prep = prepare_panel(u, cfg)
     data = panel_data(prep, cfg)
     fit = training.fit(data, cfg)

@@ -190,10 +190,15 @@ def _check(timestamps: np.ndarray, close: np.ndarray, forecast: np.ndarray, symb
     if unknown:
         raise ConfigError(f"backtest.portfolio.fee_bps names {unknown[0]}, which is not in the universe; "
                           f"use one of {', '.join(symbols)}")
-    trading = int(np.isfinite(px).sum(axis=1).max())
-    if p.k is not None:
-        most = trading // 2 if p.kind == "long_short" else trading
-        if p.k > most:
-            raise ConfigError(f"backtest.portfolio.k = {p.k} but at most {trading} coins trade at once "
-                              f"({most} per leg for {p.kind}); lower backtest.portfolio.k to {max(most, 1)} or less")
+    check_k(p, int(np.isfinite(px).sum(axis=1).max()))
     return ts, px, fc
+
+
+def check_k(p: PortfolioConfig, trading: int) -> None:
+    """backtest.portfolio.k fits the most coins trading at once (`trading`): ConfigError if not."""
+    if p.k is None:
+        return
+    most = trading // 2 if p.kind == "long_short" else trading
+    if p.k > most:
+        raise ConfigError(f"backtest.portfolio.k = {p.k} but at most {trading} coins trade at once "
+                          f"({most} per leg for {p.kind}); lower backtest.portfolio.k to {max(most, 1)} or less")
