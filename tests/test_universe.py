@@ -189,3 +189,28 @@ def test_universe_from_the_store_and_nothing_to_fetch_for_the_synthetic_one(tmp_
     path.write_text(yaml.safe_dump(_synthetic()))
     res = runner.invoke(app, ["fetch", "-c", str(path)])
     assert res.exit_code == 2 and "nothing to fetch" in res.output
+
+
+def test_fetch_downloads_every_coin_of_the_universe_into_the_store(tmp_path: Path) -> None:
+    """Real ccxt against the local fake Binance: `fetch` on a store universe fetches each coin; the
+    universe then reads exactly what was served."""
+    from fake_exchange import FakeBinance, exchange_options, real_candles, serving
+
+    from cryptonorm import pipeline
+    from cryptonorm.data.exchange import Retry
+
+    state = FakeBinance()
+    served = {s: real_candles(f"{s.replace('/', '_')}-1h", rows=600, end="2021-10-15")
+              for s in ("BTC/USDT", "ETH/USDT")}
+    for s, df in served.items():
+        state.add_candles(s.replace("/", ""), "1h", df)
+    for server in serving(state):
+        cfg = build_config({"data": {"exchange": "binance", "timeframe": "1h", "dir": str(tmp_path / "store"),
+                                     "since": "2021-09-15", "exchange_options": exchange_options(server.url),
+                                     "universe": {"symbols": list(served)}}})
+        out = pipeline.fetch(cfg, retry=Retry(sleep=lambda s: None))
+        assert [s.symbol for s in out] == list(served)
+        u = load_universe(cfg)
+        for s in served:
+            want = state.expected(s.replace("/", ""), "1h", since=int(u.timestamps[0]))
+            pd.testing.assert_frame_equal(u.candles[s], want, check_dtype=False)
