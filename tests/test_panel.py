@@ -116,3 +116,28 @@ def test_portfolio_k_larger_than_the_universe_is_refused_before_training(tmp_pat
     res = runner.invoke(app, ["panel", QUICK, "--out", str(tmp_path / "k"), "--set", "backtest.portfolio.k=7"])
     assert res.exit_code == 2 and "backtest.portfolio.k = 7" in " ".join(res.output.split())
     assert not (tmp_path / "k").exists()  # refused before anything was trained or written
+
+
+def test_walk_forward_folds_are_out_of_sample_with_an_embargo(tmp_path: Path) -> None:
+    from cryptonorm.pipeline.panel_walkforward import fold_times
+
+    raw = _cfg(listed=0.3, delisted=0.3, seed=5).model_dump(mode="json")
+    raw["backtest"] = {"walk_forward": {"enabled": True, "train_bars": 400, "step": 150, "mode": "rolling"}}
+    raw["train"] = {"epochs": 1, "threads": 1}
+    cfg = build_config(raw)
+    prep = prepare_panel(load_universe(cfg), cfg)
+    folds = fold_times(prep, cfg)
+    embargo = prep.horizon + prep.window
+    tests = [np.flatnonzero(te) for _, _, te in folds]
+    assert len(folds) >= 3 and all(a[-1] < b[0] for a, b in zip(tests, tests[1:]))  # test blocks in order
+    for train, val, test in folds:
+        t0 = np.flatnonzero(test)[0]
+        assert np.flatnonzero(val)[-1] < t0 - embargo and np.flatnonzero(train)[-1] < np.flatnonzero(val)[0] - embargo
+        assert train.sum() <= 400  # rolling window
+    from cryptonorm.pipeline.panel import run_panel
+
+    res = run_panel(cfg, tmp_path / "wf")
+    assert len(res.metrics["folds"]) >= 3
+    f = pd.read_csv(tmp_path / "wf" / "forecasts.csv")
+    first_test = prep.timestamps[tests[0][0]]
+    assert f["timestamp"].min() >= first_test  # nothing forecast before the first fold's test block

@@ -91,10 +91,12 @@ def split_times(prep: PanelPrepared, cfg: Config) -> tuple[np.ndarray, np.ndarra
     return masks[0], masks[1], masks[2]
 
 
-def panel_data(prep: PanelPrepared, cfg: Config) -> PanelData:
-    """Scale on the training period and lay the panel out coin-major (module docstring)."""
+def panel_data(prep: PanelPrepared, cfg: Config,
+               times: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> PanelData:
+    """Scale on the training period and lay the panel out coin-major (module docstring). `times`: (T,) masks
+    of the train, validation and test timestamps (a walk-forward fold); default `split_times`."""
     t_n, c_n, f_n = prep.features.shape
-    train_t, val_t, test_t = split_times(prep, cfg)
+    train_t, val_t, test_t = times if times is not None else split_times(prep, cfg)
     flat = np.ascontiguousarray(prep.features.transpose(1, 0, 2)).reshape(c_n * t_n, f_n)  # (C x T, F)
     last_train = int(np.flatnonzero(train_t)[-1])
     fit_rows = (prep.usable & (np.arange(t_n) <= last_train)[:, None]).T.reshape(-1)
@@ -190,20 +192,35 @@ def funding_grid(u: Universe, ts: np.ndarray) -> np.ndarray | None:
     return out
 
 
-def run_panel(cfg: Config, out: Path) -> PanelResult:
-    """Train one model on the universe, forecast the test period, write metrics and forecasts to `out`."""
+def single_split(prep: PanelPrepared, cfg: Config) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Train once on the chronological split: ((T, C) test forecasts, (T,) test timestamps, training info)."""
     from cryptonorm.learn import training
+
+    data = panel_data(prep, cfg)
+    fit = training.fit(data, cfg)
+    forecast = to_grid(training.predict(fit.model, data, data.test_idx), data.test_idx, prep.y.shape)
+    test_t = np.isin(np.arange(data.n_times), data.test_idx % data.n_times)
+    info = {"samples": {"train": len(data.train_idx), "val": len(data.val_idx), "test": len(data.test_idx)},
+            "training": {"best_epoch": fit.best_epoch, "stopped": fit.stopped, "device": fit.device,
+                         "history": fit.history}}
+    return forecast, test_t, info
+
+
+def run_panel(cfg: Config, out: Path) -> PanelResult:
+    """Train one model on the universe (or one per walk-forward fold), forecast the test period, write
+    metrics and forecasts to `out`."""
     from cryptonorm.trade.portfolio import check_k
 
     u = load_universe(cfg)
     if cfg.backtest.portfolio is not None:  # before training, not after
         check_k(cfg.backtest.portfolio, int(u.present().sum(axis=1).max()))
     prep = prepare_panel(u, cfg)
-    data = panel_data(prep, cfg)
-    fit = training.fit(data, cfg)
-    shape = prep.y.shape
-    forecast = to_grid(training.predict(fit.model, data, data.test_idx), data.test_idx, shape)
-    test_t = np.isin(np.arange(shape[0]), data.test_idx % data.n_times)
+    if cfg.backtest.walk_forward.enabled:
+        from cryptonorm.pipeline.panel_walkforward import walk_forward
+
+        forecast, test_t, training_info = walk_forward(prep, cfg)
+    else:
+        forecast, test_t, training_info = single_split(prep, cfg)
     rows = np.arange(int(np.flatnonzero(test_t)[0]), int(np.flatnonzero(test_t)[-1]) + 1)
     funding = funding_grid(u, prep.timestamps) if cfg.backtest.funding != "off" else None
     model_m, run = evaluate_period(prep, forecast, rows, cfg, funding)
@@ -211,10 +228,7 @@ def run_panel(cfg: Config, out: Path) -> PanelResult:
     base_m, _ = evaluate_period(prep, mom, rows, cfg, funding)
     model_m["per_coin"] = per_coin_metrics(prep, forecast, rows)
     metrics = {"model": model_m, "momentum": base_m, "coins": prep.symbols, "skipped": prep.skipped,
-               "samples": {"train": len(data.train_idx), "val": len(data.val_idx), "test": len(data.test_idx)},
-               "training": {"best_epoch": fit.best_epoch, "stopped": fit.stopped, "device": fit.device,
-                            "history": fit.history},
-               "config": cfg.to_dict()}
+               **training_info, "config": cfg.to_dict()}
     out.mkdir(parents=True, exist_ok=True)
     t_idx, c_idx = np.nonzero(np.isfinite(forecast))
     write_csv(out / "forecasts.csv", pd.DataFrame({
