@@ -129,7 +129,7 @@ def test_walk_forward_folds_are_out_of_sample_with_an_embargo(tmp_path: Path) ->
     folds = fold_times(prep, cfg)
     embargo = prep.horizon + prep.window
     tests = [np.flatnonzero(te) for _, _, te in folds]
-    assert len(folds) >= 3 and all(a[-1] < b[0] for a, b in zip(tests, tests[1:]))  # test blocks in order
+    assert len(folds) >= 3 and all(a[-1] < b[0] for a, b in zip(tests[:-1], tests[1:], strict=True))  # in order
     for train, val, test in folds:
         t0 = np.flatnonzero(test)[0]
         assert np.flatnonzero(val)[-1] < t0 - embargo and np.flatnonzero(train)[-1] < np.flatnonzero(val)[0] - embargo
