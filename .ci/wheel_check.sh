@@ -11,15 +11,25 @@ cd "$(dirname "$0")/.."
 PY=${1:-python3}
 REPO=$(pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/cryptonorm-wheel.XXXXXX")
-if [ "${CRYPTONORM_WHEEL_KEEP:-0}" != 1 ]; then trap 'rm -rf "$WORK"' EXIT; fi
-case "$WORK" in "$REPO"/*) echo "wheel check: the work folder must be outside the checkout" >&2; exit 1;; esac
 step() { printf '[wheel check %4ss] %s\n' "$SECONDS" "$*"; }
+cleanup() { step "removing $WORK"; rm -rf "$WORK"; step "removed"; }
+if [ "${CRYPTONORM_WHEEL_KEEP:-0}" != 1 ]; then trap cleanup EXIT; fi
+case "$WORK" in "$REPO"/*) echo "wheel check: the work folder must be outside the checkout" >&2; exit 1;; esac
 
-step "build sdist + wheel"
-"$PY" -m venv "$WORK/buildenv"
-"$WORK/buildenv/bin/python" -m pip install -q build 2>"$WORK/build.log"
-"$WORK/buildenv/bin/python" -m build --outdir "$WORK/dist" "$REPO" >>"$WORK/build.log" 2>&1 \
-    || { tail -40 "$WORK/build.log" >&2; exit 1; }
+step "build sdist + wheel (in the background), and a fresh venv: torch first"
+build() {
+    "$PY" -m venv "$WORK/buildenv"
+    "$WORK/buildenv/bin/python" -m pip install -q build
+    "$WORK/buildenv/bin/python" -m build --outdir "$WORK/dist" "$REPO"
+}
+build >"$WORK/build.log" 2>&1 &
+BUILD=$!
+"$PY" -m venv "$WORK/venv"
+V="$WORK/venv/bin"
+# --no-compile: byte-compiling all of torch, pandas and scipy at install is most of a minute; imports compile
+# what they use
+"$V/python" -m pip install -q --no-compile "torch==2.13.0" || "$V/python" -m pip install -q --no-compile "torch>=2.4"
+wait "$BUILD" || { tail -40 "$WORK/build.log" >&2; exit 1; }
 ls "$WORK/dist"
 WHEEL=$(ls "$WORK"/dist/cryptonorm-*.whl)
 SDIST=$(ls "$WORK"/dist/cryptonorm-*.tar.gz)
@@ -29,11 +39,8 @@ grep -q '/configs/quickstart.yaml$' "$WORK/sdist.txt" || { echo "the sdist lacks
 grep -q 'cryptonorm/resources/configs/quickstart.yaml' "$WORK/wheel.txt" \
     || { echo "the wheel lacks cryptonorm/resources/configs/" >&2; exit 1; }
 
-step "fresh venv: torch first, then the wheel"
-"$PY" -m venv "$WORK/venv"
-V="$WORK/venv/bin"
-"$V/python" -m pip install -q "torch==2.13.0" || "$V/python" -m pip install -q "torch>=2.4"
-"$V/python" -m pip install -q "$WHEEL"
+step "install the wheel"
+"$V/python" -m pip install -q --no-compile "$WHEEL"
 
 cd "$WORK"  # nothing below may see the checkout
 step "cryptonorm --help, --version"
