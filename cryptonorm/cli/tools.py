@@ -64,9 +64,13 @@ def runs_command(
             return
         header = ["run", "created", "model", "norm", "target", "test dir. acc.", "test IC", "Sharpe", "B&H Sharpe",
                   "finished"]
-        body = [[r["name"], r["created"][:16].replace("T", " "), r["model"], r["norm"], r["target"],
-                 fmt(r["test"].get("directional_accuracy"), "pct"), fmt(r["test"].get("ic_spearman"), "num3"),
-                 fmt(r["sharpe"], "num"), fmt(r["buy_and_hold_sharpe"], "num"), "yes" if r["finished"] else "no"]
-                for r in rows]
+        body = [[r["name"], r["created"][:16].replace("T", " "), r["model"] or "?", r["norm"] or "?",
+                 r["target"] or "?", fmt(r["test"].get("directional_accuracy"), "pct"),
+                 fmt(r["test"].get("ic_spearman"), "num3"), fmt(r["sharpe"], "num"),
+                 fmt(r["buy_and_hold_sharpe"], "num"),
+                 "damaged" if r["damaged"] else "yes" if r["finished"] else "no"] for r in rows]
         if not STATE.quiet:
             console(wide=True).print(tables.simple_table(f"{len(rows)} run(s) in {root}", header, body))
+            for r in rows:
+                if r["damaged"]:
+                    say(f"note: {r['name']} is damaged: {r['damaged']}")

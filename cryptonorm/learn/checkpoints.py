@@ -11,7 +11,7 @@ import torch
 
 from cryptonorm.atomic import atomic_path
 from cryptonorm.config import Config, ModelConfig
-from cryptonorm.errors import TrainingError
+from cryptonorm.errors import Hint, TrainingError
 from cryptonorm.learn.models import Forecaster, build_model
 
 CHECKPOINT_FORMAT = 1
@@ -88,4 +88,4 @@ def load_train_state(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     except (OSError, EOFError, RuntimeError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as e:
         raise TrainingError(f"cannot read the training state {str(p)!r} to resume from "
                             f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                            "pass --force to start over") from e
+                            "pass {force} to start over", hints=(Hint.FORCE,)) from e
