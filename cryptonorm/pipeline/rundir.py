@@ -26,7 +26,7 @@ import pandas as pd
 from cryptonorm import __version__
 from cryptonorm.config import Config, build_config, read_yaml
 from cryptonorm.errors import ConfigError, DataError, Hint, NotOurs, RunExists
-from cryptonorm.pipeline.reports import EQUITY_PNG, REPORT_HTML
+from cryptonorm.pipeline.reports import REPORT_FILES
 
 # ---------------------------------------------------------------- the file names of a run directory (one home)
 
@@ -51,7 +51,7 @@ RUN_OUTPUTS = (RUN_JSON, METRICS, FORECASTS, SCALER, HISTORY, FOLDS, MODEL, PRED
                RESUME_FOLDS)
 # What a backtest folder holds (the reports' names are pipeline/reports.py's), and a grid folder.
 EQUITY_CSV, TRADES_CSV, BACKTEST_YAML = "equity.csv", "trades.csv", "backtest.yaml"
-BACKTEST_FILES = (EQUITY_CSV, TRADES_CSV, METRICS, BACKTEST_YAML, REPORT_HTML, EQUITY_PNG, MARKER)
+BACKTEST_FILES = (EQUITY_CSV, TRADES_CSV, METRICS, BACKTEST_YAML, *REPORT_FILES, MARKER)
 GRID_CSV, SELECTED_CSV, HEATMAP_PNG, GRID_JSON = "grid.csv", "selected.csv", "heatmap.png", "grid.json"
 GRID_FILES = (GRID_CSV, SELECTED_CSV, HEATMAP_PNG, GRID_JSON, MARKER)
 FORECAST_COLUMNS = ("timestamp", "close", "forecast", "y", "outcome", "split")  # what the backtest reads
