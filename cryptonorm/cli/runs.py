@@ -177,7 +177,7 @@ def _train(cfg: Config, out: Path | None, json_: bool, force: bool, backtest: bo
                 summary = pipeline.train(cfg, run_dir, force=force, progress=update)
     except BaseException as e:
         if created:
-            pipeline.remove_if_empty(run_dir)  # refused before anything was written: leave no empty folder
+            pipeline.RunDir(run_dir).remove_if_empty()  # refused before anything was written: leave no empty folder
         if not isinstance(e, KeyboardInterrupt) or not run_dir.exists():
             STATE.resume_hint = ""  # nothing to resume
         raise

@@ -22,7 +22,7 @@ from cryptonorm.pipeline.rundir import RESUME_FOLDS, RESUME_STATE, RunDir, confi
 
 def resumable(run_dir: Path, cfg: Config, data_hash: str) -> bool:
     """Whether training `cfg` on candles of `data_hash` into `run_dir` would resume an interrupted run there:
-    no run.json, a saved training state of those candles, the same config (rundir.begin_run's rule). False
+    no run.json, a saved training state of those candles, the same config (RunDir.begin's rule). False
     for anything else, a damaged state or config included (a sweep cell then starts afresh)."""
     rd = RunDir(run_dir)
     if rd.finished or not rd.is_run or not rd.saved_state():

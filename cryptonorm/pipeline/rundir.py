@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import platform
 import shutil
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from cryptonorm import __version__
 from cryptonorm.config import Config, build_config, read_yaml
 from cryptonorm.errors import ConfigError, DataError, Hint, NotOurs, RunExists
 from cryptonorm.pipeline.reports import REPORT_FILES
@@ -68,19 +64,6 @@ def new_run_dir(cfg: Config, root: Path = Path("runs")) -> Path:
         path = base.with_name(f"{base.name}-{n}")
     path.mkdir(parents=True)
     return path
-
-
-def versions() -> dict[str, str]:
-    """Versions of cryptonorm, python, the platform and the libraries a run depends on (for run.json)."""
-    import torch
-
-    out = {"cryptonorm": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
-           "torch": torch.__version__, "numpy": np.__version__, "pandas": pd.__version__}
-    with contextlib.suppress(Exception):  # the installed version, without importing ccxt (slow, unused here)
-        from importlib.metadata import version
-
-        out["ccxt"] = version("ccxt")
-    return out
 
 
 def resolved_paths(cfg: Config) -> Config:
@@ -396,36 +379,6 @@ def config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> l
 
 
 # ---------------------------------------------------------------- functions over RunDir (older call sites)
-
-
-def run_dir_lock(run_dir: Path) -> contextlib.AbstractContextManager[RunDir]:
-    """`RunDir(run_dir).lock()`."""
-    return RunDir(run_dir).lock()
-
-
-def begin_run(run_dir: Path, cfg: Config, force: bool) -> bool:
-    """`RunDir(run_dir).begin(cfg, force)`."""
-    return RunDir(run_dir).begin(cfg, force)
-
-
-def saved_state(run_dir: Path) -> bool:
-    """`RunDir(run_dir).saved_state()`."""
-    return RunDir(run_dir).saved_state()
-
-
-def check_run_dir(run_dir: Path, force: bool = False) -> None:
-    """`RunDir(run_dir).check_out(force)`."""
-    RunDir(run_dir).check_out(force)
-
-
-def clear_run_outputs(run_dir: Path) -> None:
-    """`RunDir(run_dir).clear()`."""
-    RunDir(run_dir).clear()
-
-
-def remove_if_empty(run_dir: Path) -> None:
-    """`RunDir(run_dir).remove_if_empty()`."""
-    RunDir(run_dir).remove_if_empty()
 
 
 def load_run_config(run_dir: Path) -> Config:

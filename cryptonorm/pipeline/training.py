@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import platform
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -11,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cryptonorm import __version__
 from cryptonorm.atomic import write_csv, write_json, write_text_atomic
 from cryptonorm.config import Config, dump_yaml
 from cryptonorm.data.candles import data_hash
@@ -30,7 +34,6 @@ from cryptonorm.pipeline.rundir import (
     RunDir,
     new_run_dir,
     resolved_paths,
-    versions,
 )
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "lr", "seconds", "samples_per_s"]
@@ -47,6 +50,19 @@ class TrainSummary:
     best_epoch: int
     seconds: float
     resumed: str = ""  # where an interrupted run was picked up ("after epoch 3"); "" = from scratch
+
+
+def versions() -> dict[str, str]:
+    """Versions of cryptonorm, python, the platform and the libraries a run depends on (for run.json)."""
+    import torch
+
+    out = {"cryptonorm": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
+           "torch": torch.__version__, "numpy": np.__version__, "pandas": pd.__version__}
+    with contextlib.suppress(Exception):  # the installed version, without importing ccxt (slow, unused here)
+        from importlib.metadata import version
+
+        out["ccxt"] = version("ccxt")
+    return out
 
 
 def train(cfg: Config, out: Path | None = None, *, force: bool = False, progress: ProgressFn | None = None,
