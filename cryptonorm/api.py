@@ -149,17 +149,13 @@ def backtest(run: Run | PathLike, *, split: str = "test", out: PathLike | None =
     `cn.backtest(run, fee_bps=5, threshold=2e-4)`. With no settings and no `out` this is
     `cryptonorm backtest RUN_DIR` (writes RUN_DIR/backtest/); otherwise `--set`: RUN_DIR/backtest-<hash>/
     or `out`. `write=False` writes nothing. `split`: "test" (default) or "val"."""
-    from cryptonorm import pipeline
-    from cryptonorm.pipeline import rebacktest
+    from cryptonorm.pipeline.rebacktest import backtest_saved
 
     if split not in ("test", "val"):
         raise ConfigError(f"split must be 'test' or 'val', got {split!r}")
     run_dir = run.path if isinstance(run, Run) else Path(run)
-    if overrides or out is not None or split != "test" or not write:
-        path, result = rebacktest.rebacktest(run_dir, overrides, Path(out) if out is not None else None,
-                                             split=split, write=write)
-    else:
-        path, result = pipeline.backtest(run_dir)
+    path, result = backtest_saved(run_dir, overrides, Path(out) if out is not None else None, split=split,
+                                  write=write)
     return BacktestResult(stats(result.metrics), _utc_index(result.equity),
                           _utc_index(result.trades, "entry_time", "entry"), result.metrics, path)
 

@@ -121,11 +121,8 @@ def backtest(
                                          overrides=rebacktest.parse_sets(set_ or []))
                 _show_grid(result, json_)
                 return
-            if set_ or out is not None:
-                written, result = rebacktest.rebacktest(target, rebacktest.parse_sets(set_ or []), out, fmt=fmt)
-                out_dir = written if written is not None else target
-            else:
-                out_dir, result = pipeline.backtest(target, fmt=fmt)
+            written, result = rebacktest.backtest_saved(target, rebacktest.parse_sets(set_ or []), out, fmt=fmt)
+            out_dir = written if written is not None else target
         else:
             if grid or out is not None:
                 raise UsageError("--grid and --out apply to a run directory; train first, then "

@@ -98,6 +98,18 @@ def rebacktest(run_dir: Path, overrides: Mapping[str, Any] | None = None, out: P
     return out_dir, run_backtest(run_dir, cfg, split, out_dir, fmt=fmt, kind="rebacktest")
 
 
+def backtest_saved(run_dir: Path, overrides: Mapping[str, Any] | None = None, out: Path | None = None, *,
+                   split: str = "test", write: bool = True, fmt: str | None = None) -> tuple[Path | None, Any]:
+    """A finished run's saved forecasts backtested, for `cryptonorm backtest RUN_DIR` and `cn.backtest`: with
+    the run's own settings into RUN_DIR/backtest/, or (other settings, another `out`, the validation split,
+    `write=False`) as a re-backtest (`rebacktest`). Returns (folder written or None, the Backtest)."""
+    from cryptonorm.pipeline.backtesting import backtest
+
+    if overrides or out is not None or split != "test" or not write:
+        return rebacktest(run_dir, overrides, out, split=split, write=write, fmt=fmt)
+    return backtest(run_dir, fmt=fmt)
+
+
 def _out_dir(run_dir: Path, out: Path | None, default: str, kind: str) -> Path:
     """Where a re-backtest (`kind` rebacktest) or grid goes: a new or empty folder, or one that an earlier
     one of the same kind for the same run made. The run's own results, another run, another run's backtest
