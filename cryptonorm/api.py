@@ -44,6 +44,19 @@ def load_config(path: PathLike | None = None, overrides: Mapping[str, Any] | Non
     return build_config(raw, source=str(path) if path is not None else "config")
 
 
+def _path(value: Any, name: str) -> Path:
+    """`value` as a Path; a ConfigError naming the argument when it is not a str or a Path."""
+    if not isinstance(value, (str, Path)) or not str(value):
+        raise ConfigError(f"{name} must be a folder path (a str or a pathlib.Path), got {value!r}")
+    return Path(value)
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def _config(cfg: Config | PathLike) -> Config:
     from cryptonorm.config import Config
 
@@ -104,7 +117,8 @@ def load_run(run_dir: PathLike) -> Run:
     """Open a finished run directory (ConfigError if it is not one, DataError if training did not finish)."""
     from cryptonorm.pipeline import finished_run
 
-    return Run(Path(run_dir), finished_run(Path(run_dir)))
+    path = _path(run_dir, "run_dir")
+    return Run(path, finished_run(path))
 
 
 def train(cfg: Config | PathLike, out: PathLike | None = None, *, force: bool = False,
@@ -118,7 +132,8 @@ def train(cfg: Config | PathLike, out: PathLike | None = None, *, force: bool = 
 
     config = _config(cfg)
     backend = check_backend(track)
-    summary = pipeline.train(config, Path(out) if out is not None else None, force=bool(force), candles=candles)
+    summary = pipeline.train(config, _path(out, "out") if out is not None else None, force=_flag(force, "force"),
+                             candles=candles)
     if backend is not None:
         log_runs(backend, config.name, [(summary.run_dir.name, summary.run_dir)])
     return load_run(summary.run_dir)
@@ -153,9 +168,9 @@ def backtest(run: Run | PathLike, *, split: str = "test", out: PathLike | None =
 
     if split not in ("test", "val"):
         raise ConfigError(f"split must be 'test' or 'val', got {split!r}")
-    run_dir = run.path if isinstance(run, Run) else Path(run)
-    path, result = backtest_saved(run_dir, overrides, Path(out) if out is not None else None, split=split,
-                                  write=write)
+    run_dir = run.path if isinstance(run, Run) else _path(run, "run")
+    path, result = backtest_saved(run_dir, overrides, _path(out, "out") if out is not None else None, split=split,
+                                  write=_flag(write, "write"))
     return BacktestResult(stats(result.metrics), _utc_index(result.equity),
                           _utc_index(result.trades, "entry_time", "entry"), result.metrics, path)
 

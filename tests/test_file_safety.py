@@ -159,6 +159,21 @@ def test_rebacktest_out_refuses_other_results(finished: Path, tmp_path: Path) ->
     assert code == 2 and "another run" in one_line(err)
 
 
+def test_a_default_rebacktest_folder_of_an_older_version_is_still_replaced(finished: Path, tmp_path: Path) -> None:
+    from cryptonorm.pipeline.rundir import MARKER
+
+    run = copy_run(finished, tmp_path)
+    assert cli("backtest", str(run), "--set", "backtest.fee_bps=1")[0] == 0
+    (folder,) = run.glob("backtest-*")
+    (folder / MARKER).unlink()  # as a version without markers left it
+    code, _, err = cli("backtest", str(run), "--set", "backtest.fee_bps=1")
+    assert code == 0, err
+    assert (folder / MARKER).is_file()
+    (folder / MARKER).unlink()
+    code, _, err = cli("backtest", str(run), "--set", "backtest.fee_bps=2", "--out", str(folder))  # not by default
+    assert code == 2 and "nothing there is replaced" in one_line(err)
+
+
 # ---------------------------------------------------------------- Ctrl-C prints the exact command to resume
 
 
@@ -301,6 +316,11 @@ def test_the_api_replaces_a_run_with_force_and_says_so_in_its_words(store: Path,
     assert again.finished and again.path == run.path
     code, _, err = cli(*train_args(store, run.path))  # the same error on the command line names the flag
     assert code == 2 and "--force" in one_line(err) and "force=True" not in err
+    for bad in ({"out": 5}, {"out": ["runs/x"]}, {"force": "yes"}):  # the project's error, naming the argument
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            cn.train(cfg, **{"out": run.path, **bad})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="write must be True or False"):
+        cn.backtest(run, write="no")  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- exports merge, never truncate

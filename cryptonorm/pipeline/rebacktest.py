@@ -26,6 +26,7 @@ from cryptonorm.pipeline.backtesting import read_forecasts, run_backtest, simula
 from cryptonorm.pipeline.rundir import (
     BACKTEST_DIR,
     BACKTEST_PREFIX,
+    BACKTEST_YAML,
     GRID_CSV,
     GRID_FILES,
     GRID_JSON,
@@ -127,6 +128,8 @@ def _out_dir(run_dir: Path, out: Path | None, default: str, kind: str) -> Path:
     marker = read_marker(path)
     if marker.get("kind") == kind and marker.get("run") == str(run_dir.resolve()):
         return path  # an earlier re-backtest of this run: replaced by the new one
+    if out is None and not marker and (path / (GRID_JSON if kind == "grid" else BACKTEST_YAML)).is_file():
+        return path  # the run's own default folder, from a version that wrote no marker
     if RunDir(path).ours() or RunDir(path).is_run:
         what = "another run directory"
     elif marker:
