@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -177,6 +178,9 @@ def _train(cfg: Config, out: Path | None, json_: bool, force: bool, backtest: bo
             pipeline.RunDir(run_dir).remove_if_empty()  # refused before anything was written: leave no empty folder
         if not isinstance(e, KeyboardInterrupt) or not run_dir.exists():
             STATE.resume_hint = ""  # nothing to resume
+        elif pipeline.RunDir(run_dir).finished:  # `run` stopped in its backtest: the training is done
+            again = ["cryptonorm", "backtest", str(run_dir), *(["--format", fmt] if fmt else [])]
+            STATE.resume_hint = shlex.join(again) if backtest else ""
         raise
     STATE.resume_hint = ""
     if summary.resumed:
