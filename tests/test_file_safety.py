@@ -212,6 +212,23 @@ def test_the_interrupt_prints_the_exact_command_that_resumes(store: Path, tmp_pa
     assert len(list((tmp_path / "runs").iterdir())) == 1  # resumed there, not a second run
 
 
+def test_run_interrupted_in_its_backtest_says_to_backtest(store: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptonorm.render import plots
+
+    def killed(*a: Any, **k: Any) -> None:
+        raise KeyboardInterrupt  # Ctrl-C while the finished run's equity.png is drawn
+
+    monkeypatch.setattr(plots, "plot_equity", killed)
+    run = tmp_path / "run"
+    code, _, err = cli("run", QUICK, *sets({**SMALL, "data.dir": str(store)}), "--out", str(run), "--format", "png")
+    assert code == 130 and (run / "run.json").exists()
+    assert err.strip().endswith(f"to resume, run: cryptonorm backtest {run} --format png"), err
+    monkeypatch.undo()
+    code, _, err = cli(*shlex.split(err.split("to resume, run: ", 1)[1])[1:])
+    assert code == 0 and (run / "backtest" / "equity.png").exists(), err
+
+
 # ---------------------------------------------------------------- one clear line instead of "internal error"
 
 
