@@ -11,7 +11,7 @@ class Hint(enum.Enum):
     """What the user can do about an error, named once: only the front ends turn it into words.
 
     A library message spells the option as a `{force}` or `{out}` slot; `cli/` fills it with `--force` /
-    `--out`, the Python API (the default, `str(error)`) with `force=True` / `out=`.
+    `--out`, the Python API (the default, `str(error)`) with `force=True` / `out`.
     """
 
     FORCE = "force"  # replace or restart what is there
@@ -19,7 +19,7 @@ class Hint(enum.Enum):
 
 
 # How the Python API spells each hint's option (cli/app.py has the command line's words).
-API_WORDS = {Hint.FORCE: "force=True", Hint.OUT: "out="}
+API_WORDS = {Hint.FORCE: "force=True", Hint.OUT: "out"}
 
 
 class CryptonormError(Exception):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cryptonorm import __version__
 from cryptonorm.config import Config
-from cryptonorm.errors import ConfigError
+from cryptonorm.errors import ConfigError, Hint
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def export_onnx(run_dir: Path, out: Path) -> ExportSummary:
     missing = [n for n in (RUN_JSON, MODEL, SCALER) if not (run_dir / n).is_file()]
     if missing:
         raise ConfigError(f"{run_dir} is an unfinished run (no {', '.join(missing)}): its training did not "
-                          "complete; train it again with the same --out, then export")
+                          "complete; train it again with the same {out}, then export", hints=(Hint.OUT,))
     meta = RunDir(run_dir).scaler()
     scaler, names, window = meta["scaler"], [str(n) for n in meta["features"]], int(meta["window"])
     model, _ = checkpoints.load_checkpoint(run_dir / MODEL)
