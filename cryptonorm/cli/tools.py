@@ -80,4 +80,4 @@ def runs_command(
             console(wide=True).print(tables.simple_table(f"{len(rows)} run(s) in {root}", header, body))
             for r in rows:
                 if r["damaged"]:
-                    say(f"note: {r['name']} is damaged: {r['damaged']}")
+                    typer.echo(f"note: {r['name']} is damaged: {r['damaged']}")  # plain text: no rich markup
