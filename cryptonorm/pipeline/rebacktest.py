@@ -33,7 +33,7 @@ from cryptonorm.pipeline.rundir import (
     HEATMAP_PNG,
     SELECTED_CSV,
     RunDir,
-    foreign_files,
+    contents,
     read_marker,
     write_marker,
 )
@@ -123,7 +123,7 @@ def _out_dir(run_dir: Path, out: Path | None, default: str, kind: str) -> Path:
         return path
     if not path.is_dir():
         raise ConfigError(f"{{out}} {path} is a file; choose a new or empty folder", hints=(Hint.OUT,))
-    if not foreign_files(path):
+    if not contents(path):
         return path
     marker = read_marker(path)
     if marker.get("kind") == kind and marker.get("run") == str(run_dir.resolve()):

@@ -1,5 +1,5 @@
 """Run directories: `RunDir` owns their file names, state (finished or not), the resume rule, readers,
-integrity and lock; plus naming new ones and the versions a run records.
+integrity and lock; plus naming new run directories.
 
 A run directory is finished when run.json exists (written last); a re-run into it clears the old outputs
 first (and what they produced: backtest folders), so it never mixes two runs. cryptonorm writes only into
@@ -98,7 +98,7 @@ def write_marker(folder: Path, kind: str, run: Path | None = None) -> None:
     write_text_atomic(Path(folder) / MARKER, json.dumps(info) + "\n")
 
 
-def foreign_files(folder: Path) -> list[str]:
+def contents(folder: Path) -> list[str]:
     """Names in FOLDER other than the lock and leftover temp files, sorted."""
     return sorted(p.name for p in Path(folder).iterdir() if not is_temp(p) and p.name != LOCK)
 
@@ -167,7 +167,7 @@ class RunDir:
             return
         if not p.is_dir():
             raise ConfigError(f"{{out}} {p} is a file; choose a new or empty directory", hints=(Hint.OUT,))
-        content = foreign_files(p)
+        content = contents(p)
         if not content or self.ours():
             return
         shown = ", ".join(content[:4]) + (f" and {len(content) - 4} more" if len(content) > 4 else "")
