@@ -37,17 +37,20 @@ def load_config(path: PathLike | None = None, overrides: Mapping[str, Any] | Non
     {"model.norm": "batch", "train.epochs": 3}; exactly what `--set` does on the command line."""
     from cryptonorm.config import apply_overrides, build_config, read_yaml, set_dotted
 
-    raw = read_yaml(path) if path is not None else {}
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise ConfigError(f"overrides must be a mapping of dotted keys to values, e.g. {{'train.epochs': 3}}; "
+                          f"got {type(overrides).__name__} {overrides!r}"[:300])
+    raw = read_yaml(_path(path, "path", "a config file")) if path is not None else {}
     raw = apply_overrides(raw, [])  # a private copy
     for key, value in (overrides or {}).items():
         set_dotted(raw, str(key).split("."), value)
     return build_config(raw, source=str(path) if path is not None else "config")
 
 
-def _path(value: Any, name: str) -> Path:
+def _path(value: Any, name: str, what: str = "a folder") -> Path:
     """`value` as a Path; a ConfigError naming the argument when it is not a str or a Path."""
     if not isinstance(value, (str, Path)) or not str(value):
-        raise ConfigError(f"{name} must be a folder path (a str or a pathlib.Path), got {value!r}")
+        raise ConfigError(f"{name} must be the path of {what} (a str or a pathlib.Path), got {value!r}"[:300])
     return Path(value)
 
 
@@ -60,7 +63,9 @@ def _flag(value: Any, name: str) -> bool:
 def _config(cfg: Config | PathLike) -> Config:
     from cryptonorm.config import Config
 
-    return cfg if isinstance(cfg, Config) else load_config(cfg)
+    if isinstance(cfg, Config):
+        return cfg
+    return load_config(_path(cfg, "cfg", "a config file (or a Config from cn.load_config)"))
 
 
 def _utc_index(df: pd.DataFrame, column: str = "timestamp", name: str = "time") -> pd.DataFrame:
@@ -203,10 +208,16 @@ def sweep(path: PathLike, *, out: PathLike | None = None, jobs: int = 1, executo
     from cryptonorm.sweep.run import run_sweep
     from cryptonorm.sweep.spec import load_sweep
 
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise ConfigError(f"overrides must be a mapping of dotted keys to values; got {overrides!r}"[:300])
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"jobs must be a whole number of at least 1, got {jobs!r}"[:300])
+    if not isinstance(executor, str):
+        raise ConfigError(f"executor must be a name (local, ray), got {executor!r}"[:300])
     sets = [f"{k}={json.dumps(v)}" for k, v in (overrides or {}).items()]
     backend = check_backend(track)
-    spec = load_sweep(path, sets)
-    outcome = run_sweep(spec, Path(out) if out is not None else None, jobs=jobs, executor=executor)
+    spec = load_sweep(_path(path, "path", "a sweep file"), sets)
+    outcome = run_sweep(spec, _path(out, "out") if out is not None else None, jobs=jobs, executor=executor)
     report.render(outcome.sweep_dir)
     if backend is not None:
         from cryptonorm.sweep.tracking import track_sweep
@@ -220,8 +231,11 @@ def fetch(cfg: Config | PathLike | None = None, **data: Any) -> pd.DataFrame:
     them: timestamp (ms), open, high, low, close, volume, indexed by UTC time. Keywords set `data.*` keys:
     `cn.fetch(exchange="binance", symbol="BTC/USDT", timeframe="1h", since="2024-01-01")`."""
     from cryptonorm import pipeline
-    from cryptonorm.config import build_config
+    from cryptonorm.config import Config, build_config
 
+    if not isinstance(cfg, (str, Path, Config)) and cfg is not None:
+        raise ConfigError(f"cfg must be a config file's path or a Config (cn.load_config), got {cfg!r}; "
+                          "give data keys as keywords: cn.fetch(symbol='BTC/USDT', timeframe='1h')"[:300])
     if isinstance(cfg, (str, Path)) or cfg is None:
         cfg = load_config(cfg, {f"data.{k}": v for k, v in data.items()})
     elif data:
