@@ -39,6 +39,8 @@ class _OneLineErrors(TyperGroup):
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, windows_expand_args: bool = True,
              **extra: Any) -> Any:
+        if args is not None:
+            args = list(args)  # it may be an iterator: read it once, hand the list on
         STATE.argv = list(args) if args is not None else sys.argv[1:]  # for the exact command to resume
         try:
             rv = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
