@@ -47,6 +47,10 @@ def predict(run_dir: Path, data_file: Path | None = None, out: Path | None = Non
         pred = np.full(len(ds.close), np.nan)
         if len(idx):
             pred[idx] = training.predict(model, ds, idx, device)
+        if cfg.target.kind == "volatility":  # the run's variance floor (absent in runs before issue 23)
+            from cryptonorm.features.realized import floor_forecasts
+
+            pred = floor_forecasts(pred, meta.get("vol_floor"), cfg.target.vol_form)[0]
         df = pd.DataFrame({"timestamp": ds.timestamps, "close": ds.close, "forecast": pred})
         out = Path(out) if out is not None else rd / PREDICTIONS
         if out.suffix.lower() == ".parquet":

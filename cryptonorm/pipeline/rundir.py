@@ -311,7 +311,8 @@ class RunDir:
         verify_hashes(self.path, self.recorded_hashes(), CHECKED if names is None else names)
 
     def scaler(self) -> dict[str, Any]:
-        """scaler.json: {"scaler": {...}, "features": [names], "window": W}; DataError naming the problem."""
+        """scaler.json: {"scaler": {...}, "features": [names], "window": W} (and "vol_floor", the variance floor
+        of a volatility run); DataError naming the problem."""
         path = self.path / SCALER
         if not (self.path / MODEL).exists() or not path.exists():
             raise DataError(f"{self.path} has no {MODEL}/{SCALER}; the training did not finish, train again")
