@@ -189,8 +189,9 @@ def _saved_epoch(root: Path) -> int:
     return 0
 
 
+@pytest.mark.slow  # two trainings in subprocesses: ~30 s on 2 shared cores
 def test_the_interrupt_prints_the_exact_command_that_resumes(store: Path, tmp_path: Path) -> None:
-    args = train_args(store, None, **{"train.epochs": 30, "train.patience": 100})  # no --out: a new folder
+    args = train_args(store, None, **{"train.epochs": 12, "train.patience": 100})  # no --out: a new folder
     proc = subprocess.Popen([sys.executable, "-m", "cryptonorm", "-q", *args], cwd=tmp_path, env=ENV, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
