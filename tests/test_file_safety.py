@@ -422,3 +422,17 @@ def test_export_writes_a_swaps_funding_file_and_reads_back(tmp_path: Path) -> No
 def test_the_api_names_a_wrongly_typed_argument(call: Any, says: str) -> None:
     with pytest.raises(ConfigError, match=says):  # the project's error, not AttributeError/TypeError
         call()
+
+
+def test_clearing_a_killed_backtest_swap_keeps_the_users_file(tmp_path: Path) -> None:
+    from cryptonorm.pipeline.rundir import RunDir, write_marker
+
+    run = tmp_path / "run"
+    old = run / ".backtest.old.123.tmp"  # killed between the swap and moving the user's notes back
+    old.mkdir(parents=True)
+    write_marker(run, "run")
+    (old / "equity.csv").write_text("timestamp\n1\n")
+    (old / "notes.md").write_text("mine\n")
+    (run / ".model.pt.abc.tmp").write_bytes(b"half")
+    RunDir(run).clear()
+    assert snapshot(run) == {".backtest.old.123.tmp/notes.md": b"mine\n", ".cryptonorm": b'{"kind": "run"}\n'}

@@ -35,6 +35,7 @@ from cryptonorm.pipeline.rundir import (
     METRICS,
     TRADES_CSV,
     RunDir,
+    drop_temp,
     new_run_dir,
     write_marker,
 )
@@ -137,14 +138,16 @@ def _folder_swap(target: Path) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, DIR_MODE)
-        for p in target.iterdir() if target.is_dir() else ():
-            if p.name not in BACKTEST_FILES and not (tmp / p.name).exists():
-                p.rename(tmp / p.name)
         old = target.with_name(f".{target.name}.old.{os.getpid()}.tmp")
         if target.exists():
             target.rename(old)
         tmp.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
+        # the user's files move from the old folder to the new one; the old one goes only once empty of
+        # them (killed half-way, it stays, hidden: temp-folder cleanups remove only our files, drop_temp)
+        for p in old.iterdir() if old.is_dir() else ():
+            if p.name not in BACKTEST_FILES and not (target / p.name).exists():
+                p.rename(target / p.name)
+        drop_temp(old)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -111,9 +110,17 @@ def remove_ours(folder: Path, names: Sequence[str]) -> None:
             (folder / name).unlink()
     for p in folder.iterdir() if folder.is_dir() else ():
         if is_temp(p):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            drop_temp(p)
     with contextlib.suppress(OSError):
         folder.rmdir()  # only when empty
+
+
+def drop_temp(p: Path) -> None:
+    """Remove a killed write's temp file, or our files in a temp backtest folder (a user's file there stays)."""
+    if p.is_dir():
+        remove_ours(p, (*BACKTEST_FILES, *GRID_FILES))
+    else:
+        p.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -125,7 +132,7 @@ class RunDir:
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
 
-    def __truediv__(self, name: str) -> Path:
+    def __truediv__(self, name: str) -> Path:  # rd / MODEL
         return self.path / name
 
     # ------------------------------------------------------------ state
@@ -250,15 +257,11 @@ class RunDir:
             remove_ours(folder, (*BACKTEST_FILES, *GRID_FILES))
         for p in self.path.iterdir():
             if is_temp(p):  # a killed atomic write: a temp file, or a backtest's temp folder
-                if p.is_dir():
-                    shutil.rmtree(p, ignore_errors=True)
-                else:
-                    with contextlib.suppress(OSError):
-                        p.unlink()
+                with contextlib.suppress(OSError):
+                    drop_temp(p)
 
     def remove_if_empty(self) -> None:
-        """Remove the directory if it holds nothing (but its lock and marker): a command refused before
-        writing."""
+        """Remove the directory if it holds nothing but its lock and marker (a command refused early)."""
         with contextlib.suppress(OSError):
             if all(p.name in (LOCK, MARKER) for p in self.path.iterdir()):
                 for name in (LOCK, MARKER):
