@@ -113,15 +113,17 @@ def norm_problem(kind: str, norm: str, placement: str) -> str | None:
     """Why `model.norm` / `model.norm_placement` cannot be used with `model.kind`, or None."""
     facts = KINDS[kind]
     if norm not in facts.norms:
-        return (f"model.norm {norm!r} is not available for model.kind {kind!r} ({NORMS[norm].what}); "
-                f"allowed for {kind}: {_names(facts.norms)}")
+        why = (f"needs a sequence to normalize over and model.kind {kind!r} has none" if
+               NORMS[norm].needs_sequence and not facts.sequential else f"is not available for model.kind {kind!r}")
+        return f"model.norm {norm!r} {why} ({NORMS[norm].what}); allowed for {kind}: {_names(facts.norms)}"
     if placement == "cell":
         if not facts.cell_norms:
             cell_kinds = [k for k, f in KINDS.items() if f.cell]
             return (f"model.norm_placement 'cell' is for model.kind {' or '.join(map(repr, cell_kinds))} only, "
                     f"not {kind!r}; use model.norm_placement 'layer'")
         if norm not in facts.cell_norms:
-            return (f"model.norm_placement 'cell' supports model.norm {_names(facts.cell_norms)} for {kind}, not "
+            return (f"model.norm_placement 'cell' supports model.norm {' or '.join(map(repr, facts.cell_norms))} "
+                    f"for {kind}, not "
                     f"{norm!r}; use model.norm_placement 'layer' or one of those norms")
     return None
 
