@@ -357,8 +357,7 @@ def test_checkpoint_round_trip_and_exact_resume(kind: str, btc: Any, tmp_path: A
         torch.testing.assert_close(loaded.eval()(x), full.model.eval()(x), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.slow) if k in ("transformer", "patchtst") else k
-                                  for k in KINDS if k not in ("mlp", "lstm")])  # attention: the slower exporter
+@pytest.mark.parametrize("kind", [k for k in KINDS if k not in ("mlp", "lstm")])
 def test_onnx_export_equals_torch(kind: str, tmp_path: Any) -> None:
     ort = pytest.importorskip("onnxruntime")
     from cryptonorm.learn.export import export_onnx

@@ -73,7 +73,7 @@ class TransformerConfig(Section):
     """kind transformer: an encoder over the window's bars (Vaswani et al. 2017)."""
 
     d_model: int = Field(32, ge=2)
-    heads: int = Field(4, ge=1)  # must divide d_model
+    heads: int = Field(4, ge=1)  # must divide d_model; 8 dimensions per head
     layers: int = Field(2, ge=1)
     ff: int = Field(64, ge=1)  # feed-forward width
     positions: Literal["learned", "sinusoidal"] = "learned"
@@ -85,7 +85,7 @@ class PatchTSTConfig(Section):
     patch_len: int = Field(8, ge=1)  # bars per patch (the paper: 16 of 336-512)
     stride: int = Field(4, ge=1)  # bars between patch starts (the paper: 8)
     d_model: int = Field(16, ge=2)
-    heads: int = Field(4, ge=1)
+    heads: int = Field(2, ge=1)  # 8 dimensions per head, as the paper's 128 / 16
     layers: int = Field(2, ge=1)
     ff: int = Field(32, ge=1)
 

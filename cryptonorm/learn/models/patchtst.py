@@ -34,9 +34,13 @@ def n_patches(window: int, patch_len: int, stride: int) -> int:
 
 
 def patchify(series: torch.Tensor, patch_len: int, stride: int) -> torch.Tensor:
-    """(N, W) -> (N, P, patch_len): end-padded by repeating the last bar `stride` times, then unfolded."""
+    """(N, W) -> (N, P, patch_len): end-padded by repeating the last bar `stride` times, then cut. Patches
+    are gathered by a (P, patch_len) index (Tensor.unfold's result, but the TorchScript ONNX exporter
+    cannot export unfold with a dynamic batch)."""
     padded = torch.cat([series, series[:, -1:].expand(-1, stride)], dim=1)  # (N, W + stride)
-    return padded.unfold(1, patch_len, stride)
+    P = n_patches(series.shape[1], patch_len, stride)
+    index = (torch.arange(P, device=series.device) * stride)[:, None] + torch.arange(patch_len, device=series.device)
+    return padded[:, index]  # (N, P, patch_len)
 
 
 class PatchTST(Forecaster):

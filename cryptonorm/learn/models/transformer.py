@@ -27,13 +27,36 @@ if TYPE_CHECKING:
     from cryptonorm.config import ModelConfig
 
 
+class SelfAttention(nn.Module):
+    """Multi-head self-attention on (B, T, d): nn.MultiheadAttention's parameters (names, shapes, init), its
+    computation through F.scaled_dot_product_attention. Why not nn.MultiheadAttention itself: on the CPU its
+    many tiny per-head matmuls and separate softmax/dropout took 1.3x as long for PatchTST's (B*F, P, d)
+    batches, and in eval it runs a fused op the TorchScript ONNX exporter cannot export."""
+
+    def __init__(self, d_model: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * d_model, d_model))  # (3d, d): q, k, v stacked
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * d_model))
+        self.out_proj = nn.Linear(d_model, d_model)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, d) -> (B, T, d)
+        B, T, d = x.shape
+        qkv = nn.functional.linear(x, self.in_proj_weight, self.in_proj_bias)  # (B, T, 3d)
+        q, k, v = qkv.view(B, T, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)  # (B, h, T, d/h)
+        out = nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.out_proj(out.transpose(1, 2).reshape(B, T, d))
+
+
 class EncoderLayer(nn.Module):
     """One encoder layer on (B, T, d): self-attention and feed-forward sublayers, each with a residual and
     `model.norm` before (pre) or after (post) it."""
 
     def __init__(self, m: ModelConfig, d_model: int, heads: int, ff: int) -> None:
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, heads, dropout=m.dropout, batch_first=True)
+        self.self_attn = SelfAttention(d_model, heads, m.dropout)
         self.linear1, self.linear2 = nn.Linear(d_model, ff), nn.Linear(ff, d_model)
         self.norm1, self.norm2 = SeqNorm(m, d_model), SeqNorm(m, d_model)
         self.dropout, self.dropout1, self.dropout2 = nn.Dropout(m.dropout), nn.Dropout(m.dropout), nn.Dropout(m.dropout)
@@ -41,7 +64,7 @@ class EncoderLayer(nn.Module):
         self.pre = m.norm_position == "pre"
 
     def _sa(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout1(self.self_attn(x, x, x, need_weights=False)[0])
+        return self.dropout1(self.self_attn(x))
 
     def _ff(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
