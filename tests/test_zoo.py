@@ -378,3 +378,17 @@ def test_onnx_export_equals_torch(kind: str, tmp_path: Any) -> None:
     with torch.no_grad():
         want = model.to_forecast(model(torch.as_tensor(z, dtype=torch.float32))).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["gru", "tcn", "transformer", "patchtst", "tsmixer", "dlinear"])
+def test_cuda_graph_and_bf16_settings_fall_back_to_the_same_eager_fit_on_the_cpu(kind: str, btc: Any) -> None:
+    """What runs here of train.cuda_graph and bf16: on the CPU both leave training eager and fp32 (bf16 is a
+    CUDA autocast), with a note, and the history equals a plain fit's exactly. GPU runs: unmeasured here."""
+    from cryptonorm.learn.training import fit
+
+    plain = real_cfg(kind, None)
+    accel = build_config({**plain.to_dict(), "train": {**plain.to_dict()["train"], "cuda_graph": True,
+                                                        "precision": "bf16"}})
+    a, b = fit(btc, plain), fit(btc, accel)
+    assert "train.cuda_graph needs a CUDA device" in b.message
+    assert [h["val_loss"] for h in a.history] == [h["val_loss"] for h in b.history]
