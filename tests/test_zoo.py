@@ -43,6 +43,12 @@ def kind_norms() -> list[tuple[str, str]]:
     return [(kind, norm) for kind, facts in KINDS.items() for norm in facts.norms]
 
 
+def kind_norm_placements() -> list[tuple[str, str, str]]:
+    """Every (kind, norm, placement) the table allows."""
+    return [(kind, norm, "layer") for kind, norm in kind_norms()] + [
+        (kind, norm, "cell") for kind, facts in KINDS.items() for norm in facts.cell_norms]
+
+
 # ---------------------------------------------------------------- transformer == torch.nn.TransformerEncoder
 
 
@@ -99,6 +105,28 @@ def test_gru_with_norm_none_is_torch_gru() -> None:
     x = torch.randn(4, 10, 3, dtype=torch.float64)
     want = model.head(ref(x)[0][:, -1]).squeeze(-1)
     torch.testing.assert_close(model(x), want, rtol=0, atol=1e-12)
+
+
+def test_gru_cell_without_its_norms_is_torch_gru() -> None:
+    """The layer-normalized GRU cell's recurrence, its two LayerNorms replaced by identities, is torch's GRU
+    (bias on the input side only); and with them, scaling W_x or W_h changes nothing (LN is scale-free)."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.model_validate({"kind": "gru", "norm": "layer", "norm_placement": "cell",
+                                                    "hidden": [6], "dropout": 0.0, "norm_eps": 1e-12}), 3, 10)
+    cell = model.double().eval().rnns[0]
+    x = torch.randn(4, 10, 3, dtype=torch.float64)
+    with torch.no_grad():
+        before = cell(x)
+        cell.w_x.weight.mul_(7.0)
+        cell.w_h.weight.mul_(0.2)
+        torch.testing.assert_close(cell(x), before, rtol=0, atol=1e-7)  # eps 1e-12 of variances ~1e-3
+        cell.ln_x, cell.ln_h = nn.Identity(), nn.Identity()
+        ref = nn.GRU(3, 6, batch_first=True).double()
+        ref.weight_ih_l0.copy_(cell.w_x.weight)
+        ref.weight_hh_l0.copy_(cell.w_h.weight)
+        ref.bias_ih_l0.copy_(cell.bias)
+        ref.bias_hh_l0.zero_()
+        torch.testing.assert_close(cell(x), ref(x)[0], rtol=0, atol=1e-12)
 
 
 # ---------------------------------------------------------------- tcn: causality, receptive field, weight norm
@@ -258,11 +286,11 @@ def real_cfg(kind: str, norm: str | None, **model: Any) -> Any:
     return build_config(raw)
 
 
-@pytest.mark.parametrize(("kind", "norm"), kind_norms())
-def test_every_kind_and_norm_trains_two_epochs_on_real_btc(btc: Any, kind: str, norm: str) -> None:
+@pytest.mark.parametrize(("kind", "norm", "placement"), kind_norm_placements())
+def test_every_kind_and_norm_trains_two_epochs_on_real_btc(btc: Any, kind: str, norm: str, placement: str) -> None:
     from cryptonorm.learn.training import fit, predict
 
-    res = fit(btc, real_cfg(kind, norm))
+    res = fit(btc, real_cfg(kind, norm, norm_placement=placement))
     assert len(res.history) == 2 and res.stopped == "completed"
     assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["val_loss"]) for h in res.history)
     forecasts = predict(res.model, btc, btc.test_idx[:50], "cpu")
@@ -297,12 +325,12 @@ def test_new_kinds_train_every_target_kind_and_loss(kind: str, target: dict[str,
 # ---------------------------------------------------------------- BatchNorm variants use running statistics
 
 
-def batch_norm_cases() -> list[tuple[str, str]]:
-    return [(kind, norm) for kind, norm in kind_norms() if norm in ("batch", "batchrenorm")]
+def batch_norm_cases() -> list[tuple[str, str, str]]:
+    return [case for case in kind_norm_placements() if case[1] in ("batch", "batchrenorm")]
 
 
-@pytest.mark.parametrize(("kind", "norm"), batch_norm_cases())
-def test_every_batchnorm_variant_uses_running_statistics_in_eval(kind: str, norm: str) -> None:
+@pytest.mark.parametrize(("kind", "norm", "placement"), batch_norm_cases())
+def test_every_batchnorm_variant_uses_running_statistics_in_eval(kind: str, norm: str, placement: str) -> None:
     """In eval mode a window's forecast does not depend on the other windows of its batch (it would if eval
     normalized by the batch: model.batch_norm.eval batch, checked below to tell them apart)."""
     torch.manual_seed(0)
@@ -310,7 +338,7 @@ def test_every_batchnorm_variant_uses_running_statistics_in_eval(kind: str, norm
     outs = {}
     for bn_eval in ("running", "batch"):
         torch.manual_seed(0)
-        model = build_model(tiny(kind, norm, batch_norm={"eval": bn_eval}, **extra), 3, 16)
+        model = build_model(tiny(kind, norm, norm_placement=placement, batch_norm={"eval": bn_eval}, **extra), 3, 16)
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
         for _ in range(5):  # a few steps, so that the running statistics move from their init
             x = torch.randn(32, 16, 3) * 2 + 1

@@ -126,7 +126,7 @@ class ModelConfig(Section):
     # the hidden-layer norm; default: the kind's own (layer; weight for tcn; batch for patchtst and tsmixer;
     # none for dlinear); batchrenorm = batch renormalization (Ioffe 2017), see model.renorm
     norm: NormName = "layer"
-    norm_placement: PlacementName = "layer"  # lstm only: "cell" = recurrent-normalized cells
+    norm_placement: PlacementName = "layer"  # lstm and gru: "cell" = recurrent-normalized cells
     norm_position: Literal["pre", "post"] = "pre"  # transformer / patchtst: norm before or after each sublayer
     groups: int = Field(4, ge=1)  # GroupNorm groups: must divide every normalized width
     norm_eps: float = Field(1e-5, gt=0)  # every norm's epsilon, RevIN's too

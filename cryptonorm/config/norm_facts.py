@@ -80,7 +80,7 @@ _ALL = ("layer", "none", "batch", "batchrenorm", "group", "instance", "rms", "we
 KINDS: dict[str, KindFacts] = {
     "mlp": KindFacts(False, tuple(n for n in _ALL if n != "instance"), paper="-"),
     "lstm": KindFacts(True, _ALL, cell=True, paper="Hochreiter & Schmidhuber 1997"),
-    "gru": KindFacts(True, _ALL, defaults={"hidden": [64]}, paper="Cho et al. 2014"),
+    "gru": KindFacts(True, _ALL, cell=True, defaults={"hidden": [64]}, paper="Cho et al. 2014"),
     "tcn": KindFacts(True, ("weight", "none", "batch", "batchrenorm", "layer", "group", "instance", "rms"),
                      defaults={"hidden": [32, 32, 32, 32], "dropout": 0.05},
                      paper="Bai, Kolter & Koltun 2018"),

@@ -172,8 +172,10 @@ class LSTM(Forecaster):
     norm_placement "cell": the recurrent-normalized cells above, normalized inside the recurrence.
     """
 
-    rnn_cls: type[nn.LSTM] | type[nn.GRU] = nn.LSTM  # the GRU reuses everything but the layer
+    rnn_cls: type[nn.LSTM] | type[nn.GRU] = nn.LSTM  # the GRU reuses everything but the layers
     recomputed_cls: type[nn.Module] = _RecomputedWeightsLSTM
+    layer_norm_cell: type[nn.Module] = LayerNormLSTM
+    batch_norm_cell: type[nn.Module] = BatchNormLSTM
 
     def __init__(self, m: ModelConfig, n_features: int, window: int, out_dim: int = 1) -> None:
         super().__init__(m, n_features)
@@ -184,9 +186,9 @@ class LSTM(Forecaster):
         for h in m.hidden:
             rnn: nn.Module
             if m.norm_placement == "cell" and m.norm == "layer":
-                rnn = LayerNormLSTM(size, h, eps=m.norm_eps, affine=m.norm_affine)
+                rnn = self.layer_norm_cell(size, h, eps=m.norm_eps, affine=m.norm_affine)
             elif m.norm_placement == "cell" and m.norm == "batch":
-                rnn = BatchNormLSTM(size, h, window, eps=m.norm_eps, momentum=m.batch_norm.momentum,
+                rnn = self.batch_norm_cell(size, h, window, eps=m.norm_eps, momentum=m.batch_norm.momentum,
                                     affine=m.norm_affine, eval_stats=m.batch_norm.eval)
             else:
                 rnn = plain_rnn(self.rnn_cls, self.recomputed_cls, size, h, m.norm)
