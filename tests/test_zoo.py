@@ -297,6 +297,19 @@ def test_every_kind_and_norm_trains_two_epochs_on_real_btc(btc: Any, kind: str, 
     assert np.isfinite(forecasts).all() and forecasts.std() > 0
 
 
+@pytest.mark.parametrize("input_norm", ["revin", "dain"])
+@pytest.mark.parametrize("kind", ["gru", "tcn", "transformer", "patchtst", "tsmixer", "dlinear"])
+def test_new_kinds_train_with_each_input_norm(btc: Any, kind: str, input_norm: str) -> None:
+    from cryptonorm.learn.training import fit, predict
+
+    res = fit(btc, real_cfg(kind, None, input_norm=input_norm))
+    assert all(np.isfinite(h["val_loss"]) for h in res.history)
+    assert type(res.model.input_norm).__name__ == {"revin": "RevIN", "dain": "DAIN"}[input_norm]
+    if input_norm == "revin":  # the forecast is de-normalized with the window statistics of logret_1
+        assert "RevIN de-normalizes the forecast" in res.message
+    assert np.isfinite(predict(res.model, btc, btc.test_idx[:50], "cpu")).all()
+
+
 @pytest.mark.parametrize(("kind", "target"), [("transformer", {"kind": "direction"}),
                                               ("tcn", {"kind": "volatility", "loss": "qlike"}),
                                               ("patchtst", {"kind": "volatility", "loss": "nll"}),
