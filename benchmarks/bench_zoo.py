@@ -9,7 +9,9 @@ machine other processes can only slow a run down). The target is ours / minimal 
 
     python benchmarks/bench_zoo.py                        # every kind x norm on the CPU
     python benchmarks/bench_zoo.py --kinds tcn,patchtst --norms default
-    python benchmarks/bench_zoo.py --device cuda          # a GPU (fit with and without --cuda-graph)
+    python benchmarks/bench_zoo.py --device cuda --cuda-graph   # a GPU, fit with and without train.cuda_graph
+    python benchmarks/bench_zoo.py --real ../shared/data/BTC_USDT-4h.csv.gz --real-epochs 3
+        # each kind at its defaults trained on real candles (every default but the data and epochs): seconds
 """
 
 from __future__ import annotations
@@ -46,6 +48,35 @@ def model_config(kind: str, norm: str, hidden: list[int]) -> ModelConfig:
     return ModelConfig.model_validate(raw)
 
 
+def real_runs(path: str, kinds: list[str], epochs: int | None, threads: int | None) -> None:
+    """`cryptonorm train` of each kind at its defaults on a real candle file; wall seconds per run and epoch."""
+    import tempfile
+    import time
+
+    from cryptonorm import pipeline
+    from cryptonorm.config import build_config
+
+    timeframe = Path(path).name.split("-")[-1].split(".")[0]  # BTC_USDT-4h.csv.gz -> 4h
+    print(f"real candles {path} ({timeframe}), every default but model.kind" +
+          (f" and train.epochs={epochs}" if epochs else "") + f", threads {threads or torch.get_num_threads()}\n")
+    print("| kind | norm | train windows | epochs run | seconds | seconds / epoch | test mse |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for kind in kinds:
+        raw: dict[str, object] = {"data": {"file": path, "timeframe": timeframe, "symbol": "BTC/USDT",
+                                           "exchange": "binance"}, "model": {"kind": kind},
+                                  "train": {"device": "cpu", **({"epochs": epochs} if epochs else {}),
+                                            **({"threads": threads} if threads else {})}}
+        cfg = build_config(raw)
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            summary = pipeline.train(cfg, Path(tmp) / "run")
+            seconds = time.perf_counter() - t0
+            history = (Path(tmp) / "run" / "history.csv").read_text().strip().splitlines()
+        n_epochs = len(history) - 1
+        print(f"| {kind} | {cfg.model.norm} | {summary.metrics['samples']['train']:,} | {n_epochs} | {seconds:.0f} | "
+              f"{seconds / max(n_epochs, 1):.1f} | {summary.metrics['test']['mse']:.3g} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N, mps")
@@ -60,7 +91,12 @@ def main() -> None:
     ap.add_argument("--hidden", default="64", help="model.hidden of mlp/lstm/gru, comma-separated")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--cuda-graph", action="store_true", help="also fit with train.cuda_graph (CUDA)")
+    ap.add_argument("--real", default=None, help="a candle file: time `cryptonorm train` of each kind instead")
+    ap.add_argument("--real-epochs", type=int, default=None, help="with --real: train.epochs (default: config's)")
     args = ap.parse_args()
+    if args.real:
+        real_runs(args.real, args.kinds.split(","), args.real_epochs, args.threads)
+        return
     if args.epochs < 2:
         ap.error("--epochs must be at least 2 (the first epoch is warm-up)")
     dev = resolve_device(args.device)
