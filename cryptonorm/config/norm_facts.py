@@ -100,11 +100,6 @@ assert set(NORMS) == set(NORM_NAMES) and set(KINDS) == set(KIND_NAMES) and set(I
 BATCH_NORMS: tuple[str, ...] = tuple(n for n, f in NORMS.items() if f.batch_stats)
 
 
-def uses_batch_statistics(norm: str) -> bool:
-    """True if training with `model.norm` normalizes by the batch (at any placement)."""
-    return NORMS[norm].batch_stats
-
-
 def _names(values: tuple[str, ...]) -> str:
     return ", ".join(values)
 
