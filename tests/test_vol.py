@@ -16,11 +16,11 @@ from scipy import stats
 from cryptonorm.config import BacktestConfig, build_config
 from cryptonorm.data.importers import read_user_file
 from cryptonorm.errors import DataError
+from cryptonorm.evaluate import vol_baselines as vb
+from cryptonorm.evaluate import vol_metrics as vm
 from cryptonorm.features import realized
 from cryptonorm.features.dataset import prepare
 from cryptonorm.learn.losses import make_loss
-from cryptonorm.trade import vol_baselines as vb
-from cryptonorm.trade import vol_metrics as vm
 from cryptonorm.trade.vol_target import risk_tracking, simulate_vol_target
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -128,7 +128,7 @@ def _split_metrics(ds: Any, forecasts: np.ndarray, split_of: np.ndarray, cfg: Co
                    vol: Any = None) -> dict[str, Any]:
     """Forecast metrics of the validation and test samples, beside the persistence baseline (for
     volatility: beside the volatility baselines, pipeline/vol.py)."""
-    from cryptonorm.trade.metrics import forecast_metrics
+    from cryptonorm.evaluate.forecast import forecast_metrics
 
     kind = cfg.target.kind
     out: dict[str, Any] = {"target": kind, "horizon": cfg.target.horizon, "samples": {}, "dropped": ds.dropped}
@@ -146,7 +146,7 @@ def _split_metrics(ds: Any, forecasts: np.ndarray, split_of: np.ndarray, cfg: Co
 
 def _persistence_metrics(ds: Any, idx: np.ndarray, kind: str) -> dict[str, float]:
     """The naive baseline: tomorrow looks like today (last bar's log return, or its sign)."""
-    from cryptonorm.trade.metrics import forecast_metrics
+    from cryptonorm.evaluate.forecast import forecast_metrics
 
     last = np.zeros(len(ds.close))
     last[1:] = np.diff(np.log(ds.close))

@@ -3,13 +3,13 @@
 For `target.kind: volatility` training writes, per split (val, test), into metrics.json:
     <split>.{mse, mae, ic_pearson, ic_spearman}       on the form the network predicts (target.vol_form)
     <split>.{qlike, mse_var, mse_vol, mz_intercept, mz_slope, mz_r2, rank_ic, directional_accuracy}
-                                                       on the variance (trade/vol_metrics.py; direction
+                                                       on the variance (evaluate/vol_metrics.py; direction
                                                        around the TRAINING labels' mean variance)
     <split>.baselines.<har|ewma|garch|naive>           the same variance metrics for each baseline, on
                                                        exactly the model's bars, plus dm_vs_har
     <split>.dm_vs_har.{qlike, mse_var}                 Diebold-Mariano of the model against HAR
 and into forecasts.csv the columns forecast_var, y_var and baseline_<name> (variances per bar).
-Baselines are fitted on the training rows (trade/vol_baselines.py); under walk-forward, on the valid
+Baselines are fitted on the training rows (evaluate/vol_baselines.py); under walk-forward, on the valid
 rows before the first test fold's embargo.
 """
 
@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 
 from cryptonorm.config import Config
+from cryptonorm.evaluate import vol_baselines, vol_metrics
 from cryptonorm.features import realized
 from cryptonorm.features.splits import embargo_bars
-from cryptonorm.trade import vol_baselines, vol_metrics
 
 
 class VolContext:

@@ -30,7 +30,7 @@ from cryptonorm.config import Config, apply_overrides, build_config, parse_overr
 from cryptonorm.config.experiment import check_name
 from cryptonorm.config.model import DEPRECATED_KEYS
 from cryptonorm.errors import ConfigError
-from cryptonorm.study.metrics import DEFAULT_METRICS, check_metrics
+from cryptonorm.evaluate.metrics import DEFAULT_METRICS, check_metrics
 from cryptonorm.text import did_you_mean
 
 # Grid keys under these sections would give cells different candles or splits: refused.
