@@ -56,7 +56,10 @@ class EncoderLayer(nn.Module):
 
     def __init__(self, m: ModelConfig, d_model: int, heads: int, ff: int) -> None:
         super().__init__()
-        self.self_attn = SelfAttention(d_model, heads, m.dropout)
+        # no dropout on the attention weights (PatchTST's code: attn_dropout = 0; torch's layer has it): it keeps
+        # scaled_dot_product_attention on its fused kernel; model.dropout acts on the residual branches and
+        # inside the feed-forward, as in torch's layer
+        self.self_attn = SelfAttention(d_model, heads, 0.0)
         self.linear1, self.linear2 = nn.Linear(d_model, ff), nn.Linear(ff, d_model)
         self.norm1, self.norm2 = SeqNorm(m, d_model), SeqNorm(m, d_model)
         self.dropout, self.dropout1, self.dropout2 = nn.Dropout(m.dropout), nn.Dropout(m.dropout), nn.Dropout(m.dropout)
