@@ -369,6 +369,30 @@ def test_every_batchnorm_variant_uses_running_statistics_in_eval(kind: str, norm
     assert not torch.allclose(alone, crowded, rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.parametrize(("kind", "norm"), [("gru", "batch"), ("tcn", "batchrenorm"), ("transformer", "batch"),
+                                            ("patchtst", "batch"), ("tsmixer", "batchrenorm")])
+def test_recalibrated_batch_statistics_for_the_new_kinds(btc: Any, kind: str, norm: str) -> None:
+    """model.batch_norm.eval recalibrate: after fit every batch-statistics module holds the exact statistics
+    of what it sees at inference on the latest training windows (AdaBN)."""
+    from cryptonorm.learn.norms import BATCH_STAT_MODULES
+    from cryptonorm.learn.training import fit, gather_windows
+
+    res = fit(btc, real_cfg(kind, norm, batch_norm={"eval": "recalibrate", "recalibrate_bars": 200}))
+    assert "recalibrated on the last 200 training windows" in res.message
+    windows = gather_windows(torch.as_tensor(btc.X), torch.as_tensor(np.sort(btc.train_idx)[-200:]),
+                             torch.arange(-15, 1))
+    mods = [m for m in res.model.modules() if isinstance(m, BATCH_STAT_MODULES)]
+    seen: list[torch.Tensor] = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: seen.append(i[0].detach().double())) for m in mods]
+    with torch.no_grad():
+        res.model.eval()(windows)
+    for h in hooks:
+        h.remove()
+    for mod, x in zip(mods, seen, strict=True):
+        dims = (0,) if x.dim() == 2 else (0, 2)
+        torch.testing.assert_close(mod.running_mean.double(), x.mean(dim=dims), rtol=1e-4, atol=1e-5)
+
+
 # ---------------------------------------------------------------- checkpoints, exact resume, ONNX
 
 
