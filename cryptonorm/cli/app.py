@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -233,7 +234,20 @@ def _main(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only essential output.")] = False,
 ) -> None:
     STATE.debug, STATE.quiet = debug, quiet
+    warnings.showwarning = _show_warning
 
+
+_python_showwarning = warnings.showwarning
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """A FutureWarning is a note for the user (e.g. an old config key, config/model.py): one line, no source
+    location; other warnings keep Python's format."""
+    if issubclass(category, FutureWarning):
+        sys.stderr.write(f"note: {message}\n")
+        return
+    _python_showwarning(message, category, filename, lineno, file, line)
 
 
 
