@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from cryptonorm.config.data import DataConfig, Section, iso_date
+from cryptonorm.config.tabular import LightGBMConfig, RidgeConfig, check_tabular
 from cryptonorm.timeframes import parse_date
 
 
@@ -117,7 +118,7 @@ class SplitConfig(Section):
 class ModelConfig(Section):
     """The forecaster and its normalization layer."""
 
-    kind: Literal["mlp", "lstm"] = "mlp"
+    kind: Literal["mlp", "lstm", "ridge", "lightgbm"] = "mlp"  # ridge/lightgbm: config/tabular.py
     # the hidden-layer norm; batchrenorm = batch renormalization (Ioffe 2017), see the renorm_* keys
     norm: Literal["none", "batch", "batchrenorm", "layer", "group", "instance", "rms", "weight"] = "layer"
     norm_placement: Literal["layer", "cell"] = "layer"  # lstm only: "cell" = recurrent-normalized cells
@@ -146,6 +147,10 @@ class ModelConfig(Section):
     hidden: list[int] = [128, 64]  # MLP: widths of the hidden layers; LSTM: hidden size of each layer
     dropout: float = Field(0.1, ge=0, lt=1)
     activation: Literal["relu", "gelu", "silu", "tanh"] = "gelu"
+    # ridge / lightgbm (config/tabular.py): the last `lags` bars of the window, flattened; null = all of it
+    lags: int | None = Field(None, ge=1)
+    ridge: RidgeConfig = RidgeConfig()
+    lightgbm: LightGBMConfig = LightGBMConfig()
 
     @field_validator("hidden")
     @classmethod
@@ -156,6 +161,7 @@ class ModelConfig(Section):
 
     @model_validator(mode="after")
     def _combination(self) -> ModelConfig:
+        check_tabular(self)  # first: a tabular kind's one line beats a network-norm complaint
         if self.norm == "group":
             bad = [h for h in self.hidden if h % self.groups]
             if bad:
@@ -332,6 +338,9 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _window_norms(self) -> Config:
+        if self.model.lags is not None and self.model.lags > self.features.window:
+            raise ValueError(f"model.lags={self.model.lags} is more bars than features.window="
+                             f"{self.features.window} holds; lower model.lags or lengthen the window")
         if self.model.input_norm != "none" and self.features.window < 2:
             raise ValueError(f"model.input_norm {self.model.input_norm!r} normalizes each window over time and "
                              f"needs features.window >= 2 (got {self.features.window})")

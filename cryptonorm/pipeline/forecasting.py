@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from cryptonorm.atomic import write_csv
 from cryptonorm.config import Config, build_config
 from cryptonorm.data.store import load_candles, load_funding
 from cryptonorm.errors import DataError
+from cryptonorm.pipeline.fitting import NETWORK_MODEL_FILE, is_tabular, load_tabular, model_file
 from cryptonorm.pipeline.integrity import verify_run
 from cryptonorm.pipeline.rundir import finished_run, run_dir_lock
 
@@ -21,38 +23,46 @@ def predict(run_dir: Path, data_file: Path | None = None, out: Path | None = Non
     """Forecasts of a saved run on its own data (or another candle file), written as CSV."""
     from cryptonorm.features import dataset, splits
     from cryptonorm.features.scaling import Scaler
-    from cryptonorm.learn import checkpoints, training
-    from cryptonorm.learn import device as device_mod
-
     run_dir = Path(run_dir)
     cfg = finished_run(run_dir)
     with run_dir_lock(run_dir):
-        meta = read_scaler_json(run_dir)
+        meta = read_scaler_json(run_dir, model_file(cfg))
         scaler = Scaler.from_dict(meta["scaler"])
         verify_run(run_dir)
-        model, ckpt = checkpoints.load_checkpoint(run_dir / "model.pt")
+        forecast, ckpt = _load_model(run_dir, cfg)
         check_model_fits(run_dir, cfg, meta, ckpt)
         if data_file is not None:  # another file: all of it, not the run's date range
             data = {**cfg.to_dict()["data"], "file": str(data_file), "since": None, "until": None}
             cfg = build_config({**cfg.to_dict(), "data": data})
-        device = device_mod.resolve_device(cfg.train.device)
-        model.to(device)
         ds = splits.apply(dataset.prepare(load_candles(cfg), cfg, load_funding(cfg)), scaler, meta["features"])
         idx = ds.test_idx  # every bar with a complete, clean input window, the latest one included
         pred = np.full(len(ds.close), np.nan)
         if len(idx):
-            pred[idx] = training.predict(model, ds, idx, device)
+            pred[idx] = forecast(ds, idx)
         df = pd.DataFrame({"timestamp": ds.timestamps, "close": ds.close, "forecast": pred})
         out = out or run_dir / "predictions.csv"
         write_csv(out, df)
     return out, int(len(idx))
 
 
-def read_scaler_json(run_dir: Path) -> dict[str, Any]:
+def _load_model(run_dir: Path, cfg: Config) -> tuple[Callable[[Any, np.ndarray], np.ndarray], dict[str, Any]]:
+    """The saved model's forecast function (dataset, END rows) -> (n,) and its meta (n_features, window)."""
+    if is_tabular(cfg):
+        return load_tabular(run_dir, cfg)
+    from cryptonorm.learn import checkpoints, training
+    from cryptonorm.learn import device as device_mod
+
+    model, ckpt = checkpoints.load_checkpoint(run_dir / NETWORK_MODEL_FILE)
+    device = device_mod.resolve_device(cfg.train.device)
+    model.to(device)
+    return (lambda d, idx: training.predict(model, d, idx, device)), ckpt
+
+
+def read_scaler_json(run_dir: Path, model_name: str = NETWORK_MODEL_FILE) -> dict[str, Any]:
     """RUN_DIR/scaler.json: {"scaler": {...}, "features": [names], "window": W}; DataError naming the problem."""
     path = run_dir / "scaler.json"
-    if not (run_dir / "model.pt").exists() or not path.exists():
-        raise DataError(f"{run_dir} has no model.pt/scaler.json; the training did not finish, train again")
+    if not (run_dir / model_name).exists() or not path.exists():
+        raise DataError(f"{run_dir} has no {model_name}/scaler.json; the training did not finish, train again")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
@@ -69,10 +79,11 @@ def read_scaler_json(run_dir: Path) -> dict[str, Any]:
 def check_model_fits(run_dir: Path, cfg: Config, meta: dict[str, Any], ckpt: dict[str, Any]) -> None:
     """The model, scaler.json and config.yaml must describe the same inputs (window x features)."""
     n_feat, window = int(ckpt.get("n_features", -1)), int(ckpt.get("window", -1))
+    name = model_file(cfg)
     if (len(meta["features"]), meta["window"]) != (n_feat, window):
-        raise DataError(f"{run_dir / 'model.pt'} expects {window} bars x {n_feat} features, but "
+        raise DataError(f"{run_dir / name} expects {window} bars x {n_feat} features, but "
                         f"{run_dir / 'scaler.json'} describes {meta['window']} x {len(meta['features'])}: "
-                        "the model comes from another run; restore this run's model.pt or train again")
+                        f"the model comes from another run; restore this run's {name} or train again")
     if cfg.features.window != window:
         raise DataError(f"{run_dir / 'config.yaml'} says features.window={cfg.features.window} but the model "
                         f"was trained with {window}: config.yaml was edited after training; restore it or "

@@ -10,9 +10,11 @@ import hashlib
 import json
 from pathlib import Path
 
+from cryptonorm.config.tabular import BOOSTER_FILE, MODEL_FILE
 from cryptonorm.errors import DataError
 
-CHECKED = ("model.pt", "scaler.json", "config.yaml", "forecasts.csv")  # what run.json records
+# what run.json records (MODEL_FILE / BOOSTER_FILE: the tabular kinds' model, learn/tabular.py)
+CHECKED = ("model.pt", MODEL_FILE, BOOSTER_FILE, "scaler.json", "config.yaml", "forecasts.csv")
 
 
 def sha256(path: Path) -> str:

@@ -20,6 +20,7 @@ import pandas as pd
 
 from cryptonorm import __version__
 from cryptonorm.config import Config, build_config, read_yaml
+from cryptonorm.config.tabular import TABULAR_FILES
 from cryptonorm.errors import ConfigError, DataError
 
 RESUME_STATE = "resume.pt"  # the training state after the last finished epoch (removed once the run finishes)
@@ -28,7 +29,8 @@ LOCK = ".lock"  # held (flock) by the command writing the run directory
 
 # What train writes; run.json last, as the marker of a finished run.
 RUN_OUTPUTS = ("run.json", "metrics.json", "forecasts.csv", "scaler.json", "history.csv", "folds.csv", "model.pt",
-               "predictions.csv", "config.yaml", RESUME_STATE, RESUME_FOLDS)
+               "predictions.csv", "config.yaml", RESUME_STATE, RESUME_FOLDS,
+               *TABULAR_FILES)
 _HELD: dict[Path, int] = {}  # run directories this process holds the lock of (the lock is re-entrant)
 
 

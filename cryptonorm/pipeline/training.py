@@ -85,17 +85,17 @@ def _single_split(prep: Any, cfg: Config, device: Any, progress: ProgressFn | No
                   ck: Checkpointer) -> tuple[Any, Any, np.ndarray, np.ndarray]:
     """Train on the chronological split; forecasts (N,) of every sample and the split name of each row."""
     from cryptonorm.features import splits
-    from cryptonorm.learn import training
+    from cryptonorm.pipeline import fitting
 
     ds = splits.split(prep, cfg)
-    res = training.fit(ds, cfg, device, progress=progress, checkpoint=run_dir / "model.pt",
-                       resume=ck.state_for(0), on_epoch_end=ck.saver(0))
+    fitted = fitting.fit(ds, cfg, device, progress, run_dir, ck, 0)
+    res = fitted.res
     forecasts = np.full(len(ds.y), np.nan)
     split_of = np.full(len(ds.y), "", dtype=object)
     for name in ("train", "val", "test"):
         idx = getattr(ds, f"{name}_idx")
         if len(idx):
-            forecasts[idx] = training.predict(res.model, ds, idx, device)
+            forecasts[idx] = fitted.forecast(ds, idx)
             split_of[idx] = name
     return ds, res, forecasts, split_of
 
