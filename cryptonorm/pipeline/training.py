@@ -112,6 +112,8 @@ def _write_outputs(run_dir: Path, cfg: Config, prep: Any, ds: Any, res: Any, for
 
         vol = VolContext(prep, forecasts, split_of, cfg)
     metrics = _split_metrics(ds, forecasts, split_of, cfg, vol)
+    if vol is not None:
+        metrics["best_baseline"] = vol.best_info()
     metrics.update({"stopped": res.stopped, "best_epoch": res.best_epoch, "message": res.message})
     if folds:
         metrics["walk_forward"] = {"folds": len(folds), "mode": cfg.backtest.walk_forward.mode,
