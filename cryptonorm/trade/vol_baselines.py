@@ -128,9 +128,10 @@ def _har_rows(Z: np.ndarray, y_var: np.ndarray, train_rows: np.ndarray) -> np.nd
 
 
 def log_har_design(Z: np.ndarray, floor: np.ndarray) -> np.ndarray:
-    """(N, 3) logs of the HAR averages, each floored at `floor` (3,) (its smallest positive training value)."""
-    with np.errstate(invalid="ignore"):
-        return np.log(np.where(np.isfinite(Z), np.maximum(Z, floor), np.nan))
+    """(N, 3) logs of the HAR averages; an average of 0 counts as `floor` (3,), its smallest positive training
+    value (a flat day of bars has no log)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.log(np.where(np.isfinite(Z) & (Z <= 0), floor, Z))
 
 
 def har(m: np.ndarray, y_var: np.ndarray, train_rows: np.ndarray, timeframe: str) -> tuple[np.ndarray, dict[str, Any]]:
