@@ -109,6 +109,11 @@ def test_lightgbm_forecasts_equal_the_saved_boosters_own_predict(tmp_path: Path,
     assert booster.num_trees() == m["best_epoch"] <= len(hist) <= 40  # only the kept rounds are saved
     imp = pd.read_csv(out / "importance.csv")
     assert {"gain", "split"} <= set(imp.columns) and imp["split"].sum() > 0
+    if target == "return":  # the importances are shown in the backtest's report.html
+        pytest.importorskip("plotly")
+        page = (pipeline.backtest(out, fmt="html")[0] / "report.html").read_text()
+        top = imp.sort_values("importance").iloc[-1]
+        assert "Feature importance" in page and f"{top['feature']} (lag {int(top['lag'])})" in page
 
 
 def test_lightgbm_is_deterministic_for_a_seed_and_thread_count(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from cryptonorm.atomic import write_csv
 from cryptonorm.config import Config
-from cryptonorm.config.tabular import MODEL_FILE, TABULAR_KINDS
+from cryptonorm.config.tabular import IMPORTANCE_FILE, MODEL_FILE, TABULAR_KINDS
 from cryptonorm.pipeline.fetch import ProgressFn
 from cryptonorm.pipeline.resume import Checkpointer
 
@@ -63,7 +63,7 @@ def _fit_tabular(ds: Any, cfg: Config, run_dir: Path) -> Fitted:
     res = tabular.fit(ds.X, _label(ds.y, cfg), ds.train_idx, ds.val_idx, ds.window, cfg.model, objective, link,
                       cfg.seed)
     tabular.save(res.model, run_dir, extra={"best_epoch": res.best_epoch, "loss": res.best_loss})
-    write_csv(run_dir / tabular.IMPORTANCE_FILE,
+    write_csv(run_dir / IMPORTANCE_FILE,
               pd.DataFrame(res.model.importance(list(ds.feature_names))).sort_values("importance", ascending=False))
     model = res.model
     return Fitted(res, lambda d, idx: tabular_forecast(model, d, idx, cfg))
