@@ -63,6 +63,7 @@ def design_names(features: list[str], lags: int) -> tuple[list[str], list[int]]:
 
 def _chunks(X: np.ndarray, idx: np.ndarray, lags: int, y: np.ndarray | None = None,
             dtype: Any = np.float64) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    X = np.asarray(X, dtype=dtype)  # once (N, F), not per chunk of (b, L, F)
     for a in range(0, len(idx), CHUNK):
         rows = idx[a:a + CHUNK]
         yield design(X, rows, lags, dtype), (y[a:a + CHUNK] if y is not None else np.empty(0))
@@ -192,7 +193,10 @@ def _fit_ridge(model: TabularModel, X: np.ndarray, z: np.ndarray, tr: np.ndarray
         model.coef, model.intercept = linear.logistic(design(X, tr, model.lags, np.float64), z[tr], alpha)
         what = f"logistic regression (alpha={alpha:g})"
     else:
-        model.coef, model.intercept = linear.ridge_from_chunks(lambda: _chunks(X, tr, model.lags, z[tr]), alpha)
+        # shift: the training span's column means, the same for every lag (centring, see linear.py)
+        shift = np.asarray(X[int(tr.min()) - model.lags + 1:int(tr.max()) + 1], dtype=np.float64).mean(axis=0)
+        gram, xty, dz, my, n = linear.lagged_normal(X, tr, z[tr], model.lags, shift)
+        model.coef, model.intercept = linear.solve_normal(gram, xty, dz, my, n, np.tile(shift, model.lags), alpha)
         what = f"ridge regression (alpha={alpha:g})"
     train_loss, val_loss = _loss(model, X, z, tr), _loss(model, X, z, va)
     record = {"epoch": 1, "train_loss": train_loss, "val_loss": val_loss, "lr": math.nan,
