@@ -98,3 +98,22 @@ def test_strongest_baseline_is_the_argmin_of_qlike_among_complete_forecasts() ->
     holed[name][rows[0]] = np.nan
     assert (vb.strongest(holed, var, rows) or ("",))[0] != name
     assert vb.strongest({}, var, rows) is None
+
+
+def test_log_har_floors_a_flat_day_at_the_smallest_positive_training_average() -> None:
+    m, var, train = _series()
+    flat = m.copy()
+    flat[3400:3420] = 0.0  # more than a day of unchanged closes (6 bars at 4h): RV_d = 0 there
+    pred, info = vb.har(flat, var, train, "4h")
+    assert np.isfinite(pred[3400:3500]).all() and (pred[3400:3500] > 0).all()
+    s = pd.Series(flat)
+    rv_d = s.rolling(6).mean().to_numpy()
+    zero = np.flatnonzero(rv_d[3400:3500] == 0) + 3400
+    rv_train = rv_d[train][np.isfinite(var[train]) & (var[train] > 0)]
+    assert len(zero) and info["floor"][0] == pytest.approx(np.min(rv_train[rv_train > 0]), rel=1e-12)
+    # at a zero average the forecast is the one of the floored regressor
+    X = np.column_stack([s.rolling(w).mean().to_numpy() for w in (6, 42, 180)])
+    t = zero[0]
+    z = np.log(np.where(X[t] > 0, X[t], info["floor"]))
+    b = info["coef"]
+    assert pred[t] == pytest.approx(np.exp(b[0] + z @ np.array(b[1:]) + 0.5 * info["resid_var"]), rel=1e-10)
