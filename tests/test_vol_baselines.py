@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from cryptonorm.data.importers import read_user_file
+from cryptonorm.evaluate import vol_baselines as vb
 from cryptonorm.features import realized
-from cryptonorm.trade import vol_baselines as vb
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "BTC_USDT-4h.csv.gz"
 

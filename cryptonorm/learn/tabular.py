@@ -10,7 +10,7 @@ Targets (the pipeline hands `fit` the label on the scale to fit, see pipeline/fi
     binary (direction): logistic regression (ridge kind) or LightGBM's binary objective; P(up).
     link "log" (volatility): fitted on log(var); the forecast variance is exp(f + s^2 / 2), s^2 the
         residual variance of log(var) on the validation rows (training rows without a validation split):
-        the log-normal bias correction, as for the log-HAR baseline (trade/vol_baselines.py).
+        the log-normal bias correction, as for the log-HAR baseline (evaluate/vol_baselines.py).
 
 Saved as MODEL_FILE (JSON: kind, shapes, standardization, ridge coefficients) and, for LightGBM, BOOSTER_FILE
 (the booster's own text model); never pickled.

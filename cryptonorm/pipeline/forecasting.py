@@ -39,6 +39,10 @@ def predict(run_dir: Path, data_file: Path | None = None, out: Path | None = Non
         pred = np.full(len(ds.close), np.nan)
         if len(idx):
             pred[idx] = forecast(ds, idx)
+        if cfg.target.kind == "volatility":  # the run's variance floor (absent in runs before issue 23)
+            from cryptonorm.features.realized import floor_forecasts
+
+            pred = floor_forecasts(pred, meta.get("vol_floor"), cfg.target.vol_form)[0]
         df = pd.DataFrame({"timestamp": ds.timestamps, "close": ds.close, "forecast": pred})
         out = out or run_dir / "predictions.csv"
         write_csv(out, df)
@@ -59,7 +63,8 @@ def _load_model(run_dir: Path, cfg: Config) -> tuple[Callable[[Any, np.ndarray],
 
 
 def read_scaler_json(run_dir: Path, model_name: str = NETWORK_MODEL_FILE) -> dict[str, Any]:
-    """RUN_DIR/scaler.json: {"scaler": {...}, "features": [names], "window": W}; DataError naming the problem."""
+    """RUN_DIR/scaler.json: {"scaler": {...}, "features": [names], "window": W} (and "vol_floor", the variance
+    floor of a volatility run); DataError naming the problem. `model_name`: the run's model file."""
     path = run_dir / "scaler.json"
     if not (run_dir / model_name).exists() or not path.exists():
         raise DataError(f"{run_dir} has no {model_name}/scaler.json; the training did not finish, train again")

@@ -38,8 +38,8 @@ import numpy as np
 from scipy.signal import lfilter
 
 from cryptonorm.errors import DataError
+from cryptonorm.evaluate.vol_metrics import qlike_terms
 from cryptonorm.timeframes import bars_per_year
-from cryptonorm.trade.vol_metrics import qlike_terms
 
 RISKMETRICS_LAMBDA = 0.94  # per day (J.P. Morgan RiskMetrics, 1996)
 HAR_DAYS = (1, 7, 30)  # daily, weekly, monthly averages, in calendar days
