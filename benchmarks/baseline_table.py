@@ -146,9 +146,11 @@ def tables(rows: list[dict[str, Any]]) -> str:
                                  f"{mean_ci(list(g['sharpe']))} |")
             first = r.iloc[0]
             p = first["persistence"] or {}
-            parts.append(f"| persistence (last return) | - | {p.get('ic_pearson', math.nan):.4f} | "
-                         f"{p.get('ic_spearman', math.nan):.4f} | - | {p.get('directional_accuracy', math.nan):.4f} "
-                         f"| last-sign {first['last_sign_sharpe'] if first['last_sign_sharpe'] is not None else '-'} |")
+            last = first["last_sign_sharpe"]
+            parts.append(f"| persistence (last return; Sharpe: trading its sign) | - | "
+                         f"{p.get('ic_pearson', math.nan):.4f} | {p.get('ic_spearman', math.nan):.4f} | - | "
+                         f"{p.get('directional_accuracy', math.nan):.4f} | "
+                         f"{'-' if last is None else f'{last:.4f}'} |")
             parts.append(f"| buy and hold | - | - | - | - | - | {first['bh_sharpe']:.4f} |")
         v = df[(df["task"] == "vol_4h") & (df["coin"] == coin)]
         if len(v):
@@ -170,6 +172,7 @@ def tables(rows: list[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
+NOTES = "\n<!-- notes below: kept when baseline_table.py rewrites the tables -->\n"
 HEADER = """# Baselines on real data: ridge and LightGBM vs the MLP and LSTM vs the forecasting baselines
 
 Made by `benchmarks/baseline_table.py` (commands at the end). This is a small, honest table and not a
@@ -178,8 +181,8 @@ configs' own norm (LayerNorm); no norm search was run. Everything ran on a 2-cor
 shared at the same time.
 
 - **1h returns**: `configs/btc_1h_mlp.yaml` / `btc_1h_lstm.yaml` on Binance BTC/USDT and ETH/USDT 1h
-  candles from 2022-01-01 (`../shared/data`), split 70/15/15 % (test: about the last 5,000 bars, mid-2024
-  onward). Walk-forward is off, networks train {epochs} epochs, and ridge and LightGBM see the last 8 bars of
+  candles from 2022-01-01 (`../shared/data`), split 70/15/15 % (test: 5,131 bars, 2025-05-02 to 2025-12-02).
+  Walk-forward is off, networks train {epochs} epochs, and ridge and LightGBM see the last 8 bars of
   the 48-bar window. Each trades the sign of its forecast with the config's threshold of 5 bps and 10 bps
   fees per side. Sharpe is annualized and after costs.
 - **4h volatility**: `configs/btc_4h_vol.yaml` (next-day mean realized variance, log_var form, QLIKE loss,
@@ -211,9 +214,6 @@ def main() -> None:
         secs[c.name] = run_cell(c, a.out)
         print(f"[{i}/{len(todo)}] {c.name}: {secs[c.name]:.0f} s", flush=True)
         rows.append(read_cell(c, a.out))
-        if a.md:  # the table so far, after every cell
-            a.md.parent.mkdir(parents=True, exist_ok=True)
-            a.md.write_text(tables(rows) + f"\n\n(partial: {i} of {len(todo)} cells)\n")
     md = tables(rows)
     machine = (f"{platform.machine()}, {os.cpu_count()} CPUs visible, Python {platform.python_version()}, "
                f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}")
@@ -222,9 +222,10 @@ def main() -> None:
     text = (head + f"{md}\n\nMachine: {machine}. Wall seconds of the cells run now: {sum(secs.values()):.0f}.\n\n"
             "Commands (seed 0 of each cell; the other seeds change only `--set seed=`):\n\n" + "\n".join(cmds) + "\n")
     print(text)
-    if a.md:
+    if a.md:  # what follows the NOTES marker in an existing file is the reader's commentary: kept
+        old = a.md.read_text() if a.md.exists() else ""
         a.md.parent.mkdir(parents=True, exist_ok=True)
-        a.md.write_text(text)
+        a.md.write_text(text + (NOTES + old.split(NOTES, 1)[1] if NOTES in old else ""))
 
 
 if __name__ == "__main__":
