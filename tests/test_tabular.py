@@ -169,6 +169,8 @@ def _cli(*args: str) -> tuple[int, str]:
     (["model.kind=lightgbm", "model.input_norm=revin"], "model.input_norm 'revin'"),
     (["model.kind=ridge", "model.lags=99"], "model.lags=99"),
     (["model.lags=4"], "model.lags is for model.kind ridge or lightgbm"),
+    (["model.kind=ridge", "data.exchange=binance", 'data.universe={"symbols": ["BTC/USDT", "ETH/USDT"]}'],
+     "not available on a universe"),
 ])
 def test_bad_tabular_configs_are_one_line_exit_2(tmp_path: Path, sets: list[str], words: str) -> None:
     cfg = tmp_path / "c.yaml"

@@ -64,3 +64,14 @@ def check_tabular(model: Any) -> None:
                          "set model.norm none or remove it (the features are still scaled by features.scaler)")
     if model.kind == "lightgbm" and importlib.util.find_spec("lightgbm") is None:
         raise ValueError(f"model.kind lightgbm needs the LightGBM library: {GBM_INSTALL}")
+
+
+def check_tabular_across(cfg: Any) -> None:
+    """The checks of a tabular kind that span sections; `cfg` is the root Config being validated."""
+    m = cfg.model
+    if m.lags is not None and m.lags > cfg.features.window:
+        raise ValueError(f"model.lags={m.lags} is more bars than features.window={cfg.features.window} holds; "
+                         "lower model.lags or lengthen the window")
+    if m.kind in TABULAR_KINDS and cfg.data.universe is not None:
+        raise ValueError(f"model.kind {m.kind!r} is not available on a universe of coins (data.universe) yet: "
+                         "train it on one coin (data.symbol), or use model.kind mlp or lstm")
