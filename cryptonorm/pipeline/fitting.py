@@ -22,8 +22,9 @@ from cryptonorm.config import Config
 from cryptonorm.config.tabular import IMPORTANCE_FILE, MODEL_FILE, TABULAR_KINDS
 from cryptonorm.pipeline.fetch import ProgressFn
 from cryptonorm.pipeline.resume import Checkpointer
+from cryptonorm.pipeline.rundir import MODEL
 
-NETWORK_MODEL_FILE = "model.pt"
+NETWORK_MODEL_FILE = MODEL  # rundir's name, re-exported for the dispatch's readers
 
 
 def is_tabular(cfg: Config) -> bool:

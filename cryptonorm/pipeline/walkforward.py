@@ -85,7 +85,7 @@ def _train_fold(ds_k: Any, cfg: Config, device: Any, progress: ProgressFn | None
     from cryptonorm.pipeline import fitting
 
     fold_progress = None if progress is None else (lambda d: progress({**d, "fold": k}))
-    fitted = fitting.fit(ds_k, cfg, device, fold_progress, run_dir, ck, k)
+    fitted = fitting.fit(ds_k, cfg, device, fold_progress, run_dir, ck, k)  # a network or ridge / LightGBM
     res = fitted.res
     forecasts[ds_k.test_idx] = fitted.forecast(ds_k, ds_k.test_idx)
     return FoldSummary(res.history, res.best_epoch, res.stopped, res.message)
