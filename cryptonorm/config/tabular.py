@@ -14,8 +14,10 @@ from typing import Any
 from pydantic import Field
 
 from cryptonorm.config.data import Section
+from cryptonorm.config.norm_facts import KINDS
 
-TABULAR_KINDS = ("ridge", "lightgbm")  # model kinds fitted by learn/tabular.py instead of the torch loop
+# model kinds fitted by learn/tabular.py instead of the torch loop: the kinds table's non-networks
+TABULAR_KINDS = tuple(k for k, f in KINDS.items() if not f.network)
 GBM_INSTALL = "pip install 'cryptonorm[gbm]'"  # the extra that brings LightGBM
 # what a tabular run keeps instead of model.pt (written by learn/tabular.py)
 MODEL_FILE = "model.json"  # kind, shapes, target standardization, ridge coefficients
