@@ -4,9 +4,10 @@
 - one pass: `trade.grid.simulate_grid`, every combination a row of 2-D arrays, 19 strategy metrics each;
 - one at a time: `trade.backtest.simulate(..., forecast_stats=False)` per combination (what `backtest
   --grid` did before), timed on `--sample` combinations and scaled to the whole grid;
-- vectorbt: `Portfolio.from_orders` on the same 1,000 columns in one call (target percent orders where the
-  target changes, the fee of each column), then again with total_return, sharpe_ratio and max_drawdown of
-  every column. In-process when vectorbt imports here, else `--vectorbt-python` of a separate venv
+- vectorbt: `Portfolio.from_orders` on the same 1,000 columns (target percent orders where the target
+  changes, the fee of each column), `--vectorbt-columns` columns per call (default 100: one call on all
+  1,000 x 100,000 needs over 10 GB), then again with total_return, sharpe_ratio and max_drawdown of every
+  column. In-process when vectorbt imports here, else `--vectorbt-python` of a separate venv
   (`python3 -m venv /tmp/vbt && /tmp/vbt/bin/pip install vectorbt`): vectorbt pulls in numba, so it is no
   dependency of cryptonorm. numba compiles on a first call on a short slice, which is not timed.
 
@@ -16,7 +17,7 @@ The forecast is a smoothed random walk (a sign change every ~30 bars), so that v
 time of the process (on a loaded machine wall time favours short calls). It never asserts.
 
     .venv/bin/python benchmarks/bench_backtest_grid.py [--bars 100000] [--repeat 2] [--rounds 2]
-        [--sample 20] [--vectorbt-python /tmp/vbt/bin/python]
+        [--sample 20] [--vectorbt-python /tmp/vbt/bin/python] [--vectorbt-columns 100]
 """
 
 from __future__ import annotations
@@ -87,33 +88,46 @@ def cryptonorm_rows(n: int, repeat: int, sample: int) -> dict[str, Timing]:
     return out
 
 
-def vectorbt_rows(n: int, repeat: int, targets_file: str) -> dict[str, Timing]:
-    """vectorbt on the same 1,000 columns: orders where the target changes (NaN: no order)."""
+def vectorbt_rows(n: int, repeat: int, targets_file: str, chunk: int) -> dict[str, Timing]:
+    """vectorbt on the same 1,000 columns: orders where the target changes (NaN: no order), `chunk` columns
+    per from_orders call (vectorbt broadcasts every argument to (bars, columns) arrays: one call on all
+    1,000 columns of 100,000 bars passed 10 GB of memory here, more than a shared machine should give it)."""
     import pandas as pd
     import vectorbt as vbt
 
     data = np.load(targets_file)
     distinct, which, fees = data["targets"], data["which"], data["fees"]
     ts, close, _ = market(n)
-    size = np.full((n, len(which)), np.nan)
-    for col, j in enumerate(which):
-        t = distinct[j]
-        changed = np.r_[t[0] != 0, t[1:] != t[:-1]]
-        size[changed, col] = t[changed]
     index = pd.to_datetime(ts, unit="ms")
     price = pd.Series(close, index=index)
-    orders = pd.DataFrame(size, index=index)
 
-    def run(p: Any, s: Any, metrics: bool) -> Any:
-        pf = vbt.Portfolio.from_orders(p, s, size_type="targetpercent", fees=fees, freq="1h")
+    def orders(cols: np.ndarray) -> Any:
+        size = np.full((n, len(cols)), np.nan)
+        for k, col in enumerate(cols):
+            t = distinct[which[col]]
+            changed = np.r_[t[0] != 0, t[1:] != t[:-1]]
+            size[changed, k] = t[changed]
+        return pd.DataFrame(size, index=index)
+
+    def run(p: Any, s: Any, f: np.ndarray, metrics: bool) -> Any:
+        pf = vbt.Portfolio.from_orders(p, s, size_type="targetpercent", fees=f, freq="1h")
         if metrics:
             return pf.total_return(), pf.sharpe_ratio(), pf.max_drawdown()
         return pf
 
-    run(price.iloc[:500], orders.iloc[:500], True)  # numba compiles here, untimed
-    return {"vectorbt from_orders, 1,000 columns in one call": best(lambda: run(price, orders, False), repeat),
-            "vectorbt from_orders + total_return, sharpe, max_drawdown": best(lambda: run(price, orders, True),
-                                                                              repeat)}
+    run(price.iloc[:500], orders(np.arange(3)).iloc[:500], fees[:3], True)  # numba compiles here, untimed
+    total: dict[str, list[float]] = {"sim": [0.0, 0.0], "metrics": [0.0, 0.0]}
+    for lo in range(0, len(which), chunk):
+        cols = np.arange(lo, min(len(which), lo + chunk))
+        s = orders(cols)
+        for key, metrics in (("sim", False), ("metrics", True)):
+            w, c = best(lambda s=s, cols=cols, metrics=metrics: run(price, s, fees[cols], metrics), repeat)
+            total[key][0] += w
+            total[key][1] += c
+        del s
+    calls = f"{len(which):,} columns in calls of {chunk}"
+    return {f"vectorbt from_orders, {calls}": (total["sim"][0], total["sim"][1]),
+            "vectorbt from_orders + total_return, sharpe, max_drawdown": (total["metrics"][0], total["metrics"][1])}
 
 
 def write_targets(n: int, path: Path) -> None:
@@ -136,10 +150,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="round-robin rounds over the contenders")
     ap.add_argument("--sample", type=int, default=20, help="combinations timed one at a time (then scaled)")
     ap.add_argument("--vectorbt-python", help="the python of a venv with vectorbt installed")
+    ap.add_argument("--vectorbt-columns", type=int, default=100, help="columns per vectorbt call")
     ap.add_argument("--worker", help=argparse.SUPPRESS)  # a targets file: time vectorbt on it, print JSON
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(vectorbt_rows(args.bars, args.repeat, args.worker)))
+        print(json.dumps(vectorbt_rows(args.bars, args.repeat, args.worker, args.vectorbt_columns)))
         return
     print(f"python {platform.python_version()}, numpy {np.__version__}, {os.cpu_count()} CPU(s), load "
           f"{os.getloadavg()[0]:.1f}; {len(THRESHOLDS) * len(FEES_BPS):,} combinations x {args.bars:,} bars; "
@@ -159,14 +174,15 @@ def main() -> None:
             merge(cryptonorm_rows(args.bars, args.repeat, args.sample))
             if args.vectorbt_python:
                 r = subprocess.run([args.vectorbt_python, __file__, "--bars", str(args.bars), "--repeat",
-                                    str(args.repeat), "--worker", str(targets)], capture_output=True, text=True)
+                                    str(args.repeat), "--vectorbt-columns", str(args.vectorbt_columns),
+                                    "--worker", str(targets)], capture_output=True, text=True)
                 if r.returncode != 0:
                     raise SystemExit(f"bench_backtest_grid: vectorbt failed: {r.stderr.strip().splitlines()[-1:]}")
                 merge({k: (v[0], v[1]) for k, v in json.loads(r.stdout.strip().splitlines()[-1]).items()})
                 note = ""
             else:
                 try:
-                    merge(vectorbt_rows(args.bars, args.repeat, str(targets)))
+                    merge(vectorbt_rows(args.bars, args.repeat, str(targets), args.vectorbt_columns))
                     note = ""
                 except ImportError:
                     pass
