@@ -119,12 +119,12 @@ def main() -> None:
     total = cell["rest"] + per_worker / args.cells_per_worker
     print(f"{'part':<58} {'wall s':>8}")
     for what, s in (("process start + imports (once per worker), wall", start),
+                    ("  the same, CPU time of the child (less disturbed by load)", start_cpu),
                     (f"data load, {int(cell['bars']):,} bars (once per sweep, the parent)", cell["load"]),
                     ("candles pickled to a worker and back (once per worker)", cell["ship"]),
                     ("in the cell: training loop (fit, 1 epoch)", cell["fit"]),
                     ("in the cell: backtest", cell["backtest"]),
                     ("in the cell: everything else", cell["rest"]),
-                    ("  the same, CPU time of the child (less disturbed by load)", start_cpu),
                     (f"overhead per cell ({args.cells_per_worker} cells per worker)", total)):
         print(f"{what:<58} {s:8.3f}")
     print(f"load at the end {os.getloadavg()[0]:.1f}")
