@@ -147,3 +147,30 @@ def test_the_grid_command_figures_are_the_one_at_a_time_ones(small_real_run: Pat
     result = rebacktest.grid(run, {"threshold": [0.0, 0.0005], "fee_bps": [0.0, 7.5]}, write=False)
     assert result.table["val_sharpe"].tolist() == pytest.approx(
         [g["sharpe"] for g, c in zip(got, combos, strict=True) if c["allow_short"]], rel=1e-12)
+
+
+def test_grid_command_outputs_match_the_one_at_a_time_path(small_real_run: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cryptonorm backtest RUN --grid` writes the same grid.csv and selected.csv through the one-pass
+    simulation as through the old path (simulate_split per combination, patched in as the oracle)."""
+    from typer.testing import CliRunner
+
+    from cryptonorm.cli import app
+    from cryptonorm.pipeline import rebacktest
+    from cryptonorm.pipeline.backtesting import simulate_split
+
+    run = Path(shutil.copytree(small_real_run, tmp_path / "run"))
+    args = ["backtest", str(run), "--grid", "backtest.threshold=[0, 0.0003, 0.001]",
+            "--grid", "backtest.fee_bps=[0, 4, 10]"]
+    outputs = {}
+    for way in ("one pass", "one at a time"):
+        if way == "one at a time":
+            monkeypatch.setattr(rebacktest, "split_metrics", lambda full, configs, split: [
+                simulate_split(full, c, split, forecast_stats=False)[0].metrics["strategy"] for c in configs])
+        r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / way)])
+        assert r.exit_code == 0, r.output
+        outputs[way] = {name: pd.read_csv(tmp_path / way / name) for name in ("grid.csv", "selected.csv")}
+    for name, want in outputs["one at a time"].items():
+        got = outputs["one pass"][name]
+        assert list(got.columns) == list(want.columns) and len(got) == len(want) == (9 if name == "grid.csv" else 3)
+        pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-12, atol=1e-12)
