@@ -91,12 +91,27 @@ def test_every_column_equals_its_one_at_a_time_backtest(swap: tuple[np.ndarray, 
     assert any(m["trades"] > 10 for m in got) and any(m["fees_paid"] > 0 for m in got)  # not a vacuous grid
 
 
-def test_block_size_does_not_change_a_figure(swap: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+def test_block_size_does_not_change_a_figure(swap: tuple[np.ndarray, np.ndarray, np.ndarray],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any block size gives the same figures, and no block holds more combinations than asked (a strategy
+    with many cost levels is split: the memory stays bounded)."""
+    from cryptonorm.trade import grid
+
     ts, close, carry = swap
     rng = np.random.default_rng(7)
     fc = rng.normal(0, 1e-3, len(close))
     configs = _random_configs(rng, 30, "return")
-    one = simulate_grid(ts, close, fc, configs, "1h", "return", funding=carry, block_rows=1)
+    configs += [configs[0].model_copy(update={"fee_bps": float(f)}) for f in range(9)]  # one strategy, 9 costs
+    sizes: list[int] = []
+    block = grid._block
+
+    def spy(*args: Any) -> Any:
+        sizes.append(len(args[6]))  # `which`: the block's combinations
+        return block(*args)
+
+    monkeypatch.setattr(grid, "_block", spy)
+    one = simulate_grid(ts, close, fc, configs, "1h", "return", funding=carry, block_rows=2)
+    assert max(sizes) <= 2 and sum(sizes) == len(configs)
     many = simulate_grid(ts, close, fc, configs, "1h", "return", funding=carry)
     assert pd.DataFrame(one).equals(pd.DataFrame(many))
 

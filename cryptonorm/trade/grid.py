@@ -64,7 +64,9 @@ def simulate_grid(
     rows = block_rows or max(1, BLOCK_ELEMENTS // n_rows)
     out: list[dict[str, float] | None] = [None] * len(configs)
     chunk: list[list[int]] = []
-    for members in [*groups.values(), []]:  # [] flushes the last block
+    # a group larger than a block is split (its positions computed once per piece): a block stays ~rows rows
+    pieces = [g[k:k + rows] for g in groups.values() for k in range(0, len(g), rows)]
+    for members in [*pieces, []]:  # [] flushes the last block
         if chunk and (not members or sum(map(len, chunk)) + len(members) > rows):
             idx = [i for g in chunk for i in g]
             metrics = _block(ts, px, fc, bar_ret, carry, [configs[g[0]] for g in chunk],
