@@ -1,4 +1,5 @@
-"""Backtest grids in one pass: every combination of backtest settings as a column of one simulation.
+"""Backtest grids in one pass: every combination of backtest settings as a column of one simulation (a row
+of its (combinations, bars) arrays, so that each combination's bars are contiguous).
 
 `simulate` runs one set of settings and computes everything a report needs (trades table, baselines,
 per-year rows, forecast metrics). A grid (`cryptonorm backtest RUN --grid ...`, a cost sensitivity) needs
@@ -7,7 +8,8 @@ once, the positions once per distinct strategy setting (costs do not change them
 (positions, turnover, costs, returns, equity) and the metrics of many combinations at once, on 2-D arrays
 of shape (combinations, bars), each combination's bars contiguous so that every row reduction sums in
 the same order as the 1-D code. The result equals `simulate(...).metrics["strategy"]` of each
-combination to float rounding (tested to 1e-12 on random configurations, funding and thresholds included).
+combination to float rounding (tested to 1e-12 on random configurations, funding and thresholds included;
+bitwise equal in those tests, since every step is the 1-D code's own operation in its own order).
 
 Combinations are processed in blocks of rows (`block_rows`) so that the working set stays a few tens of
 megabytes whatever the grid's size: a 1,000 x 100,000 grid would need ~0.8 GB per full 2-D array.
@@ -45,7 +47,9 @@ def simulate_grid(
     """
     if not configs:
         return []
-    strictest = max(configs, key=lambda c: c.threshold)  # the kind check depends on the threshold alone
+    # simulate's checks, once: of the settings they read, only the threshold varies in a grid (direction
+    # forecasts need it below 0.5), so the largest threshold's config stands for all
+    strictest = max(configs, key=lambda c: c.threshold)
     ts, px, fc, _ = _check_inputs(timestamps, close, forecast, None, strictest, timeframe, kind)
     carry = None if funding is None else np.asarray(funding, dtype="float64")
     if carry is not None and carry.shape != px.shape:
