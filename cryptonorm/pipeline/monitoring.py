@@ -1,0 +1,135 @@
+"""The monitor step: per bar, how far a saved run's inputs have drifted from what it was trained on.
+
+Two signals, over the last N windows ending at each bar:
+  - the network's own: each batch-statistics layer's input against its running statistics
+    (`cryptonorm.learn.bn_monitor`), for models with BatchNorm / batch renorm;
+  - the inputs': PSI and KS of each scaled input feature against the training rows (the END rows of the
+    run's training windows, recomputed from the run's config and data, scaled with its saved scaler)
+    (`cryptonorm.evaluate.drift`), for any model.
+`alarm` is the BatchNorm alarm when the model has such layers, else the mean input PSI (`signal` says which).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cryptonorm.atomic import write_csv
+from cryptonorm.config import Config, build_config
+from cryptonorm.data.store import load_candles, load_funding
+from cryptonorm.errors import ConfigError, DataError
+from cryptonorm.pipeline.forecasting import check_model_fits, read_scaler_json
+from cryptonorm.pipeline.integrity import verify_run
+from cryptonorm.pipeline.rundir import finished_run, run_dir_lock
+from cryptonorm.timeframes import timeframe_ms
+
+MONITOR_CSV = "monitor.csv"
+MONITOR_HTML = "monitor.html"
+MONITOR_DIR = "monitor"  # default output folder inside the run directory
+
+
+@dataclass(eq=False)
+class MonitorResult:
+    """What `monitor` computed and wrote."""
+
+    frame: pd.DataFrame  # one row per bar with a complete input window (the columns of monitor.csv)
+    signal: str  # "batchnorm" or "psi": what the `alarm` column is
+    layers: list[str]  # the batch-statistics layers monitored (empty: none in the model)
+    features: list[str]
+    window: int
+    csv: Path
+    html: Path | None  # None when plotly is not installed
+    notes: list[str]
+
+    @property
+    def latest(self) -> float:
+        """The alarm at the last bar (what `--fail-above` is compared with)."""
+        return float(self.frame["alarm"].iloc[-1])
+
+
+def _check_timeframe(candles: pd.DataFrame, cfg: Config, data_file: Path) -> None:
+    ts = candles["timestamp"].to_numpy(dtype="int64")
+    if len(ts) < 2:
+        return
+    step, want = int(np.median(np.diff(ts))), timeframe_ms(cfg.data.timeframe)
+    if step != want:
+        raise ConfigError(f"--data {data_file} holds bars {step // 60000} minutes apart but the run was trained on "
+                          f"{cfg.data.timeframe} bars; pass a {cfg.data.timeframe} candle file")
+
+
+def monitor(run_dir: Path, data_file: Path, window: int, out: Path | None = None,
+            batch_size: int = 4096) -> MonitorResult:
+    """Per-bar drift of `data_file` against the run in `run_dir`; writes monitor.csv and monitor.html into
+    `out` (default RUN_DIR/monitor)."""
+    from cryptonorm.evaluate import drift
+    from cryptonorm.features import dataset, splits
+    from cryptonorm.features.scaling import Scaler
+    from cryptonorm.learn import bn_monitor, checkpoints
+
+    if window < 2:
+        raise ConfigError(f"--window {window}: the statistics need at least 2 windows; pass --window 2 or more")
+    run_dir, data_file = Path(run_dir), Path(data_file)
+    cfg = finished_run(run_dir)
+    with run_dir_lock(run_dir):
+        meta = read_scaler_json(run_dir)
+        scaler = Scaler.from_dict(meta["scaler"])
+        verify_run(run_dir)
+        model, ckpt = checkpoints.load_checkpoint(run_dir / "model.pt")
+        check_model_fits(run_dir, cfg, meta, ckpt)
+        names = list(meta["features"])
+        # the training rows: the run's own data and split, scaled with the saved scaler
+        own = dataset.prepare(load_candles(cfg), cfg, load_funding(cfg))
+        train_idx = splits.split(own, cfg).train_idx
+        X_train = splits.apply(own, scaler, names).X[train_idx]  # (n_train, F)
+        data = {**cfg.to_dict()["data"], "file": str(data_file), "since": None, "until": None}
+        new_cfg = build_config({**cfg.to_dict(), "data": data})
+        candles = load_candles(new_cfg)
+        _check_timeframe(candles, cfg, data_file)
+        try:
+            ds = splits.apply(dataset.prepare(candles, new_cfg, load_funding(new_cfg)), scaler, names)
+        except DataError as e:  # the features differ: a usage error of --data
+            raise ConfigError(f"--data {data_file}: {e}") from None
+        idx = ds.test_idx
+        if window > len(idx):
+            raise ConfigError(f"--window {window} is longer than the {len(idx)} bars of {data_file} with a "
+                              f"complete input window; pass --window {max(2, len(idx))} or less, or more data")
+        fp = bn_monitor.forward_with_sums(model, ds.X, idx, ds.window, model.to_forecast, batch_size)
+        cols: dict[str, np.ndarray] = {"timestamp": ds.timestamps[idx], "close": ds.close[idx],
+                                       "forecast": fp.outputs}
+        notes: list[str] = []
+        shifts, logvars = [], []
+        for s in fp.layers:
+            sh, lv = bn_monitor.layer_drift(s, window)
+            cols[f"bn_shift:{s.name}"], cols[f"bn_logvar:{s.name}"] = sh, lv
+            shifts.append(sh)
+            logvars.append(lv)
+        Xn = ds.X[idx]  # (n, F) the feature row each window ends at
+        psis = np.column_stack([drift.rolling_psi(Xn[:, j], X_train[:, j], window) for j in range(len(names))])
+        kss = np.column_stack([drift.rolling_ks(Xn[:, j], X_train[:, j], window) for j in range(len(names))])
+        cols["psi_mean"], cols["psi_max"], cols["ks_max"] = psis.mean(1), psis.max(1), kss.max(1)
+        if fp.layers:
+            cols["bn_shift"], cols["bn_logvar"] = np.mean(shifts, axis=0), np.mean(logvars, axis=0)
+            cols["alarm"], signal = cols["bn_shift"] + cols["bn_logvar"], "batchnorm"
+        else:
+            notes.append(f"the model has no BatchNorm layer (model.norm={cfg.model.norm}): the alarm is the "
+                         "mean input PSI")
+            cols["alarm"], signal = cols["psi_mean"], "psi"
+        for j, name in enumerate(names):
+            cols[f"psi:{name}"], cols[f"ks:{name}"] = psis[:, j], kss[:, j]
+        frame = pd.DataFrame(cols)
+        out = Path(out) if out is not None else run_dir / MONITOR_DIR
+        out.mkdir(parents=True, exist_ok=True)
+        write_csv(out / MONITOR_CSV, frame)
+        result = MonitorResult(frame=frame, signal=signal, layers=[s.name for s in fp.layers], features=names,
+                               window=window, csv=out / MONITOR_CSV, html=None, notes=notes)
+        from cryptonorm.render import html, html_monitor
+
+        if html.have_plotly():
+            result.html = html_monitor.write_monitor_page(out / MONITOR_HTML, frame, signal, result.layers, names,
+                                                          window, f"{run_dir.name} on {data_file.name}")
+        else:
+            notes.append(f"no {MONITOR_HTML}: {html.INSTALL_HINT}")
+    return result
