@@ -86,12 +86,12 @@ def monitor(run_dir: Path, data_file: Path, window: int, out: Path | None = None
         X_train = splits.apply(own, scaler, names).X[train_idx]  # (n_train, F)
         data = {**cfg.to_dict()["data"], "file": str(data_file), "since": None, "until": None}
         new_cfg = build_config({**cfg.to_dict(), "data": data})
-        candles = load_candles(new_cfg)
-        _check_timeframe(candles, cfg, data_file)
-        try:
+        try:  # a --data file that cannot give the run's features is a usage error (exit 2)
+            candles = load_candles(new_cfg)
+            _check_timeframe(candles, cfg, data_file)
             ds = splits.apply(dataset.prepare(candles, new_cfg, load_funding(new_cfg)), scaler, names)
-        except DataError as e:  # the features differ: a usage error of --data
-            raise ConfigError(f"--data {data_file}: {e}") from None
+        except DataError as e:
+            raise ConfigError(str(e)) from None
         idx = ds.test_idx
         if window > len(idx):
             raise ConfigError(f"--window {window} is longer than the {len(idx)} bars of {data_file} with a "
