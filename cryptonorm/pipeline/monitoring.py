@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,10 @@ from cryptonorm.pipeline.forecasting import check_model_fits, read_scaler_json
 from cryptonorm.pipeline.integrity import verify_run
 from cryptonorm.pipeline.rundir import finished_run, run_dir_lock
 from cryptonorm.timeframes import timeframe_ms
+
+if TYPE_CHECKING:
+    from cryptonorm.features.dataset import Dataset
+    from cryptonorm.learn.models import Forecaster
 
 MONITOR_CSV = "monitor.csv"
 MONITOR_HTML = "monitor.html"
@@ -60,75 +65,98 @@ def _check_timeframe(candles: pd.DataFrame, cfg: Config, data_file: Path) -> Non
                           f"{cfg.data.timeframe} bars; pass a {cfg.data.timeframe} candle file")
 
 
+@dataclass(eq=False)
+class MonitorInputs:
+    """A saved run's model, the watched data scaled with its scaler, and the training rows."""
+
+    cfg: Config
+    model: Forecaster
+    ds: Dataset  # the --data candles: every bar with a complete input window in test_idx
+    train_rows: np.ndarray  # (n_train, F) scaled feature rows at the END of each training window
+    features: list[str]
+
+
+def load_inputs(run_dir: Path, data_file: Path) -> MonitorInputs:
+    """Read the run (config, scaler, model), rebuild its training rows from its own data and split, and
+    prepare `data_file` with the run's config and scaler; ConfigError for a file of another timeframe or
+    one that cannot give the run's features."""
+    from cryptonorm.features import dataset, splits
+    from cryptonorm.features.scaling import Scaler
+    from cryptonorm.learn import checkpoints
+
+    cfg = finished_run(run_dir)
+    meta = read_scaler_json(run_dir)
+    scaler = Scaler.from_dict(meta["scaler"])
+    verify_run(run_dir)
+    model, ckpt = checkpoints.load_checkpoint(run_dir / "model.pt")
+    check_model_fits(run_dir, cfg, meta, ckpt)
+    names = list(meta["features"])
+    own = dataset.prepare(load_candles(cfg), cfg, load_funding(cfg))
+    train_rows = splits.apply(own, scaler, names).X[splits.split(own, cfg).train_idx]  # (n_train, F)
+    data = {**cfg.to_dict()["data"], "file": str(data_file), "since": None, "until": None}
+    new_cfg = build_config({**cfg.to_dict(), "data": data})
+    try:  # a --data file that cannot give the run's features is a usage error (exit 2)
+        candles = load_candles(new_cfg)
+        _check_timeframe(candles, cfg, data_file)
+        ds = splits.apply(dataset.prepare(candles, new_cfg, load_funding(new_cfg)), scaler, names)
+    except DataError as e:
+        raise ConfigError(str(e)) from None
+    return MonitorInputs(cfg=cfg, model=model, ds=ds, train_rows=train_rows, features=names)
+
+
+def drift_frame(inp: MonitorInputs, window: int, batch_size: int = 4096) -> tuple[pd.DataFrame, str, list[str]]:
+    """(the monitor.csv frame, the alarm's signal, the BatchNorm layers' names) for every bar of inp.ds with
+    a complete input window."""
+    from cryptonorm.evaluate import drift
+    from cryptonorm.learn import bn_monitor
+
+    ds, idx, model = inp.ds, inp.ds.test_idx, inp.model
+    if window < 2:
+        raise ConfigError(f"--window {window}: the statistics need at least 2 windows; pass --window 2 or more")
+    if window > len(idx):
+        raise ConfigError(f"--window {window} is longer than the {len(idx)} bars of the data with a complete "
+                          f"input window; pass --window {max(2, len(idx))} or less, or more data")
+    fp = bn_monitor.forward_with_sums(model, ds.X, idx, ds.window, model.to_forecast, batch_size)
+    cols: dict[str, np.ndarray] = {"timestamp": ds.timestamps[idx], "close": ds.close[idx], "forecast": fp.outputs}
+    shifts, logvars = [], []
+    for s in fp.layers:
+        sh, lv = bn_monitor.layer_drift(s, window)
+        cols[f"bn_shift:{s.name}"], cols[f"bn_logvar:{s.name}"] = sh, lv
+        shifts.append(sh)
+        logvars.append(lv)
+    Xn, Xt, f = ds.X[idx], inp.train_rows, range(len(inp.features))  # Xn (n, F): the row each window ends at
+    psis = np.column_stack([drift.rolling_psi(Xn[:, j], Xt[:, j], window) for j in f])  # (n, F)
+    kss = np.column_stack([drift.rolling_ks(Xn[:, j], Xt[:, j], window) for j in f])  # (n, F)
+    cols["psi_mean"], cols["psi_max"], cols["ks_max"] = psis.mean(1), psis.max(1), kss.max(1)
+    if fp.layers:
+        cols["bn_shift"], cols["bn_logvar"] = np.mean(shifts, axis=0), np.mean(logvars, axis=0)
+        cols["alarm"], signal = cols["bn_shift"] + cols["bn_logvar"], "batchnorm"
+    else:
+        cols["alarm"], signal = cols["psi_mean"], "psi"
+    for j, name in enumerate(inp.features):
+        cols[f"psi:{name}"], cols[f"ks:{name}"] = psis[:, j], kss[:, j]
+    return pd.DataFrame(cols), signal, [s.name for s in fp.layers]
+
+
 def monitor(run_dir: Path, data_file: Path, window: int, out: Path | None = None,
             batch_size: int = 4096) -> MonitorResult:
     """Per-bar drift of `data_file` against the run in `run_dir`; writes monitor.csv and monitor.html into
     `out` (default RUN_DIR/monitor)."""
-    from cryptonorm.evaluate import drift
-    from cryptonorm.features import dataset, splits
-    from cryptonorm.features.scaling import Scaler
-    from cryptonorm.learn import bn_monitor, checkpoints
+    from cryptonorm.render import html, html_monitor
 
-    if window < 2:
-        raise ConfigError(f"--window {window}: the statistics need at least 2 windows; pass --window 2 or more")
     run_dir, data_file = Path(run_dir), Path(data_file)
-    cfg = finished_run(run_dir)
     with run_dir_lock(run_dir):
-        meta = read_scaler_json(run_dir)
-        scaler = Scaler.from_dict(meta["scaler"])
-        verify_run(run_dir)
-        model, ckpt = checkpoints.load_checkpoint(run_dir / "model.pt")
-        check_model_fits(run_dir, cfg, meta, ckpt)
-        names = list(meta["features"])
-        # the training rows: the run's own data and split, scaled with the saved scaler
-        own = dataset.prepare(load_candles(cfg), cfg, load_funding(cfg))
-        train_idx = splits.split(own, cfg).train_idx
-        X_train = splits.apply(own, scaler, names).X[train_idx]  # (n_train, F)
-        data = {**cfg.to_dict()["data"], "file": str(data_file), "since": None, "until": None}
-        new_cfg = build_config({**cfg.to_dict(), "data": data})
-        try:  # a --data file that cannot give the run's features is a usage error (exit 2)
-            candles = load_candles(new_cfg)
-            _check_timeframe(candles, cfg, data_file)
-            ds = splits.apply(dataset.prepare(candles, new_cfg, load_funding(new_cfg)), scaler, names)
-        except DataError as e:
-            raise ConfigError(str(e)) from None
-        idx = ds.test_idx
-        if window > len(idx):
-            raise ConfigError(f"--window {window} is longer than the {len(idx)} bars of {data_file} with a "
-                              f"complete input window; pass --window {max(2, len(idx))} or less, or more data")
-        fp = bn_monitor.forward_with_sums(model, ds.X, idx, ds.window, model.to_forecast, batch_size)
-        cols: dict[str, np.ndarray] = {"timestamp": ds.timestamps[idx], "close": ds.close[idx],
-                                       "forecast": fp.outputs}
-        notes: list[str] = []
-        shifts, logvars = [], []
-        for s in fp.layers:
-            sh, lv = bn_monitor.layer_drift(s, window)
-            cols[f"bn_shift:{s.name}"], cols[f"bn_logvar:{s.name}"] = sh, lv
-            shifts.append(sh)
-            logvars.append(lv)
-        Xn = ds.X[idx]  # (n, F) the feature row each window ends at
-        psis = np.column_stack([drift.rolling_psi(Xn[:, j], X_train[:, j], window) for j in range(len(names))])
-        kss = np.column_stack([drift.rolling_ks(Xn[:, j], X_train[:, j], window) for j in range(len(names))])
-        cols["psi_mean"], cols["psi_max"], cols["ks_max"] = psis.mean(1), psis.max(1), kss.max(1)
-        if fp.layers:
-            cols["bn_shift"], cols["bn_logvar"] = np.mean(shifts, axis=0), np.mean(logvars, axis=0)
-            cols["alarm"], signal = cols["bn_shift"] + cols["bn_logvar"], "batchnorm"
-        else:
-            notes.append(f"the model has no BatchNorm layer (model.norm={cfg.model.norm}): the alarm is the "
-                         "mean input PSI")
-            cols["alarm"], signal = cols["psi_mean"], "psi"
-        for j, name in enumerate(names):
-            cols[f"psi:{name}"], cols[f"ks:{name}"] = psis[:, j], kss[:, j]
-        frame = pd.DataFrame(cols)
+        inp = load_inputs(run_dir, data_file)
+        frame, signal, layers = drift_frame(inp, window, batch_size)
+        notes = [] if layers else [f"the model has no BatchNorm layer (model.norm={inp.cfg.model.norm}): the "
+                                   "alarm is the mean input PSI"]
         out = Path(out) if out is not None else run_dir / MONITOR_DIR
         out.mkdir(parents=True, exist_ok=True)
         write_csv(out / MONITOR_CSV, frame)
-        result = MonitorResult(frame=frame, signal=signal, layers=[s.name for s in fp.layers], features=names,
-                               window=window, csv=out / MONITOR_CSV, html=None, notes=notes)
-        from cryptonorm.render import html, html_monitor
-
+        result = MonitorResult(frame=frame, signal=signal, layers=layers, features=inp.features, window=window,
+                               csv=out / MONITOR_CSV, html=None, notes=notes)
         if html.have_plotly():
-            result.html = html_monitor.write_monitor_page(out / MONITOR_HTML, frame, signal, result.layers, names,
+            result.html = html_monitor.write_monitor_page(out / MONITOR_HTML, frame, signal, layers, inp.features,
                                                           window, f"{run_dir.name} on {data_file.name}")
         else:
             notes.append(f"no {MONITOR_HTML}: {html.INSTALL_HINT}")
