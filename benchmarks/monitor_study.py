@@ -1,14 +1,14 @@
 """Does the drift alarm say anything about the error to come? Yearly walk-forward on real BTC and ETH 1h.
 
-For each coin and each test year Y: train a BatchNorm MLP on 2020-01-01 .. Y-0.5 (validation Y-0.5 .. Y,
-dates split), then `monitor` the coin's file; on the bars of year Y only (out of sample) take the Spearman
-rank correlation between a drift signal at bar t and the forecasts' mean squared error over the next k bars
-(forecasts made at t+1..t+k, each against its realized next-bar log return). Signals: the BatchNorm alarm
-and its two parts (mean shift, log variance ratio), the mean input PSI, and a FreqAI-style dissimilarity
-index (distance of bar t's feature row to its nearest training row, divided by the mean pairwise distance
-of training rows; 5,000 training rows sampled). The bars overlap (a window of N bars, k bars ahead):
-neighbouring terms are not independent, so the correlations come with a moving-block bootstrap 90% interval
-(blocks of N + k bars). Prints a markdown table.
+For each coin and each test year Y: train a BatchNorm MLP on 2020-01-01 .. Y-0.5 (validation Y-0.5 .. Y, dates
+split), then `monitor` the coin's file; on the bars of year Y only (out of sample) take the Spearman rank
+correlation between a drift signal at bar t and the forecasts' mean squared error over the next k bars
+(forecasts made at t+1..t+k, each against its realized next-bar log return), and the same error in excess of a
+zero forecast's. Signals: the BatchNorm alarm and its two parts (mean shift, log variance ratio), the mean
+input PSI, and a FreqAI-style dissimilarity index (distance of bar t's feature row to its nearest training
+row, divided by the mean pairwise distance of training rows; 5,000 training rows sampled). The bars overlap (a
+window of N bars, k bars ahead): neighbouring terms are not independent, so the correlations come with a
+moving-block bootstrap 90% interval (blocks of N + k bars). Prints a markdown table.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/monitor_study.py [--years 2023 2024] [--k 24 168]
 """
@@ -42,10 +42,13 @@ def dissimilarity(rows: np.ndarray, train: np.ndarray, seed: int = 0) -> np.ndar
     return dist[:, 0] / d_bar
 
 
-def future_error(forecast: np.ndarray, close: np.ndarray, k: int) -> np.ndarray:
-    """(n,) mean of (forecast_s - log(close_{s+1} / close_s))^2 over s = t+1 .. t+k; NaN where incomplete."""
+def future_error(forecast: np.ndarray, close: np.ndarray, k: int, excess: bool = False) -> np.ndarray:
+    """(n,) mean of (forecast_s - r_{s+1})^2 over s = t+1 .. t+k, r the next bar's log return; with `excess`
+    minus a zero forecast's r_{s+1}^2 (what the model loses or gains over "no move": the level of volatility
+    cancels out). NaN where incomplete."""
     e = np.full(len(close), np.nan)
-    e[:-1] = (forecast[:-1] - np.diff(np.log(close))) ** 2
+    r = np.diff(np.log(close))
+    e[:-1] = (forecast[:-1] - r) ** 2 - (r * r if excess else 0.0)
     c = np.r_[0.0, np.cumsum(np.nan_to_num(e))]
     out = np.full(len(close), np.nan)
     n = len(close)
@@ -73,8 +76,8 @@ def main() -> None:
     args = ap.parse_args()
     names = {"alarm": "alarm (BN)", "bn_shift": "BN mean shift", "bn_logvar": "BN log var ratio",
              "psi_mean": "input PSI", "di": "FreqAI DI"}
-    lines = ["| coin | test year | k | bars | " + " | ".join(names.values()) + " |",
-             "|---|---|---|---" + "|---" * len(names) + "|"]
+    lines = ["| coin | test year | error | k | bars | " + " | ".join(names.values()) + " |",
+             "|---|---|---|---|---" + "|---" * len(names) + "|"]
     with tempfile.TemporaryDirectory() as tmp:
         for coin in args.coins:
             file = DATA / f"{coin}_USDT-1h.csv.gz"
@@ -92,8 +95,8 @@ def main() -> None:
                 frame, _, _ = drift_frame(inp, args.window)
                 frame["di"] = dissimilarity(inp.ds.X[inp.ds.test_idx], inp.train_rows)
                 ts = pd.to_datetime(frame["timestamp"], unit="ms", utc=True)
-                for k in args.k:
-                    frame["err"] = future_error(frame["forecast"].to_numpy(), frame["close"].to_numpy(), k)
+                for excess, k in ((x, k) for x in (False, True) for k in args.k):
+                    frame["err"] = future_error(frame["forecast"].to_numpy(), frame["close"].to_numpy(), k, excess)
                     oos = frame[(ts.dt.year == year).to_numpy()].dropna(subset=["err", "alarm", "psi_mean"])
                     cells = []
                     for sig in names:
@@ -101,7 +104,8 @@ def main() -> None:
                         rho = stats.spearmanr(x, y).statistic
                         lo, hi = block_ci(x, y, args.window + k)
                         cells.append(f"{rho:+.2f} [{lo:+.2f}, {hi:+.2f}]")
-                    lines.append(f"| {coin} | {year} | {k} | {len(oos)} | " + " | ".join(cells) + " |")
+                    head = f"| {coin} | {year} | {'excess' if excess else 'MSE'} | {k} | {len(oos)} | "
+                    lines.append(head + " | ".join(cells) + " |")
                     print(lines[-1], flush=True)
     print("\n".join(lines))
 
