@@ -22,9 +22,8 @@ from cryptonorm.atomic import write_csv
 from cryptonorm.config import Config, build_config
 from cryptonorm.data.store import load_candles, load_funding
 from cryptonorm.errors import ConfigError, DataError
-from cryptonorm.pipeline.forecasting import check_model_fits, read_scaler_json
-from cryptonorm.pipeline.integrity import verify_run
-from cryptonorm.pipeline.rundir import finished_run, run_dir_lock
+from cryptonorm.pipeline.forecasting import check_model_fits
+from cryptonorm.pipeline.rundir import MODEL, RunDir
 from cryptonorm.timeframes import timeframe_ms
 
 if TYPE_CHECKING:
@@ -84,11 +83,12 @@ def load_inputs(run_dir: Path, data_file: Path) -> MonitorInputs:
     from cryptonorm.features.scaling import Scaler
     from cryptonorm.learn import checkpoints
 
-    cfg = finished_run(run_dir)
-    meta = read_scaler_json(run_dir)
+    rd = RunDir(run_dir)
+    cfg = rd.finished_config()
+    meta = rd.scaler()
     scaler = Scaler.from_dict(meta["scaler"])
-    verify_run(run_dir)
-    model, ckpt = checkpoints.load_checkpoint(run_dir / "model.pt")
+    rd.verify()
+    model, ckpt = checkpoints.load_checkpoint(rd / MODEL)
     check_model_fits(run_dir, cfg, meta, ckpt)
     names = list(meta["features"])
     own = dataset.prepare(load_candles(cfg), cfg, load_funding(cfg))
@@ -145,7 +145,7 @@ def monitor(run_dir: Path, data_file: Path, window: int, out: Path | None = None
     from cryptonorm.render import html, html_monitor
 
     run_dir, data_file = Path(run_dir), Path(data_file)
-    with run_dir_lock(run_dir):
+    with RunDir(run_dir).lock():
         inp = load_inputs(run_dir, data_file)
         frame, signal, layers = drift_frame(inp, window, batch_size)
         notes = [] if layers else [f"the model has no BatchNorm layer (model.norm={inp.cfg.model.norm}): the "
