@@ -84,8 +84,11 @@ def _bn_model(**model: object) -> torch.nn.Module:
     return net.eval()
 
 
-@pytest.mark.parametrize("model", [{"kind": "mlp"}, {"kind": "lstm"}, {"kind": "lstm", "norm_placement": "cell"}],
-                         ids=["mlp", "lstm", "lstm-cell"])
+MODELS = [{"kind": "mlp"}, {"kind": "lstm"}, {"kind": "lstm", "norm_placement": "cell"}, {"kind": "gru"},
+          {"kind": "tcn"}, {"kind": "transformer"}, {"kind": "patchtst"}, {"kind": "tsmixer"}]
+
+
+@pytest.mark.parametrize("model", MODELS, ids=["-".join(map(str, m.values())) for m in MODELS])
 def test_layer_drift_matches_a_hand_computation_from_forward_hooks(model: dict[str, object]) -> None:
     net = _bn_model(**model)
     rng = np.random.default_rng(2)
@@ -104,6 +107,8 @@ def test_layer_drift_matches_a_hand_computation_from_forward_hooks(model: dict[s
     def keep(j: int, mod: torch.nn.Module):  # type: ignore[no-untyped-def]
         def hook(_m: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             x = args[0].double()
+            if x.dim() == 3:  # BatchNorm1d of (B, C, T): channels on axis 1
+                x = x.transpose(1, 2)
             if isinstance(mod, StepBatchNorm):  # standardize each step with its own statistics
                 s = min(int(args[1]), mod.running_mean.shape[0] - 1)
                 x = (x - mod.running_mean[s].double()) / torch.sqrt(mod.running_var[s].double() + mod.eps)
