@@ -217,3 +217,18 @@ def test_bad_input_is_one_line_and_exit_2(bn_run: Path, tmp_path: Path) -> None:
         line = r.stderr.strip()
         assert "\n" not in line and line.startswith("error:") and names in line and "Error" not in line
         assert not (tmp_path / "bad" / "monitor.csv").exists()
+
+
+def test_a_tampered_model_is_refused_and_nothing_is_written(bn_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(bn_run, run)
+    blob = bytearray((run / "model.pt").read_bytes())
+    blob[-20] ^= 0xFF  # one byte of the weights: it would still load
+    (run / "model.pt").write_bytes(bytes(blob))
+    r = runner.invoke(app, ["monitor", str(run), "--data", str(_slice(tmp_path, "own.csv")), "-o", str(tmp_path / "m")])
+    assert r.exit_code == 1
+    line = r.stderr.strip()
+    assert "\n" not in line and str(run / "model.pt") in line
+    assert not (tmp_path / "m" / "monitor.csv").exists()
