@@ -198,6 +198,26 @@ def test_a_run_without_batchnorm_gets_a_note_and_the_feature_part(small_real_run
     df = pd.read_csv(tmp_path / "m" / "monitor.csv")
     assert not any(c.startswith("bn_") for c in df.columns)
     assert np.allclose(df["alarm"], df["psi_mean"], equal_nan=True) and df["alarm"].notna().any()
+    # the forecast column is the run's own `predict` on the same file
+    from cryptonorm import pipeline
+
+    pred, _ = pipeline.predict(small_real_run, _slice(tmp_path, "own.csv"), tmp_path / "p.csv")
+    p = pd.read_csv(pred).dropna(subset=["forecast"])
+    assert np.array_equal(p["timestamp"], df["timestamp"])
+    assert np.allclose(p["forecast"], df["forecast"], rtol=1e-6, atol=1e-9)
+
+
+def test_a_tabular_run_gets_the_feature_part(tmp_path: Path) -> None:
+    from cryptonorm import pipeline
+    from cryptonorm.config import build_config
+
+    raw = small_real_config(model={"kind": "ridge", "norm": "none", "lags": 3, "ridge": {"alpha": 3.0}})
+    pipeline.train(build_config(raw), tmp_path / "ridge")
+    r = runner.invoke(app, ["monitor", str(tmp_path / "ridge"), "--data", str(_slice(tmp_path, "own.csv")),
+                            "-o", str(tmp_path / "m")])
+    assert r.exit_code == 0, r.stderr
+    df = pd.read_csv(tmp_path / "m" / "monitor.csv")
+    assert "no BatchNorm" in r.stdout and df["psi_mean"].notna().sum() > 2000 and df["forecast"].notna().all()
 
 
 def test_bad_input_is_one_line_and_exit_2(bn_run: Path, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ Two signals, over the last N windows ending at each bar:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ from cryptonorm.atomic import write_csv
 from cryptonorm.config import Config, build_config
 from cryptonorm.data.store import load_candles, load_funding
 from cryptonorm.errors import ConfigError, DataError
+from cryptonorm.pipeline.fitting import is_tabular, load_tabular, model_file
 from cryptonorm.pipeline.forecasting import check_model_fits
 from cryptonorm.pipeline.rundir import MODEL, RunDir
 from cryptonorm.timeframes import timeframe_ms
@@ -69,7 +71,8 @@ class MonitorInputs:
     """A saved run's model, the watched data scaled with its scaler, and the training rows."""
 
     cfg: Config
-    model: Forecaster
+    model: Forecaster | None  # None for a tabular run (ridge, LightGBM): no layers, `forecast` gives forecasts
+    forecast: Callable[[Dataset, np.ndarray], np.ndarray] | None  # a tabular run's (dataset, END rows) -> (n,)
     ds: Dataset  # the --data candles: every bar with a complete input window in test_idx
     train_rows: np.ndarray  # (n_train, F) scaled feature rows at the END of each training window
     features: list[str]
@@ -85,10 +88,15 @@ def load_inputs(run_dir: Path, data_file: Path) -> MonitorInputs:
 
     rd = RunDir(run_dir)
     cfg = rd.finished_config()
-    meta = rd.scaler()
+    meta = rd.scaler(model_file(cfg))
     scaler = Scaler.from_dict(meta["scaler"])
     rd.verify()
-    model, ckpt = checkpoints.load_checkpoint(rd / MODEL)
+    model: Forecaster | None = None
+    forecast = None
+    if is_tabular(cfg):
+        forecast, ckpt = load_tabular(rd.path, cfg)
+    else:
+        model, ckpt = checkpoints.load_checkpoint(rd / MODEL)
     check_model_fits(run_dir, cfg, meta, ckpt)
     names = list(meta["features"])
     own = dataset.prepare(load_candles(cfg), cfg, load_funding(cfg))
@@ -101,7 +109,7 @@ def load_inputs(run_dir: Path, data_file: Path) -> MonitorInputs:
         ds = splits.apply(dataset.prepare(candles, new_cfg, load_funding(new_cfg)), scaler, names)
     except DataError as e:
         raise ConfigError(str(e)) from None
-    return MonitorInputs(cfg=cfg, model=model, ds=ds, train_rows=train_rows, features=names)
+    return MonitorInputs(cfg=cfg, model=model, forecast=forecast, ds=ds, train_rows=train_rows, features=names)
 
 
 def drift_frame(inp: MonitorInputs, window: int, batch_size: int = 4096) -> tuple[pd.DataFrame, str, list[str]]:
@@ -116,7 +124,11 @@ def drift_frame(inp: MonitorInputs, window: int, batch_size: int = 4096) -> tupl
     if window > len(idx):
         raise ConfigError(f"--window {window} is longer than the {len(idx)} bars of the data with a complete "
                           f"input window; pass --window {max(2, len(idx))} or less, or more data")
-    fp = bn_monitor.forward_with_sums(model, ds.X, idx, ds.window, model.to_forecast, batch_size)
+    if model is not None:
+        fp = bn_monitor.forward_with_sums(model, ds.X, idx, ds.window, model.to_forecast, batch_size)
+    else:
+        assert inp.forecast is not None
+        fp = bn_monitor.ForwardPass(outputs=inp.forecast(ds, idx), layers=[])
     cols: dict[str, np.ndarray] = {"timestamp": ds.timestamps[idx], "close": ds.close[idx], "forecast": fp.outputs}
     shifts, logvars = [], []
     for s in fp.layers:
