@@ -252,3 +252,18 @@ def test_a_tampered_model_is_refused_and_nothing_is_written(bn_run: Path, tmp_pa
     line = r.stderr.strip()
     assert "\n" not in line and str(run / "model.pt") in line
     assert not (tmp_path / "m" / "monitor.csv").exists()
+
+
+def test_a_volatility_run_forecasts_as_predict_does(tmp_path: Path) -> None:
+    from cryptonorm import pipeline
+    from cryptonorm.config import build_config
+
+    raw = small_real_config(target={"kind": "volatility", "horizon": 6}, **{"model.norm": "batch"})
+    pipeline.train(build_config(raw), tmp_path / "vol")
+    data = _slice(tmp_path, "own.csv")
+    r = runner.invoke(app, ["monitor", str(tmp_path / "vol"), "--data", str(data), "-o", str(tmp_path / "m")])
+    assert r.exit_code == 0, r.stderr
+    df = pd.read_csv(tmp_path / "m" / "monitor.csv")
+    p = pd.read_csv(pipeline.predict(tmp_path / "vol", data, tmp_path / "p.csv")[0]).dropna(subset=["forecast"])
+    assert np.array_equal(p["timestamp"], df["timestamp"])
+    assert np.allclose(p["forecast"], df["forecast"], rtol=1e-6, atol=1e-12)

@@ -76,6 +76,7 @@ class MonitorInputs:
     ds: Dataset  # the --data candles: every bar with a complete input window in test_idx
     train_rows: np.ndarray  # (n_train, F) scaled feature rows at the END of each training window
     features: list[str]
+    vol_floor: float | None = None  # a volatility run's variance floor (scaler.json), applied as `predict` does
 
 
 def load_inputs(run_dir: Path, data_file: Path) -> MonitorInputs:
@@ -109,7 +110,8 @@ def load_inputs(run_dir: Path, data_file: Path) -> MonitorInputs:
         ds = splits.apply(dataset.prepare(candles, new_cfg, load_funding(new_cfg)), scaler, names)
     except DataError as e:
         raise ConfigError(str(e)) from None
-    return MonitorInputs(cfg=cfg, model=model, forecast=forecast, ds=ds, train_rows=train_rows, features=names)
+    return MonitorInputs(cfg=cfg, model=model, forecast=forecast, ds=ds, train_rows=train_rows, features=names,
+                         vol_floor=meta.get("vol_floor"))
 
 
 def drift_frame(inp: MonitorInputs, window: int, batch_size: int = 4096) -> tuple[pd.DataFrame, str, list[str]]:
@@ -129,6 +131,10 @@ def drift_frame(inp: MonitorInputs, window: int, batch_size: int = 4096) -> tupl
     else:
         assert inp.forecast is not None
         fp = bn_monitor.ForwardPass(outputs=inp.forecast(ds, idx), layers=[])
+    if inp.cfg.target.kind == "volatility":  # the run's variance floor, as `predict` applies it
+        from cryptonorm.features.realized import floor_forecasts
+
+        fp.outputs = floor_forecasts(fp.outputs, inp.vol_floor, inp.cfg.target.vol_form)[0]
     cols: dict[str, np.ndarray] = {"timestamp": ds.timestamps[idx], "close": ds.close[idx], "forecast": fp.outputs}
     shifts, logvars = [], []
     for s in fp.layers:
