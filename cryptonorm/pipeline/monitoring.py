@@ -97,7 +97,10 @@ def load_inputs(run_dir: Path, data_file: Path) -> MonitorInputs:
     if is_tabular(cfg):
         forecast, ckpt = load_tabular(rd.path, cfg)
     else:
+        from cryptonorm.learn.device import resolve_device
+
         model, ckpt = checkpoints.load_checkpoint(rd / MODEL)
+        model.to(resolve_device(cfg.train.device))  # where `predict` runs it
     check_model_fits(run_dir, cfg, meta, ckpt)
     names = list(meta["features"])
     own = dataset.prepare(load_candles(cfg), cfg, load_funding(cfg))
