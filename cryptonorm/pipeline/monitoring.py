@@ -171,6 +171,9 @@ def monitor(run_dir: Path, data_file: Path, window: int, out: Path | None = None
         frame, signal, layers = drift_frame(inp, window, batch_size)
         notes = [] if layers else [f"the model has no BatchNorm layer (model.norm={inp.cfg.model.norm}): the "
                                    "alarm is the mean input PSI"]
+        if inp.cfg.backtest.walk_forward.enabled:
+            notes.append("a walk-forward run: the input PSI/KS compare with the rows of the run's single split, "
+                         "not with the training rows of the fold its model.pt comes from")
         out = Path(out) if out is not None else run_dir / MONITOR_DIR
         out.mkdir(parents=True, exist_ok=True)
         write_csv(out / MONITOR_CSV, frame)
