@@ -176,28 +176,23 @@ def stats(metrics: dict[str, Any]) -> pd.Series:
 
 
 def sweep(path: PathLike, *, out: PathLike | None = None, jobs: int = 1, executor: str = "local",
-          overrides: Mapping[str, Any] | None = None, track: str | None = None) -> pd.DataFrame:
+          overrides: Mapping[str, Any] | None = None, track: str | None = None, force: bool = False) -> pd.DataFrame:
     """Run (or resume) a sweep like `cryptonorm sweep`, render its report, and return its results table
     (one row per cell: grid values, status, validation/test metrics, backtest metrics). `track`: log each
-    finished cell as one run under one experiment for the sweep."""
+    finished cell as one run under one experiment for the sweep. `force`: write into an `out` folder that is
+    not a sweep directory (its summary.md and sweep_results.csv are replaced)."""
     import json
 
-    from cryptonorm.pipeline.tracking import check_backend
-    from cryptonorm.sweep import report
+    from cryptonorm.sweep.orchestrate import check_outputs, sweep_and_report
     from cryptonorm.sweep.results import collect_results, results_frame
-    from cryptonorm.sweep.run import run_sweep
     from cryptonorm.sweep.spec import load_sweep
 
     sets = [f"{k}={json.dumps(v)}" for k, v in (overrides or {}).items()]
-    backend = check_backend(track)
+    check_outputs(None, track)
     spec = load_sweep(path, sets)
-    outcome = run_sweep(spec, Path(out) if out is not None else None, jobs=jobs, executor=executor)
-    report.render(outcome.sweep_dir)
-    if backend is not None:
-        from cryptonorm.sweep.tracking import track_sweep
-
-        track_sweep(outcome.sweep_dir, backend)
-    return results_frame(collect_results(outcome.sweep_dir), spec.grid_keys, outcome.sweep_dir)
+    done = sweep_and_report(spec, Path(out) if out is not None else None, jobs=jobs, executor=executor, track=track,
+                            force=force)
+    return results_frame(collect_results(done.outcome.sweep_dir), spec.grid_keys, done.outcome.sweep_dir)
 
 
 def fetch(cfg: Config | PathLike | None = None, **data: Any) -> pd.DataFrame:

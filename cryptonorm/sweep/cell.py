@@ -52,7 +52,7 @@ def run_cell(task: CellTask, candles: pd.DataFrame, where: dict[str, Any] | None
     not retrain it."""
     from cryptonorm import pipeline
 
-    warm_imports()  # a worker's first cell would otherwise count seconds of imports in its train_seconds
+    warmup = warm_up()  # a worker's first cell would otherwise count seconds of imports in its train_seconds
     t0 = time.time()
     cell_dir = Path(task.cell_dir)
     run_dir = cell_dir / "run"
@@ -61,6 +61,8 @@ def run_cell(task: CellTask, candles: pd.DataFrame, where: dict[str, Any] | None
         "error": None, "config_hash": task.config_hash, "data_hash": task.data_hash, "run_dir": "run",
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if warmup:  # this process's one-off start-up, apart from the cell's own train_seconds
+        result["warmup_seconds"] = round(warmup, 3)
     try:
         cell_dir.mkdir(parents=True, exist_ok=True)
         (cell_dir / RESULT_FILE).unlink(missing_ok=True)  # running: no verdict until this attempt ends
@@ -123,12 +125,30 @@ def rebacktest_cell(cdir: Path, cfg: Config, plot: bool = True) -> dict[str, Any
     return result
 
 
-def warm_imports() -> None:
-    """Import what training a cell needs (torch, the model and feature code); cached after the first call."""
+_WARM: list[float] = []  # this process's warm-up seconds, once it is done
+
+
+def warm_up() -> float:
+    """The one-off start-up of a worker process, before its first cell: import what training needs and let
+    torch load what it loads lazily on first use (torch.use_deterministic_algorithms imports torch._dynamo:
+    seconds). Returns the seconds it took the first time, 0.0 on every later call in the same process."""
+    if _WARM:
+        return 0.0
+    t0 = time.perf_counter()
+    import torch
+
     import cryptonorm.features.dataset  # noqa: F401
     import cryptonorm.features.splits  # noqa: F401
     import cryptonorm.learn.training  # noqa: F401
     import cryptonorm.pipeline.backtesting  # noqa: F401
+
+    # the same setting again (no change of state): only the lazy import happens
+    torch.use_deterministic_algorithms(torch.are_deterministic_algorithms_enabled(),
+                                       warn_only=torch.is_deterministic_algorithms_warn_only_enabled())
+    x = torch.ones(2, 2, requires_grad=True)
+    (x @ x).sum().backward()  # autograd's first backward pass starts its engine
+    _WARM.append(time.perf_counter() - t0)
+    return _WARM[0]
 
 
 def _epochs_run(run_dir: Path) -> int | None:

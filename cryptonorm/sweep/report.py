@@ -21,15 +21,17 @@ from typing import Any
 
 import pandas as pd
 
-from cryptonorm.errors import ConfigError
+from cryptonorm.errors import ConfigError, DataError
 from cryptonorm.evaluate.compare import add_holm, degradation, paired_row
 from cryptonorm.evaluate.keys import BATCH_KEY, NORM_KEY, SEED_KEY
 from cryptonorm.evaluate.metrics import DEFAULT_METRICS
 from cryptonorm.evaluate.stats import BAR_LOSSES, bar_loss, common_bars, dm_per_seed, min_pvalues
 from cryptonorm.sweep.results import (
+    RESULT_FILE,
     SUMMARY_METRICS,
     collect_results,
     combos,
+    damaged_cells,
     grid_keys,
     grid_values,
     group_keys,
@@ -228,6 +230,17 @@ def build_report(sweep_dir: Path, reference: str | None = None) -> SweepReport:
                        throughput=throughput(raw))
 
 
+def check_cells(sweep_dir: Path) -> None:
+    """DataError naming the damaged cells (result.json unreadable, not JSON, no status) and why; nothing is
+    written, so sweep_results.csv keeps the figures it had."""
+    bad = damaged_cells(sweep_dir)
+    if bad:
+        shown = "; ".join(f"cells/{cid}/{RESULT_FILE}: {why}" for cid, why in list(bad.items())[:3])
+        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise DataError(f"{len(bad)} cell(s) of {sweep_dir} are damaged: {shown}{more}; nothing was rewritten: run "
+                        "the sweep again to re-run those cells, or restore their result.json")
+
+
 def render(sweep_dir: Path, reference: str | None = None, fmt: str | None = None) -> SweepReport:
     """Re-read every cell's result; write sweep_results.csv, summary.md, and per `fmt` (png | html | both;
     None: both when plotly is installed, else png) plots/*.png and report.html (no training)."""
@@ -236,6 +249,7 @@ def render(sweep_dir: Path, reference: str | None = None, fmt: str | None = None
 
     sweep_dir = Path(sweep_dir)
     want = formats(fmt)  # a bad --format is an error before anything is written
+    check_cells(sweep_dir)  # a damaged verdict would turn into "pending" and replace the results table
     rep = build_report(sweep_dir, reference)
     rep.paths["results"] = write_results_csv(sweep_dir, collect_results(sweep_dir))
     plots = sweep_dir / "plots"

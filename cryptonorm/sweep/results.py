@@ -71,6 +71,32 @@ def collect_results(sweep_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
+def cell_damage(path: Path) -> str | None:
+    """Why a cell's result.json cannot be read (None when it is fine or absent: absent = not finished)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"unreadable ({e.strerror or e})"
+    try:
+        out = json.loads(text)
+    except ValueError as e:
+        return f"not valid JSON ({e})"
+    if not isinstance(out, dict):
+        return "not a JSON object"
+    if out.get("status") not in ("ok", "failed"):
+        return f"no valid status (got {out.get('status')!r})"
+    return None
+
+
+def damaged_cells(sweep_dir: Path) -> dict[str, str]:
+    """cell id -> why its result.json is damaged, for every cell of sweep.json whose verdict cannot be read."""
+    meta = load_sweep_dir(sweep_dir)
+    found = {c["id"]: cell_damage(cell_dir(Path(sweep_dir), c["id"]) / RESULT_FILE) for c in meta["cells"]}
+    return {k: v for k, v in found.items() if v is not None}
+
+
 def result_row(result: dict[str, Any], grid_keys: list[str], sweep_dir: Path) -> dict[str, Any]:
     """Flatten one result into a CSV row: grid keys, seed, status, metrics, backtest, timing, run dir."""
     row: dict[str, Any] = {"cell_id": result["cell_id"]}

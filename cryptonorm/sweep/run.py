@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 EventFn = Callable[[dict[str, Any]], None]
+LOCK_FILE = ".sweep.lock"
 
 
 @dataclass
@@ -89,8 +90,11 @@ def prepare_data(sweep: Sweep, on_event: EventFn | None = None) -> tuple[pd.Data
 # long function: the sweep from data to report, read top to bottom (each step is one call)
 def run_sweep(sweep: Sweep, sweep_dir: Path | None = None, *, jobs: int = 1, executor: str = "local",
               address: str | None = None, on_event: EventFn | None = None, cell_plots: bool = True,
-              gpus_per_cell: float = 0.0) -> SweepOutcome:
+              gpus_per_cell: float = 0.0, force: bool = False) -> SweepOutcome:
     """Run every cell not finished yet; write sweep.json, each cell's result.json and sweep_results.csv.
+
+    `sweep_dir` must be new, empty or a sweep directory (sweep.json): a folder of other files is refused
+    unless `force` (the report's summary.md and sweep_results.csv would replace files of the same names).
 
     `cell_plots=False` skips each cell's equity.png (the claims study: hundreds of small cells).
     `gpus_per_cell` > 0 packs cells onto GPUs (executors.py): 0.25 = four cells per GPU."""
@@ -104,6 +108,7 @@ def run_sweep(sweep: Sweep, sweep_dir: Path | None = None, *, jobs: int = 1, exe
     ray = import_ray() if executor == "ray" else None
     t0 = time.time()
     sweep_dir = Path(sweep_dir or sweep.default_dir()).resolve()
+    check_sweep_dir(sweep_dir, force)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with _lock(sweep_dir):
         candles, dhash = prepare_data(sweep, on_event)
@@ -163,6 +168,20 @@ def run_sweep(sweep: Sweep, sweep_dir: Path | None = None, *, jobs: int = 1, exe
                         len(rebacktest))
 
 
+def check_sweep_dir(sweep_dir: Path, force: bool = False) -> None:
+    """UsageError when `sweep_dir` is a file, or a folder holding files but no sweep.json (not one a sweep
+    wrote): writing the sweep there would replace the user's own summary.md, sweep_results.csv or plots/."""
+    if sweep_dir.exists() and not sweep_dir.is_dir():
+        raise UsageError(f"{sweep_dir} is a file, not a folder; choose another sweep directory (--out)")
+    if force or not sweep_dir.is_dir() or (sweep_dir / SWEEP_FILE).exists():
+        return
+    others = sorted(p.name for p in sweep_dir.iterdir() if p.name != LOCK_FILE)
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise UsageError(f"{sweep_dir} is not a sweep directory (no {SWEEP_FILE}) and holds other files ({shown}); "
+                         "choose a new or empty folder with --out, or pass --force to write the sweep into it")
+
+
 def _land(task: CellTask, result: dict[str, Any]) -> None:
     """Make sure the verdict (and, from Ray, the files the report reads) exist on this machine."""
     from cryptonorm import pipeline
@@ -182,7 +201,7 @@ def _lock(sweep_dir: Path) -> Iterator[None]:
     """One sweep process per directory (the OS drops the lock if that process is killed)."""
     from filelock import FileLock, Timeout
 
-    lock = FileLock(str(sweep_dir / ".sweep.lock"))
+    lock = FileLock(str(sweep_dir / LOCK_FILE))
     try:
         lock.acquire(timeout=0)
     except Timeout:

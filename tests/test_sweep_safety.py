@@ -1,0 +1,129 @@
+"""The sweep side of issue 24: a sweep never writes over a folder of the user's own files, `report` never
+replaces the results table with a worse one when cells are damaged, and a worker's one-off warm-up is not
+counted in its first cell's train_seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_sweep import _fake_sweep, cli, write_sweep
+
+ONE_CELL = """\
+name: tiny
+base: base.yaml
+set: {train.epochs: 1}
+grid:
+  seed: [0]
+"""
+
+
+@pytest.fixture(scope="module")
+def candles(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("candles")  # the synthetic market, generated once for the module
+
+
+def test_sweep_refuses_a_folder_of_other_files_without_force(tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, tmp_path / "candles", ONE_CELL)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "summary.md").write_text("my notes\n")
+    (mine / "sweep_results.csv").write_text("my,table\n")
+    code, out, err = cli("sweep", str(path), "--out", str(mine), "--format", "png")
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "not a sweep directory" in lines[0] and "--force" in lines[0], err
+    assert "Error" not in err and "Traceback" not in err
+    assert (mine / "summary.md").read_text() == "my notes\n"  # nothing of the user's was touched
+    assert (mine / "sweep_results.csv").read_text() == "my,table\n"
+    assert sorted(p.name for p in mine.iterdir()) == ["summary.md", "sweep_results.csv"]
+    # a file where the folder should be: the same kind of line
+    (tmp_path / "afile").write_text("x")
+    code, _, err = cli("sweep", str(path), "--out", str(tmp_path / "afile"))
+    assert code == 2 and "is a file" in err and len(err.strip().splitlines()) == 1
+
+
+def test_sweep_writes_into_a_new_empty_or_forced_folder(tmp_path: Path) -> None:
+    from cryptonorm.errors import UsageError
+    from cryptonorm.sweep.results import SWEEP_FILE
+    from cryptonorm.sweep.run import LOCK_FILE, check_sweep_dir
+
+    check_sweep_dir(tmp_path / "new")  # does not exist yet: fine
+    (tmp_path / "empty").mkdir()
+    check_sweep_dir(tmp_path / "empty")
+    (tmp_path / "crashed").mkdir()
+    (tmp_path / "crashed" / LOCK_FILE).write_text("")  # a sweep that stopped before sweep.json: ours
+    check_sweep_dir(tmp_path / "crashed")
+    (tmp_path / "ours").mkdir()
+    (tmp_path / "ours" / SWEEP_FILE).write_text("{}")
+    (tmp_path / "ours" / "summary.md").write_text("x")
+    check_sweep_dir(tmp_path / "ours")  # a sweep directory: resumed, its report rewritten
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "notes.txt").write_text("x")
+    try:
+        check_sweep_dir(tmp_path / "theirs")
+    except UsageError as e:
+        assert "notes.txt" in str(e)
+    else:
+        raise AssertionError("a folder of other files was accepted")
+    check_sweep_dir(tmp_path / "theirs", force=True)
+
+
+@pytest.mark.slow  # trains one cell (~10 s on a loaded machine)
+def test_forced_sweep_into_a_folder_of_other_files_runs(tmp_path: Path, candles: Path) -> None:
+    path = write_sweep(tmp_path, candles, ONE_CELL)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("kept\n")
+    code, _, err = cli("sweep", str(path), "--out", str(mine), "--format", "png", "--force")
+    assert code == 0, err
+    assert (mine / "sweep.json").exists() and (mine / "notes.txt").read_text() == "kept\n"
+    code, _, err = cli("sweep", str(path), "--out", str(mine), "--format", "png")  # now a sweep directory
+    assert code == 0, err
+
+
+def test_report_on_damaged_cells_says_which_and_keeps_the_results_table(tmp_path: Path) -> None:
+    root = _fake_sweep(tmp_path / "fake")
+    code, _, err = cli("report", str(root), "--format", "png")
+    assert code == 0, err
+    table = (root / "sweep_results.csv").read_bytes()
+    summary = (root / "summary.md").read_bytes()
+    meta = json.loads((root / "sweep.json").read_text())
+    cut, empty = meta["cells"][0]["id"], meta["cells"][1]["id"]
+    (root / "cells" / cut / "result.json").write_text('{"cell_id": "x", "sta')  # cut short
+    (root / "cells" / empty / "result.json").write_text("[]")
+    code, out, err = cli("report", str(root), "--format", "png")
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "2 cell(s)" in lines[0], err
+    assert f"cells/{cut}/result.json: not valid JSON" in lines[0]
+    assert f"cells/{empty}/result.json: not a JSON object" in lines[0]
+    assert "Traceback" not in err and "JSONDecodeError" not in err
+    assert (root / "sweep_results.csv").read_bytes() == table  # not replaced by a table of "pending" cells
+    assert (root / "summary.md").read_bytes() == summary
+
+
+@pytest.mark.slow  # two fresh processes: torch imports and a 3-cell sweep (~12 s)
+def test_a_workers_warm_up_is_recorded_apart_from_train_seconds(tmp_path: Path, candles: Path) -> None:
+    # the mechanism: torch loads torch._dynamo lazily on the first use_deterministic_algorithms (seconds);
+    # warm_up does that once per process and says how long it took
+    code = ("import sys\nfrom cryptonorm.sweep.cell import warm_up\n"
+            "assert 'torch._dynamo' not in sys.modules\n"
+            "w = warm_up()\nassert 'torch._dynamo' in sys.modules and w > 0, w\n"
+            "assert warm_up() == 0.0\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ})
+    assert r.returncode == 0, r.stderr[-2000:]
+    # end to end in a fresh process: the first cell of the (inline) worker carries the warm-up, the others not
+    path = write_sweep(tmp_path, candles, ONE_CELL.replace("seed: [0]", "seed: [0, 1, 2]"))
+    r = subprocess.run([sys.executable, "-m", "cryptonorm", "-q", "sweep", str(path), "--out",
+                        str(tmp_path / "o"), "--format", "png"], capture_output=True, text=True, env={**os.environ})
+    assert r.returncode == 0, r.stderr[-2000:]
+    results = [json.loads(p.read_text()) for p in sorted((tmp_path / "o" / "cells").glob("*/result.json"))]
+    warm = [r["warmup_seconds"] for r in results if "warmup_seconds" in r]
+    assert len(results) == 3 and len(warm) == 1 and warm[0] > 0
+    assert all(r["train_seconds"] > 0 for r in results)
+
