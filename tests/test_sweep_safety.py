@@ -127,3 +127,49 @@ def test_a_workers_warm_up_is_recorded_apart_from_train_seconds(tmp_path: Path, 
     assert len(results) == 3 and len(warm) == 1 and warm[0] > 0
     assert all(r["train_seconds"] > 0 for r in results)
 
+
+
+def test_a_seed_left_out_of_the_dm_test_is_noted_in_the_summary(tmp_path: Path) -> None:
+    from cryptonorm.sweep import report as sr
+
+    root = _fake_sweep(tmp_path / "fake")
+    full = sr.build_report(root)
+    cid = "mlp-batch-2-1"  # an ok cell of the planted effect: batch at batch size 2, seed 1
+    (root / "cells" / cid / "run" / "forecasts.csv").unlink()
+    rep = sr.render(root, fmt="png")
+    t = rep.tests[rep.tests["metric"] == "test_mse"].set_index(["model.kind", "train.batch_size", "model.norm"])
+    before = full.tests[full.tests["metric"] == "test_mse"].set_index(["model.kind", "train.batch_size",
+                                                                       "model.norm"])
+    row = t.loc[("mlp", "2", "batch")]
+    assert row["dm_seeds"].startswith("0-/2+") and before.loc[("mlp", "2", "batch"), "dm_seeds"].startswith("0-/3+")
+    assert "DM without seed 1 (forecasts.csv missing or unreadable)" in row["note"]
+    assert row["p_t"] == before.loc[("mlp", "2", "batch"), "p_t"]  # the metric tests keep every seed
+    md = (root / "summary.md").read_text()
+    assert "DM without seed 1 (forecasts.csv missing or unreadable)" in md
+
+
+def test_a_verdict_without_its_data_hash_says_so(tmp_path: Path) -> None:
+    from cryptonorm.claims import markdown
+    from cryptonorm.claims.run import _data_detail
+    from cryptonorm.config import load_config
+
+    cfg = load_config(None)
+    (tmp_path / "sweep.json").write_text(json.dumps({"data": {"hash": "abc", "rows": 12}}))
+    assert _data_detail(cfg, tmp_path)["rows"] == 12 and "missing" not in _data_detail(cfg, tmp_path)
+    (tmp_path / "sweep.json").write_text(json.dumps({"data": {}}))  # an older sweep.json: no rows, no hash
+    d = _data_detail(cfg, tmp_path)
+    assert "hash" not in d and d["missing"].startswith("no data hash or row count")
+    rec = {"verdict": "supported", "data": {"kind": "real", **d}, "seeds": ["0", "1"], "reason": "r"}
+    assert "no data hash or row count" in markdown.verdict_line(rec)
+    (tmp_path / "sweep.json").unlink()
+    assert "sweep.json is missing" in _data_detail(cfg, tmp_path)["missing"]
+
+
+def test_a_claim_that_is_not_a_mapping_is_one_clear_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("claim: 5\nrule: {text: x, metric: test_mse}\nsweep: {base: b.yaml, grid: {seed: [0, 1]}}\n")
+    code, _, err = cli("study", str(bad), "--quick", "--out", str(tmp_path / "o"))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "claim: must be a mapping with the keys id, title" in lines[0] and "(got 5)" in lines[0]
+    assert "ClaimHead" not in err and "internal error" not in err and "Traceback" not in err

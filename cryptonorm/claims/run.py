@@ -33,6 +33,7 @@ from cryptonorm.claims import verdicts as vd
 from cryptonorm.claims.spec import Claim, find_claims, grid_values, load_claim, prepare
 from cryptonorm.errors import ConfigError
 from cryptonorm.evaluate.keys import SEED_KEY
+from cryptonorm.sweep.results import SWEEP_FILE
 
 EventFn = Callable[[dict[str, Any]], None]
 VERDICTS_JSON = "verdicts.json"
@@ -108,7 +109,7 @@ def run_study(claims: list[Claim], study_dir: Path, *, jobs: int = 1, profile: s
             else:
                 res = run_sweep(c.sweep, sweep_dir, on_event=on_event, **opts)
             outcome.failed_cells += res.failed
-            sweep_report.render(res.sweep_dir)
+            sweep_report.render(res.sweep_dir, js_dir=study_dir)  # one plotly.min.js per study
     outcome.claims = judge_all(claims, study_dir, profile)
     outcome.seconds = time.time() - t0
     write_outputs(outcome)
@@ -185,11 +186,14 @@ def _data_detail(cfg: Any, sweep_dir: Path) -> dict[str, Any]:
                            "source": Path(d.file).name if d.file else d.exchange, "symbol": d.symbols[0]}
     if d.exchange == "synthetic" and not d.file:
         out["signal"] = d.synthetic.signal
+    path = sweep_dir / SWEEP_FILE
     try:
-        meta = json.loads((sweep_dir / "sweep.json").read_text())
-        out.update({"rows": meta["data"]["rows"], "hash": meta["data"]["hash"]})
-    except (OSError, ValueError, KeyError):
-        pass
+        meta = json.loads(path.read_text())
+        out.update({"rows": int(meta["data"]["rows"]), "hash": str(meta["data"]["hash"])})
+    except (OSError, ValueError, KeyError, TypeError) as e:  # the verdict says what it cannot vouch for
+        why = ("missing" if isinstance(e, FileNotFoundError) else f"unreadable ({e.strerror})" if isinstance(e, OSError)
+               else "not valid JSON" if isinstance(e, ValueError) else "without data.rows and data.hash")
+        out["missing"] = f"no data hash or row count: {path} is {why}"
     return out
 
 

@@ -154,9 +154,12 @@ def load_claim(path: str | Path, quick: bool = False, data_dir: str | Path | Non
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
+        allowed: dict[str, type[BaseModel]] = {"": ClaimFile, "claim": ClaimHead, "rule": RuleSpec,
+                                               "quick": QuickSpec}
+        if err["type"] in ("model_type", "dict_type", "model_attributes_type"):  # `claim: 5`: never a class name
+            keys = f" with the keys {', '.join(allowed[loc].model_fields)}" if loc in allowed else ""
+            raise ConfigError(f"{path}: {loc}: must be a mapping{keys} (got {err.get('input')!r})") from None
         if err["type"] == "extra_forbidden":
-            allowed: dict[str, type[BaseModel]] = {"": ClaimFile, "claim": ClaimHead, "rule": RuleSpec,
-                                                   "quick": QuickSpec}
             section = loc.rsplit(".", 1)[0] if "." in loc else ""
             names = list(allowed.get(section, ClaimFile).model_fields)
             hint = did_you_mean(loc.rsplit(".", 1)[-1], names)

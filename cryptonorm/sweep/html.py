@@ -70,8 +70,9 @@ def histories(cells: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return out
 
 
-def write_html(rep: SweepReport, sweep_dir: Path) -> Path:
-    """Write SWEEP_DIR/report.html (and plotly.min.js beside it); returns its path."""
+def write_html(rep: SweepReport, sweep_dir: Path, js_dir: Path | None = None) -> Path:
+    """Write SWEEP_DIR/report.html (and plotly.min.js beside it, or in `js_dir`: a folder above); returns
+    its path."""
     from cryptonorm.render.html_sweep import sweep_page
 
-    return sweep_page(Path(sweep_dir) / REPORT_HTML, sweep_page_data(rep))
+    return sweep_page(Path(sweep_dir) / REPORT_HTML, sweep_page_data(rep), js_dir)

@@ -134,21 +134,28 @@ def _dm(cur: pd.DataFrame, ref: pd.DataFrame | None, metric: str, horizon: int, 
     name = metric.removeprefix("test_")
     if name not in BAR_LOSSES:
         return {"note": f"no DM for {name} (not a mean of per-bar losses)"}
-    pairs = []
+    pairs, dropped = [], []
     for seed, row in cur.iterrows():
+        if ref is not None and not baseline and seed not in ref.index:
+            continue  # no reference run of this seed: not a pair (the paired tests drop it alike)
         fa = read(row["run_dir"])
-        fb = fa if baseline else (read(ref.loc[seed, "run_dir"]) if ref is not None and seed in ref.index else None)
+        fb = fa if baseline else (read(ref.loc[seed, "run_dir"]) if ref is not None else None)
         if fa is None or fb is None:
+            dropped.append(f"{seed} (forecasts.csv missing or unreadable)")
             continue
         try:
             a, b = common_bars(bar_loss(fa, name), bar_loss(fb, name, baseline or "forecast"))
-        except KeyError:
+        except KeyError as e:
+            dropped.append(f"{seed} (forecasts.csv has no column {e})")
             continue
         pairs.append((a, b))
     res = dm_per_seed(pairs, horizon)
+    notes = [res.note] if res.note else []
+    if dropped:  # a seed left out of the DM sign test is said, never silently dropped
+        notes.append(f"DM without seed {', '.join(dropped)}")
     return {"dm_median": res.median_stat, "dm_seeds": f"{res.n_better}-/{res.n_worse}+ "
             f"({res.n_better_sig}-/{res.n_worse_sig}+ at 5%)" if res.n_seeds else "-", "p_dm": res.pvalue,
-            "dm_bars": int(max((len(a) for a, _ in pairs), default=0)), "note": res.note}
+            "dm_bars": int(max((len(a) for a, _ in pairs), default=0)), "note": "; ".join(notes)}
 
 
 def significance(df: pd.DataFrame, meta: dict[str, Any], ref: str | None,
@@ -241,9 +248,11 @@ def check_cells(sweep_dir: Path) -> None:
                         "the sweep again to re-run those cells, or restore their result.json")
 
 
-def render(sweep_dir: Path, reference: str | None = None, fmt: str | None = None) -> SweepReport:
+def render(sweep_dir: Path, reference: str | None = None, fmt: str | None = None,
+           js_dir: Path | None = None) -> SweepReport:
     """Re-read every cell's result; write sweep_results.csv, summary.md, and per `fmt` (png | html | both;
-    None: both when plotly is installed, else png) plots/*.png and report.html (no training)."""
+    None: both when plotly is installed, else png) plots/*.png and report.html (no training). `js_dir`: the
+    folder above that holds the tree's one plotly.min.js (a study's folder), default beside report.html."""
     from cryptonorm.render.html import formats
     from cryptonorm.sweep.plots import plot_batch_size, plot_box, plot_curves, x_key
 
@@ -271,5 +280,5 @@ def render(sweep_dir: Path, reference: str | None = None, fmt: str | None = None
     if "html" in want:
         from cryptonorm.sweep.html import write_html
 
-        rep.paths["html"] = write_html(rep, sweep_dir)
+        rep.paths["html"] = write_html(rep, sweep_dir, js_dir)
     return rep

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 RESULT_FILE = "result.json"
 SWEEP_FILE = "sweep.json"
 RESULTS_CSV = "sweep_results.csv"
+CELLS_DIR = "cells"  # SWEEP_DIR/cells/<cell id>/
 FORECAST_KEYS = ("mse", "mae", "directional_accuracy", "ic_pearson", "ic_spearman", "accuracy", "log_loss", "auc")
 BACKTEST_KEYS = ("sharpe", "sortino", "total_return", "cagr", "volatility", "max_drawdown", "trades", "win_rate",
                  "hit_rate", "exposure", "turnover", "fees_paid")
@@ -30,7 +31,7 @@ SUMMARY_METRICS = ("test_qlike", "test_mse_var", "test_mse_vol", "test_mz_slope"
 
 def cell_dir(sweep_dir: Path, cell: Cell | str) -> Path:
     """SWEEP_DIR/cells/<cell id>."""
-    return sweep_dir / "cells" / (cell if isinstance(cell, str) else cell.id)
+    return sweep_dir / CELLS_DIR / (cell if isinstance(cell, str) else cell.id)
 
 
 def read_result(path: Path) -> dict[str, Any] | None:

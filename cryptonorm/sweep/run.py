@@ -41,6 +41,7 @@ from cryptonorm.sweep.executors import (
     visible_gpus,
 )
 from cryptonorm.sweep.results import (
+    CELLS_DIR,
     RESULT_FILE,
     SWEEP_FILE,
     cell_dir,
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 
 EventFn = Callable[[dict[str, Any]], None]
 LOCK_FILE = ".sweep.lock"
+OWN_ENTRIES = (LOCK_FILE, CELLS_DIR)  # a folder with only these is a sweep's that stopped before sweep.json
 
 
 @dataclass
@@ -175,7 +177,7 @@ def check_sweep_dir(sweep_dir: Path, force: bool = False) -> None:
         raise UsageError(f"{sweep_dir} is a file, not a folder; choose another sweep directory (--out)")
     if force or not sweep_dir.is_dir() or (sweep_dir / SWEEP_FILE).exists():
         return
-    others = sorted(p.name for p in sweep_dir.iterdir() if p.name != LOCK_FILE)
+    others = sorted(p.name for p in sweep_dir.iterdir() if p.name not in OWN_ENTRIES)
     if others:
         shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
         raise UsageError(f"{sweep_dir} is not a sweep directory (no {SWEEP_FILE}) and holds other files ({shown}); "
