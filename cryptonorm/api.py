@@ -183,9 +183,9 @@ def sweep(path: PathLike, *, out: PathLike | None = None, jobs: int = 1, executo
     not a sweep directory (its summary.md and sweep_results.csv are replaced)."""
     import json
 
-    from cryptonorm.sweep.orchestrate import check_outputs, sweep_and_report
-    from cryptonorm.sweep.results import collect_results, results_frame
-    from cryptonorm.sweep.spec import load_sweep
+    from cryptonorm.sweeps.orchestrate import check_outputs, sweep_and_report
+    from cryptonorm.sweeps.results import collect_results, results_frame
+    from cryptonorm.sweeps.spec import load_sweep
 
     sets = [f"{k}={json.dumps(v)}" for k, v in (overrides or {}).items()]
     check_outputs(None, track)

@@ -52,3 +52,15 @@ def test_import_contract_holds() -> None:
         pytest.skip("import-linter is not installed (pip install -e '.[dev]')")
     r = subprocess.run([str(exe)], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-2000:]
+
+
+def test_no_module_shadows_a_notebook_api_name() -> None:
+    """`cn.sweep(...)` is the notebook API; a subpackage `cryptonorm/sweep/` would replace it on
+    `cryptonorm` as soon as anything imported it (the import system sets the attribute), and the second
+    `cn.sweep(...)` of a notebook would call a module."""
+    import pkgutil
+
+    import cryptonorm
+
+    modules = {m.name for m in pkgutil.iter_modules(cryptonorm.__path__)}
+    assert modules & set(cryptonorm.__all__) == set()

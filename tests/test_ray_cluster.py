@@ -33,8 +33,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cryptonorm.cli import app
-from cryptonorm.sweep.executors import TEST_KILL_ENV
-from cryptonorm.sweep.spec import load_sweep
+from cryptonorm.sweeps.executors import TEST_KILL_ENV
+from cryptonorm.sweeps.spec import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
@@ -244,7 +244,7 @@ class _NoCluster:
 @pytest.mark.parametrize("mode", [None, "token"])
 def test_unreachable_cluster_is_one_line_with_a_token_hint(monkeypatch: pytest.MonkeyPatch, mode: str | None) -> None:
     from cryptonorm.errors import CryptonormError
-    from cryptonorm.sweep.executors import ray_session
+    from cryptonorm.sweeps.executors import ray_session
 
     if mode is None:
         monkeypatch.delenv("RAY_AUTH_MODE", raising=False)

@@ -49,8 +49,8 @@ def test_sweep_refuses_a_folder_of_other_files_without_force(tmp_path: Path) -> 
 
 def test_sweep_writes_into_a_new_empty_or_forced_folder(tmp_path: Path) -> None:
     from cryptonorm.errors import UsageError
-    from cryptonorm.sweep.results import SWEEP_FILE
-    from cryptonorm.sweep.run import LOCK_FILE, check_sweep_dir
+    from cryptonorm.sweeps.results import SWEEP_FILE
+    from cryptonorm.sweeps.run import LOCK_FILE, check_sweep_dir
 
     check_sweep_dir(tmp_path / "new")  # does not exist yet: fine
     (tmp_path / "empty").mkdir()
@@ -111,7 +111,7 @@ def test_report_on_damaged_cells_says_which_and_keeps_the_results_table(tmp_path
 def test_a_workers_warm_up_is_recorded_apart_from_train_seconds(tmp_path: Path, candles: Path) -> None:
     # the mechanism: torch loads torch._dynamo lazily on the first use_deterministic_algorithms (seconds);
     # warm_up does that once per process and says how long it took
-    code = ("import sys\nfrom cryptonorm.sweep.cell import warm_up\n"
+    code = ("import sys\nfrom cryptonorm.sweeps.cell import warm_up\n"
             "assert 'torch._dynamo' not in sys.modules\n"
             "w = warm_up()\nassert 'torch._dynamo' in sys.modules and w > 0, w\n"
             "assert warm_up() == 0.0\n")
@@ -130,7 +130,7 @@ def test_a_workers_warm_up_is_recorded_apart_from_train_seconds(tmp_path: Path, 
 
 
 def test_a_seed_left_out_of_the_dm_test_is_noted_in_the_summary(tmp_path: Path) -> None:
-    from cryptonorm.sweep import report as sr
+    from cryptonorm.sweeps import report as sr
 
     root = _fake_sweep(tmp_path / "fake")
     full = sr.build_report(root)

@@ -20,8 +20,8 @@ import pandas as pd
 
 from cryptonorm.claims.spec import Claim, grid_values
 from cryptonorm.evaluate.keys import SEED_KEY
-from cryptonorm.sweep.results import cell_dir, collect_results
-from cryptonorm.sweep.spec import show as _show
+from cryptonorm.sweeps.results import cell_dir, collect_results
+from cryptonorm.sweeps.spec import show as _show
 from cryptonorm.timeframes import parse_date
 
 NON_FINITE = "non_finite_loss"

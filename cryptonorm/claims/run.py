@@ -33,7 +33,7 @@ from cryptonorm.claims import verdicts as vd
 from cryptonorm.claims.spec import Claim, find_claims, grid_values, load_claim, prepare
 from cryptonorm.errors import ConfigError
 from cryptonorm.evaluate.keys import SEED_KEY
-from cryptonorm.sweep.results import SWEEP_FILE
+from cryptonorm.sweeps.results import SWEEP_FILE
 
 EventFn = Callable[[dict[str, Any]], None]
 VERDICTS_JSON = "verdicts.json"
@@ -86,9 +86,9 @@ def run_study(claims: list[Claim], study_dir: Path, *, jobs: int = 1, profile: s
     `executor`, `address`, `gpus_per_cell`: as run_sweep's; with Ray, one connection serves every claim."""
     import contextlib
 
-    from cryptonorm.sweep import report as sweep_report
-    from cryptonorm.sweep.executors import check_executor, import_ray, ray_session
-    from cryptonorm.sweep.run import run_sweep
+    from cryptonorm.sweeps import report as sweep_report
+    from cryptonorm.sweeps.executors import check_executor, import_ray, ray_session
+    from cryptonorm.sweeps.run import run_sweep
 
     check_executor(executor, address, gpus_per_cell)
 
@@ -132,7 +132,7 @@ def judge(claim: Claim, sweep_dir: Path, plots_dir: Path, profile: str = "full")
     data = ok
     if spec.rule.change is not None and rule.metric in ok.columns:
         ch = spec.rule.change
-        from cryptonorm.sweep.spec import show as _show
+        from cryptonorm.sweeps.spec import show as _show
 
         data = vd.relative_change(ok, rule.metric, ch.key, _show(ch.start), _show(ch.to), keys)
         keys = [k for k in keys if k != ch.key]

@@ -39,8 +39,8 @@ from cryptonorm.errors import ConfigError
 from cryptonorm.evaluate.forecast import forecast_metrics
 from cryptonorm.evaluate.keys import SEED_KEY
 from cryptonorm.evaluate.vol_metrics import vol_metrics
-from cryptonorm.sweep.spec import Sweep, load_sweep
-from cryptonorm.sweep.spec import show as _show
+from cryptonorm.sweeps.spec import Sweep, load_sweep
+from cryptonorm.sweeps.spec import show as _show
 from cryptonorm.text import did_you_mean
 
 # metrics that are already relative (ratios): effects are their plain differences, not divided again
@@ -141,6 +141,28 @@ class Claim:
 DATA_DIR_ENV = "CRYPTONORM_DATA_DIR"
 
 
+def _schema_error(path: Path, e: ValidationError) -> ConfigError:
+    """One line for the first schema error of a claim file: the dotted key, what is wrong, never a class name."""
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    allowed: dict[str, type[BaseModel]] = {"": ClaimFile, "claim": ClaimHead, "rule": RuleSpec,
+                                           "quick": QuickSpec}
+    if err["type"] in ("model_type", "dict_type", "model_attributes_type"):  # `claim: 5`: never a class name
+        keys = f" with the keys {', '.join(allowed[loc].model_fields)}" if loc in allowed else ""
+        return ConfigError(f"{path}: {loc}: must be a mapping{keys} (got {err.get('input')!r})")
+    if err["type"] == "extra_forbidden":
+        section = loc.rsplit(".", 1)[0] if "." in loc else ""
+        names = list(allowed.get(section, ClaimFile).model_fields)
+        hint = did_you_mean(loc.rsplit(".", 1)[-1], names)
+        hint += " " if hint else ""
+        return ConfigError(f"{path}: unknown key {loc!r}: {hint}allowed: {', '.join(names)}")
+    if err["type"] == "missing":
+        return ConfigError(f"{path}: {loc}: required; a claim file has the sections claim, rule, sweep (and "
+                           "quick); keep other YAML files (bases) out of the claims folder")
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return ConfigError(f"{path}: {loc}: {msg} (got {err.get('input')!r})")
+
+
 def load_claim(path: str | Path, quick: bool = False, data_dir: str | Path | None = None) -> Claim:
     """Read and check a claim file (schema only; `prepare` checks the sweep and the rule against it).
 
@@ -152,24 +174,7 @@ def load_claim(path: str | Path, quick: bool = False, data_dir: str | Path | Non
     try:
         spec = ClaimFile.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        allowed: dict[str, type[BaseModel]] = {"": ClaimFile, "claim": ClaimHead, "rule": RuleSpec,
-                                               "quick": QuickSpec}
-        if err["type"] in ("model_type", "dict_type", "model_attributes_type"):  # `claim: 5`: never a class name
-            keys = f" with the keys {', '.join(allowed[loc].model_fields)}" if loc in allowed else ""
-            raise ConfigError(f"{path}: {loc}: must be a mapping{keys} (got {err.get('input')!r})") from None
-        if err["type"] == "extra_forbidden":
-            section = loc.rsplit(".", 1)[0] if "." in loc else ""
-            names = list(allowed.get(section, ClaimFile).model_fields)
-            hint = did_you_mean(loc.rsplit(".", 1)[-1], names)
-            hint += " " if hint else ""
-            raise ConfigError(f"{path}: unknown key {loc!r}: {hint}allowed: {', '.join(names)}") from None
-        if err["type"] == "missing":
-            raise ConfigError(f"{path}: {loc}: required; a claim file has the sections claim, rule, sweep (and "
-                              "quick); keep other YAML files (bases) out of the claims folder") from None
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"{path}: {loc}: {msg} (got {err.get('input')!r})") from None
+        raise _schema_error(path, e) from None
     sweep = dict(spec.sweep)
     left_out: tuple[str, ...] = ()
     if quick:

@@ -1,6 +1,6 @@
 """The `sweep` and `report` commands (registered on cryptonorm.cli's app when this module is imported).
 
-No torch/pandas at import time: `cryptonorm --help` stays fast. The logic is in cryptonorm.sweep and cryptonorm.claims
+No torch/pandas at import time: `cryptonorm --help` stays fast. The logic is in cryptonorm.sweeps and cryptonorm.claims
 (spec, sweep, report, summary); this module parses options and renders with rich.
 """
 
@@ -27,7 +27,7 @@ from cryptonorm.cli.app import (
 
 if TYPE_CHECKING:
 
-    from cryptonorm.sweep.report import SweepReport
+    from cryptonorm.sweeps.report import SweepReport
 
 ReferenceOpt = Annotated[
     Optional[str],  # noqa: UP045 - typer needs Optional here
@@ -63,9 +63,9 @@ def sweep_command(
 ) -> None:
     """Run a grid of experiments in parallel; resumable (finished cells are skipped, failed ones retried)."""
     from cryptonorm.render import tables
-    from cryptonorm.sweep.orchestrate import check_outputs, sweep_and_report
-    from cryptonorm.sweep.results import RESULTS_CSV
-    from cryptonorm.sweep.spec import load_sweep
+    from cryptonorm.sweeps.orchestrate import check_outputs, sweep_and_report
+    from cryptonorm.sweeps.results import RESULTS_CSV
+    from cryptonorm.sweeps.spec import load_sweep
 
     with errors():
         report_formats(fmt)  # a bad --format fails before any training (and says when html falls back)
@@ -99,7 +99,7 @@ def report_command(
 ) -> None:
     """Re-render a sweep's results table, summary.md, plots and report.html from its finished cells (no
     training); prints the report's path (report.html, or summary.md with --format png)."""
-    from cryptonorm.sweep import report as sweep_report
+    from cryptonorm.sweeps import report as sweep_report
 
     with errors():
         report_formats(fmt)
@@ -126,7 +126,7 @@ def _report_path(rep: SweepReport, open_: bool) -> None:
 
 def _show(rep: SweepReport) -> None:
     from cryptonorm.render import tables
-    from cryptonorm.sweep import summary
+    from cryptonorm.sweeps import summary
 
     if STATE.quiet:
         return
@@ -169,7 +169,7 @@ def study_command(
     from cryptonorm.render import tables
 
     with errors():
-        from cryptonorm.sweep.executors import check_executor
+        from cryptonorm.sweeps.executors import check_executor
 
         check_executor(executor, address, gpus_per_cell)  # before the claims load and the first line
         study_dir = out or cl.default_dir(quick)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from cryptonorm.atomic import read_json_object
 from cryptonorm.errors import ConfigError, DataError
 from cryptonorm.evaluate.keys import SEED_KEY
-from cryptonorm.sweep.spec import Cell, show
+from cryptonorm.sweeps.spec import Cell, show
 
 if TYPE_CHECKING:
     import pandas as pd

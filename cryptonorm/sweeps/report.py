@@ -26,7 +26,7 @@ from cryptonorm.evaluate.compare import add_holm, degradation, paired_row
 from cryptonorm.evaluate.keys import BATCH_KEY, NORM_KEY, SEED_KEY
 from cryptonorm.evaluate.metrics import DEFAULT_METRICS
 from cryptonorm.evaluate.stats import BAR_LOSSES, bar_loss, common_bars, dm_per_seed, min_pvalues
-from cryptonorm.sweep.results import (
+from cryptonorm.sweeps.results import (
     RESULT_FILE,
     SUMMARY_METRICS,
     collect_results,
@@ -254,7 +254,7 @@ def render(sweep_dir: Path, reference: str | None = None, fmt: str | None = None
     None: both when plotly is installed, else png) plots/*.png and report.html (no training). `js_dir`: the
     folder above that holds the tree's one plotly.min.js (a study's folder), default beside report.html."""
     from cryptonorm.render.html import formats
-    from cryptonorm.sweep.plots import plot_batch_size, plot_box, plot_curves, x_key
+    from cryptonorm.sweeps.plots import plot_batch_size, plot_box, plot_curves, x_key
 
     sweep_dir = Path(sweep_dir)
     want = formats(fmt)  # a bad --format is an error before anything is written
@@ -273,12 +273,12 @@ def render(sweep_dir: Path, reference: str | None = None, fmt: str | None = None
         rep.plots = [p for p in made if p is not None]
         rep.paths["plots"] = plots
     from cryptonorm.pipeline import write_text_atomic
-    from cryptonorm.sweep.summary import markdown
+    from cryptonorm.sweeps.summary import markdown
 
     rep.paths["summary"] = sweep_dir / SUMMARY_MD
     write_text_atomic(rep.paths["summary"], markdown(rep))
     if "html" in want:
-        from cryptonorm.sweep.html import write_html
+        from cryptonorm.sweeps.html import write_html
 
         rep.paths["html"] = write_html(rep, sweep_dir, js_dir)
     return rep

@@ -12,7 +12,7 @@ import pandas as pd
 from cryptonorm.evaluate.keys import BATCH_KEY, KIND_KEY, NORM_KEY, SEED_KEY
 from cryptonorm.evaluate.stats import bootstrap_ci
 from cryptonorm.render.plots import atomic_savefig
-from cryptonorm.sweep.results import (
+from cryptonorm.sweeps.results import (
     grid_keys,
     grid_values,
     group_keys,
@@ -22,7 +22,7 @@ from cryptonorm.sweep.results import (
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from cryptonorm.sweep.report import SweepReport
+    from cryptonorm.sweeps.report import SweepReport
 
 
 def _save(fig: Figure, path: Path) -> Path:

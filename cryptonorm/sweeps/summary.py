@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from cryptonorm.evaluate.keys import BATCH_KEY, NORM_KEY
-from cryptonorm.sweep.results import SUMMARY_METRICS, grid_values, group_keys
+from cryptonorm.sweeps.results import SUMMARY_METRICS, grid_values, group_keys
 from cryptonorm.text import fmt
 
 if TYPE_CHECKING:
-    from cryptonorm.sweep.report import SweepReport
+    from cryptonorm.sweeps.report import SweepReport
 
 
 def _f(v: Any, digits: int = 4) -> str:

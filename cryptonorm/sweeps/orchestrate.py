@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptonorm.sweep.report import SweepReport, render
-from cryptonorm.sweep.run import EventFn, SweepOutcome, run_sweep
-from cryptonorm.sweep.spec import Sweep
+from cryptonorm.sweeps.report import SweepReport, render
+from cryptonorm.sweeps.run import EventFn, SweepOutcome, run_sweep
+from cryptonorm.sweeps.spec import Sweep
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def sweep_and_report(spec: Sweep, out: Path | None = None, *, jobs: int = 1, exe
     rep = render(outcome.sweep_dir, reference, fmt)
     tracked = 0
     if backend is not None:
-        from cryptonorm.sweep.tracking import track_sweep
+        from cryptonorm.sweeps.tracking import track_sweep
 
         tracked = track_sweep(outcome.sweep_dir, backend)
     return SweepRun(outcome, rep, backend, tracked)

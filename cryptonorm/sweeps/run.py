@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptonorm.errors import UsageError
-from cryptonorm.sweep.cell import CellTask, needs_backtest, rebacktest_cell
-from cryptonorm.sweep.executors import (
+from cryptonorm.sweeps.cell import CellTask, needs_backtest, rebacktest_cell
+from cryptonorm.sweeps.executors import (
     check_executor,
     cores,
     gpu_slots,
@@ -40,7 +40,7 @@ from cryptonorm.sweep.executors import (
     run_ray,
     visible_gpus,
 )
-from cryptonorm.sweep.results import (
+from cryptonorm.sweeps.results import (
     CELLS_DIR,
     RESULT_FILE,
     SWEEP_FILE,
@@ -50,7 +50,7 @@ from cryptonorm.sweep.results import (
     read_result,
     write_results_csv,
 )
-from cryptonorm.sweep.spec import Cell, Sweep, label
+from cryptonorm.sweeps.spec import Cell, Sweep, label
 
 if TYPE_CHECKING:
     import pandas as pd
