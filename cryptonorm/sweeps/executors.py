@@ -24,7 +24,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptonorm.errors import CryptonormError, UsageError
@@ -81,44 +80,7 @@ def _ray_cell(task: CellTask, candles: pd.DataFrame, threads: int, attempt: int 
         where["gpus"] = ",".join(str(g) for g in gpus)
     if retried_after:
         where["retried_after"] = retried_after
-    kill = _test_kill_hook(task)
-    result = run_cell(task, candles, where)
-    if kill is not None:
-        kill()  # the cell finished before the hook saw it start: die now, before the result is returned
-    return result
-
-
-TEST_KILL_ENV = "CRYPTONORM_TEST_KILL_CELL"  # tests only: "CELL_ID:MARKER" SIGKILLs that cell's first attempt
-
-
-def _test_kill_hook(task: CellTask) -> Callable[[], None] | None:
-    """For the Ray cluster test: when TEST_KILL_ENV names this cell and its marker file does not exist yet,
-    create the marker (with this process id) and SIGKILL this worker once the cell's training has started,
-    as the kernel's OOM killer would. Returns the kill function (to call if the cell ends first), else None."""
-    import signal
-
-    spec = os.environ.get(TEST_KILL_ENV, "")
-    cell, _, marker = spec.partition(":")
-    if not marker or cell != task.cell_id:
-        return None
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # one kill per test, whichever node runs it
-    except FileExistsError:
-        return None
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-
-    def kill() -> None:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    def watch() -> None:  # mid-run: once run_cell has created the cell's run directory
-        run_dir = Path(task.cell_dir) / "run"
-        while not run_dir.exists():
-            time.sleep(0.02)
-        kill()
-
-    threading.Thread(target=watch, daemon=True).start()
-    return kill
+    return run_cell(task, candles, where)
 
 
 def cores() -> int:
