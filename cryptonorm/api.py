@@ -201,6 +201,7 @@ def fetch(cfg: Config | PathLike | None = None, **data: Any) -> pd.DataFrame:
     `cn.fetch(exchange="binance", symbol="BTC/USDT", timeframe="1h", since="2024-01-01")`."""
     from cryptonorm import pipeline
     from cryptonorm.config import build_config
+    from cryptonorm.data import store
 
     if isinstance(cfg, (str, Path)) or cfg is None:
         cfg = load_config(cfg, {f"data.{k}": v for k, v in data.items()})
@@ -208,5 +209,5 @@ def fetch(cfg: Config | PathLike | None = None, **data: Any) -> pd.DataFrame:
         raw = cfg.to_dict()
         cfg = build_config({**raw, "data": {**raw["data"], **data}}, source="cn.fetch")
     pipeline.fetch(cfg)
-    return _utc_index(pipeline.load_candles(cfg))
+    return _utc_index(store.load_candles(cfg))
 

@@ -224,7 +224,7 @@ def _groups(ok: pd.DataFrame, metric: str, keys: list[str], show: list[str]) -> 
 
 def write_outputs(outcome: StudyOutcome) -> None:
     """verdicts.json and verdicts.md, written atomically."""
-    from cryptonorm.pipeline import write_json, write_text_atomic
+    from cryptonorm.atomic import write_json, write_text_atomic
 
     meta = {"profile": outcome.profile, "seconds": round(outcome.seconds, 1),
             "written": datetime.now(timezone.utc).isoformat(timespec="seconds"), "claims": outcome.claims}

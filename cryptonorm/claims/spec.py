@@ -212,7 +212,7 @@ def load_claim(path: str | Path, quick: bool = False, data_dir: str | Path | Non
 
 def prepare(claim: Claim, sweep_file: Path, overrides: tuple[str, ...] = ()) -> Claim:
     """Write the resolved sweep file, load it (validating every cell) and check the claim against it."""
-    from cryptonorm.pipeline import write_text_atomic
+    from cryptonorm.atomic import write_text_atomic
 
     write_text_atomic(sweep_file, yaml.safe_dump(json.loads(json.dumps(claim.sweep_raw, default=str)),
                                                  sort_keys=False))

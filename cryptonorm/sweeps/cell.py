@@ -50,7 +50,7 @@ def run_cell(task: CellTask, candles: pd.DataFrame, where: dict[str, Any] | None
     A cell whose training finished is "ok" even when its backtest fails (e.g. a target the strategy cannot
     trade): the forecast metrics stand, `backtest_error` says why there is no backtest, and a re-run does
     not retrain it."""
-    from cryptonorm import pipeline
+    from cryptonorm import atomic, pipeline
 
     warmup = warm_up()  # a worker's first cell would otherwise count seconds of imports in its train_seconds
     t0 = time.time()
@@ -93,7 +93,7 @@ def run_cell(task: CellTask, candles: pd.DataFrame, where: dict[str, Any] | None
     result["seconds"] = round(time.time() - t0, 3)
     result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     result.update(where or {})
-    pipeline.write_json(cell_dir / RESULT_FILE, result)
+    atomic.write_json(cell_dir / RESULT_FILE, result)
     if task.ship_files:
         result["_files"] = {name: (run_dir / name).read_text() for name in ("history.csv", "forecasts.csv")
                             if (run_dir / name).exists()}
@@ -108,20 +108,20 @@ def needs_backtest(result: dict[str, Any], cfg: Config) -> bool:
 def rebacktest_cell(cdir: Path, cfg: Config, plot: bool = True) -> dict[str, Any]:
     """Backtest a trained cell again with `cfg`'s backtest settings (no training): its run's config.yaml
     gets the new backtest section, run/backtest/ and result.json the new figures."""
-    from cryptonorm import pipeline
+    from cryptonorm import atomic, pipeline
     from cryptonorm.pipeline.integrity import record_file
 
     run_dir, path = cdir / "run", cdir / RESULT_FILE
     raw = yaml.safe_load((run_dir / "config.yaml").read_text())
     raw["backtest"] = cfg.backtest.model_dump(mode="json")
-    pipeline.write_text_atomic(run_dir / "config.yaml", dump_yaml(build_config(raw, source=str(run_dir))))
+    atomic.write_text_atomic(run_dir / "config.yaml", dump_yaml(build_config(raw, source=str(run_dir))))
     record_file(run_dir, "config.yaml")  # a deliberate change: the run's integrity check follows it
     _, bt = pipeline.backtest(run_dir, fmt="png", plot=plot)  # as run_cell: no page per cell
     m = bt.metrics
     result = {**(read_result(path) or {}), "backtest_hash": settings_hash(cfg),
               "backtest": {"strategy": m.get("strategy", {}), "buy_and_hold": m.get("buy_and_hold", {})},
               "rebacktested": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    pipeline.write_json(path, result)
+    atomic.write_json(path, result)
     return result
 
 

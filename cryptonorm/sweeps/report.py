@@ -272,7 +272,7 @@ def render(sweep_dir: Path, reference: str | None = None, fmt: str | None = None
         ]
         rep.plots = [p for p in made if p is not None]
         rep.paths["plots"] = plots
-    from cryptonorm.pipeline import write_text_atomic
+    from cryptonorm.atomic import write_text_atomic
     from cryptonorm.sweeps.summary import markdown
 
     rep.paths["summary"] = sweep_dir / SUMMARY_MD

@@ -181,11 +181,11 @@ def results_frame(results: list[dict[str, Any]], grid_keys: list[str], sweep_dir
 
 def write_results_csv(sweep_dir: Path, results: list[dict[str, Any]]) -> Path:
     """Write SWEEP_DIR/sweep_results.csv atomically; return its path."""
-    from cryptonorm import pipeline
+    from cryptonorm import atomic
 
     meta = load_sweep_dir(sweep_dir)
     path = Path(sweep_dir) / RESULTS_CSV
-    pipeline.write_csv(path, results_frame(results, grid_keys(meta), Path(sweep_dir)))
+    atomic.write_csv(path, results_frame(results, grid_keys(meta), Path(sweep_dir)))
     return path
 
 

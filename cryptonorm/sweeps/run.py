@@ -78,14 +78,15 @@ class SweepOutcome:
 def prepare_data(sweep: Sweep, on_event: EventFn | None = None) -> tuple[pd.DataFrame, str]:
     """Load the candles every cell shares (fetching what is missing), and their hash."""
     from cryptonorm import pipeline
+    from cryptonorm.data import store
     from cryptonorm.data.candles import data_hash
 
     cfg = sweep.cells[0].config
-    if not pipeline.have_candles(cfg):
+    if not store.have_candles(cfg):
         if on_event:
             on_event({"event": "fetch", "exchange": cfg.data.exchange, "symbols": cfg.data.symbols})
         pipeline.fetch(cfg)
-    candles = pipeline.load_candles(cfg)
+    candles = store.load_candles(cfg)
     return candles, data_hash(candles)
 
 
@@ -100,7 +101,8 @@ def run_sweep(sweep: Sweep, sweep_dir: Path | None = None, *, jobs: int = 1, exe
 
     `cell_plots=False` skips each cell's equity.png (the claims study: hundreds of small cells).
     `gpus_per_cell` > 0 packs cells onto GPUs (executors.py): 0.25 = four cells per GPU."""
-    from cryptonorm import pipeline
+    from cryptonorm import atomic
+    from cryptonorm.data import store
 
     if jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {jobs}")
@@ -115,13 +117,13 @@ def run_sweep(sweep: Sweep, sweep_dir: Path | None = None, *, jobs: int = 1, exe
     with _lock(sweep_dir):
         candles, dhash = prepare_data(sweep, on_event)
         first = sweep.cells[0].config
-        pipeline.write_json(sweep_dir / SWEEP_FILE, {
+        atomic.write_json(sweep_dir / SWEEP_FILE, {
             "name": sweep.spec.name, "description": sweep.spec.description, "sweep_file": str(sweep.path.resolve()),
             "base": str(sweep.base_path.resolve()), "set": sweep.spec.overrides, "cli_set": list(sweep.cli_overrides),
             "grid": sweep.grid, "zip": sweep.zip, "metrics": sweep.metrics, "reference": sweep.spec.reference,
             "horizon": first.target.horizon,
             "target": first.target.kind,
-            "data": {"hash": dhash, "rows": len(candles), "path": str(pipeline.candle_path(first)),
+            "data": {"hash": dhash, "rows": len(candles), "path": str(store.candle_path(first)),
                      "first": int(candles["timestamp"].iloc[0]), "last": int(candles["timestamp"].iloc[-1])},
             "cells": [{"id": c.id, "params": c.params, "seed": c.config.seed} for c in sweep.cells],
             "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -186,16 +188,16 @@ def check_sweep_dir(sweep_dir: Path, force: bool = False) -> None:
 
 def _land(task: CellTask, result: dict[str, Any]) -> None:
     """Make sure the verdict (and, from Ray, the files the report reads) exist on this machine."""
-    from cryptonorm import pipeline
+    from cryptonorm import atomic
 
     cdir = Path(task.cell_dir)
     files = result.pop("_files", None) or {}
     for name, text in files.items():
         target = cdir / "run" / name
         if not target.exists():
-            pipeline.write_text_atomic(target, text)
+            atomic.write_text_atomic(target, text)
     if read_result(cdir / RESULT_FILE) is None:
-        pipeline.write_json(cdir / RESULT_FILE, result)
+        atomic.write_json(cdir / RESULT_FILE, result)
 
 
 @contextlib.contextmanager
