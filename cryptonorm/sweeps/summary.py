@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from cryptonorm.evaluate.keys import BATCH_KEY, NORM_KEY
+from cryptonorm.evaluate.metrics import label
 from cryptonorm.sweeps.results import SUMMARY_METRICS, grid_values, group_keys
 from cryptonorm.text import fmt
 
@@ -23,13 +24,11 @@ def _p(v: Any) -> str:
     return fmt(v, "p")
 
 
-COMPACT = {"test_qlike": "qlike", "test_mse_var": "mse var", "test_mse": "test mse", "test_rank_ic": "rank IC",
-           "test_log_loss": "log loss", "test_auc": "AUC", "test_directional_accuracy": "dir acc",
-           "bt_sharpe": "sharpe", "bt_total_return": "return"}
+COMPACT = {"bt_sharpe": "sharpe", "bt_total_return": "return"}  # the forecast metrics' labels: the registry's
 
 
 def _short(col: str) -> str:
-    return COMPACT.get(col, col.removeprefix("test_"))
+    return COMPACT.get(col) or label(col)
 
 
 def summary_table(rep: SweepReport, compact: bool = False) -> tuple[list[str], list[list[str]]]:
