@@ -72,3 +72,18 @@ def small_real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pipeline.train(build_config(small_real_config()), out)
     pipeline.backtest(out)
     return out
+
+
+# ---------------------------------------------------------------- the slow tier (`make test` skips it)
+# Tests in a real browser are slow by nature; the others below were measured with `pytest FILE --durations=0`
+# (each well over 10 s on the shared 2-core machine). A test file marks its own new slow tests with
+# @pytest.mark.slow; this list holds the existing ones, so the tiers change no test file.
+SLOW_FIXTURES = frozenset({"browser"})
+SLOW_TESTS: frozenset[str] = frozenset()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        name = item.nodeid.split("[", 1)[0]
+        if name in SLOW_TESTS or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

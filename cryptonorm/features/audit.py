@@ -5,20 +5,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from cryptonorm.config import Config
 from cryptonorm.errors import DataError
-from cryptonorm.timeframes import format_ms, timeframe_ms
-
-if TYPE_CHECKING:
-    pass
-
 from cryptonorm.features.dataset import Prepared, min_bars, prepare, prepare_unchecked
 from cryptonorm.features.splits import split
+from cryptonorm.timeframes import format_ms, timeframe_ms
 
 # ---------------------------------------------------------------- look-ahead audit
 

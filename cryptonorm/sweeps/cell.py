@@ -146,7 +146,7 @@ def warm_up() -> float:
     torch.use_deterministic_algorithms(torch.are_deterministic_algorithms_enabled(),
                                        warn_only=torch.is_deterministic_algorithms_warn_only_enabled())
     x = torch.ones(2, 2, requires_grad=True)
-    (x @ x).sum().backward()  # autograd's first backward pass starts its engine
+    torch.autograd.grad((x @ x).sum(), x)  # autograd's first backward pass starts its engine
     _WARM.append(time.perf_counter() - t0)
     return _WARM[0]
 
