@@ -497,7 +497,8 @@ def test_plot_and_tables(tmp_path: Path, btc_slice: pd.DataFrame) -> None:
     ts, close = btc_slice["timestamp"].to_numpy()[:800], btc_slice["close"].to_numpy()[:800]
     bt = simulate(ts, close, np.random.default_rng(0).normal(0, 1e-3, 800), _cfg(), "1h", "return")
     for log_scale in (False, True):
-        out = report.plot_equity(bt, tmp_path / "plots" / f"eq{log_scale}.png", "BTC 1h", log_scale=log_scale)
+        out = report.plot_equity(bt.equity, bt.metrics, tmp_path / "plots" / f"eq{log_scale}.png", "BTC 1h",
+                                 log_scale=log_scale)
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["eqFalse.png", "eqTrue.png"]  # no temp left
 

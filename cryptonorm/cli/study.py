@@ -133,7 +133,7 @@ def _show(rep: SweepReport) -> None:
     out = console()  # a log file or pipe gets the whole table, one line per row
     header, rows = summary.summary_table(rep, compact=True)
     c = rep.counts
-    title = f"sweep {rep.meta['name']}: mean ± std over seeds ({c['ok']}/{c['cells']} cells ok)"
+    title = f"sweep {rep.meta.name}: mean ± std over seeds ({c['ok']}/{c['cells']} cells ok)"
     out.print(tables.simple_table(title, header, rows))
     th, tr = summary.tests_table(rep, compact=True)
     if tr:

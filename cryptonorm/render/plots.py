@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from cryptonorm.atomic import atomic_path
 from cryptonorm.text import fmt
-from cryptonorm.trade.backtest import Backtest
 from cryptonorm.trade.performance import drawdown_curve
 
 if TYPE_CHECKING:
+    import pandas as pd
     from matplotlib.figure import Figure
     from rich.table import Table
 
@@ -59,14 +59,16 @@ def atomic_savefig(fig: Figure, path: Path, **savefig_kwargs: Any) -> Path:
     return path
 
 
-def plot_equity(bt: Backtest, path: Path, title: str = "", *, log_scale: bool = False, dpi: int = 120) -> Path:
+def plot_equity(equity: pd.DataFrame, metrics: dict[str, Any], path: Path, title: str = "", *,
+                log_scale: bool = False, dpi: int = 120) -> Path:
     """Equity of the strategy vs buy-and-hold (top; log scale optional) and their drawdowns (bottom), as a
-    PNG written atomically. Bars that span an exchange outage are marked. Returns `path`."""
+    PNG written atomically. Bars that span an exchange outage are marked. Returns `path`.
+    `equity`: a backtest's equity frame (timestamp, equity, bh_equity, gap); `metrics`: its metrics dict."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure
 
-    eq = bt.equity
+    eq = equity
     x = eq["timestamp"].to_numpy("int64").astype("datetime64[ms]")
     strat = eq["equity"].to_numpy("float64")
     bh = eq["bh_equity"].to_numpy("float64")
@@ -97,7 +99,7 @@ def plot_equity(bt: Backtest, path: Path, title: str = "", *, log_scale: bool = 
     locator = AutoDateLocator()
     ax_dd.xaxis.set_major_locator(locator)
     ax_dd.xaxis.set_major_formatter(ConciseDateFormatter(locator))
-    m = bt.metrics
+    m = metrics
     sub = (f"Sharpe {fmt(m['strategy'].get('sharpe'), 'num')} vs buy & hold "
            f"{fmt(m['buy_and_hold'].get('sharpe'), 'num')}; fees {m['costs']['fee_bps']:g} + slippage "
            f"{m['costs']['slippage_bps']:g} bps per side; {m.get('gap_bars', 0)} bar(s) span gaps")

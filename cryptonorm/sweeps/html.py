@@ -29,13 +29,13 @@ def sweep_page_data(rep: SweepReport) -> SweepPage:
     from cryptonorm.sweeps.plots import x_key
 
     m, c = rep.meta, rep.counts
-    data = m.get("data", {})
-    info = ["grid: " + "; ".join(f"{k} ∈ {{{', '.join(grid_values(m, k))}}}" for k in m["grid"]),
+    data = m.data
+    info = ["grid: " + "; ".join(f"{k} ∈ {{{', '.join(grid_values(m, k))}}}" for k in m.grid),
             f"cells: {c['cells']} ({c['ok']} ok, {c['failed']} failed, {c['pending']} pending)",
-            f"data: {data.get('rows')} candles from {data.get('path')}, hash {data.get('hash')} (every cell); "
-            f"target {m.get('target')}, horizon {m.get('horizon')}"]
-    if m.get("description"):
-        info.insert(0, str(m["description"]))
+            f"data: {data.rows} candles from {data.path}, hash {data.hash} (every cell); "
+            f"target {m.target}, horizon {m.horizon}"]
+    if m.description:
+        info.insert(0, m.description)
     header, rows = summary_table(rep)
     tables = [TableData("Mean ± std over seeds" + (f"; Holm p-values vs {rep.reference} on {rep.loss}"
                                                    if rep.reference else ""), header, rows)]
@@ -49,7 +49,7 @@ def sweep_page_data(rep: SweepReport) -> SweepPage:
             tables.append(TableData(title, h, rr))
     cells = labelled(rep.results, m) if len(rep.results) else rep.results
     keys = grid_keys(m)
-    return SweepPage(title=f"Sweep {m['name']}", info=info, tables=tables, cells=cells, grid_keys=keys,
+    return SweepPage(title=f"Sweep {m.name}", info=info, tables=tables, cells=cells, grid_keys=keys,
                      group_key=x_key(m), panel_key=KIND_KEY if KIND_KEY in keys else None,
                      metrics=[(rep.loss, rep.loss), ("bt_sharpe", "test-split Sharpe")],
                      curves=histories(cells), batch_key=BATCH_KEY if BATCH_KEY in keys else None,

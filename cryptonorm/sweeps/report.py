@@ -26,6 +26,7 @@ from cryptonorm.evaluate.compare import add_holm, degradation, paired_row
 from cryptonorm.evaluate.keys import BATCH_KEY, NORM_KEY, SEED_KEY
 from cryptonorm.evaluate.metrics import DEFAULT_METRICS
 from cryptonorm.evaluate.stats import BAR_LOSSES, bar_loss, common_bars, dm_per_seed, min_pvalues
+from cryptonorm.sweeps.meta import SweepMeta
 from cryptonorm.sweeps.results import (
     RESULT_FILE,
     SUMMARY_METRICS,
@@ -51,7 +52,7 @@ P_COLUMNS = ("p_t", "p_wilcoxon", "p_dm")  # one Holm family per tests table
 class SweepReport:
     """A sweep's results, aggregates and tests, as frames (what summary.md and the terminal show)."""
 
-    meta: dict[str, Any]
+    meta: SweepMeta
     results: pd.DataFrame  # one row per cell (sweep_results.csv)
     summary: pd.DataFrame  # mean/std over seeds per combination, with the primary metric's Holm p-values
     tests: pd.DataFrame  # one row per (combination, norm or baseline != reference, metric); p and p Holm
@@ -73,7 +74,7 @@ class SweepReport:
                 "pending": int((s == "pending").sum())}
 
 
-def aggregate(df: pd.DataFrame, meta: dict[str, Any], extra: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
+def aggregate(df: pd.DataFrame, meta: SweepMeta, extra: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
     """Mean and std over seeds of each metric, per combination of the other grid keys (grid order)."""
     lab = labelled(df, meta)
     keys = group_keys(meta)
@@ -93,18 +94,18 @@ def aggregate(df: pd.DataFrame, meta: dict[str, Any], extra: list[str] | tuple[s
     return pd.DataFrame(rows)
 
 
-def metric_columns(meta: dict[str, Any]) -> list[str]:
+def metric_columns(meta: SweepMeta) -> list[str]:
     """The tested metrics' result columns: the sweep file's `metric:`, else the target kind's defaults."""
-    names = meta.get("metrics") or list(DEFAULT_METRICS.get(str(meta.get("target")), ("mse",)))
+    names = meta.metrics or list(DEFAULT_METRICS.get(str(meta.target), ("mse",)))
     return [f"test_{m}" for m in names]
 
 
-def resolve_reference(meta: dict[str, Any], reference: str | None) -> str | None:
+def resolve_reference(meta: SweepMeta, reference: str | None) -> str | None:
     """The reference norm: --reference, else the sweep file's, else the first norm listed; checked."""
     if NORM_KEY not in grid_keys(meta):
         return None
     norms = grid_values(meta, NORM_KEY)
-    ref = reference if reference is not None else (meta.get("reference") or norms[0])
+    ref = reference if reference is not None else (meta.reference or norms[0])
     if ref not in norms:
         raise ConfigError(f"--reference {ref!r} is not a {NORM_KEY} value of this sweep; choose one of "
                           f"{', '.join(norms)}")
@@ -158,7 +159,7 @@ def _dm(cur: pd.DataFrame, ref: pd.DataFrame | None, metric: str, horizon: int, 
             "dm_bars": int(max((len(a) for a, _ in pairs), default=0)), "note": "; ".join(notes)}
 
 
-def significance(df: pd.DataFrame, meta: dict[str, Any], ref: str | None,
+def significance(df: pd.DataFrame, meta: SweepMeta, ref: str | None,
                  metrics: list[str]) -> tuple[pd.DataFrame, list[str]]:
     """Each norm vs the reference and each baseline, per combination of the other keys and per metric,
     paired by seed; Holm across every p-value of the table."""
@@ -168,7 +169,7 @@ def significance(df: pd.DataFrame, meta: dict[str, Any], ref: str | None,
     lab = labelled(df, meta)
     lab = lab[lab["status"] == "ok"]
     others = [k for k in group_keys(meta) if k != NORM_KEY]
-    horizon, read, notes, rows = int(meta.get("horizon", 1)), _Forecasts(), [], []
+    horizon, read, notes, rows = meta.horizon, _Forecasts(), [], []
     for metric in metrics:
         if metric not in lab.columns or pd.to_numeric(lab[metric], errors="coerce").isna().all():
             notes.append(f"{metric.removeprefix('test_')}: no finished cell reports it; not tested")

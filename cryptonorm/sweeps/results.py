@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from cryptonorm.atomic import read_json_object
 from cryptonorm.errors import ConfigError, DataError
 from cryptonorm.evaluate.keys import SEED_KEY
+from cryptonorm.sweeps.meta import SweepMeta
 from cryptonorm.sweeps.spec import Cell, show
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def is_done(result: dict[str, Any] | None, cell: Cell, data_hash: str) -> bool:
 
 
 
-def load_sweep_dir(sweep_dir: Path) -> dict[str, Any]:
+def load_sweep_dir(sweep_dir: Path) -> SweepMeta:
     """sweep.json of a sweep directory (what `cryptonorm report` starts from)."""
     p = Path(sweep_dir) / SWEEP_FILE
     if not p.exists():
@@ -56,18 +57,18 @@ def load_sweep_dir(sweep_dir: Path) -> dict[str, Any]:
         meta = json.loads(p.read_text())
     except ValueError as e:
         raise DataError(f"{p} is damaged ({e}); run the sweep again to rewrite it") from None
-    return dict(meta)
+    return SweepMeta.from_json(meta, p)
 
 
 def collect_results(sweep_dir: Path) -> list[dict[str, Any]]:
     """One result per cell listed in sweep.json; cells without a verdict are 'pending'."""
     meta = load_sweep_dir(sweep_dir)
-    dhash = meta["data"]["hash"]
+    dhash = meta.data.hash
     out = []
-    for c in meta["cells"]:
-        r = read_result(cell_dir(Path(sweep_dir), c["id"]) / RESULT_FILE)
+    for c in meta.cells:
+        r = read_result(cell_dir(Path(sweep_dir), c.id) / RESULT_FILE)
         if r is None or (r.get("status") == "ok" and r.get("data_hash") != dhash):
-            r = {"cell_id": c["id"], "params": c["params"], "seed": c["seed"], "status": "pending", "error": None}
+            r = {"cell_id": c.id, "params": c.params, "seed": c.seed, "status": "pending", "error": None}
         out.append(r)
     return out
 
@@ -94,7 +95,7 @@ def cell_damage(path: Path) -> str | None:
 def damaged_cells(sweep_dir: Path) -> dict[str, str]:
     """cell id -> why its result.json is damaged, for every cell of sweep.json whose verdict cannot be read."""
     meta = load_sweep_dir(sweep_dir)
-    found = {c["id"]: cell_damage(cell_dir(Path(sweep_dir), c["id"]) / RESULT_FILE) for c in meta["cells"]}
+    found = {c.id: cell_damage(cell_dir(Path(sweep_dir), c.id) / RESULT_FILE) for c in meta.cells}
     return {k: v for k, v in found.items() if v is not None}
 
 
@@ -189,23 +190,23 @@ def write_results_csv(sweep_dir: Path, results: list[dict[str, Any]]) -> Path:
     return path
 
 
-def grid_keys(meta: dict[str, Any]) -> list[str]:
+def grid_keys(meta: SweepMeta) -> list[str]:
     """The keys that vary between cells: sweep.json's `grid`, then its `zip` keys, in file order."""
-    return [*meta["grid"], *(meta.get("zip") or {})]
+    return [*meta.grid, *meta.zip]
 
 
-def group_keys(meta: dict[str, Any]) -> list[str]:
+def group_keys(meta: SweepMeta) -> list[str]:
     """The keys a table groups by: every grid key but the seed."""
     return [k for k in grid_keys(meta) if k != SEED_KEY]
 
 
-def grid_values(meta: dict[str, Any], key: str) -> list[str]:
+def grid_values(meta: SweepMeta, key: str) -> list[str]:
     """A grid or zip key's values as shown strings (a zip list's repeats once)."""
-    values = meta["grid"][key] if key in meta["grid"] else meta["zip"][key]
+    values = meta.grid[key] if key in meta.grid else meta.zip[key]
     return list(dict.fromkeys(show(v) for v in values))
 
 
-def labelled(df: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
+def labelled(df: pd.DataFrame, meta: SweepMeta) -> pd.DataFrame:
     """Grid columns as their shown strings (so 0.1, [64, 32] and 'layer' compare alike)."""
     out = df.copy()
     for k in grid_keys(meta):
@@ -213,13 +214,13 @@ def labelled(df: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
     return out
 
 
-def combos(meta: dict[str, Any], keys: list[str]) -> list[dict[str, str]]:
+def combos(meta: SweepMeta, keys: list[str]) -> list[dict[str, str]]:
     """Every combination of the values of `keys` that some cell has, in cell order (zip keys move together,
     so their values never combine freely)."""
-    cells = meta.get("cells") or []
+    cells = meta.cells
     if not cells:
         return [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*(grid_values(meta, k) for k in keys))]
-    seen = {tuple(show(c["params"].get(k)) for k in keys): None for c in cells}
+    seen = {tuple(show(c.params.get(k)) for k in keys): None for c in cells}
     return [dict(zip(keys, vals, strict=True)) for vals in seen]
 
 

@@ -154,23 +154,23 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 def markdown(rep: SweepReport) -> str:
     """summary.md: the sweep, the aggregated table, the paired tests, failures, plots."""
     m, c = rep.meta, rep.counts
-    data = m.get("data", {})
-    out = [f"# Sweep `{m['name']}`", ""]
-    if m.get("description"):
-        out += [m["description"], ""]
-    grid = ", ".join(f"`{k}` ∈ {{{', '.join(grid_values(m, k))}}}" for k in m["grid"])
-    zipped = " × ".join(f"`{k}`" for k in m.get("zip") or {})
+    data = m.data
+    out = [f"# Sweep `{m.name}`", ""]
+    if m.description:
+        out += [m.description, ""]
+    grid = ", ".join(f"`{k}` ∈ {{{', '.join(grid_values(m, k))}}}" for k in m.grid)
+    zipped = " × ".join(f"`{k}`" for k in m.zip)
     if zipped:
         grid += f"; zipped (moving together): {zipped} = " + ", ".join(
-            "(" + ", ".join(str(v) for v in row) + ")" for row in zip(*m["zip"].values(), strict=True))
-    out += [f"- sweep file: `{m.get('sweep_file')}`, base config: `{m.get('base')}`",
+            "(" + ", ".join(str(v) for v in row) + ")" for row in zip(*m.zip.values(), strict=True))
+    out += [f"- sweep file: `{m.sweep_file}`, base config: `{m.base}`",
             f"- grid: {grid}",
-            f"- fixed: {', '.join(f'`{k}={v}`' for k, v in (m.get('set') or {}).items()) or '-'}"
-            + (f"; --set {' '.join(m['cli_set'])}" if m.get("cli_set") else ""),
+            f"- fixed: {', '.join(f'`{k}={v}`' for k, v in m.set.items()) or '-'}"
+            + (f"; --set {' '.join(m.cli_set)}" if m.cli_set else ""),
             f"- cells: {c['cells']} ({c['ok']} ok, {c['failed']} failed, {c['pending']} pending)",
-            f"- data: {data.get('rows')} candles from `{data.get('path')}`, hash `{data.get('hash')}` "
+            f"- data: {data.rows} candles from `{data.path}`, hash `{data.hash}` "
             "(the same for every cell)",
-            f"- target: {m.get('target')}, horizon {m.get('horizon')}"]
+            f"- target: {m.target}, horizon {m.horizon}"]
     tp = rep.throughput
     if tp.get("cells_per_hour") is not None:
         devs = ", ".join(f"{d} x{n}" for d, n in sorted(tp["devices"].items()))
