@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from cryptonorm.cli import app
 from cryptonorm.errors import ConfigError
 from cryptonorm.evaluate import stats as st
+from cryptonorm.sweeps import outputs as so
 from cryptonorm.sweeps import report as sr
 from cryptonorm.sweeps import spec as sw
 
@@ -584,7 +585,7 @@ def test_report_without_norm_or_seed_keys(tmp_path: Path) -> None:
         {"name": "lr", "grid": {"train.lr": [0.001, 0.01]}, "data": {"hash": "h"},
          "cells": [{"id": "a", "params": {"train.lr": 0.001}, "seed": 0},
                    {"id": "b", "params": {"train.lr": 0.01}, "seed": 0}]}))
-    rep = sr.render(root)
+    rep = so.render(root)
     assert rep.reference is None and not len(rep.tests)
     assert any("model.norm is not a grid key" in n for n in rep.notes)
     with pytest.raises(ConfigError):

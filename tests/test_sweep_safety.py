@@ -130,13 +130,14 @@ def test_a_workers_warm_up_is_recorded_apart_from_train_seconds(tmp_path: Path, 
 
 
 def test_a_seed_left_out_of_the_dm_test_is_noted_in_the_summary(tmp_path: Path) -> None:
+    from cryptonorm.sweeps import outputs as so
     from cryptonorm.sweeps import report as sr
 
     root = _fake_sweep(tmp_path / "fake")
     full = sr.build_report(root)
     cid = "mlp-batch-2-1"  # an ok cell of the planted effect: batch at batch size 2, seed 1
     (root / "cells" / cid / "run" / "forecasts.csv").unlink()
-    rep = sr.render(root, fmt="png")
+    rep = so.render(root, fmt="png")
     t = rep.tests[rep.tests["metric"] == "test_mse"].set_index(["model.kind", "train.batch_size", "model.norm"])
     before = full.tests[full.tests["metric"] == "test_mse"].set_index(["model.kind", "train.batch_size",
                                                                        "model.norm"])

@@ -86,7 +86,7 @@ def run_study(claims: list[Claim], study_dir: Path, *, jobs: int = 1, profile: s
     `executor`, `address`, `gpus_per_cell`: as run_sweep's; with Ray, one connection serves every claim."""
     import contextlib
 
-    from cryptonorm.sweeps import report as sweep_report
+    from cryptonorm.sweeps import outputs as sweep_outputs
     from cryptonorm.sweeps.executors import check_executor, import_ray, ray_session
     from cryptonorm.sweeps.run import run_sweep
 
@@ -109,7 +109,7 @@ def run_study(claims: list[Claim], study_dir: Path, *, jobs: int = 1, profile: s
             else:
                 res = run_sweep(c.sweep, sweep_dir, on_event=on_event, **opts)
             outcome.failed_cells += res.failed
-            sweep_report.render(res.sweep_dir, js_dir=study_dir)  # one plotly.min.js per study
+            sweep_outputs.render(res.sweep_dir, js_dir=study_dir)  # one plotly.min.js per study
     outcome.claims = judge_all(claims, study_dir, profile)
     outcome.seconds = time.time() - t0
     write_outputs(outcome)

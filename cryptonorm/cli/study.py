@@ -99,11 +99,11 @@ def report_command(
 ) -> None:
     """Re-render a sweep's results table, summary.md, plots and report.html from its finished cells (no
     training); prints the report's path (report.html, or summary.md with --format png)."""
-    from cryptonorm.sweeps import report as sweep_report
+    from cryptonorm.sweeps import outputs
 
     with errors():
         report_formats(fmt)
-        rep = sweep_report.render(sweep_dir, reference, fmt)
+        rep = outputs.render(sweep_dir, reference, fmt)
         _show(rep)
         if "html" not in rep.paths:
             typer.echo(str(rep.paths["summary"]))

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptonorm.sweeps.report import SweepReport, render
+from cryptonorm.sweeps.outputs import render
+from cryptonorm.sweeps.report import SweepReport
 from cryptonorm.sweeps.run import EventFn, SweepOutcome, run_sweep
 from cryptonorm.sweeps.spec import Sweep
 

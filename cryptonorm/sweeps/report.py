@@ -8,7 +8,8 @@ seed (compare.py: effect, bootstrap CI, t and Wilcoxon), plus Diebold-Mariano PE
 per-bar test losses, combined over seeds by a sign test (stats.py). Volatility runs' baselines (HAR, ...)
 are compared the same way. Holm's correction runs across every p-value of the table. With a batch-size
 key: each norm's degradation from its largest batch and the norm x batch interaction test.
-Tables as text: summary.py. Plots: plots.py.
+The data only: its writers (summary.md, plots, report.html) are outputs.py (render), summary.py, plots.py
+and html.py, which import this module and never the other way round.
 """
 
 from __future__ import annotations
@@ -21,18 +22,16 @@ from typing import Any
 
 import pandas as pd
 
-from cryptonorm.errors import ConfigError, DataError
+from cryptonorm.errors import ConfigError
 from cryptonorm.evaluate.compare import add_holm, degradation, paired_row
 from cryptonorm.evaluate.keys import BATCH_KEY, NORM_KEY, SEED_KEY
 from cryptonorm.evaluate.metrics import DEFAULT_METRICS
 from cryptonorm.evaluate.stats import BAR_LOSSES, bar_loss, common_bars, dm_per_seed, min_pvalues
 from cryptonorm.sweeps.meta import SweepMeta
 from cryptonorm.sweeps.results import (
-    RESULT_FILE,
     SUMMARY_METRICS,
     collect_results,
     combos,
-    damaged_cells,
     grid_keys,
     grid_values,
     group_keys,
@@ -41,10 +40,8 @@ from cryptonorm.sweeps.results import (
     results_frame,
     select,
     throughput,
-    write_results_csv,
 )
 
-SUMMARY_MD = "summary.md"
 P_COLUMNS = ("p_t", "p_wilcoxon", "p_dm")  # one Holm family per tests table
 
 
@@ -236,50 +233,3 @@ def build_report(sweep_dir: Path, reference: str | None = None) -> SweepReport:
     n_seeds = int(ok[SEED_KEY].nunique()) if len(ok) else 0
     return SweepReport(meta, df, summary, tests, loss, ref, metrics, deg, inter, min_pvalues(n_seeds), notes,
                        throughput=throughput(raw))
-
-
-def check_cells(sweep_dir: Path) -> None:
-    """DataError naming the damaged cells (result.json unreadable, not JSON, no status) and why; nothing is
-    written, so sweep_results.csv keeps the figures it had."""
-    bad = damaged_cells(sweep_dir)
-    if bad:
-        shown = "; ".join(f"cells/{cid}/{RESULT_FILE}: {why}" for cid, why in list(bad.items())[:3])
-        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
-        raise DataError(f"{len(bad)} cell(s) of {sweep_dir} are damaged: {shown}{more}; nothing was rewritten: run "
-                        "the sweep again to re-run those cells, or restore their result.json")
-
-
-def render(sweep_dir: Path, reference: str | None = None, fmt: str | None = None,
-           js_dir: Path | None = None) -> SweepReport:
-    """Re-read every cell's result; write sweep_results.csv, summary.md, and per `fmt` (png | html | both;
-    None: both when plotly is installed, else png) plots/*.png and report.html (no training). `js_dir`: the
-    folder above that holds the tree's one plotly.min.js (a study's folder), default beside report.html."""
-    from cryptonorm.render.html import formats
-    from cryptonorm.sweeps.plots import plot_batch_size, plot_box, plot_curves, x_key
-
-    sweep_dir = Path(sweep_dir)
-    want = formats(fmt)  # a bad --format is an error before anything is written
-    check_cells(sweep_dir)  # a damaged verdict would turn into "pending" and replace the results table
-    rep = build_report(sweep_dir, reference)
-    rep.paths["results"] = write_results_csv(sweep_dir, collect_results(sweep_dir))
-    plots = sweep_dir / "plots"
-    if "png" in want:
-        made = [
-            plot_box(rep, rep.loss, f"{rep.loss} by {x_key(rep.meta) or 'cell'}", plots / "test_loss_by_norm.png"),
-            plot_box(rep, "bt_sharpe", f"test-split Sharpe by {x_key(rep.meta) or 'cell'}",
-                     plots / "sharpe_by_norm.png"),
-            plot_batch_size(rep, plots / "test_loss_vs_batch_size.png"),
-            plot_curves(rep, plots / "training_curves.png"),
-        ]
-        rep.plots = [p for p in made if p is not None]
-        rep.paths["plots"] = plots
-    from cryptonorm.atomic import write_text_atomic
-    from cryptonorm.sweeps.summary import markdown
-
-    rep.paths["summary"] = sweep_dir / SUMMARY_MD
-    write_text_atomic(rep.paths["summary"], markdown(rep))
-    if "html" in want:
-        from cryptonorm.sweeps.html import write_html
-
-        rep.paths["html"] = write_html(rep, sweep_dir, js_dir)
-    return rep
