@@ -504,7 +504,6 @@ def test_plot_and_tables(tmp_path: Path, btc_slice: pd.DataFrame) -> None:
 
     console = Console(record=True, width=160, file=io.StringIO())
     console.print(report.metrics_table(bt.metrics))
-    console.print(report.per_year_table(bt.metrics))
     text = console.export_text()
     for word in ("Sharpe", "Strategy", "Buy & hold", "Flat", "Last sign", "slippage 0", "2017"):
         assert word in text

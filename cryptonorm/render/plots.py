@@ -153,17 +153,3 @@ def metrics_table(metrics: dict[str, Any]) -> Table:
     for label, key, kind in rows:
         table.add_row(label, *(fmt(col.get(key), kind) for _, col in columns))
     return table
-
-
-def per_year_table(metrics: dict[str, Any]) -> Table:
-    """The strategy's per-calendar-year return, Sharpe and max drawdown, beside buy-and-hold's return."""
-    from rich.table import Table
-
-    table = Table(title="Per year")
-    for name in ("year", "return", "buy & hold", "Sharpe", "max drawdown", "bars"):
-        table.add_column(name, justify="right")
-    for row in metrics.get("per_year", []):
-        table.add_row(str(row.get("year")), fmt(row.get("return"), "pct"), fmt(row.get("bh_return"), "pct"),
-                      fmt(row.get("sharpe"), "num"), fmt(row.get("max_drawdown"), "pct"),
-                      fmt(row.get("bars"), "int"))
-    return table
