@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -106,7 +105,7 @@ def spread(x: np.ndarray, y: np.ndarray) -> Spread:
                   float(np.std(y, ddof=1)) if len(y) > 1 else math.nan, eff, ci, bf)
 
 
-def match(df: pd.DataFrame, key: str, treatment: Any, control: Any, on: Sequence[str],
+def match(df: pd.DataFrame, key: str, treatment: object, control: object, on: Sequence[str],
           metric: str) -> tuple[np.ndarray, np.ndarray]:
     """`metric` of the cells whose `key` is `treatment` beside those whose `key` is `control`, matched on the
     grid keys `on` (every other grid key and the seed), both finite. control None: the treatment against 0."""
@@ -141,7 +140,7 @@ def _ok(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "ok"] if "status" in df.columns else df
 
 
-def _groups(df: pd.DataFrame, by: Sequence[str]) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+def _groups(df: pd.DataFrame, by: Sequence[str]) -> list[tuple[dict[str, object], pd.DataFrame]]:
     if not by:
         return [({}, df)]
     return [(dict(zip(by, k if isinstance(k, tuple) else (k,), strict=True)), g)
@@ -153,7 +152,7 @@ def _by_seed(df: pd.DataFrame, col: str) -> pd.Series:
     return s[~s.index.duplicated()]
 
 
-def paired_row(a: pd.Series, b: pd.Series, metric: str, seed: int = 0) -> dict[str, Any]:
+def paired_row(a: pd.Series, b: pd.Series, metric: str, seed: int = 0) -> dict[str, float | int | str]:
     """Effect, bootstrap CI and paired tests of a - b over the seeds both have (Series indexed by seed)."""
     common = [s for s in a.index if s in b.index and np.isfinite(a[s]) and np.isfinite(b[s])]
     r = paired(a[common].to_numpy("float64"), b[common].to_numpy("float64"), seed=seed)
@@ -224,8 +223,8 @@ def degradation(results: pd.DataFrame, metric: str, reference: str | None = None
     return per, add_holm(pd.DataFrame(inter), ("p_interaction",)) if inter else pd.DataFrame()
 
 
-def _interaction(g: pd.DataFrame, col: str, key: str, batch_key: str, norms: list[Any], sizes: list[Any],
-                 reference: str | None) -> dict[str, Any]:
+def _interaction(g: pd.DataFrame, col: str, key: str, batch_key: str, norms: list[object], sizes: list[object],
+                 reference: str | None) -> dict[str, object]:
     """The two-way repeated-measures interaction test on the seeds that have every (norm, batch) cell."""
     cube = {(n, b): _by_seed(g[(g[key] == n) & (g[batch_key] == b)], col) for n in norms for b in sizes}
     seeds = [s for s in pd.unique(g[SEED_KEY])
