@@ -236,7 +236,7 @@ def grid_values(sweep: Sweep) -> dict[str, list[str]]:
 
 
 def target_metrics(kind: str) -> list[str]:
-    """Names of the forecast metrics a target kind has (asked of trade.metrics itself, so never stale)."""
+    """Names of the forecast metrics a target kind has (asked of evaluate.forecast itself, so never stale)."""
     y = np.array([0.0, 1.0, 0.0, 1.0, 1.0]) if kind == "direction" else np.array([0.2, 0.1, 0.4, 0.3, 0.5])
     pred = np.array([0.3, 0.6, 0.2, 0.7, 0.9]) if kind == "direction" else np.array([0.25, 0.15, 0.3, 0.35, 0.45])
     names = list(forecast_metrics(pred, y, kind))

@@ -11,7 +11,7 @@ import numpy as np
 from cryptonorm.config import Config
 from cryptonorm.errors import ConfigError, DataError
 from cryptonorm.features.dataset import Dataset, Prepared
-from cryptonorm.features.scaling import Scaler
+from cryptonorm.features.scaling import Scaler, input_clip
 from cryptonorm.timeframes import format_ms, parse_date
 
 # ---------------------------------------------------------------- splits
@@ -43,7 +43,7 @@ def _covered_rows(idx: np.ndarray, window: int, n: int) -> np.ndarray:
 def _build(prep: Prepared, cfg: Config, parts: list[np.ndarray], embargo: int) -> Dataset:
     tr, va, te = parts
     keep = [j for j, name in enumerate(prep.feature_names) if name == "gap_mask"]
-    scaler = Scaler(kind=cfg.features.scaler).fit(
+    scaler = Scaler(kind=cfg.features.scaler, clip=input_clip(cfg.model.input_norm)).fit(
         prep.features, rows=_covered_rows(tr, prep.window, len(prep.close)), keep=keep,
         names=list(prep.feature_names))
     return Dataset(X=np.ascontiguousarray(scaler.transform(prep.features, fill_nan=0.0)),

@@ -104,15 +104,21 @@ def _write_outputs(run_dir: Path, cfg: Config, prep: Any, ds: Any, res: Any, for
                    split_of: np.ndarray, folds: list[dict[str, Any]]) -> dict[str, Any]:
     """history.csv, scaler.json, folds.csv, metrics.json and forecasts.csv; returns the metrics."""
     write_csv(run_dir / "history.csv", pd.DataFrame(res.history).reindex(columns=HISTORY_COLUMNS))
-    write_json(run_dir / "scaler.json", {"scaler": ds.scaler.to_dict(), "features": ds.feature_names,
-                                          "window": ds.window})
     vol = None
     if cfg.target.kind == "volatility":  # baselines, DM and variance metrics (pipeline/vol.py)
         from cryptonorm.pipeline.vol import VolContext
 
         vol = VolContext(prep, forecasts, split_of, cfg)
+        forecasts = vol.forecasts  # raised to the variance floor where below it (pipeline/vol.py)
+    # vol_floor: `predict` raises its forecasts to the same floor (pipeline/forecasting.py)
+    write_json(run_dir / "scaler.json", {"scaler": ds.scaler.to_dict(), "features": ds.feature_names,
+                                          "window": ds.window, **({"vol_floor": vol.floor} if vol else {})})
     metrics = _split_metrics(ds, forecasts, split_of, cfg, vol)
     metrics.update({"stopped": res.stopped, "best_epoch": res.best_epoch, "message": res.message})
+    if vol is not None:
+        metrics["vol_floor"] = vol.floor_summary(split_of)
+        note = vol.floor_note(split_of)
+        metrics["message"] = "; ".join([res.message, note]) if note else res.message
     if folds:
         metrics["walk_forward"] = {"folds": len(folds), "mode": cfg.backtest.walk_forward.mode,
                                    "step": cfg.backtest.walk_forward.step,
