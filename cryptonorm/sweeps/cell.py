@@ -100,7 +100,7 @@ def run_cell(task: CellTask, candles: pd.DataFrame, where: dict[str, Any] | None
     return result
 
 
-def needs_backtest(result: dict[str, Any], cfg: Config) -> bool:
+def needs_backtest(result: dict[str, object], cfg: Config) -> bool:
     """A trained cell whose backtest was made with other backtest settings than the cell's config now."""
     return result.get("backtest_hash") != settings_hash(cfg)
 

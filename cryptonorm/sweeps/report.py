@@ -115,7 +115,7 @@ class _Forecasts:
     def __init__(self) -> None:
         self.cache: dict[str, pd.DataFrame | None] = {}
 
-    def __call__(self, run_dir: Any) -> pd.DataFrame | None:
+    def __call__(self, run_dir: object) -> pd.DataFrame | None:
         key = str(run_dir)
         if key not in self.cache:
             p = Path(key) / "forecasts.csv"

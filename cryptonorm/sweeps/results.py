@@ -146,7 +146,7 @@ def result_row(result: dict[str, Any], grid_keys: list[str], sweep_dir: Path) ->
     return row
 
 
-def _number(v: Any) -> bool:
+def _number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 

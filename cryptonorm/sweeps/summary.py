@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -16,11 +16,11 @@ if TYPE_CHECKING:
     from cryptonorm.sweeps.report import SweepReport
 
 
-def _f(v: Any, digits: int = 4) -> str:
+def _f(v: object, digits: int = 4) -> str:
     return fmt(v, f"g{digits}")
 
 
-def _p(v: Any) -> str:
+def _p(v: object) -> str:
     return fmt(v, "p")
 
 
