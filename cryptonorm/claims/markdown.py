@@ -7,17 +7,17 @@ from pathlib import Path
 from typing import Any
 
 
-def _pct(v: Any) -> str:
+def _pct(v: float | None) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * float(v):+.1f}%"
 
 
-def _p(v: Any) -> str:
+def _p(v: float | None) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
     return "<0.001" if v < 0.001 else f"{v:.3f}"
 
 
-def _g(v: Any) -> str:
+def _g(v: float | None) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):.4g}"
 
 

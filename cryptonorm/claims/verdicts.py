@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -115,7 +115,7 @@ def compare(df: pd.DataFrame, rule: Rule, keys: list[str]) -> pd.DataFrame:
     return table
 
 
-def _paired_row(comp: Comparison, t: np.ndarray, c: np.ndarray, rule: Rule) -> dict[str, Any]:
+def _paired_row(comp: Comparison, t: np.ndarray, c: np.ndarray, rule: Rule) -> dict[str, object]:
     r = paired(t, c)
     n, d = r.n, t - c
     scale = abs(r.mean_ref) if (rule.relative and comp.control is not None and n) else 1.0
@@ -130,7 +130,7 @@ def _paired_row(comp: Comparison, t: np.ndarray, c: np.ndarray, rule: Rule) -> d
             "note": r.note}
 
 
-def _spread_row(comp: Comparison, t: np.ndarray, c: np.ndarray) -> dict[str, Any]:
+def _spread_row(comp: Comparison, t: np.ndarray, c: np.ndarray) -> dict[str, object]:
     # unpaired: each group's values over seeds (the pairing of _pairs is irrelevant to a spread)
     s = spread(t, c)
     lo, hi = s.ci
