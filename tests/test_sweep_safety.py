@@ -126,6 +126,10 @@ def test_a_workers_warm_up_is_recorded_apart_from_train_seconds(tmp_path: Path, 
     warm = [r["warmup_seconds"] for r in results if "warmup_seconds" in r]
     assert len(results) == 3 and len(warm) == 1 and warm[0] > 0
     assert all(r["train_seconds"] > 0 for r in results)
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "o" / "sweep_results.csv")
+    assert table["warmup_seconds"].notna().sum() == 1 and table["warmup_seconds"].max() == warm[0]
 
 
 

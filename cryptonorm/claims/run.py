@@ -58,7 +58,7 @@ def load_study(folder: str | Path, study_dir: Path, quick: bool = False,
                overrides: tuple[str, ...] = (), data_dir: str | Path | None = None) -> list[Claim]:
     """Load and check every claim file of `folder` (nothing runs); ConfigError names the first problem.
 
-    `data_dir`: the folder of the real candle files (claim_spec.load_claim; default $CRYPTONORM_DATA_DIR)."""
+    `data_dir`: the folder of the real candle files (claims.spec.load_claim; default $CRYPTONORM_DATA_DIR)."""
     claims = [load_claim(p, quick, data_dir) for p in find_claims(folder)]
     seen_ids: dict[int, Path] = {}
     seen_names: dict[str, Path] = {}

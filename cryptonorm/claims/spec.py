@@ -7,7 +7,7 @@
       data_note: why this data     # optional
     rule:                          # fixed BEFORE the run (see verdicts.py for what each field means)
       text: the rule in words
-      metric: test_mse             # a test_/val_ metric the target has, or a derived one (claim_metrics.py)
+      metric: test_mse             # a test_/val_ metric the target has, or a derived one (claims/frame.py)
       claimed: higher              # lower | higher | either: what the claim predicts for the treatment
       margin: 0.02                 # smallest effect that counts
       change: {key: train.batch_size, from: 128, to: 2}   # optional: compare relative changes across a key
@@ -45,7 +45,7 @@ from cryptonorm.text import did_you_mean
 
 # metrics that are already relative (ratios): effects are their plain differences, not divided again
 RELATIVE_METRICS = ("gap_at_best", "decay_mse", "diverged", "qlike_vs_har")
-# metrics computed per cell from its run directory (claim_metrics.py), beside the test_/val_ forecast metrics
+# metrics computed per cell from its run directory (claims/frame.py), beside the test_/val_ forecast metrics
 DERIVED_METRICS = {
     "best_val_loss": "lowest validation loss over the epochs (the training loss function)",
     "final_val_loss": "validation loss after the last epoch (NaN when training stopped on a non-finite loss)",

@@ -133,6 +133,7 @@ def result_row(result: dict[str, Any], grid_keys: list[str], sweep_dir: Path) ->
         if key in bh:
             row[f"bh_{key}"] = bh[key]
     row["train_seconds"] = result.get("train_seconds")
+    row["warmup_seconds"] = result.get("warmup_seconds")  # a worker's one-off start-up, on its first cell only
     row["device"] = result.get("device")  # where the cell trained (cpu, cuda, cuda:N)
     for key in ("host", "node", "attempt", "gpus"):  # Ray cells: the machine, Ray node, attempt and GPU(s)
         if key in result:

@@ -9,7 +9,7 @@ Layout of SWEEP_DIR (default sweeps/<name>/):
     cells/<cell-id>/run/     the cell's run directory (pipeline.train + pipeline.backtest)
     cells/<cell-id>/result.json   written atomically as the cell's LAST step: status ok or failed
     sweep_results.csv        one row per cell
-    summary.md, plots/       see report.py, summary.py, plots.py
+    summary.md, plots/       see outputs.py (report.py: the data; summary.py, plots.py, html.py)
 
 Resuming: a cell whose result.json says "ok" for the same config (the cell id holds its hash) and the same
 data hash is skipped; failed, unfinished (no result.json) and stale cells run again.
