@@ -97,7 +97,9 @@ SLOW_TESTS = frozenset({
     "tests/test_sweep.py::test_ray_executor_on_a_local_instance",
     "tests/test_sweep.py::test_sigkill_mid_sweep_then_resume",
     "tests/test_sweep.py::test_runtime_failure_in_a_worker_process",
-    # long trainings (test_norms_training.py: 18 s)
+    # long trainings and compilations (test_accel.py: 63 s; test_pipeline.py: 28 s; test_norms_training.py: 18 s)
+    "tests/test_accel.py::test_compile_gives_the_eager_losses",
+    "tests/test_pipeline.py::test_planted_signal_is_found_and_absent_signal_is_not",
     "tests/test_norms_training.py::test_walk_forward_with_revin_and_recalibrated_batch_norm_then_predict_and_backtest",
 })
 
