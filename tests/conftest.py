@@ -88,6 +88,8 @@ SLOW_TESTS = frozenset({
     "tests/test_reliability.py::test_sweep_killed_at_random_moments_resumes_and_completes",
     "tests/test_reliability.py::test_concurrent_fetches_of_overlapping_ranges_store_the_union_exactly",
     "tests/test_reliability.py::test_fetch_killed_at_random_moments_resumes_to_the_exact_store",
+    "tests/test_reliability.py::test_sigterm_exits_like_ctrl_c",  # 8 s
+    "tests/test_fetch.py::test_sigkill_mid_download_loses_nothing_and_resumes",  # 9 s
     # interrupted and resumed trainings, concurrent trains (test_run_safety.py: 42 s, 42 s, 41 s, 17 s)
     "tests/test_run_safety.py::test_walk_forward_resumes_by_fold",
     "tests/test_run_safety.py::test_interrupted_train_resumes_to_the_uninterrupted_result",
@@ -97,6 +99,8 @@ SLOW_TESTS = frozenset({
     "tests/test_sweep.py::test_ray_executor_on_a_local_instance",
     "tests/test_sweep.py::test_sigkill_mid_sweep_then_resume",
     "tests/test_sweep.py::test_runtime_failure_in_a_worker_process",
+    # a swap run end to end through the CLI: fetch, train, backtest with funding (test_futures.py: 40 s)
+    "tests/test_futures.py::test_swap_run_end_to_end_through_the_cli",
     # long trainings and compilations (test_accel.py: 63 s; test_pipeline.py: 28 s; test_norms_training.py: 18 s)
     "tests/test_accel.py::test_compile_gives_the_eager_losses",
     "tests/test_pipeline.py::test_planted_signal_is_found_and_absent_signal_is_not",
