@@ -44,7 +44,7 @@ def test_sweep_refuses_a_folder_of_other_files_without_force(tmp_path: Path) -> 
     # a file where the folder should be: the same kind of line
     (tmp_path / "afile").write_text("x")
     code, _, err = cli("sweep", str(path), "--out", str(tmp_path / "afile"))
-    assert code == 2 and "is a file" in err and len(err.strip().splitlines()) == 1
+    assert code == 1 and "is a file, not a folder" in err and len(err.strip().splitlines()) == 1
 
 
 def test_sweep_writes_into_a_new_empty_or_forced_folder(tmp_path: Path) -> None:

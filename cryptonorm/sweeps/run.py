@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryptonorm.errors import UsageError
+from cryptonorm.errors import PathError, UsageError
 from cryptonorm.sweeps.cell import CellTask, needs_backtest, rebacktest_cell
 from cryptonorm.sweeps.executors import (
     check_executor,
@@ -173,10 +173,11 @@ def run_sweep(sweep: Sweep, sweep_dir: Path | None = None, *, jobs: int = 1, exe
 
 
 def check_sweep_dir(sweep_dir: Path, force: bool = False) -> None:
-    """UsageError when `sweep_dir` is a file, or a folder holding files but no sweep.json (not one a sweep
-    wrote): writing the sweep there would replace the user's own summary.md, sweep_results.csv or plots/."""
+    """PathError when `sweep_dir` is a file; UsageError when it is a folder holding files but no sweep.json
+    (not one a sweep wrote): writing the sweep there would replace the user's own summary.md, sweep_results.csv
+    or plots/."""
     if sweep_dir.exists() and not sweep_dir.is_dir():
-        raise UsageError(f"{sweep_dir} is a file, not a folder; choose another sweep directory (--out)")
+        raise PathError(f"{sweep_dir}: it is a file, not a folder; choose another path or move the file")
     if force or not sweep_dir.is_dir() or (sweep_dir / SWEEP_FILE).exists():
         return
     others = sorted(p.name for p in sweep_dir.iterdir() if p.name not in OWN_ENTRIES)
