@@ -36,7 +36,13 @@ def features(cfg: Config, out: Path) -> tuple[Path, int, int]:
 
 
 def audit(cfg: Config) -> Any:
-    """Run the look-ahead audit on the user's own config and data."""
+    """Run the look-ahead audit on the user's own config and data (a universe: every coin's future cut)."""
     from cryptonorm.features.audit import audit as run_audit
+
+    if cfg.data.universe is not None:
+        from cryptonorm.data.universe import load_universe
+        from cryptonorm.features.audit import audit_panel
+
+        return audit_panel(load_universe(cfg), cfg)
 
     return run_audit(load_candles(cfg), cfg, funding=load_funding(cfg))
