@@ -1,14 +1,15 @@
 """The notebook API: `import cryptonorm as cn`. The same pipeline functions the CLI calls, as Python values.
 
     cfg = cn.load_config("configs/quickstart.yaml", overrides={"train.epochs": 3})
-    run = cn.train(cfg, out="runs/demo")            # or cn.load_run("runs/demo")
+    run = cn.train(cfg, out="runs/demo")            # force=True replaces a finished run; or cn.load_run(...)
     run.forecasts, run.history, run.metrics          # DataFrames indexed by UTC time, and a dict
     bt = cn.backtest(run, fee_bps=5, threshold=2e-4) # saved forecasts, no retraining
     bt.stats["sharpe"], bt.equity, bt.trades         # a Series; DataFrames indexed by UTC time
     results = cn.sweep("configs/sweep_norms.yaml")   # the sweep's results table
     candles = cn.fetch(cfg)                          # the candle frame, indexed by UTC time
 
-Errors are the project's exceptions (cryptonorm.errors: ConfigError, DataError, ...), never sys.exit.
+Errors are the project's exceptions (cryptonorm.errors: ConfigError, DataError, ...), never sys.exit; their
+messages name this API's keywords (`force=True`), where the command line names its flags (`--force`).
 """
 
 from __future__ import annotations
@@ -36,17 +37,35 @@ def load_config(path: PathLike | None = None, overrides: Mapping[str, Any] | Non
     {"model.norm": "batch", "train.epochs": 3}; exactly what `--set` does on the command line."""
     from cryptonorm.config import apply_overrides, build_config, read_yaml, set_dotted
 
-    raw = read_yaml(path) if path is not None else {}
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise ConfigError(f"overrides must be a mapping of dotted keys to values, e.g. {{'train.epochs': 3}}; "
+                          f"got {type(overrides).__name__} {overrides!r}"[:300])
+    raw = read_yaml(_path(path, "path", "a config file")) if path is not None else {}
     raw = apply_overrides(raw, [])  # a private copy
     for key, value in (overrides or {}).items():
         set_dotted(raw, str(key).split("."), value)
     return build_config(raw, source=str(path) if path is not None else "config")
 
 
+def _path(value: Any, name: str, what: str = "a folder") -> Path:
+    """`value` as a Path; a ConfigError naming the argument when it is not a str or a Path."""
+    if not isinstance(value, (str, Path)) or not str(value):
+        raise ConfigError(f"{name} must be the path of {what} (a str or a pathlib.Path), got {value!r}"[:300])
+    return Path(value)
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def _config(cfg: Config | PathLike) -> Config:
     from cryptonorm.config import Config
 
-    return cfg if isinstance(cfg, Config) else load_config(cfg)
+    if isinstance(cfg, Config):
+        return cfg
+    return load_config(_path(cfg, "cfg", "a config file (or a Config from cn.load_config)"))
 
 
 def _utc_index(df: pd.DataFrame, column: str = "timestamp", name: str = "time") -> pd.DataFrame:
@@ -68,29 +87,30 @@ class Run:
     @property
     def finished(self) -> bool:
         """True once training wrote run.json (written last)."""
-        return (self.path / "run.json").exists()
+        from cryptonorm.pipeline.rundir import RunDir
+
+        return RunDir(self.path).finished
 
     @cached_property
     def forecasts(self) -> pd.DataFrame:
         """Out-of-sample forecasts (forecasts.csv): close, forecast, y, outcome, split; UTC time index."""
-        import pandas as pd
+        from cryptonorm.pipeline.rundir import RunDir
 
-        return _utc_index(pd.read_csv(self.path / "forecasts.csv"))
+        return _utc_index(RunDir(self.path).forecasts())
 
     @cached_property
     def history(self) -> pd.DataFrame:
         """One row per epoch: train_loss, val_loss, lr, seconds, samples_per_s; indexed by epoch."""
-        import pandas as pd
+        from cryptonorm.pipeline.rundir import RunDir
 
-        return pd.read_csv(self.path / "history.csv").set_index("epoch")
+        return RunDir(self.path).history().set_index("epoch")
 
     @cached_property
     def metrics(self) -> dict[str, Any]:
         """Forecast metrics of the validation and test splits (metrics.json)."""
-        import json
+        from cryptonorm.pipeline.rundir import RunDir
 
-        out: dict[str, Any] = json.loads((self.path / "metrics.json").read_text())
-        return out
+        return RunDir(self.path).metrics()
 
     def __repr__(self) -> str:
         m = self.config.model
@@ -102,19 +122,23 @@ def load_run(run_dir: PathLike) -> Run:
     """Open a finished run directory (ConfigError if it is not one, DataError if training did not finish)."""
     from cryptonorm.pipeline import finished_run
 
-    return Run(Path(run_dir), finished_run(Path(run_dir)))
+    path = _path(run_dir, "run_dir")
+    return Run(path, finished_run(path))
 
 
-def train(cfg: Config | PathLike, out: PathLike | None = None, *, candles: pd.DataFrame | None = None,
-          track: str | None = None) -> Run:
+def train(cfg: Config | PathLike, out: PathLike | None = None, *, force: bool = False,
+          candles: pd.DataFrame | None = None, track: str | None = None) -> Run:
     """Train like `cryptonorm train` (fetching the offline market if needed); returns the run.
-    `track`: "mlflow" or "tensorboard" logs it (experiment = the config's name)."""
+    `out` holding a finished run is refused unless `force=True` (`--force`), which replaces it and what it
+    produced; an interrupted run there resumes. `track`: "mlflow" or "tensorboard" logs it (experiment = the
+    config's name)."""
     from cryptonorm import pipeline
     from cryptonorm.pipeline.tracking import check_backend, log_runs
 
     config = _config(cfg)
     backend = check_backend(track)
-    summary = pipeline.train(config, Path(out) if out is not None else None, candles=candles)
+    summary = pipeline.train(config, _path(out, "out") if out is not None else None, force=_flag(force, "force"),
+                             candles=candles)
     if backend is not None:
         log_runs(backend, config.name, [(summary.run_dir.name, summary.run_dir)])
     return load_run(summary.run_dir)
@@ -145,17 +169,13 @@ def backtest(run: Run | PathLike, *, split: str = "test", out: PathLike | None =
     `cn.backtest(run, fee_bps=5, threshold=2e-4)`. With no settings and no `out` this is
     `cryptonorm backtest RUN_DIR` (writes RUN_DIR/backtest/); otherwise `--set`: RUN_DIR/backtest-<hash>/
     or `out`. `write=False` writes nothing. `split`: "test" (default) or "val"."""
-    from cryptonorm import pipeline
-    from cryptonorm.pipeline import rebacktest
+    from cryptonorm.pipeline.rebacktest import backtest_saved
 
     if split not in ("test", "val"):
         raise ConfigError(f"split must be 'test' or 'val', got {split!r}")
-    run_dir = run.path if isinstance(run, Run) else Path(run)
-    if overrides or out is not None or split != "test" or not write:
-        path, result = rebacktest.rebacktest(run_dir, overrides, Path(out) if out is not None else None,
-                                             split=split, write=write)
-    else:
-        path, result = pipeline.backtest(run_dir)
+    run_dir = run.path if isinstance(run, Run) else _path(run, "run")
+    path, result = backtest_saved(run_dir, overrides, _path(out, "out") if out is not None else None, split=split,
+                                  write=_flag(write, "write"))
     return BacktestResult(stats(result.metrics), _utc_index(result.equity),
                           _utc_index(result.trades, "entry_time", "entry"), result.metrics, path)
 
@@ -187,11 +207,17 @@ def sweep(path: PathLike, *, out: PathLike | None = None, jobs: int = 1, executo
     from cryptonorm.sweeps.results import collect_results, results_frame
     from cryptonorm.sweeps.spec import load_sweep
 
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise ConfigError(f"overrides must be a mapping of dotted keys to values; got {overrides!r}"[:300])
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"jobs must be a whole number of at least 1, got {jobs!r}"[:300])
+    if not isinstance(executor, str):
+        raise ConfigError(f"executor must be a name (local, ray), got {executor!r}"[:300])
     sets = [f"{k}={json.dumps(v)}" for k, v in (overrides or {}).items()]
     check_outputs(None, track)
-    spec = load_sweep(path, sets)
-    done = sweep_and_report(spec, Path(out) if out is not None else None, jobs=jobs, executor=executor, track=track,
-                            force=force)
+    spec = load_sweep(_path(path, "path", "a sweep file"), sets)
+    done = sweep_and_report(spec, _path(out, "out") if out is not None else None, jobs=jobs, executor=executor,
+                            track=track, force=force)
     return results_frame(collect_results(done.outcome.sweep_dir), spec.grid_keys, done.outcome.sweep_dir)
 
 
@@ -200,9 +226,12 @@ def fetch(cfg: Config | PathLike | None = None, **data: Any) -> pd.DataFrame:
     them: timestamp (ms), open, high, low, close, volume, indexed by UTC time. Keywords set `data.*` keys:
     `cn.fetch(exchange="binance", symbol="BTC/USDT", timeframe="1h", since="2024-01-01")`."""
     from cryptonorm import pipeline
-    from cryptonorm.config import build_config
+    from cryptonorm.config import Config, build_config
     from cryptonorm.data import store
 
+    if not isinstance(cfg, (str, Path, Config)) and cfg is not None:
+        raise ConfigError(f"cfg must be a config file's path or a Config (cn.load_config), got {cfg!r}; "
+                          "give data keys as keywords: cn.fetch(symbol='BTC/USDT', timeframe='1h')"[:300])
     if isinstance(cfg, (str, Path)) or cfg is None:
         cfg = load_config(cfg, {f"data.{k}": v for k, v in data.items()})
     elif data:

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cryptonorm.config import Config, apply_overrides, build_config, parse_override, read_yaml, set_dotted
 from cryptonorm.config.experiment import check_name
+from cryptonorm.config.model import DEPRECATED_KEYS
 from cryptonorm.errors import ConfigError
 from cryptonorm.evaluate.metrics import DEFAULT_METRICS, check_metrics
 from cryptonorm.text import did_you_mean
@@ -246,8 +247,11 @@ def _spec_error(e: ValidationError) -> str:
 
 
 def _check_key(key: str, where: str) -> None:
-    """A dotted key must name a field of Config; a dict field (exchange_options) takes any sub-key."""
+    """A dotted key must name a field of Config; a dict field (exchange_options) takes any sub-key. Old model
+    keys (config/model.py DEPRECATED_KEYS) are still accepted: the config moves them, with a note."""
     parts = key.split(".")
+    if parts[0] == "model" and len(parts) == 2 and parts[1] in DEPRECATED_KEYS:
+        return
     model: type[BaseModel] = Config
     for i, part in enumerate(parts):
         fields = model.model_fields
