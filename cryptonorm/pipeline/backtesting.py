@@ -23,6 +23,7 @@ import yaml
 
 from cryptonorm.atomic import DIR_MODE, write_csv, write_json, write_text_atomic
 from cryptonorm.config import Config
+from cryptonorm.config.tabular import IMPORTANCE_FILE
 from cryptonorm.data.store import load_funding
 from cryptonorm.errors import DataError
 from cryptonorm.pipeline.fetch import ProgressFn
@@ -43,7 +44,7 @@ from cryptonorm.pipeline.training import TrainSummary, train
 from cryptonorm.timeframes import timeframe_ms
 
 
-def _funding(cfg: Config, ts: np.ndarray) -> np.ndarray | None:
+def funding_of(cfg: Config, ts: np.ndarray) -> np.ndarray | None:
     """A swap's funding rate paid per unit of position in each bar (None for spot or backtest.funding off)."""
     if cfg.data.market != "swap" or cfg.backtest.funding == "off":
         return None
@@ -94,9 +95,15 @@ def run_backtest(run_dir: Path, cfg: Config, split: str, out_dir: Path, *, fmt: 
         write_json(tmp / METRICS, result.metrics)
         write_text_atomic(tmp / BACKTEST_YAML, yaml.safe_dump({"backtest": cfg.backtest.model_dump(mode="json")},
                                                                sort_keys=False, default_flow_style=None))
-        write_backtest_reports(tmp, result, title, want, outcome=outcome)
+        write_backtest_reports(tmp, result, title, want, outcome=outcome, importance=_importance(run_dir, want))
         write_marker(tmp, kind, run_dir)
     return result
+
+
+def _importance(run_dir: Path, want: tuple[str, ...]) -> pd.DataFrame | None:
+    """A ridge / LightGBM run's importance.csv for report.html; None for a network (or no HTML)."""
+    path = Path(run_dir) / IMPORTANCE_FILE
+    return pd.read_csv(path) if "html" in want and path.is_file() else None
 
 
 def read_forecasts(run_dir: Path) -> pd.DataFrame:
@@ -120,14 +127,14 @@ def simulate_split(full: pd.DataFrame, cfg: Config, split: str, *, forecast_stat
     if cfg.backtest_mode == "vol_target":  # a volatility forecast: pipeline/vol.py, trade/vol_target.py
         from cryptonorm.pipeline.vol import backtest_frame
 
-        result, outcome = backtest_frame(full, cfg, split, funding=_funding(cfg, ts))
+        result, outcome = backtest_frame(full, cfg, split, funding=funding_of(cfg, ts))
         return result, outcome
     from cryptonorm.trade import backtest as bt
 
     outcome = df["outcome"].to_numpy("float64")
     return bt.simulate(ts, df["close"].to_numpy("float64"), df["forecast"].to_numpy("float64"), cfg.backtest,
                        cfg.data.timeframe, cfg.target.kind, outcome=outcome, forecast_stats=forecast_stats,
-                       funding=_funding(cfg, ts)), outcome
+                       funding=funding_of(cfg, ts)), outcome
 
 
 @contextlib.contextmanager
