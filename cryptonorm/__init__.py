@@ -7,8 +7,6 @@ stays free of torch, pandas and ccxt.
 
 from __future__ import annotations
 
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 from cryptonorm._version import __version__
@@ -30,17 +28,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_API])
-
-
-class _Package(types.ModuleType):
-    """The package module. Importing a sub-package sets an attribute of the same name on its parent: the
-    sub-package `cryptonorm.sweep` would replace `cn.sweep`, the API function, as soon as anything imported
-    it (cn.sweep itself does), so a second `cn.sweep(...)` called a module. The API's names are not set."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _API and isinstance(value, types.ModuleType):
-            return  # the sub-package stays reachable as sys.modules["cryptonorm.sweep"] and by `from` imports
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -228,17 +228,16 @@ def stats(metrics: dict[str, Any]) -> pd.Series:
 
 
 def sweep(path: PathLike, *, out: PathLike | None = None, jobs: int = 1, executor: str = "local",
-          overrides: Mapping[str, Any] | None = None, track: str | None = None) -> pd.DataFrame:
+          overrides: Mapping[str, Any] | None = None, track: str | None = None, force: bool = False) -> pd.DataFrame:
     """Run (or resume) a sweep like `cryptonorm sweep`, render its report, and return its results table
     (one row per cell: grid values, status, validation/test metrics, backtest metrics). `track`: log each
-    finished cell as one run under one experiment for the sweep."""
+    finished cell as one run under one experiment for the sweep. `force`: write into an `out` folder that is
+    not a sweep directory (its summary.md and sweep_results.csv are replaced)."""
     import json
 
-    from cryptonorm.pipeline.tracking import check_backend
-    from cryptonorm.sweep import report
-    from cryptonorm.sweep.results import collect_results, results_frame
-    from cryptonorm.sweep.run import run_sweep
-    from cryptonorm.sweep.spec import load_sweep
+    from cryptonorm.sweeps.orchestrate import check_outputs, sweep_and_report
+    from cryptonorm.sweeps.results import collect_results, results_frame
+    from cryptonorm.sweeps.spec import load_sweep
 
     if overrides is not None and not isinstance(overrides, Mapping):
         raise ConfigError(f"overrides must be a mapping of dotted keys to values; got {overrides!r}"[:300])
@@ -247,15 +246,11 @@ def sweep(path: PathLike, *, out: PathLike | None = None, jobs: int = 1, executo
     if not isinstance(executor, str):
         raise ConfigError(f"executor must be a name (local, ray), got {executor!r}"[:300])
     sets = [f"{k}={json.dumps(v)}" for k, v in (overrides or {}).items()]
-    backend = check_backend(track)
+    check_outputs(None, track)
     spec = load_sweep(_path(path, "path", "a sweep file"), sets)
-    outcome = run_sweep(spec, _path(out, "out") if out is not None else None, jobs=jobs, executor=executor)
-    report.render(outcome.sweep_dir)
-    if backend is not None:
-        from cryptonorm.sweep.tracking import track_sweep
-
-        track_sweep(outcome.sweep_dir, backend)
-    return results_frame(collect_results(outcome.sweep_dir), spec.grid_keys, outcome.sweep_dir)
+    done = sweep_and_report(spec, _path(out, "out") if out is not None else None, jobs=jobs, executor=executor,
+                            track=track, force=force)
+    return results_frame(collect_results(done.outcome.sweep_dir), spec.grid_keys, done.outcome.sweep_dir)
 
 
 def fetch(cfg: Config | PathLike | None = None, **data: Any) -> pd.DataFrame:
@@ -264,6 +259,7 @@ def fetch(cfg: Config | PathLike | None = None, **data: Any) -> pd.DataFrame:
     `cn.fetch(exchange="binance", symbol="BTC/USDT", timeframe="1h", since="2024-01-01")`."""
     from cryptonorm import pipeline
     from cryptonorm.config import Config, build_config
+    from cryptonorm.data import store
 
     if not isinstance(cfg, (str, Path, Config)) and cfg is not None:
         raise ConfigError(f"cfg must be a config file's path or a Config (cn.load_config), got {cfg!r}; "
@@ -274,5 +270,5 @@ def fetch(cfg: Config | PathLike | None = None, **data: Any) -> pd.DataFrame:
         raw = cfg.to_dict()
         cfg = build_config({**raw, "data": {**raw["data"], **data}}, source="cn.fetch")
     pipeline.fetch(cfg)
-    return _utc_index(pipeline.load_candles(cfg))
+    return _utc_index(store.load_candles(cfg))
 

@@ -180,11 +180,11 @@ def _schema_tables(model: type[BaseModel], title: str, level: str = "##") -> lis
 def file_schemas() -> list[tuple[str, type[BaseModel], str]]:
     """(heading, schema, introduction) of the other files a user writes: sweep files and claim files."""
     from cryptonorm.claims.spec import ClaimFile
-    from cryptonorm.sweep.spec import SweepSpec
+    from cryptonorm.sweeps.spec import SweepSpec
 
     return [
         ("sweep file", SweepSpec, "A sweep file (`cryptonorm sweep FILE`, [Sweeps](../guide/sweeps.md)): "
-                                  "`cryptonorm.sweep.spec.SweepSpec`. Keys of `set`, `grid` and `zip` are "
+                                  "`cryptonorm.sweeps.spec.SweepSpec`. Keys of `set`, `grid` and `zip` are "
                                   "dotted experiment-config keys (above)."),
         ("claim file", ClaimFile, "A claim file of the study (`cryptonorm study`, [the claims study]"
                                   "(../guide/claims.md)): `cryptonorm.claims.spec.ClaimFile`; its `sweep` "

@@ -61,7 +61,7 @@ def test_every_config_key_is_in_the_config_reference() -> None:
 
 def test_every_sweep_file_and_claim_file_key_is_in_the_reference() -> None:
     from cryptonorm.claims.spec import ClaimFile
-    from cryptonorm.sweep.spec import SweepSpec
+    from cryptonorm.sweeps.spec import SweepSpec
 
     page = _gen_ref().config_page()
     sweep_part = page[page.index("# Sweep files"):page.index("# Claim files")]

@@ -155,18 +155,3 @@ def test_the_missing_plotly_note_names_the_extra_in_full(monkeypatch: pytest.Mon
     assert report_formats(None) == ("png",)
     assert "pip install 'cryptonorm[reports]' (or plotly>=5)" in capsys.readouterr().out
 
-
-def test_cn_sweep_stays_the_api_function_once_the_sweep_package_is_imported() -> None:
-    """`cryptonorm.sweep` is also a sub-package: importing it (cn.sweep does, and so do the tests) used to
-    replace the attribute, so the second cn.sweep(...) of a notebook called a module."""
-    import importlib
-
-    import cryptonorm as cn
-    from cryptonorm import api
-
-    importlib.import_module("cryptonorm.sweep.spec")
-    assert cn.sweep is api.sweep and callable(cn.sweep)
-    assert importlib.import_module("cryptonorm.sweep").__name__ == "cryptonorm.sweep"  # the package still imports
-    from cryptonorm.sweep.spec import SweepSpec
-
-    assert SweepSpec.__name__ == "SweepSpec"
