@@ -10,6 +10,9 @@ from pydantic import Field, field_validator, model_validator
 from cryptonorm.config.data import DataConfig, Section, iso_date
 from cryptonorm.timeframes import parse_date
 
+MAX_PERIOD = 100_000  # bars of an indicator's period (11 years of 1h candles)
+MAX_WIDTH = 65_536  # units of a hidden layer
+
 
 class FeaturesConfig(Section):
     """Technical indicators (raw values follow TA-Lib's definitions), scaling and windows."""
@@ -25,23 +28,23 @@ class FeaturesConfig(Section):
     volume_z: list[int] = [24]  # z-score of volume over n bars -> volz_{n}
     price_rel: bool = True  # close / MA - 1 for every sma and ema -> rel_sma_{n}, rel_ema_{n}
     funding: list[int] = [3, 21]  # swaps only: means/z-scores of the last n funding rates -> funding_mean_{n}, ...
-    window: int = Field(32, ge=1)  # bars of history per sample (LSTM sequence length; MLP flattens it)
+    window: int = Field(32, ge=1, le=100_000)  # bars of history per sample (LSTM sequence length; MLP flattens it)
     scaler: Literal["standard", "robust", "minmax", "none"] = "standard"  # fitted on the train split only
     gap_policy: Literal["drop", "ffill"] = "drop"  # drop windows/labels spanning a gap, or ffill + mask
     inputs: Literal["stationary", "all"] = "stationary"  # "stationary" leaves out raw price-level columns
 
-    @field_validator("sma", "ema", "rsi", "atr", "returns", "volatility", "volume_z")
+    @field_validator("sma", "ema", "rsi", "atr", "returns", "volatility", "volume_z", "funding")
     @classmethod
     def _periods(cls, v: list[int]) -> list[int]:
-        if any(p < 1 for p in v):
-            raise ValueError(f"periods must be >= 1, got {v}")
+        if any(p < 1 or p > MAX_PERIOD for p in v):
+            raise ValueError(f"periods must be between 1 and {MAX_PERIOD:,}, got {v}")
         return v
 
     @field_validator("macd")
     @classmethod
     def _macd(cls, v: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
         for fast, slow, signal in v:
-            if not (1 <= fast < slow and signal >= 1):
+            if not (1 <= fast < slow <= MAX_PERIOD and 1 <= signal <= MAX_PERIOD):
                 raise ValueError(f"each entry is [fast, slow, signal] with 1 <= fast < slow, got {v}")
         return v
 
@@ -49,8 +52,8 @@ class FeaturesConfig(Section):
     @classmethod
     def _bbands(cls, v: list[tuple[int, float]]) -> list[tuple[int, float]]:
         for n, k in v:
-            if n < 2 or k <= 0:
-                raise ValueError(f"each entry is [period >= 2, k > 0], got {v}")
+            if not 2 <= n <= MAX_PERIOD or k <= 0:
+                raise ValueError(f"each entry is [period >= 2, k > 0] (periods up to {MAX_PERIOD:,}), got {v}")
         return v
 
 
@@ -58,7 +61,7 @@ class TargetConfig(Section):
     """What the model forecasts."""
 
     kind: Literal["return", "direction", "volatility"] = "return"
-    horizon: int = Field(1, ge=1)  # bars ahead
+    horizon: int = Field(1, ge=1, le=100_000)  # bars ahead
     # auto: bce for direction, qlike for volatility (README "Volatility forecasting"), huber otherwise.
     # qlike and nll (Gaussian negative log-likelihood of the returns) are losses on the forecast variance
     loss: Literal["auto", "mse", "huber", "bce", "qlike", "nll"] = "auto"
@@ -93,7 +96,7 @@ class SplitConfig(Section):
     test: float = Field(0.15, gt=0, lt=1)
     val_start: str | None = None  # or dates: validation starts here (overrides the fractions)
     test_start: str | None = None  # and the test split starts here
-    embargo: int | None = Field(None, ge=0)  # bars dropped between splits; None = horizon + window
+    embargo: int | None = Field(None, ge=0, le=1_000_000)  # bars dropped between splits; None = horizon + window
 
     @field_validator("val_start", "test_start", mode="before")
     @classmethod
@@ -121,7 +124,7 @@ class ModelConfig(Section):
     # the hidden-layer norm; batchrenorm = batch renormalization (Ioffe 2017), see the renorm_* keys
     norm: Literal["none", "batch", "batchrenorm", "layer", "group", "instance", "rms", "weight"] = "layer"
     norm_placement: Literal["layer", "cell"] = "layer"  # lstm only: "cell" = recurrent-normalized cells
-    groups: int = Field(4, ge=1)  # GroupNorm groups: must divide every hidden width
+    groups: int = Field(4, ge=1, le=65_536)  # GroupNorm groups: must divide every hidden width
     norm_eps: float = Field(1e-5, gt=0)  # every norm's epsilon, RevIN's too
     norm_momentum: float = Field(0.1, gt=0, le=1)  # BatchNorm / batch renorm running-average momentum
     norm_affine: bool = True
@@ -140,9 +143,9 @@ class ModelConfig(Section):
     bn_recalibrate_bars: int = Field(2000, ge=2, le=200_000)  # most recent training windows (one batch)
     renorm_r_max: float = Field(3.0, ge=1)  # batch renorm: final bound on r (the paper's 3)
     renorm_d_max: float = Field(5.0, ge=0)  # batch renorm: final bound on d (the paper's 5)
-    renorm_warmup_steps: int = Field(5000, ge=0)  # steps of plain BatchNorm (r_max=1, d_max=0) first
-    renorm_r_max_steps: int = Field(40000, ge=0)  # step at which r_max is reached (linear ramp)
-    renorm_d_max_steps: int = Field(25000, ge=0)  # step at which d_max is reached (linear ramp)
+    renorm_warmup_steps: int = Field(5000, ge=0, le=10**12)  # steps of plain BatchNorm (r_max=1, d_max=0) first
+    renorm_r_max_steps: int = Field(40000, ge=0, le=10**12)  # step at which r_max is reached (linear ramp)
+    renorm_d_max_steps: int = Field(25000, ge=0, le=10**12)  # step at which d_max is reached (linear ramp)
     hidden: list[int] = [128, 64]  # MLP: widths of the hidden layers; LSTM: hidden size of each layer
     dropout: float = Field(0.1, ge=0, lt=1)
     activation: Literal["relu", "gelu", "silu", "tanh"] = "gelu"
@@ -150,8 +153,8 @@ class ModelConfig(Section):
     @field_validator("hidden")
     @classmethod
     def _hidden(cls, v: list[int]) -> list[int]:
-        if not v or any(h < 1 for h in v):
-            raise ValueError(f"give at least one width >= 1, got {v}")
+        if not v or any(h < 1 or h > MAX_WIDTH for h in v):
+            raise ValueError(f"give at least one width, each between 1 and {MAX_WIDTH:,}, got {v}")
         return v
 
     @model_validator(mode="after")
@@ -204,17 +207,17 @@ def _common_divisors(widths: list[int]) -> list[int]:
 class TrainConfig(Section):
     """Optimization and device."""
 
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(256, ge=1)
+    epochs: int = Field(20, ge=1, le=1_000_000)
+    batch_size: int = Field(256, ge=1, le=2**24)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     schedule: Literal["cosine", "plateau", "none"] = "cosine"
     grad_clip: float | None = Field(1.0, gt=0)  # max gradient norm; null = no clipping
-    patience: int = Field(5, ge=1)  # early stopping on validation loss
+    patience: int = Field(5, ge=1, le=1_000_000)  # early stopping on validation loss
     device: str = "auto"  # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast on CUDA
     deterministic: bool = False  # torch deterministic algorithms (slower on CUDA)
-    threads: int | None = Field(None, ge=1)  # torch CPU threads; null = torch's default
+    threads: int | None = Field(None, ge=1, le=4096)  # torch CPU threads; null = torch's default
     # torch.compile of the model for training steps: none, default, reduce-overhead (CUDA graphs per shape
     # inside inductor); unavailable (MPS, no compiler) -> eager, with a note in the fit's message
     compile: Literal["none", "default", "reduce-overhead"] = "none"
@@ -227,12 +230,12 @@ class TrainConfig(Section):
     # samples, train.epochs is not used: training runs ceil(steps / batches per epoch) passes, the last one
     # cut short, with validation and early stopping after each pass (patience still counts passes).
     budget: Literal["epochs", "steps", "samples"] = "epochs"
-    steps: int | None = Field(None, ge=1)  # optimizer steps, with budget: steps
-    samples: int | None = Field(None, ge=1)  # training samples seen, with budget: samples
+    steps: int | None = Field(None, ge=1, le=10**12)  # optimizer steps, with budget: steps
+    samples: int | None = Field(None, ge=1, le=10**15)  # training samples seen, with budget: samples
     # Learning rate by batch size: lr * (batch_size / lr_reference_batch) (linear, Goyal et al. 2017) or
     # lr * sqrt(batch_size / lr_reference_batch) (sqrt); none = train.lr for every batch size.
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
-    lr_reference_batch: int = Field(256, ge=1)  # the batch size at which train.lr applies unscaled
+    lr_reference_batch: int = Field(256, ge=1, le=2**24)  # the batch size at which train.lr applies unscaled
 
     @model_validator(mode="after")
     def _budget(self) -> TrainConfig:
@@ -264,10 +267,18 @@ class WalkForwardConfig(Section):
     """Retrain every `step` bars on a rolling or expanding window; forecasts stay out of sample."""
 
     enabled: bool = False
-    step: int = Field(720, ge=1)  # bars predicted per refit
-    train_bars: int = Field(8760, ge=10)  # training window (rolling) or its minimum (expanding)
+    step: int = Field(720, ge=1, le=100_000_000)  # bars predicted per refit
+    train_bars: int = Field(8760, ge=10, le=100_000_000)  # training window (rolling) or its minimum (expanding)
     mode: Literal["rolling", "expanding"] = "rolling"
     val_fraction: float = Field(0.15, gt=0, lt=1)  # tail of each training window used for early stopping
+
+
+# Bounds of the backtest's costs and sizing. 1,000 bps = 10% per side is far above any exchange's fee or a
+# liquid market's slippage (a round trip then costs 20%); 100x is the most leverage exchanges offer on
+# BTC perpetuals; 1,000% a year is the volatility of the wildest coins. Beyond these, results mean nothing.
+MAX_COST_BPS = 1_000.0
+MAX_LEVERAGE = 100.0
+MAX_TARGET_VOL = 10.0
 
 
 class BacktestConfig(Section):
@@ -280,11 +291,12 @@ class BacktestConfig(Section):
     threshold: float = Field(0.0, ge=0)  # long if forecast > threshold, short if < -threshold
     allow_short: bool = True
     sizing: Literal["fixed", "forecast", "volatility"] = "fixed"
-    target_vol: float = Field(0.5, gt=0)  # annualized, for sizing: volatility and mode: vol_target
-    vol_lookback: int = Field(24 * 7, ge=2)  # bars, for sizing: volatility (and vol_target's trailing baseline)
-    max_leverage: float = Field(1.0, gt=0)
-    fee_bps: float = Field(10.0, ge=0)  # per side on traded notional (a spot taker fee)
-    slippage_bps: float = Field(0.0, ge=0)  # per side on traded notional
+    target_vol: float = Field(0.5, gt=0, le=MAX_TARGET_VOL)  # annualized, for sizing: volatility and mode: vol_target
+    # bars, for sizing: volatility (and vol_target's trailing baseline)
+    vol_lookback: int = Field(24 * 7, ge=2, le=1_000_000)
+    max_leverage: float = Field(1.0, gt=0, le=MAX_LEVERAGE)
+    fee_bps: float = Field(10.0, ge=0, le=MAX_COST_BPS)  # per side on traded notional (a spot taker fee)
+    slippage_bps: float = Field(0.0, ge=0, le=MAX_COST_BPS)  # per side on traded notional
     funding: Literal["auto", "off"] = "auto"  # auto: a swap's positions pay/earn funding; off: ignore it
     walk_forward: WalkForwardConfig = WalkForwardConfig()
 
@@ -305,7 +317,7 @@ class Config(Section):
     """A whole experiment."""
 
     name: str = "experiment"
-    seed: int = 0  # seeds model init, dropout and batch order; recorded in every run
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # seeds model init, dropout and batch order; recorded in every run
     data: DataConfig = DataConfig()
     features: FeaturesConfig = FeaturesConfig()
     target: TargetConfig = TargetConfig()

@@ -55,6 +55,7 @@ class _Loader(yaml.SafeLoader):
 
 
 MAX_VALUES = 100_000  # values a YAML document may expand to through its aliases
+MAX_CONFIG_BYTES = 1_000_000  # a config (or a sweep/claim file) is a few kB; PyYAML takes minutes on 200 MB
 
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
@@ -138,6 +139,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(p)!r} not found; pass a path such as configs/quickstart.yaml")
     if p.is_dir():
         raise ConfigError(f"config {str(p)!r} is a directory; pass a YAML file")
+    try:
+        size = p.stat().st_size
+    except OSError as e:
+        raise ConfigError(f"cannot read config {str(p)!r}: {e.strerror or e}") from None
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config {str(p)!r} is {size / 1e6:,.1f} MB; a config is a few kB (the limit is "
+                          f"{MAX_CONFIG_BYTES // 1000:,} kB): is it the right file?")
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
