@@ -325,6 +325,9 @@ def rows(*ts: int) -> str:
     return H + "".join(ROW.format(t=1_640_995_200_000 + 3_600_000 * t) for t in ts)
 
 
+# 2022-01-03 00:00 .. 04:00 written day/month/year, as European spreadsheets do
+DMY = H + "".join(f"03/01/2022 {h:02d}:00,100,110,90,105,5\n" for h in range(5))
+
 # id, command (CONFIG / FILE / STORE / BAD are filled in), files to create, exit code, what the line must say
 CASES: list[tuple[str, list[str], dict[str, str], int, list[str]]] = [
     ("malformed-yaml", ["train", "BAD"], {"BAD": "model:\n  norm: [layer\n"}, 2, ["malformed YAML at line", "fix"]),
@@ -412,10 +415,16 @@ CASES: list[tuple[str, list[str], dict[str, str], int, list[str]]] = [
      ["data.exchange_options", "urls must be a mapping"]),
     ("time-format-without-percent", ["train", "CONFIG", "--set", "data.time_format=dmy"], {}, 2,
      ["data.time_format", "strftime"]),
+    ("day-month-timestamps", ["train", "CONFIG", "--set", "data.file=FILE"], {"FILE": DMY}, 1,
+     ["'03/01/2022 00:00' may be day/month or month/day", "data.time_format"]),
+    ("wrong-time-format", ["train", "CONFIG", "--set", "data.file=FILE", "--set", "data.time_format=%Y-%m-%d"],
+     {"FILE": DMY}, 1, ["not in data.time_format '%Y-%m-%d'"]),
     # accepted on purpose: exchange exports are often newest first; sorting loses nothing (duplicates do fail)
     ("newest-first-is-sorted", ["fetch", "-c", "CONFIG", "--set", "data.file=FILE"], {"FILE": rows(5, 4, 3, 2, 1)},
      0, []),
 ]
+CASES.append(("day-month-with-a-time-format", ["fetch", "-c", "CONFIG", "--set", "data.file=FILE", "--set",
+                                             "data.time_format=%d/%m/%Y %H:%M"], {"FILE": DMY}, 0, []))
 PARAMS = [pytest.param(*c, id=c[0]) for c in CASES] + [
     pytest.param("unknown-option", ["fetch", "--bogus"], {}, 2, ["--bogus"],
                  id="unknown-option"),

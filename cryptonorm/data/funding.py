@@ -16,7 +16,6 @@ import pandas as pd
 
 from cryptonorm.data.candles import Gap
 from cryptonorm.errors import DataError
-from cryptonorm.timeframes import format_ms
 
 FUNDING_COLUMNS = ["timestamp", "rate"]
 _TIME_NAMES = ("timestamp", "fundingtime", "funding_time", "date", "datetime", "time")
@@ -42,14 +41,17 @@ def funding_path(data_dir: str | Path, exchange: str, symbol: str) -> Path:
     return Path(data_dir) / exchange / f"{re.sub(r'[/:]', '_', symbol)}-funding.parquet"
 
 
-def read_funding_file(path: str | Path) -> pd.DataFrame:
+def read_funding_file(path: str | Path, time_format: str | None = None) -> pd.DataFrame:
     """A user's funding rates: CSV/parquet (or freqtrade's funding_rate feather/json) with a time column
-    (timestamp, fundingTime, date; ms or ISO) and a rate column (rate, fundingRate, funding_rate)."""
+    (timestamp, fundingTime, date; ms or ISO, or text in `time_format`) and a rate column (rate, fundingRate,
+    funding_rate)."""
     from cryptonorm.data import freqtrade
+    from cryptonorm.data.importers import check_size, to_ms
 
     p = Path(path)
     if not p.is_file():
         raise DataError(f"data.funding_file {str(p)!r} not found; give a CSV or parquet of timestamp, rate")
+    check_size(p, "data.funding_file")
     name = p.name.lower()
     try:
         if freqtrade.is_freqtrade_file(p):
@@ -61,19 +63,16 @@ def read_funding_file(path: str | Path) -> pd.DataFrame:
     except DataError:
         raise
     except Exception as e:
-        raise DataError(f"data.funding_file {str(p)!r} cannot be read: {str(e).splitlines()[0] if str(e) else e!r}") \
-            from None
+        why = str(e).splitlines()[0] if str(e) else "damaged"
+        raise DataError(f"data.funding_file {str(p)!r} cannot be read ({why}); "
+                        "it is damaged or not a CSV/parquet file: export it again") from None
     cols = {str(c).strip().lower(): c for c in df.columns}
     t = next((cols[n] for n in _TIME_NAMES if n in cols), None)
     r = next((cols[n] for n in _RATE_NAMES if n in cols), None)
     if t is None or r is None:
         raise DataError(f"data.funding_file {str(p)!r} needs a time column ({', '.join(_TIME_NAMES[:3])}) and a "
                         f"rate column ({', '.join(_RATE_NAMES[:3])}); it has {', '.join(map(str, df.columns))}")
-    ts = df[t]
-    if pd.api.types.is_numeric_dtype(ts):
-        ms = ts.astype("int64")
-    else:
-        ms = pd.Series(pd.to_datetime(ts, utc=True, format="mixed").dt.as_unit("ms").astype("int64").to_numpy())
+    ms = to_ms(df[t], f"data.funding_file {str(p)!r}", time_format)
     rate = pd.to_numeric(df[r], errors="coerce")
     if rate.isna().any():
         raise DataError(f"data.funding_file {str(p)!r}: {int(rate.isna().sum())} rate(s) are not numbers")
@@ -99,10 +98,3 @@ def funding_gaps(timestamps: np.ndarray) -> list[Gap]:
     d = np.diff(ts)
     idx = np.nonzero(d > step)[0]
     return [Gap(int(ts[i]), int(d[i] // step) - 1) for i in idx if d[i] // step > 1]
-
-
-def describe_range(df: pd.DataFrame) -> str:
-    """'N rates FIRST -> LAST' for messages."""
-    if len(df) == 0:
-        return "no funding rates"
-    return f"{len(df):,} funding rates {format_ms(df['timestamp'].iloc[0])} -> {format_ms(df['timestamp'].iloc[-1])}"

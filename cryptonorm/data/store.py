@@ -59,7 +59,8 @@ def read_store(path: Path, kind: Kind = CANDLES) -> pd.DataFrame:
     try:
         df = pd.read_parquet(path)
     except Exception as e:  # pyarrow raises many types for a damaged file
-        raise DataError(f"{kind.name} file {path} is unreadable ({type(e).__name__}); delete it and fetch again") from e
+        raise DataError(f"{kind.name} file {path} is unreadable (damaged, or not parquet); delete it and fetch again"
+                        ) from e
     return kind.clean(df)
 
 
@@ -244,7 +245,7 @@ def load_candles(cfg: Config) -> pd.DataFrame:
     """The candles an experiment uses: data.file, or the store, cut to [data.since, data.until)."""
     own = user_file(cfg.data)
     if own is not None:
-        df = read_user_file(own, cfg.data.timeframe)
+        df = read_user_file(own, cfg.data.timeframe, cfg.data.time_format)
     else:
         path = candle_path(cfg)
         if not path.exists() and not journal_parts(path):
@@ -289,7 +290,7 @@ def load_funding(cfg: Config) -> pd.DataFrame | None:
     from cryptonorm.data.funding import funding_path, read_funding_file
 
     if data.funding_file:
-        return read_funding_file(data.funding_file)
+        return read_funding_file(data.funding_file, data.time_format)
     if data.freqtrade_dir:
         folder = Path(data.freqtrade_dir) / "futures"
         stem = freqtrade.pair_to_filename(_one_symbol(data))

@@ -87,7 +87,7 @@ def fetch(cfg: Config, *, progress: ProgressFn | None = None, retry: Retry | Non
     data = cfg.data
     own = user_file(data)
     if own is not None:
-        df = filter_range(read_user_file(own, data.timeframe), cfg)
+        df = filter_range(read_user_file(own, data.timeframe, data.time_format), cfg)
         if len(df) == 0:
             raise DataError(f"{own} has no candles between data.since and data.until")
         gaps = find_gaps(df["timestamp"].to_numpy(), data.timeframe)
