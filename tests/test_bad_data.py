@@ -4,8 +4,10 @@ refused here in one line naming the file and what to do; real files in tmp_path,
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -54,3 +56,84 @@ def test_a_damaged_parquet_file_is_one_line_naming_it(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-20] + b"\0" * 20)
     with pytest.raises(DataError, match=r"c.parquet' cannot be read as parquet .* damaged .* export it again"):
         read_user_file(path, "1h")
+
+
+# ---------------------------------------------------------------- funding coverage (a swap's second series)
+
+PANEL = Path(__file__).resolve().parents[2] / "shared" / "data" / "panel"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _swap_files(tmp_path: Path, cut: Callable[[pd.DataFrame], pd.DataFrame]) -> list[str]:
+    """--set options of a swap trained on real BTC perpetual candles (2024-01 .. 2024-04) and real funding
+    rates edited by `cut`."""
+    candles = pd.read_csv(PANEL / "BTC_USDT_USDT-1h-futures.csv.gz")
+    candles = candles[(candles["timestamp"] >= 1_704_067_200_000) & (candles["timestamp"] < 1_711_929_600_000)]
+    rates = pd.read_csv(PANEL / "BTC_USDT_USDT-funding.csv.gz")
+    rates = rates[(rates["timestamp"] >= 1_703_980_800_000) & (rates["timestamp"] < 1_712_016_000_000)]
+    candles.drop(columns="datetime").to_csv(tmp_path / "perp.csv", index=False)
+    cut(rates.drop(columns="datetime").reset_index(drop=True)).to_csv(tmp_path / "funding.csv", index=False)
+    over = {"data.file": str(tmp_path / "perp.csv"), "data.funding_file": str(tmp_path / "funding.csv"),
+            "data.market": "swap", "data.exchange": "binance", "train.epochs": 1, "model.hidden": [8],
+            "train.threads": 1, "features.window": 8, "data.since": "2024-01-01", "data.until": "2024-04-01"}
+    return [a for k, v in over.items() for a in ("--set", f"{k}={v}" if isinstance(v, str) else f"{k}={v}")]
+
+
+def _train(tmp_path: Path, options: list[str]) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from cryptonorm.cli import app
+
+    r = CliRunner().invoke(app, ["-q", "train", str(ROOT / "configs" / "quickstart.yaml"), *options,
+                                 "--out", str(tmp_path / "run")])
+    return r.exit_code, r.stderr
+
+
+def test_funding_that_ends_months_before_the_candles_is_refused_before_training(tmp_path: Path) -> None:
+    # the rates end 2024-01-31: July's-value-for-months, as in the issue (features would carry the last rate)
+    code, err = _train(tmp_path, _swap_files(tmp_path, lambda r: r[r["timestamp"] < 1_706_745_600_000]))
+    assert code == 1, err
+    line, = err.strip().splitlines()
+    assert "funding.csv': funding rates end 2024-01-31 16:00: 181 funding time(s) missing at the end" in line
+    assert "the candles run 2024-01-01 00:00 -> 2024-04-01 00:00" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_hole_of_100_funding_times_inside_is_refused_not_filled_over(tmp_path: Path) -> None:
+    code, err = _train(tmp_path, _swap_files(tmp_path, lambda r: r.drop(index=range(100, 200))))
+    assert code == 1, err
+    line, = err.strip().splitlines()
+    assert "100 funding time(s) missing inside the candles' span (1 gap(s) of more than 3, the longest 100 after" \
+        in line and "never filled over" in line
+
+
+def test_coverage_rule_against_a_plain_loop() -> None:
+    """check_coverage refuses exactly when a plain walk over the 8 h grid finds a run of more than
+    SKIPPED_SETTLEMENTS missing times inside the bars, or the grid is missing at either end."""
+    from cryptonorm.data.funding import SKIPPED_SETTLEMENTS, check_coverage
+
+    step, eight = 3_600_000, 8 * 3_600_000
+    bars = np.arange(0, 200 * step, step, dtype="int64") + 10 * eight
+    grid = np.arange(0, 40 * eight, eight, dtype="int64")
+    rng = np.random.default_rng(0)
+    outcomes = []
+    for trial in range(500):
+        keep = np.ones(len(grid), dtype=bool)
+        a = int(rng.integers(0, len(grid)))
+        keep[a:a + int(rng.integers(0, 8))] = False
+        fts = grid[keep]
+        closes = (int(bars[0]) + step, int(bars[-1]) + step)
+        run, worst = 0, 0  # the longest run of missing grid times inside the span, by a plain loop
+        for t, kept in zip(grid, keep, strict=True):
+            run = run + 1 if not kept and closes[0] - eight < t <= closes[1] else 0
+            worst = max(worst, run)
+        ends = not (fts[0] - closes[0] < eight and closes[1] - fts[-1] < eight)
+        refused = ends or worst > SKIPPED_SETTLEMENTS
+        try:
+            check_coverage(pd.DataFrame({"timestamp": fts, "rate": 1e-4}), bars, step, "f")
+            got = False
+        except DataError:
+            got = True
+        assert got == refused, (trial, a, worst, ends)
+        outcomes.append(got)
+    assert 100 < sum(outcomes) < 400  # both answers were put to the test

@@ -16,6 +16,7 @@ import pandas as pd
 
 from cryptonorm.data.candles import Gap
 from cryptonorm.errors import DataError
+from cryptonorm.timeframes import format_ms
 
 FUNDING_COLUMNS = ["timestamp", "rate"]
 _TIME_NAMES = ("timestamp", "fundingtime", "funding_time", "date", "datetime", "time")
@@ -88,13 +89,68 @@ def interval_ms(timestamps: np.ndarray) -> int:
     return int(steps[np.argmax(counts)])
 
 
+def _regular_interval(ts: np.ndarray) -> int:
+    """The longest spacing (to the minute: exchanges' funding times carry ms of jitter) that makes at least a
+    fifth of all spacings. A market that moved from 8 h to 4 h funding has both as regular intervals: its 8 h
+    spacings are no gap; an outage's spacing occurs once and is one."""
+    d = np.round(np.diff(ts) / 60_000).astype("int64") * 60_000
+    steps, counts = np.unique(d[d > 0], return_counts=True)
+    if len(steps) == 0:
+        return 8 * 3_600_000
+    regular = steps[counts >= 0.2 * counts.sum()]
+    return int(regular.max()) if len(regular) else int(steps[np.argmax(counts)])
+
+
 def funding_gaps(timestamps: np.ndarray) -> list[Gap]:
     """Missing funding times: spacings longer than the market's interval (a change of interval, e.g. 8 h to
-    4 h, shows as no gap; an outage as the funding times it skipped)."""
+    4 h or back, shows as no gap; an outage as the funding times it skipped)."""
     ts = np.asarray(timestamps, dtype="int64")
     if len(ts) < 2:
         return []
-    step = interval_ms(ts)
+    step = _regular_interval(ts)
     d = np.diff(ts)
-    idx = np.nonzero(d > step)[0]
-    return [Gap(int(ts[i]), int(d[i] // step) - 1) for i in idx if d[i] // step > 1]
+    tolerance = 60_000  # the jitter of exchanges' funding times
+    idx = np.nonzero(d > step + tolerance)[0]
+    return [Gap(int(ts[i]), int((d[i] + tolerance) // step) - 1) for i in idx if (d[i] + tolerance) // step > 1]
+
+
+def check_coverage(funding: pd.DataFrame, timestamps: np.ndarray, step: int, source: str) -> None:
+    """Refuse funding rates that do not cover the bars with open times `timestamps` (bar length `step` ms):
+    rates that start late or end early, or funding times missing inside the bars' span. Features would
+    carry the last known rate over them for months, and a backtest would charge nothing: a gap is never
+    filled over. `source` names the file in the message."""
+    ts = np.asarray(timestamps, dtype="int64")
+    if len(ts) == 0:
+        return
+    fts = funding["timestamp"].to_numpy("int64")
+    first_close, last_close = int(ts[0]) + step, int(ts[-1]) + step
+    span = f"the candles run {format_ms(int(ts[0]))} -> {format_ms(last_close)}"
+    if len(fts) == 0:
+        raise DataError(f"{source} has no funding rates but {span}; fetch them again or give data.funding_file")
+    interval = _regular_interval(fts) if len(fts) > 1 else 8 * 3_600_000
+    late = (int(fts[0]) - first_close) // interval
+    early = (last_close - int(fts[-1])) // interval
+    if late > 0 or early > 0:
+        edge = (f"end {format_ms(int(fts[-1]))}: {early} funding time(s) missing at the end" if early > 0 else
+                f"start {format_ms(int(fts[0]))}: {late} funding time(s) missing at the start")
+        raise DataError(f"{source}: funding rates {edge}, but {span}; extend the funding rates (fetch again or a "
+                        "longer data.funding_file), or cut data.since/data.until to the span they cover")
+    inside = []  # the gaps, cut to the funding times the bars need: from the one before the first close on
+    for g in funding_gaps(fts):
+        times = g.after + interval * np.arange(1, g.missing + 1)
+        need = int(((times > first_close - interval) & (times <= last_close)).sum())
+        if need:
+            inside.append(Gap(int(times[times > first_close - interval][0]) - interval, need))
+    long = [g for g in inside if g.missing > SKIPPED_SETTLEMENTS]
+    if long:
+        worst = max(long, key=lambda g: g.missing)
+        raise DataError(f"{source}: {sum(g.missing for g in long)} funding time(s) missing inside the candles' "
+                        f"span ({len(long)} gap(s) of more than {SKIPPED_SETTLEMENTS}, the longest {worst.missing} "
+                        f"after {format_ms(worst.after)}); fetch them again or repair the file: funding is never "
+                        "filled over a gap")
+
+
+# An exchange skips a settlement now and then (maintenance): that funding time never existed and charged
+# nothing, so up to this many missing in a row are taken as skipped (the fetch summary lists them); a longer
+# hole is missing data and refused.
+SKIPPED_SETTLEMENTS = 3

@@ -37,7 +37,9 @@ def predict(run_dir: Path, data_file: Path | None = None, out: Path | None = Non
             cfg = build_config({**cfg.to_dict(), "data": data})
         device = device_mod.resolve_device(cfg.train.device)
         model.to(device)
-        ds = splits.apply(dataset.prepare(load_candles(cfg), cfg, load_funding(cfg)), scaler, meta["features"])
+        candles = load_candles(cfg)
+        ds = splits.apply(dataset.prepare(candles, cfg, load_funding(cfg, candles["timestamp"])), scaler,
+                          meta["features"])
         idx = ds.test_idx  # every bar with a complete, clean input window, the latest one included
         pred = np.full(len(ds.close), np.nan)
         if len(idx):

@@ -52,7 +52,7 @@ def train(cfg: Config, out: Path | None = None, *, force: bool = False, progress
     from cryptonorm.learn import device as device_mod  # torch is imported only once there is data to train on
     from cryptonorm.pipeline.walkforward import walk_forward
 
-    prep = dataset.prepare(candles, cfg, load_funding(cfg))  # funding: None unless a swap
+    prep = dataset.prepare(candles, cfg, load_funding(cfg, candles["timestamp"]))  # funding: None unless a swap
     device = device_mod.resolve_device(cfg.train.device)
     run_dir = Path(out) if out is not None else new_run_dir(cfg)
     check_run_dir(run_dir)
