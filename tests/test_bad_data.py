@@ -137,3 +137,21 @@ def test_coverage_rule_against_a_plain_loop() -> None:
         assert got == refused, (trial, a, worst, ends)
         outcomes.append(got)
     assert 100 < sum(outcomes) < 400  # both answers were put to the test
+
+
+def test_a_target_flat_on_the_training_split_only_is_refused_by_the_split() -> None:
+    """Real BTC candles whose first 1,300 bars are made flat: the whole target varies, the training split's
+    does not (the train-time check before the run dir sees all samples; the split sees the train part)."""
+    from cryptonorm.config import load_config
+    from cryptonorm.features import dataset, splits
+
+    candles = pd.read_csv(ROOT.parent / "shared" / "data" / "BTC_USDT-1h.csv.gz").iloc[-1800:].reset_index(drop=True)
+    candles = candles.drop(columns="datetime")
+    candles.loc[:1299, ["open", "high", "low", "close"]] = 100.0
+    # no RSI or Bollinger bands: on flat prices they are 0/0, and those rows would not be samples at all
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml", ["data.file=x.csv", "features.rsi=[]",
+                                                            "features.bbands=[]"])
+    prep = dataset.prepare(candles, cfg)
+    splits.check_target_varies(prep, np.flatnonzero(prep.valid))  # the whole series moves: accepted
+    with pytest.raises(DataError, match=r"the return target is 0 on all [\d,]+ training samples \(zero variance"):
+        splits.split(prep, cfg)

@@ -419,6 +419,8 @@ CASES: list[tuple[str, list[str], dict[str, str], int, list[str]]] = [
      ["'03/01/2022 00:00' may be day/month or month/day", "data.time_format"]),
     ("wrong-time-format", ["train", "CONFIG", "--set", "data.file=FILE", "--set", "data.time_format=%Y-%m-%d"],
      {"FILE": DMY}, 1, ["not in data.time_format '%Y-%m-%d'"]),
+    ("constant-prices", ["train", "CONFIG", "--set", "data.file=FILE"], {"FILE": rows(*range(800))}, 1,
+     ["the return target is 0 on all", "training samples (zero variance"]),
     # accepted on purpose: exchange exports are often newest first; sorting loses nothing (duplicates do fail)
     ("newest-first-is-sorted", ["fetch", "-c", "CONFIG", "--set", "data.file=FILE"], {"FILE": rows(5, 4, 3, 2, 1)},
      0, []),

@@ -48,11 +48,12 @@ def train(cfg: Config, out: Path | None = None, *, force: bool = False, progress
         if cfg.data.exchange == "synthetic" and not cfg.data.file and not have_candles(cfg):
             fetch(cfg)  # the offline market is generated on demand: no network, deterministic
         candles = load_candles(cfg)
-    from cryptonorm.features import dataset
+    from cryptonorm.features import dataset, splits
     from cryptonorm.learn import device as device_mod  # torch is imported only once there is data to train on
     from cryptonorm.pipeline.walkforward import walk_forward
 
     prep = dataset.prepare(candles, cfg, load_funding(cfg, candles["timestamp"]))  # funding: None unless a swap
+    splits.check_target_varies(prep, np.flatnonzero(prep.valid))  # before a run dir is made; the split checks again
     device = device_mod.resolve_device(cfg.train.device)
     run_dir = Path(out) if out is not None else new_run_dir(cfg)
     check_run_dir(run_dir)
