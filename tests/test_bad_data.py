@@ -155,3 +155,29 @@ def test_a_target_flat_on_the_training_split_only_is_refused_by_the_split() -> N
     splits.check_target_varies(prep, np.flatnonzero(prep.valid))  # the whole series moves: accepted
     with pytest.raises(DataError, match=r"the return target is 0 on all [\d,]+ training samples \(zero variance"):
         splits.split(prep, cfg)
+
+
+def test_an_unreadable_journal_page_is_set_aside_with_a_note_in_the_fetch_output(tmp_path: Path) -> None:
+    """Issue 23 item 7: the page is renamed .unreadable (never deleted), and fetch says so, even with -q."""
+    from typer.testing import CliRunner
+
+    from cryptonorm.cli import app
+    from cryptonorm.data.store import journal_dir
+
+    quick = str(ROOT / "configs" / "quickstart.yaml")
+    opts = ["-c", quick, "--set", "data.since=2022-01-01", "--set", "data.until=2022-01-10", "--set",
+            f"data.dir={tmp_path / 'store'}"]
+    runner = CliRunner()
+    assert runner.invoke(app, ["fetch", *opts]).exit_code == 0
+    path = next((tmp_path / "store").rglob("BTC_USDT-1h.parquet"))
+    journal_dir(path).mkdir()
+    page = journal_dir(path) / "001641000000000.1.abc.parquet"
+    page.write_bytes(b"PAR1 half a page")
+    r = runner.invoke(app, ["-q", "fetch", *opts])
+    assert r.exit_code == 0, r.stderr
+    line, = r.stderr.strip().splitlines()
+    assert line.startswith("note: 1 downloaded page(s) for ") and "001641000000000.1.abc.unreadable" in line
+    assert "rows are missing from the store" in line
+    assert (journal_dir(path) / "001641000000000.1.abc.unreadable").read_bytes() == b"PAR1 half a page"
+    again = runner.invoke(app, ["fetch", *opts])  # said again while the page sits there
+    assert again.exit_code == 0 and "1 downloaded page(s)" in again.stderr

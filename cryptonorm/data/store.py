@@ -148,6 +148,16 @@ def journal_parts(path: Path) -> list[Path]:
     return sorted(j.glob("*.parquet")) if j.exists() else []
 
 
+UNREADABLE = ".unreadable"  # the suffix of a journal page that could not be read, set aside (never deleted)
+
+
+def set_aside_pages(path: Path) -> list[Path]:
+    """Journal pages of the store file at `path` that could not be read and were set aside: their rows are
+    not in the store (a fetch reports them; the user deletes them once checked)."""
+    j = journal_dir(path)
+    return sorted(j.glob(f"*{UNREADABLE}")) if j.exists() else []
+
+
 STALE_TEMP_S = 600.0  # a journal temp file this old belongs to a killed writer
 
 
@@ -183,7 +193,7 @@ def consolidate(path: Path, kind: Kind = CANDLES) -> pd.DataFrame:
                 read.append(p)
             except Exception:
                 with contextlib.suppress(OSError):
-                    p.rename(p.with_suffix(".unreadable"))
+                    p.rename(p.with_suffix(UNREADABLE))  # reported by set_aside_pages (fetch says so)
         merged = merge(*pieces, kind=kind)
         write_atomic(merged, path)
         for p in read:
