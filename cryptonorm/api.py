@@ -19,6 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cryptonorm import api_args as arg
 from cryptonorm.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ def load_config(path: PathLike | None = None, overrides: Mapping[str, Any] | Non
     {"model.norm": "batch", "train.epochs": 3}; exactly what `--set` does on the command line."""
     from cryptonorm.config import apply_overrides, build_config, read_yaml, set_dotted
 
+    path, overrides = arg.optional_path(path, "path"), arg.overrides_arg(overrides)
     raw = read_yaml(path) if path is not None else {}
     raw = apply_overrides(raw, [])  # a private copy
     for key, value in (overrides or {}).items():
@@ -46,6 +48,7 @@ def load_config(path: PathLike | None = None, overrides: Mapping[str, Any] | Non
 def _config(cfg: Config | PathLike) -> Config:
     from cryptonorm.config import Config
 
+    cfg = arg.config_arg(cfg)
     return cfg if isinstance(cfg, Config) else load_config(cfg)
 
 
@@ -102,6 +105,7 @@ def load_run(run_dir: PathLike) -> Run:
     """Open a finished run directory (ConfigError if it is not one, DataError if training did not finish)."""
     from cryptonorm.pipeline import finished_run
 
+    run_dir = arg.path_arg(run_dir, "run_dir")
     return Run(Path(run_dir), finished_run(Path(run_dir)))
 
 
@@ -110,10 +114,11 @@ def train(cfg: Config | PathLike, out: PathLike | None = None, *, candles: pd.Da
     """Train like `cryptonorm train` (fetching the offline market if needed); returns the run.
     `track`: "mlflow" or "tensorboard" logs it (experiment = the config's name)."""
     from cryptonorm import pipeline
-    from cryptonorm.pipeline.tracking import check_backend, log_runs
+    from cryptonorm.pipeline.tracking import BACKENDS, check_backend, log_runs
 
     config = _config(cfg)
-    backend = check_backend(track)
+    out, candles = arg.optional_path(out, "out"), arg.frame_arg(candles, "candles")
+    backend = check_backend(arg.choice_arg(track, "track", BACKENDS, optional=True))
     summary = pipeline.train(config, Path(out) if out is not None else None, candles=candles)
     if backend is not None:
         log_runs(backend, config.name, [(summary.run_dir.name, summary.run_dir)])
@@ -149,8 +154,8 @@ def backtest(run: Run | PathLike, *, split: str = "test", out: PathLike | None =
     from cryptonorm.pipeline import rebacktest
 
     if split not in ("test", "val"):
-        raise ConfigError(f"split must be 'test' or 'val', got {split!r}")
-    run_dir = run.path if isinstance(run, Run) else Path(run)
+        raise ConfigError(f"split must be 'test' or 'val', got {arg.described(split)}")
+    run_dir, write, out = arg.run_arg(run), arg.bool_arg(write, "write"), arg.optional_path(out, "out")
     if overrides or out is not None or split != "test" or not write:
         path, result = rebacktest.rebacktest(run_dir, overrides, Path(out) if out is not None else None,
                                              split=split, write=write)
@@ -182,14 +187,16 @@ def sweep(path: PathLike, *, out: PathLike | None = None, jobs: int = 1, executo
     finished cell as one run under one experiment for the sweep."""
     import json
 
-    from cryptonorm.pipeline.tracking import check_backend
+    from cryptonorm.pipeline.tracking import BACKENDS, check_backend
     from cryptonorm.study import report
     from cryptonorm.study.results import collect_results, results_frame
     from cryptonorm.study.spec import load_sweep
     from cryptonorm.study.sweep import run_sweep
 
-    sets = [f"{k}={json.dumps(v)}" for k, v in (overrides or {}).items()]
-    backend = check_backend(track)
+    path, out = arg.path_arg(path, "path"), arg.optional_path(out, "out")
+    jobs, executor = arg.int_arg(jobs, "jobs"), arg.choice_arg(executor, "executor", ("local", "ray"))
+    sets = [f"{k}={json.dumps(v)}" for k, v in arg.overrides_arg(overrides).items()]
+    backend = check_backend(arg.choice_arg(track, "track", BACKENDS, optional=True))
     spec = load_sweep(path, sets)
     outcome = run_sweep(spec, Path(out) if out is not None else None, jobs=jobs, executor=executor)
     report.render(outcome.sweep_dir)
@@ -207,6 +214,7 @@ def fetch(cfg: Config | PathLike | None = None, **data: Any) -> pd.DataFrame:
     from cryptonorm import pipeline
     from cryptonorm.config import build_config
 
+    cfg = arg.config_arg(cfg, optional=True)
     if isinstance(cfg, (str, Path)) or cfg is None:
         cfg = load_config(cfg, {f"data.{k}": v for k, v in data.items()})
     elif data:
