@@ -16,7 +16,7 @@ from cryptonorm.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = str(ROOT / "configs" / "quickstart.yaml")
-SWEEP = str(ROOT / "configs" / "sweep_norms.yaml")
+SWEEP = str(ROOT / "configs" / "sweeps" / "norms.yaml")
 
 # id, the call, what the one-line message must say
 CASES: list[tuple[str, Callable[[], Any], list[str]]] = [

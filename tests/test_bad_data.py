@@ -181,3 +181,15 @@ def test_an_unreadable_journal_page_is_set_aside_with_a_note_in_the_fetch_output
     assert (journal_dir(path) / "001641000000000.1.abc.unreadable").read_bytes() == b"PAR1 half a page"
     again = runner.invoke(app, ["fetch", *opts])  # said again while the page sits there
     assert again.exit_code == 0 and "1 downloaded page(s)" in again.stderr
+
+
+def test_a_failed_cell_line_shows_the_message_not_the_class() -> None:
+    """Issue 24: sweep progress lines and results said 'TrainingError: ...'; a project error is its message
+    (a bug in the code keeps its class, which is what a bug report needs)."""
+    from cryptonorm.errors import DataError, TrainingError
+    from cryptonorm.study.cell import one_line
+
+    assert one_line(TrainingError("the loss is NaN at epoch 3; lower train.lr\nmore")) == \
+        "the loss is NaN at epoch 3; lower train.lr"
+    assert one_line(DataError("no candles")) == "no candles"
+    assert one_line(RuntimeError("boom")) == "RuntimeError: boom"
