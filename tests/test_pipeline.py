@@ -137,7 +137,8 @@ def test_walk_forward_forecasts_cover_the_tail_out_of_sample(workdir: Path, tmp_
     assert (folds["train_end"] < folds["test_start"]).all()
     assert (folds["test_start"].iloc[1:].to_numpy() > folds["test_end"].iloc[:-1].to_numpy()).all()
     code, out, err = cli("backtest", str(tmp_path / "wf"), "--json")
-    assert code == 0, err and json.loads(out)["bars"] > 5000
+    assert code == 0, err
+    assert json.loads(out)["bars"] > 5000, out
 
 
 def test_features_and_audit_commands(workdir: Path, tmp_path: Path) -> None:
