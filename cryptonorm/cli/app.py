@@ -98,8 +98,8 @@ ConfigArg = Annotated[Path, typer.Argument(help="Experiment config (YAML).", sho
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of tables.")]
 TrackOpt = Annotated[
     Optional[str],  # noqa: UP045 - typer needs Optional here
-    typer.Option("--track", help="Log to an experiment tracker: mlflow (MLFLOW_TRACKING_URI, default ./mlruns) or "
-                                 "tensorboard (./tensorboard). Needs the `track` extra."),
+    typer.Option("--track", help="Log to an experiment tracker: mlflow (MLFLOW_TRACKING_URI, default "
+                                 "sqlite:///mlruns.db) or tensorboard (./tensorboard). Needs the `track` extra."),
 ]
 OutOpt = Annotated[
     Optional[Path],  # noqa: UP045 - typer needs Optional here

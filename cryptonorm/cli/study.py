@@ -79,10 +79,11 @@ def sweep_command(
         rep = sweep_report.render(outcome.sweep_dir, reference, fmt)
         _show(rep)
         if backend is not None:
+            from cryptonorm.pipeline.tracking import logged_note
             from cryptonorm.study.tracking import track_sweep
 
             n = track_sweep(outcome.sweep_dir, backend)
-            say(f"logged {n} new cell run(s) to {backend} (experiment sweep-{spec.spec.name})")
+            say(f"{n} new cell run(s) {logged_note(backend, f'sweep-{spec.spec.name}')}")
         again = f" ({outcome.rebacktested} re-backtested with new backtest settings)" if outcome.rebacktested else ""
         say(f"{outcome.ran} cell(s) run, {outcome.skipped} finished earlier{again}, in {outcome.seconds:.0f}s")
         typer.echo(str(outcome.sweep_dir))
