@@ -13,6 +13,7 @@ Errors are the project's exceptions (cryptonorm.errors: ConfigError, DataError, 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -35,14 +36,17 @@ PathLike = str | Path
 def load_config(path: PathLike | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
     """A validated config from a YAML file (or the defaults) with dotted-key overrides applied, e.g.
     {"model.norm": "batch", "train.epochs": 3}; exactly what `--set` does on the command line."""
-    from cryptonorm.config import apply_overrides, build_config, read_yaml, set_dotted
+    from cryptonorm.config import apply_overrides, build_config, moved_keys, read_yaml, set_dotted
 
     path, overrides = arg.optional_path(path, "path"), arg.overrides_arg(overrides)
     raw = read_yaml(path) if path is not None else {}
     raw = apply_overrides(raw, [])  # a private copy
     for key, value in (overrides or {}).items():
         set_dotted(raw, str(key).split("."), value)
-    return build_config(raw, source=str(path) if path is not None else "config")
+    cfg = build_config(raw, source=str(path) if path is not None else "config")
+    for note in moved_keys(raw):  # a key at the place it moved from: the CLI prints it, a notebook warns
+        warnings.warn(note.removeprefix("note: "), FutureWarning, stacklevel=2)
+    return cfg
 
 
 def _config(cfg: Config | PathLike) -> Config:

@@ -129,8 +129,8 @@ def test_walk_forward_forecasts_cover_the_tail_out_of_sample(workdir: Path, tmp_
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(workdir)
         code, _, err = cli("train", QUICK, *SMALL, "--out", str(tmp_path / "wf"), "--set", "train.epochs=1",
-                           "--set", "backtest.walk_forward.enabled=true", "--set", "backtest.walk_forward.step=2000",
-                           "--set", "backtest.walk_forward.train_bars=4000")
+                           "--set", "split.walk_forward.enabled=true", "--set", "split.walk_forward.step=2000",
+                           "--set", "split.walk_forward.train_bars=4000")
     assert code == 0, err
     folds = pd.read_csv(tmp_path / "wf" / "folds.csv")
     assert len(folds) >= 3

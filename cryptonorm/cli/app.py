@@ -190,11 +190,15 @@ def errors() -> Iterator[None]:
 
 def load_cli_config(path: Path | None, sets: list[str] | None, **cli: Any) -> Config:
     """Config from file (or defaults), then command-line options, then --set overrides."""
-    from cryptonorm.config import apply_overrides, build_config, read_yaml
+    from cryptonorm.config import apply_overrides, build_config, moved_keys, read_yaml
 
     raw = read_yaml(path) if path is not None else {}
     extra = [f"{k}={json.dumps(v)}" for k, v in cli.items() if v is not None]
-    return build_config(apply_overrides(raw, [*extra, *(sets or [])]), source=str(path) if path else "config")
+    raw = apply_overrides(raw, [*extra, *(sets or [])])
+    cfg = build_config(raw, source=str(path) if path else "config")
+    for note in moved_keys(raw):  # after validation: a refused config says only what is wrong
+        typer.echo(note, err=True)
+    return cfg
 
 
 def _version(value: bool) -> None:

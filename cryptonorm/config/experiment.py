@@ -88,6 +88,16 @@ class TargetConfig(Section):
         return {"direction": "bce", "volatility": "qlike"}.get(self.kind, "huber")
 
 
+class WalkForwardConfig(Section):
+    """Retrain every `step` bars on a rolling or expanding window; forecasts stay out of sample."""
+
+    enabled: bool = False
+    step: int = Field(720, ge=1, le=100_000_000)  # bars predicted per refit
+    train_bars: int = Field(8760, ge=10, le=100_000_000)  # training window (rolling) or its minimum (expanding)
+    mode: Literal["rolling", "expanding"] = "rolling"
+    val_fraction: float = Field(0.15, gt=0, lt=1)  # tail of each training window used for early stopping
+
+
 class SplitConfig(Section):
     """Chronological train / validation / test split, never shuffled across time."""
 
@@ -97,6 +107,9 @@ class SplitConfig(Section):
     val_start: str | None = None  # or dates: validation starts here (overrides the fractions)
     test_start: str | None = None  # and the test split starts here
     embargo: int | None = Field(None, ge=0, le=1_000_000)  # bars dropped between splits; None = horizon + window
+    # retrain on a rolling/expanding window instead of one split (was backtest.walk_forward: it changes the
+    # training, not the backtest; the old key is still read, with a note)
+    walk_forward: WalkForwardConfig = WalkForwardConfig()
 
     @field_validator("val_start", "test_start", mode="before")
     @classmethod
@@ -263,16 +276,6 @@ class TrainConfig(Section):
         return v
 
 
-class WalkForwardConfig(Section):
-    """Retrain every `step` bars on a rolling or expanding window; forecasts stay out of sample."""
-
-    enabled: bool = False
-    step: int = Field(720, ge=1, le=100_000_000)  # bars predicted per refit
-    train_bars: int = Field(8760, ge=10, le=100_000_000)  # training window (rolling) or its minimum (expanding)
-    mode: Literal["rolling", "expanding"] = "rolling"
-    val_fraction: float = Field(0.15, gt=0, lt=1)  # tail of each training window used for early stopping
-
-
 # Bounds of the backtest's costs and sizing. 1,000 bps = 10% per side is far above any exchange's fee or a
 # liquid market's slippage (a round trip then costs 20%); 100x is the most leverage exchanges offer on
 # BTC perpetuals; 1,000% a year is the volatility of the wildest coins. Beyond these, results mean nothing.
@@ -298,7 +301,6 @@ class BacktestConfig(Section):
     fee_bps: float = Field(10.0, ge=0, le=MAX_COST_BPS)  # per side on traded notional (a spot taker fee)
     slippage_bps: float = Field(0.0, ge=0, le=MAX_COST_BPS)  # per side on traded notional
     funding: Literal["auto", "off"] = "auto"  # auto: a swap's positions pay/earn funding; off: ignore it
-    walk_forward: WalkForwardConfig = WalkForwardConfig()
 
     @field_validator("funding", mode="before")
     @classmethod

@@ -179,10 +179,43 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return build_config(apply_overrides(raw, overrides), source=str(path) if path else "config")
 
 
+# keys that moved: (old section, key) -> (new section, key). The old place is still read (a config, a
+# --set, a run directory's config.yaml written before the move) and `moved_keys` says so on the command line
+MOVED = {("backtest", "walk_forward"): ("split", "walk_forward")}
+
+
+def migrate(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """(raw with every MOVED key at its new place, one note per key moved). Where both places are given,
+    the values under the new key win over the old key's, item by item."""
+    notes = []
+    for (old_sec, old_key), (new_sec, new_key) in MOVED.items():
+        section = raw.get(old_sec)
+        target = raw.get(new_sec)
+        if not isinstance(section, dict) or old_key not in section or not isinstance(target, (dict, type(None))):
+            continue
+        value = section[old_key]
+        current = (target or {}).get(new_key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            value = {**value, **current}
+        elif current is not None:
+            value = current
+        raw = {**raw, old_sec: {k: v for k, v in section.items() if k != old_key},
+               new_sec: {**(target or {}), new_key: value}}
+        notes.append(f"note: {old_sec}.{old_key} is now {new_sec}.{new_key} (it changes the training, not the "
+                     f"backtest); the old key still works: rename it")
+    return raw, notes
+
+
+def moved_keys(raw: dict[str, Any]) -> list[str]:
+    """The notes for keys of `raw` written at a place they moved from (see MOVED)."""
+    return migrate(raw)[1]
+
+
 def build_config(raw: dict[str, Any], source: str = "config") -> Config:
-    """Validate a raw mapping into a Config; errors name the dotted key and what is allowed."""
+    """Validate a raw mapping into a Config; errors name the dotted key and what is allowed. Keys that
+    moved (MOVED) are read at their old place too."""
     try:
-        return Config.model_validate(raw)
+        return Config.model_validate(migrate(raw)[0])
     except ValidationError as e:
         raise ConfigError(f"{source}: {format_validation_error(e)}") from None
     except (TypeError, ValueError) as e:  # e.g. unhashable keys in odd YAML

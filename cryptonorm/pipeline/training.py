@@ -64,7 +64,7 @@ def train(cfg: Config, out: Path | None = None, *, force: bool = False, progress
             write_text_atomic(run_dir / "config.yaml", dump_yaml(stored))
         ck = Checkpointer(run_dir, candle_hash, resuming)
         device_mod.seed_everything(cfg.seed, cfg.train.deterministic)
-        if cfg.backtest.walk_forward.enabled:
+        if cfg.split.walk_forward.enabled:
             ds, res, forecasts, split_of, folds = walk_forward(prep, cfg, device, progress, run_dir, ck)
         else:
             ds, res, forecasts, split_of = _single_split(prep, cfg, device, progress, run_dir, ck)
@@ -115,9 +115,9 @@ def _write_outputs(run_dir: Path, cfg: Config, prep: Any, ds: Any, res: Any, for
     metrics = _split_metrics(ds, forecasts, split_of, cfg, vol)
     metrics.update({"stopped": res.stopped, "best_epoch": res.best_epoch, "message": res.message})
     if folds:
-        metrics["walk_forward"] = {"folds": len(folds), "mode": cfg.backtest.walk_forward.mode,
-                                   "step": cfg.backtest.walk_forward.step,
-                                   "train_bars": cfg.backtest.walk_forward.train_bars}
+        metrics["walk_forward"] = {"folds": len(folds), "mode": cfg.split.walk_forward.mode,
+                                   "step": cfg.split.walk_forward.step,
+                                   "train_bars": cfg.split.walk_forward.train_bars}
         write_csv(run_dir / "folds.csv", pd.DataFrame(folds), times=("train_start", "train_end", "test_start",
                                                                       "test_end"))
     write_json(run_dir / "metrics.json", metrics)

@@ -275,7 +275,8 @@ def config_hash(cfg: Config) -> str:
     """Hash of everything that changes what a cell TRAINS (not its name or thread count, nor the backtest
     settings other than walk_forward: a re-run with new backtest settings re-backtests the trained cell)."""
     d = cfg.to_dict()
-    d["backtest"] = {"walk_forward": d["backtest"]["walk_forward"]}
+    # walk_forward moved from backtest to split: hashed where it was, so cells trained before the move match
+    d["backtest"] = {"walk_forward": d["split"].pop("walk_forward")}
     for path in UNHASHED_KEYS:
         node = d
         for p in path[:-1]:
