@@ -101,12 +101,13 @@ def split(prep: Prepared, cfg: Config) -> Dataset:
     return _build(prep, cfg, purged, embargo)
 
 
-def check_target_varies(prep: Prepared, train_idx: np.ndarray) -> None:
+def check_target_varies(prep: Prepared, train_idx: np.ndarray, samples: str = "training samples") -> None:
     """Refuse a target that takes one value on every training sample (constant-price candles give a return
-    target of exactly 0): a model fitted to it learns nothing, and its forecasts are the noise of its init."""
+    target of exactly 0): a model fitted to it learns nothing, and its forecasts are the noise of its init.
+    `samples` names the rows in the message."""
     y = prep.y[train_idx]
     if len(y) and float(np.nanmax(y)) == float(np.nanmin(y)):
-        raise DataError(f"the {prep.kind} target is {float(y[0]):g} on all {len(y):,} training samples (zero "
+        raise DataError(f"the {prep.kind} target is {float(y[0]):g} on all {len(y):,} {samples} (zero "
                         "variance: do the candles' prices move?); check the data, or move the split to where "
                         "the market trades")
 

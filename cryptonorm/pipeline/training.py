@@ -53,7 +53,7 @@ def train(cfg: Config, out: Path | None = None, *, force: bool = False, progress
     from cryptonorm.pipeline.walkforward import walk_forward
 
     prep = dataset.prepare(candles, cfg, load_funding(cfg, candles["timestamp"]))  # funding: None unless a swap
-    splits.check_target_varies(prep, np.flatnonzero(prep.valid))  # before a run dir is made; the split checks again
+    splits.check_target_varies(prep, np.flatnonzero(prep.valid), "samples")  # before a run dir; the split: again
     device = device_mod.resolve_device(cfg.train.device)
     run_dir = Path(out) if out is not None else new_run_dir(cfg)
     check_run_dir(run_dir)
