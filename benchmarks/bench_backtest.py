@@ -77,8 +77,8 @@ def plain_pass(close: np.ndarray, forecast: np.ndarray, cost_rate: float) -> tup
 def cryptonorm_rows(n: int, repeat: int) -> Timings:
     """Every cryptonorm timing on n bars (the cryptonorm on sys.path: this checkout or --before's)."""
     from cryptonorm.config import BacktestConfig
+    from cryptonorm.evaluate.forecast import forecast_metrics
     from cryptonorm.trade.backtest import simulate
-    from cryptonorm.trade.metrics import forecast_metrics
     from cryptonorm.trade.performance import performance
 
     ts, close, fc = market(n)

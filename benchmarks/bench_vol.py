@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cryptonorm.trade import vol_baselines as vb
-from cryptonorm.trade import vol_metrics as vm
+from cryptonorm.evaluate import vol_baselines as vb
+from cryptonorm.evaluate import vol_metrics as vm
 
 
 def market(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

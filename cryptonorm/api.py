@@ -192,10 +192,10 @@ def sweep(path: PathLike, *, out: PathLike | None = None, jobs: int = 1, executo
     import json
 
     from cryptonorm.pipeline.tracking import BACKENDS, check_backend
-    from cryptonorm.study import report
-    from cryptonorm.study.results import collect_results, results_frame
-    from cryptonorm.study.spec import load_sweep
-    from cryptonorm.study.sweep import run_sweep
+    from cryptonorm.sweep import report
+    from cryptonorm.sweep.results import collect_results, results_frame
+    from cryptonorm.sweep.run import run_sweep
+    from cryptonorm.sweep.spec import load_sweep
 
     path, out = arg.path_arg(path, "path"), arg.optional_path(out, "out")
     jobs, executor = arg.int_arg(jobs, "jobs"), arg.choice_arg(executor, "executor", ("local", "ray"))
@@ -205,7 +205,7 @@ def sweep(path: PathLike, *, out: PathLike | None = None, jobs: int = 1, executo
     outcome = run_sweep(spec, Path(out) if out is not None else None, jobs=jobs, executor=executor)
     report.render(outcome.sweep_dir)
     if backend is not None:
-        from cryptonorm.study.tracking import track_sweep
+        from cryptonorm.sweep.tracking import track_sweep
 
         track_sweep(outcome.sweep_dir, backend)
     return results_frame(collect_results(outcome.sweep_dir), spec.grid_keys, outcome.sweep_dir)

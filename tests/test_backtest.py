@@ -531,7 +531,7 @@ def test_atomic_savefig_leaves_nothing_behind_on_failure(tmp_path: Path) -> None
 def test_forecast_metrics_match_scipy_with_ties() -> None:
     from scipy import stats
 
-    from cryptonorm.trade.metrics import forecast_metrics, rankdata
+    from cryptonorm.evaluate.forecast import forecast_metrics, rankdata
 
     rng = np.random.default_rng(3)
     pred = np.round(rng.normal(0.0, 1.0, 2000), 1)  # rounded: many ties
@@ -672,7 +672,7 @@ def test_ranks_match_scipy_on_values_that_differ_in_their_last_bits() -> None:
     ordered by value, exact ties averaged, -0.0 equal to 0.0, NaN handled as scipy's argsort fallback."""
     from scipy import stats
 
-    from cryptonorm.trade.metrics import rankdata
+    from cryptonorm.evaluate.forecast import rankdata
 
     rng = np.random.default_rng(4)
     near_one = 1.0 + rng.integers(-40, 40, 3000) * np.finfo(float).eps  # many distinct values, few high bits

@@ -13,7 +13,7 @@ def test_train_path_imports_no_ccxt_scipy_or_talib() -> None:
         "import sys\n"
         "import cryptonorm.cli.app, cryptonorm.cli.runs, cryptonorm.pipeline.training\n"
         "import cryptonorm.features.dataset, cryptonorm.features.splits, cryptonorm.features.indicators\n"
-        "import cryptonorm.trade.metrics, cryptonorm.trade.backtest, cryptonorm.data.store\n"
+        "import cryptonorm.evaluate.forecast, cryptonorm.trade.backtest, cryptonorm.data.store\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ccxt', 'scipy', 'talib')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)

@@ -33,8 +33,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cryptonorm.cli import app
-from cryptonorm.study.executors import TEST_KILL_ENV
-from cryptonorm.study.spec import load_sweep
+from cryptonorm.sweep.executors import TEST_KILL_ENV
+from cryptonorm.sweep.spec import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
@@ -245,7 +245,7 @@ class _NoCluster:
 def test_a_cluster_refusing_the_session_is_one_line_with_a_token_hint(monkeypatch: pytest.MonkeyPatch,
                                                                        mode: str | None) -> None:
     from cryptonorm.errors import CryptonormError
-    from cryptonorm.study.executors import ray_session
+    from cryptonorm.sweep.executors import ray_session
 
     if mode is None:
         monkeypatch.delenv("RAY_AUTH_MODE", raising=False)

@@ -46,3 +46,21 @@ def test_resumed_fit_equals_uninterrupted(kind: str, norm: str, schedule: str) -
     # and a different stopping point: the history is not just copied from the state
     assert _losses(fit(ds, cfg, resume=saved[1]).history) == _losses(full.history)
     assert len(saved[3]["history"]) == 3
+
+
+@pytest.mark.parametrize("budget", [{"budget": "steps", "steps": 10}, {"budget": "samples", "samples": 300}])
+def test_resume_under_a_step_or_sample_budget(budget: dict[str, Any]) -> None:
+    """train.budget steps|samples runs budget.epochs passes (not train.epochs): a state is saved after every
+    pass training goes on from, and a run resumed from any of them ends as the uninterrupted one (issue 23)."""
+    # 116 training samples: 4 batches a pass; 10 steps: 3 passes, the last cut short
+    cfg = config("mlp", "batch", batch_size=32, patience=100, **budget)
+    ds = toy(n=200)
+    saved: dict[int, dict[str, Any]] = {}
+    full = fit(ds, cfg, on_epoch_end=lambda s: saved.__setitem__(s.epoch, _snapshot(s)))
+    assert len(full.history) == 3 and full.history[-1]["steps"] == 10
+    assert sorted(saved) == [1, 2]
+    for epoch in saved:
+        resumed = fit(ds, cfg, resume=saved[epoch])
+        assert _losses(resumed.history) == _losses(full.history)
+        a, b = full.model.state_dict(), resumed.model.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)

@@ -456,8 +456,8 @@ def test_every_accepted_market_is_stored_inside_data_dir(symbol: str, exchange: 
 @given(values=st.lists(st.one_of(st.text(max_size=10), st.integers(), st.lists(st.text(max_size=4), max_size=2)),
                        min_size=1, max_size=3, unique_by=lambda v: json.dumps(v)))
 def test_sweep_cell_directories_stay_inside_the_sweep(values: list[Any]) -> None:
-    from cryptonorm.study.results import cell_dir
-    from cryptonorm.study.spec import cell_id
+    from cryptonorm.sweep.results import cell_dir
+    from cryptonorm.sweep.spec import cell_id
 
     sweep_dir = Path("/srv/cn/sweeps/s")
     for v in values:

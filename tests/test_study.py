@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cryptonorm.claims import run as cl
+from cryptonorm.claims import spec as claim_spec
 from cryptonorm.cli import app
-from cryptonorm.study import claim_spec
-from cryptonorm.study import claims as cl
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]

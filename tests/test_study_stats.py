@@ -10,9 +10,9 @@ import pytest
 from scipy import stats
 
 from cryptonorm.errors import ConfigError
-from cryptonorm.study import compare as cmp
-from cryptonorm.study import metrics as sm_metrics
-from cryptonorm.study import stats as st
+from cryptonorm.evaluate import compare as cmp
+from cryptonorm.evaluate import metrics as sm_metrics
+from cryptonorm.evaluate import stats as st
 
 sm = pytest.importorskip("statsmodels.api")
 from statsmodels.stats.anova import AnovaRM  # noqa: E402
@@ -48,9 +48,9 @@ def test_diebold_mariano_variance_is_statsmodels_hac(h: int) -> None:
 
 @pytest.mark.parametrize("h", [1, 6])
 def test_one_diebold_mariano_with_a_method_and_lag_switch(h: int) -> None:
-    """trade.vol_metrics holds the only DM: "normal" = statsmodels' HAC t-value with a normal p, "hln" =
-    the same times the HLN factor with a Student-t p; study.stats is that with lags = horizon - 1."""
-    from cryptonorm.trade import vol_metrics as vm
+    """evaluate.vol_metrics holds the only DM: "normal" = statsmodels' HAC t-value with a normal p, "hln" =
+    the same times the HLN factor with a Student-t p; evaluate.stats is that with lags = horizon - 1."""
+    from cryptonorm.evaluate import vol_metrics as vm
 
     rng = np.random.default_rng(10 + h)
     la = rng.gamma(2.0, size=300)

@@ -23,9 +23,9 @@ from typer.testing import CliRunner
 
 from cryptonorm.cli import app
 from cryptonorm.errors import ConfigError
-from cryptonorm.study import report as sr
-from cryptonorm.study import spec as sw
-from cryptonorm.study import stats as st
+from cryptonorm.evaluate import stats as st
+from cryptonorm.sweep import report as sr
+from cryptonorm.sweep import spec as sw
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -364,7 +364,7 @@ def test_a_killed_cell_resumes_from_its_last_epoch(tmp_path: Path, data_dir: Pat
     result an uninterrupted cell gives; leftovers it cannot resume (another config) are removed, not reused."""
     from cryptonorm import pipeline
     from cryptonorm.config import apply_overrides, build_config
-    from cryptonorm.study.results import cell_dir
+    from cryptonorm.sweep.results import cell_dir
 
     one = "name: tiny\nbase: base.yaml\nset: {train.epochs: 4, train.patience: 100}\ngrid:\n  seed: [0]\n"
     path = write_sweep(tmp_path, data_dir, one)

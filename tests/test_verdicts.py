@@ -11,8 +11,8 @@ import pytest
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from cryptonorm.study import stats as st
-from cryptonorm.study import verdicts as vd
+from cryptonorm.claims import verdicts as vd
+from cryptonorm.evaluate import stats as st
 
 KEYS = ["model.norm", "seed"]
 

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cryptonorm.cli import app
-from cryptonorm.trade import vol_metrics as vm
+from cryptonorm.evaluate import vol_metrics as vm
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "btc_4h_vol.yaml")

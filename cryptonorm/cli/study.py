@@ -1,6 +1,6 @@
 """The `sweep` and `report` commands (registered on cryptonorm.cli's app when this module is imported).
 
-No torch/pandas at import time: `cryptonorm --help` stays fast. The logic is in cryptonorm.study
+No torch/pandas at import time: `cryptonorm --help` stays fast. The logic is in cryptonorm.sweep and cryptonorm.claims
 (spec, sweep, report, summary); this module parses options and renders with rich.
 """
 
@@ -27,7 +27,7 @@ from cryptonorm.cli.app import (
 
 if TYPE_CHECKING:
 
-    from cryptonorm.study.report import SweepReport
+    from cryptonorm.sweep.report import SweepReport
 
 ReferenceOpt = Annotated[
     Optional[str],  # noqa: UP045 - typer needs Optional here
@@ -60,10 +60,10 @@ def sweep_command(
 ) -> None:
     """Run a grid of experiments in parallel; resumable (finished cells are skipped, failed ones retried)."""
     from cryptonorm.render import tables
-    from cryptonorm.study import report as sweep_report
-    from cryptonorm.study import sweep as sw
-    from cryptonorm.study.results import RESULTS_CSV
-    from cryptonorm.study.spec import load_sweep
+    from cryptonorm.sweep import report as sweep_report
+    from cryptonorm.sweep import run as sw
+    from cryptonorm.sweep.results import RESULTS_CSV
+    from cryptonorm.sweep.spec import load_sweep
 
     with errors():
         from cryptonorm.pipeline.tracking import check_backend
@@ -80,7 +80,7 @@ def sweep_command(
         _show(rep)
         if backend is not None:
             from cryptonorm.pipeline.tracking import logged_note
-            from cryptonorm.study.tracking import track_sweep
+            from cryptonorm.sweep.tracking import track_sweep
 
             n = track_sweep(outcome.sweep_dir, backend)
             say(f"{n} new cell run(s) {logged_note(backend, f'sweep-{spec.spec.name}')}")
@@ -102,7 +102,7 @@ def report_command(
 ) -> None:
     """Re-render a sweep's results table, summary.md, plots and report.html from its finished cells (no
     training); prints the report's path (report.html, or summary.md with --format png)."""
-    from cryptonorm.study import report as sweep_report
+    from cryptonorm.sweep import report as sweep_report
 
     with errors():
         report_formats(fmt)
@@ -129,7 +129,7 @@ def _report_path(rep: SweepReport, open_: bool) -> None:
 
 def _show(rep: SweepReport) -> None:
     from cryptonorm.render import tables
-    from cryptonorm.study import summary
+    from cryptonorm.sweep import summary
 
     if STATE.quiet:
         return
@@ -168,11 +168,11 @@ def study_command(
                            "$CRYPTONORM_DATA_DIR, else data.file relative to the claim file).")] = None,
 ) -> None:
     """Test the article's claims: run every claim's sweep (resumable), write verdicts.md/json and plots."""
+    from cryptonorm.claims import run as cl
     from cryptonorm.render import tables
-    from cryptonorm.study import claims as cl
 
     with errors():
-        from cryptonorm.study.executors import check_executor
+        from cryptonorm.sweep.executors import check_executor
 
         check_executor(executor, address, gpus_per_cell)  # before the claims load and the first line
         study_dir = out or cl.default_dir(quick)

@@ -36,8 +36,9 @@ earlier split overlaps an input window of the later one.
 
 Scaling (features.scaler) is fitted on the rows covered by training windows only and applied to every
 row; after scaling, values are clipped to +-10 (scale units) so one crash bar cannot dominate a batch
-(`Scaler.clip`, stored with the scaler). `gap_mask` is left unscaled. Rows that are not in any valid
-window may hold warm-up NaNs in `Prepared.features`; in `Dataset.X` they are 0 so the tensor is finite.
+(`Scaler.clip`, stored with the scaler; not in front of an input norm: `scaling.input_clip`). `gap_mask`
+is left unscaled. Rows that are not in any valid window may hold warm-up NaNs in `Prepared.features`; in
+`Dataset.X` they are 0 so the tensor is finite.
 """
 
 from __future__ import annotations
@@ -58,7 +59,6 @@ from cryptonorm.timeframes import format_ms, timeframe_ms
 if TYPE_CHECKING:
     from cryptonorm.features.scaling import Scaler
 
-CLIP = 10.0  # scaled inputs are clipped to [-CLIP, CLIP]
 REASONS = ("warmup", "no_label", "gap", "nan")
 
 

@@ -1,4 +1,10 @@
-"""The scaler: fitted on the rows training windows cover, applied to every row, clipped, stored as JSON."""
+"""The scaler: fitted on the rows training windows cover, applied to every row, clipped, stored as JSON.
+
+Scaled inputs are clipped to +-CLIP scale units so one crash bar cannot dominate a batch, except in front of
+an input norm (model.input_norm revin or dain): those normalize each window themselves, and a clip would
+saturate a level feature that moved out of its training range (prices at 10x the training level: RevIN could
+no longer see the shift, issue 23). `input_clip` is the rule; the clip is stored with the scaler.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +20,7 @@ from cryptonorm.errors import ConfigError, DataError
 if TYPE_CHECKING:
     pass
 
-from cryptonorm.features.dataset import CLIP
-
+CLIP = 10.0  # scaled inputs are clipped to [-CLIP, CLIP] (scale units), unless an input norm follows
 _CHUNK = 1 << 16  # rows per chunk when scaling: bounds the float64 temporaries
 
 
@@ -23,6 +28,12 @@ _CHUNK = 1 << 16  # rows per chunk when scaling: bounds the float64 temporaries
 
 
 KINDS = ("standard", "robust", "minmax", "none")
+
+
+def input_clip(input_norm: str) -> float | None:
+    """The clip of the scaled inputs of a model with `model.input_norm`: CLIP, or None (no clip) in front of
+    an input norm, which must see the inputs as they are to normalize them per window."""
+    return CLIP if input_norm == "none" else None
 
 
 @dataclass(eq=False)

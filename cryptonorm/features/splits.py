@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     pass
 
 from cryptonorm.features.dataset import Dataset, Prepared
-from cryptonorm.features.scaling import Scaler
+from cryptonorm.features.scaling import Scaler, input_clip
 
 # ---------------------------------------------------------------- splits
 
@@ -48,7 +48,7 @@ def _covered_rows(idx: np.ndarray, window: int, n: int) -> np.ndarray:
 def _build(prep: Prepared, cfg: Config, parts: list[np.ndarray], embargo: int) -> Dataset:
     tr, va, te = parts
     keep = [j for j, name in enumerate(prep.feature_names) if name == "gap_mask"]
-    scaler = Scaler(kind=cfg.features.scaler).fit(
+    scaler = Scaler(kind=cfg.features.scaler, clip=input_clip(cfg.model.input_norm)).fit(
         prep.features, rows=_covered_rows(tr, prep.window, len(prep.close)), keep=keep,
         names=list(prep.feature_names))
     return Dataset(X=np.ascontiguousarray(scaler.transform(prep.features, fill_nan=0.0)),

@@ -93,16 +93,18 @@ class _StepNorm:
         """d loss / d input at step t; the step's gain and bias gradients are kept for `param_grads`."""
         a, mean, rstd = self.saved[t]
         sp, w, b = self.spec, self.weight, self.bias
-        mask = [True, w is not None, b is not None]
+        # the bias gradient is a plain column sum of dy: the CPU native backward kernels sum it over the batch
+        # with ~3x the rounding error of torch.sum (issue 23: BN_c's bias gradient, tests/test_cells.py)
+        mask = [True, w is not None, False]
         if sp.kind == "layer":
-            dx, dw, db = torch.ops.aten.native_layer_norm_backward(dy, a, (a.shape[1],), mean, rstd, w, b, mask)
+            dx, dw, _ = torch.ops.aten.native_layer_norm_backward(dy, a, (a.shape[1],), mean, rstd, w, b, mask)
         elif sp.mode in ("train", "batch"):  # batch statistics: the gradient flows through them too
-            dx, dw, db = torch.ops.aten.native_batch_norm_backward(dy, a, w, None, None, mean, rstd, True, sp.eps,
-                                                                   mask)
+            dx, dw, _ = torch.ops.aten.native_batch_norm_backward(dy, a, w, None, None, mean, rstd, True, sp.eps,
+                                                                  mask)
         else:  # running statistics: constants
             dx = dy * (rstd if w is None else rstd * w)
             dw = (dy * (a - mean) * rstd).sum(0) if w is not None else None
-            db = dy.sum(0) if b is not None else None
+        db = dy.sum(0) if b is not None else None
         # CUDA's native backward kernels may return a gradient that output_mask did not ask for (seen on an
         # H100 for a BatchNorm without bias): only a gain or bias that exists gets one
         if w is not None and dw is not None:

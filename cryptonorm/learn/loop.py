@@ -199,7 +199,6 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
             group["lr"] = lr
 
 
-@torch.no_grad()
 def inference_chunks(n: int, size: int, no_single: bool) -> list[tuple[int, int]]:
     """[start, stop) bounds of consecutive chunks of `size` rows; with `no_single` (a model that normalizes
     with the inference batch's own statistics, model.bn_eval batch) a last chunk of one sample joins the
@@ -214,8 +213,10 @@ def inference_chunks(n: int, size: int, no_single: bool) -> list[tuple[int, int]
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
+@torch.no_grad()  # no graph: without it every chunk's graph is kept until .item() (issue 23)
 def evaluate(model: nn.Module, data: Batches, loss_fn: nn.Module, batch_size: int, use_bf16: bool) -> float:
-    """Mean loss over the validation samples, in eval mode (BatchNorm uses its running averages)."""
+    """Mean loss over the validation samples, in eval mode (BatchNorm uses its running averages), without
+    autograd (torch.no_grad rather than inference_mode: the weights are trained again after it)."""
     model.eval()
     idx_all = data.val_idx
     total = torch.zeros((), device=data.X.device)

@@ -323,7 +323,7 @@ def _epoch_loop(state: TrainState, data: Batches, cfg: Config, loss_fn: nn.Modul
             return "early_stop", ""
         if state.plateau is not None:
             state.plateau.step(monitored)
-        if on_epoch_end is not None and state.epoch < t.epochs:
+        if on_epoch_end is not None and state.epoch < budget.epochs:  # not train.epochs: budget steps|samples
             on_epoch_end(state)
     return "completed", ""
 

@@ -44,6 +44,10 @@ def predict(run_dir: Path, data_file: Path | None = None, out: Path | None = Non
         pred = np.full(len(ds.close), np.nan)
         if len(idx):
             pred[idx] = training.predict(model, ds, idx, device)
+        if cfg.target.kind == "volatility":  # the run's variance floor (absent in runs before issue 23)
+            from cryptonorm.features.realized import floor_forecasts
+
+            pred = floor_forecasts(pred, meta.get("vol_floor"), cfg.target.vol_form)[0]
         df = pd.DataFrame({"timestamp": ds.timestamps, "close": ds.close, "forecast": pred})
         out = out or run_dir / "predictions.csv"
         write_csv(out, df)
@@ -51,7 +55,8 @@ def predict(run_dir: Path, data_file: Path | None = None, out: Path | None = Non
 
 
 def read_scaler_json(run_dir: Path) -> dict[str, Any]:
-    """RUN_DIR/scaler.json: {"scaler": {...}, "features": [names], "window": W}; DataError naming the problem."""
+    """RUN_DIR/scaler.json: {"scaler": {...}, "features": [names], "window": W} (and "vol_floor", the variance
+    floor of a volatility run); DataError naming the problem."""
     path = run_dir / "scaler.json"
     if not (run_dir / "model.pt").exists() or not path.exists():
         raise DataError(f"{run_dir} has no model.pt/scaler.json; the training did not finish, train again")

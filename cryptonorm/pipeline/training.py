@@ -105,15 +105,21 @@ def _write_outputs(run_dir: Path, cfg: Config, prep: Any, ds: Any, res: Any, for
                    split_of: np.ndarray, folds: list[dict[str, Any]]) -> dict[str, Any]:
     """history.csv, scaler.json, folds.csv, metrics.json and forecasts.csv; returns the metrics."""
     write_csv(run_dir / "history.csv", pd.DataFrame(res.history).reindex(columns=HISTORY_COLUMNS))
-    write_json(run_dir / "scaler.json", {"scaler": ds.scaler.to_dict(), "features": ds.feature_names,
-                                          "window": ds.window})
     vol = None
     if cfg.target.kind == "volatility":  # baselines, DM and variance metrics (pipeline/vol.py)
         from cryptonorm.pipeline.vol import VolContext
 
         vol = VolContext(prep, forecasts, split_of, cfg)
+        forecasts = vol.forecasts  # raised to the variance floor where below it (pipeline/vol.py)
+    # vol_floor: `predict` raises its forecasts to the same floor (pipeline/forecasting.py)
+    write_json(run_dir / "scaler.json", {"scaler": ds.scaler.to_dict(), "features": ds.feature_names,
+                                          "window": ds.window, **({"vol_floor": vol.floor} if vol else {})})
     metrics = _split_metrics(ds, forecasts, split_of, cfg, vol)
     metrics.update({"stopped": res.stopped, "best_epoch": res.best_epoch, "message": res.message})
+    if vol is not None:
+        metrics["vol_floor"] = vol.floor_summary(split_of)
+        note = vol.floor_note(split_of)
+        metrics["message"] = "; ".join([res.message, note]) if note else res.message
     if folds:
         metrics["walk_forward"] = {"folds": len(folds), "mode": cfg.split.walk_forward.mode,
                                    "step": cfg.split.walk_forward.step,
@@ -129,7 +135,7 @@ def _split_metrics(ds: Any, forecasts: np.ndarray, split_of: np.ndarray, cfg: Co
                    vol: Any = None) -> dict[str, Any]:
     """Forecast metrics of the validation and test samples, beside the persistence baseline (for
     volatility: beside the volatility baselines, pipeline/vol.py)."""
-    from cryptonorm.trade.metrics import forecast_metrics
+    from cryptonorm.evaluate.forecast import forecast_metrics
 
     kind = cfg.target.kind
     out: dict[str, Any] = {"target": kind, "horizon": cfg.target.horizon, "samples": {}, "dropped": ds.dropped}
@@ -147,7 +153,7 @@ def _split_metrics(ds: Any, forecasts: np.ndarray, split_of: np.ndarray, cfg: Co
 
 def _persistence_metrics(ds: Any, idx: np.ndarray, kind: str) -> dict[str, float]:
     """The naive baseline: tomorrow looks like today (last bar's log return, or its sign)."""
-    from cryptonorm.trade.metrics import forecast_metrics
+    from cryptonorm.evaluate.forecast import forecast_metrics
 
     last = np.zeros(len(ds.close))
     last[1:] = np.diff(np.log(ds.close))

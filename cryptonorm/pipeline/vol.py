@@ -3,13 +3,17 @@
 For `target.kind: volatility` training writes, per split (val, test), into metrics.json:
     <split>.{mse, mae, ic_pearson, ic_spearman}       on the form the network predicts (target.vol_form)
     <split>.{qlike, mse_var, mse_vol, mz_intercept, mz_slope, mz_r2, rank_ic, directional_accuracy}
-                                                       on the variance (trade/vol_metrics.py; direction
+                                                       on the variance (evaluate/vol_metrics.py; direction
                                                        around the TRAINING labels' mean variance)
     <split>.baselines.<har|ewma|garch|naive>           the same variance metrics for each baseline, on
                                                        exactly the model's bars, plus dm_vs_har
     <split>.dm_vs_har.{qlike, mse_var}                 Diebold-Mariano of the model against HAR
-and into forecasts.csv the columns forecast_var, y_var and baseline_<name> (variances per bar).
-Baselines are fitted on the training rows (trade/vol_baselines.py); under walk-forward, on the valid
+    <split>.vol_floor_hits                             forecasts raised to the variance floor
+    vol_floor.{variance, quantile, hits}               the floor (features/realized.variance_floor: a
+                                                       quantile of the training labels' variance), per split
+and into forecasts.csv the columns forecast_var, y_var and baseline_<name> (variances per bar). Every
+forecast (forecast, forecast_var, the metrics, the backtest) is the floored one.
+Baselines are fitted on the training rows (evaluate/vol_baselines.py); under walk-forward, on the valid
 rows before the first test fold's embargo.
 """
 
@@ -21,9 +25,9 @@ import numpy as np
 import pandas as pd
 
 from cryptonorm.config import Config
+from cryptonorm.evaluate import vol_baselines, vol_metrics
 from cryptonorm.features import realized
 from cryptonorm.features.splits import embargo_bars
-from cryptonorm.trade import vol_baselines, vol_metrics
 
 
 class VolContext:
@@ -32,7 +36,6 @@ class VolContext:
     def __init__(self, prep: Any, forecasts: np.ndarray, split_of: np.ndarray, cfg: Config) -> None:
         form = cfg.target.vol_form
         self.y_var = realized.from_form(prep.y, form)  # (N,) label variance, NaN where undefined
-        self.f_var = realized.from_form(forecasts, form)  # (N,) forecast variance, NaN where none
         self.horizon = cfg.target.horizon
         train = np.flatnonzero(split_of == "train")
         if len(train) == 0:  # walk-forward: everything valid before the first fold's embargo
@@ -40,6 +43,10 @@ class VolContext:
             embargo = embargo_bars(prep, cfg)
             train = np.flatnonzero(prep.valid[: max(first - embargo, 0)])
         self.train_rows = train
+        # no forecast below the variance floor of the training labels (features/realized.py, issue 23)
+        self.floor = realized.variance_floor(self.y_var[train])
+        self.forecasts, self.floor_hit = realized.floor_forecasts(forecasts, self.floor, form)  # (N,) each
+        self.f_var = realized.from_form(self.forecasts, form)  # (N,) forecast variance, NaN where none
         ts = prep.timestamps
         span = None
         if cfg.features.gap_policy != "ffill":
@@ -57,6 +64,7 @@ class VolContext:
         f, v = self.f_var[idx], self.y_var[idx]
         out: dict[str, Any] = dict(vol_metrics.vol_metrics(f, v, self.centre))
         del out["n"]
+        out["vol_floor_hits"] = int(self.floor_hit[idx].sum())  # forecasts raised to the floor
         har = self.baselines.forecasts["har"][idx]
         out["dm_vs_har"] = vol_metrics.dm_vs(f, har, v, self.horizon)
         base: dict[str, Any] = {}
@@ -76,6 +84,19 @@ class VolContext:
                 base.setdefault(name, {"skipped": note["skipped"]})
         out["baselines"] = base
         return out
+
+    def floor_summary(self, split_of: np.ndarray) -> dict[str, Any]:
+        """metrics.json's vol_floor: the floor's variance, its rule and the forecasts it raised per split."""
+        hits = {name: int(self.floor_hit[split_of == name].sum()) for name in ("train", "val", "test")}
+        return {"variance": self.floor, "quantile": realized.VOL_FLOOR_QUANTILE, "hits": hits}
+
+    def floor_note(self, split_of: np.ndarray) -> str | None:
+        """One line for the run summary when the floor raised an out-of-sample forecast, else None."""
+        n = int(self.floor_hit[(split_of == "val") | (split_of == "test")].sum())
+        if n == 0 or self.floor is None:
+            return None
+        return (f"{n} validation/test variance forecast(s) fell below the floor {self.floor:.3g} (the "
+                f"{realized.VOL_FLOOR_QUANTILE:g} quantile of the training labels' variance) and were raised to it")
 
     def columns(self, start: int) -> dict[str, np.ndarray]:
         """forecasts.csv columns from row `start` on: forecast_var, y_var, baseline_<name>."""

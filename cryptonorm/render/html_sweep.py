@@ -1,6 +1,6 @@
 """SWEEP_DIR/report.html: the sweep's tables and interactive plots (plotly), from plain frames and dicts.
 
-The page builder knows nothing of sweep files or study objects: cryptonorm.study hands it a `SweepPage`.
+The page builder knows nothing of sweep files or study objects: cryptonorm.sweep hands it a `SweepPage`.
   - the tables as given (the summary with raw and corrected p-values where the study computed them, the
     paired tests), the notes, and every cell (status, grid values, run directory) in a folded table;
   - per metric (the test loss, the Sharpe) a box per group (the norm) with every seed as a point; hover:

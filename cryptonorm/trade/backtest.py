@@ -35,8 +35,8 @@ import pandas as pd
 
 from cryptonorm.config import BacktestConfig
 from cryptonorm.errors import ConfigError, DataError
+from cryptonorm.evaluate.forecast import forecast_metrics
 from cryptonorm.timeframes import format_ms, timeframe_ms
-from cryptonorm.trade.metrics import forecast_metrics
 from cryptonorm.trade.performance import drawdown, flat_performance, per_year, performance, performance_of
 from cryptonorm.trade.positions import Book, book, realized_vol, ruin_row, target_positions, wipe_out
 from cryptonorm.trade.trades import TRADE_COLUMNS, Trades, find_trades, trade_bounds, trade_frame, trade_returns

@@ -7,8 +7,8 @@ import math
 import numpy as np
 
 from cryptonorm.errors import DataError
+from cryptonorm.evaluate.forecast import dot
 from cryptonorm.timeframes import bars_per_year, timeframe_ms
-from cryptonorm.trade.metrics import dot
 from cryptonorm.trade.trades import Trades, find_trades
 
 DAY_MS = 86_400_000

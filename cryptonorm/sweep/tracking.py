@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cryptonorm.pipeline.tracking import log_runs
-from cryptonorm.study.results import cell_dir, collect_results, load_sweep_dir
+from cryptonorm.sweep.results import cell_dir, collect_results, load_sweep_dir
 
 
 def track_sweep(sweep_dir: Path, backend: str) -> int:

@@ -16,7 +16,7 @@ from cryptonorm.config import Config, build_config, dump_yaml
 from cryptonorm.errors import CryptonormError, DataError
 from cryptonorm.pipeline.rebacktest import settings_hash
 from cryptonorm.pipeline.resume import resumable
-from cryptonorm.study.results import RESULT_FILE, read_result
+from cryptonorm.sweep.results import RESULT_FILE, read_result
 
 if TYPE_CHECKING:
     import pandas as pd

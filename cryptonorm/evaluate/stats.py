@@ -1,7 +1,7 @@
 """Statistics of a sweep, as pure functions (arrays and frames in, numbers out; no files, no plots).
 
 - paired t-test and Wilcoxon signed-rank test on per-cell metrics of runs that share a seed;
-- Diebold-Mariano on a per-bar loss differential of ONE seed (trade.vol_metrics.diebold_mariano, the one
+- Diebold-Mariano on a per-bar loss differential of ONE seed (evaluate.vol_metrics.diebold_mariano, the one
   implementation): a Newey-West (Bartlett) long-run variance with lag horizon - 1, the
   Harvey-Leybourne-Newbold small-sample correction and a two-sided Student-t p-value with T - 1 df.
   A negative DM statistic means the first forecast beats the second.
@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cryptonorm.trade import vol_metrics
+from cryptonorm.evaluate import vol_metrics
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def paired_wilcoxon(a: np.ndarray, b: np.ndarray) -> TestResult:
 
 
 def diebold_mariano(d: np.ndarray, horizon: int = 1) -> TestResult:
-    """Diebold-Mariano test that the loss differential d_t (T,) has mean zero: trade.vol_metrics'
+    """Diebold-Mariano test that the loss differential d_t (T,) has mean zero: evaluate.vol_metrics'
     implementation with method "hln" and lags = horizon - 1 (overlapping h-step forecasts; Bartlett
     weights), i.e. the statistic times the Harvey-Leybourne-Newbold (1997) factor and a two-sided
     Student-t p-value with T - 1 df. Non-finite values are dropped. Identical losses on every bar give

@@ -10,7 +10,7 @@ matched on every other grid key and the seed (so each pair differs only in `key`
     Tests: paired t-test (the rule's test) and Wilcoxon signed-rank (shown beside it). The rule's 95% CI
     is the Student-t interval of the mean difference (it agrees with the t-test; a percentile bootstrap
     over 5 seeds is too narrow to rule on); a seeded percentile-bootstrap CI is reported beside it.
-    Every test and interval is study/stats.py's (one home per statistic; tested against scipy/statsmodels).
+    Every test and interval is evaluate/stats.py's (one home per statistic; tested against scipy/statsmodels).
     `control: null` tests the treatment alone against 0.
   - `spread`: the spread over seeds, unpaired: effect std(treatment) / std(control) - 1; Brown-Forsythe test
     (Levene's test about the median) for equal spread; the CI (rule and report) is a percentile bootstrap
@@ -38,7 +38,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from cryptonorm.study.stats import (
+from cryptonorm.evaluate.stats import (
     bootstrap_ci,
     bootstrap_ci_two,
     brown_forsythe,

@@ -26,10 +26,13 @@ from typing import Any
 
 import pandas as pd
 
+from cryptonorm.claims import frame as claim_metrics
+from cryptonorm.claims import markdown as verdicts_md
+from cryptonorm.claims import plots as claim_plots
+from cryptonorm.claims import verdicts as vd
+from cryptonorm.claims.spec import Claim, find_claims, grid_values, load_claim, prepare
 from cryptonorm.errors import ConfigError
-from cryptonorm.study import claim_metrics, claim_plots, verdicts_md
-from cryptonorm.study import verdicts as vd
-from cryptonorm.study.claim_spec import SEED_KEY, Claim, find_claims, grid_values, load_claim, prepare
+from cryptonorm.evaluate.keys import SEED_KEY
 
 EventFn = Callable[[dict[str, Any]], None]
 VERDICTS_JSON = "verdicts.json"
@@ -82,9 +85,9 @@ def run_study(claims: list[Claim], study_dir: Path, *, jobs: int = 1, profile: s
     `executor`, `address`, `gpus_per_cell`: as run_sweep's; with Ray, one connection serves every claim."""
     import contextlib
 
-    from cryptonorm.study import report as sweep_report
-    from cryptonorm.study.executors import check_executor, import_ray, ray_session
-    from cryptonorm.study.sweep import run_sweep
+    from cryptonorm.sweep import report as sweep_report
+    from cryptonorm.sweep.executors import check_executor, import_ray, ray_session
+    from cryptonorm.sweep.run import run_sweep
 
     check_executor(executor, address, gpus_per_cell)
 
@@ -128,7 +131,7 @@ def judge(claim: Claim, sweep_dir: Path, plots_dir: Path, profile: str = "full")
     data = ok
     if spec.rule.change is not None and rule.metric in ok.columns:
         ch = spec.rule.change
-        from cryptonorm.study.spec import show as _show
+        from cryptonorm.sweep.spec import show as _show
 
         data = vd.relative_change(ok, rule.metric, ch.key, _show(ch.start), _show(ch.to), keys)
         keys = [k for k in keys if k != ch.key]

@@ -116,7 +116,7 @@ DM_METHODS = ("normal", "hln")
 def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, horizon: int = 1, lags: int | None = None,
                     method: str = "normal") -> dict[str, float]:
     """Diebold-Mariano (1995) test of equal expected loss, d = loss_a - loss_b per bar (the one
-    implementation in this project; study.stats calls it with method "hln" and lags = horizon - 1).
+    implementation in this project; evaluate.stats calls it with method "hln" and lags = horizon - 1).
 
     stat = mean(d) / sqrt(LRV / n), LRV the Newey-West (Bartlett weights 1 - k / (L + 1)) long-run variance
     of d with L = `lags` (default `newey_west_lags(n, horizon)`). method "normal": p two-sided from the

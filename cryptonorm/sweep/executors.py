@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptonorm.errors import CryptonormError, UsageError
-from cryptonorm.study.cell import CellTask, failed_result, one_line, run_cell
+from cryptonorm.sweep.cell import CellTask, failed_result, one_line, run_cell
 
 if TYPE_CHECKING:
     import pandas as pd

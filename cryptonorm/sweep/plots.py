@@ -9,23 +9,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from cryptonorm.evaluate.keys import BATCH_KEY, KIND_KEY, NORM_KEY, SEED_KEY
+from cryptonorm.evaluate.stats import bootstrap_ci
 from cryptonorm.render.plots import atomic_savefig
-from cryptonorm.study.results import (
-    BATCH_KEY,
-    KIND_KEY,
-    NORM_KEY,
-    SEED_KEY,
+from cryptonorm.sweep.results import (
     grid_keys,
     grid_values,
     group_keys,
     labelled,
 )
-from cryptonorm.study.stats import bootstrap_ci
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from cryptonorm.study.report import SweepReport
+    from cryptonorm.sweep.report import SweepReport
 
 
 def _save(fig: Figure, path: Path) -> Path:

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptonorm.errors import UsageError
-from cryptonorm.study.cell import CellTask, needs_backtest, rebacktest_cell
-from cryptonorm.study.executors import (
+from cryptonorm.sweep.cell import CellTask, needs_backtest, rebacktest_cell
+from cryptonorm.sweep.executors import (
     check_executor,
     cores,
     gpu_slots,
@@ -40,7 +40,7 @@ from cryptonorm.study.executors import (
     run_ray,
     visible_gpus,
 )
-from cryptonorm.study.results import (
+from cryptonorm.sweep.results import (
     RESULT_FILE,
     SWEEP_FILE,
     cell_dir,
@@ -49,7 +49,7 @@ from cryptonorm.study.results import (
     read_result,
     write_results_csv,
 )
-from cryptonorm.study.spec import Cell, Sweep, label
+from cryptonorm.sweep.spec import Cell, Sweep, label
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cryptonorm.config import Config, apply_overrides, build_config, parse_override, read_yaml, set_dotted
 from cryptonorm.config.experiment import check_name
 from cryptonorm.errors import ConfigError
-from cryptonorm.study.metrics import DEFAULT_METRICS, check_metrics
+from cryptonorm.evaluate.metrics import DEFAULT_METRICS, check_metrics
 from cryptonorm.text import did_you_mean
 
 # Grid keys under these sections would give cells different candles or splits: refused.

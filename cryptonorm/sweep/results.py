@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from cryptonorm.atomic import read_json_object
 from cryptonorm.errors import ConfigError, DataError
-from cryptonorm.study.spec import Cell, show
+from cryptonorm.evaluate.keys import SEED_KEY
+from cryptonorm.sweep.spec import Cell, show
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -21,10 +22,6 @@ RESULTS_CSV = "sweep_results.csv"
 FORECAST_KEYS = ("mse", "mae", "directional_accuracy", "ic_pearson", "ic_spearman", "accuracy", "log_loss", "auc")
 BACKTEST_KEYS = ("sharpe", "sortino", "total_return", "cagr", "volatility", "max_drawdown", "trades", "win_rate",
                  "hit_rate", "exposure", "turnover", "fees_paid")
-NORM_KEY = "model.norm"
-KIND_KEY = "model.kind"
-SEED_KEY = "seed"
-BATCH_KEY = "train.batch_size"
 # the metrics the aggregated table shows, where the cells have them
 SUMMARY_METRICS = ("test_qlike", "test_mse_var", "test_mse_vol", "test_mz_slope", "test_mse", "test_mae",
                    "test_directional_accuracy", "test_rank_ic", "test_log_loss", "test_auc", "bt_sharpe",

@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from cryptonorm.study.results import BATCH_KEY, KIND_KEY, grid_keys, grid_values, labelled
-from cryptonorm.study.summary import degradation_table, interaction_table, summary_table, test_notes, tests_table
+from cryptonorm.evaluate.keys import BATCH_KEY, KIND_KEY
+from cryptonorm.sweep.results import grid_keys, grid_values, labelled
+from cryptonorm.sweep.summary import degradation_table, interaction_table, summary_table, test_notes, tests_table
 
 if TYPE_CHECKING:
     from cryptonorm.render.html_sweep import SweepPage
-    from cryptonorm.study.report import SweepReport
+    from cryptonorm.sweep.report import SweepReport
 
 REPORT_HTML = "report.html"
 
@@ -25,7 +26,7 @@ REPORT_HTML = "report.html"
 def sweep_page_data(rep: SweepReport) -> SweepPage:
     """The page's data: tables as the summary shows them, cells with shown grid values, histories."""
     from cryptonorm.render.html_sweep import SweepPage, TableData
-    from cryptonorm.study.plots import x_key
+    from cryptonorm.sweep.plots import x_key
 
     m, c = rep.meta, rep.counts
     data = m.get("data", {})

@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cryptonorm.study.claim_spec import SEED_KEY, Claim, grid_values
-from cryptonorm.study.results import cell_dir, collect_results
-from cryptonorm.study.spec import show as _show
+from cryptonorm.claims.spec import Claim, grid_values
+from cryptonorm.evaluate.keys import SEED_KEY
+from cryptonorm.sweep.results import cell_dir, collect_results
+from cryptonorm.sweep.spec import show as _show
 from cryptonorm.timeframes import parse_date
 
 NON_FINITE = "non_finite_loss"

@@ -22,12 +22,11 @@ from typing import Any
 import pandas as pd
 
 from cryptonorm.errors import ConfigError
-from cryptonorm.study.compare import add_holm, degradation, paired_row
-from cryptonorm.study.metrics import DEFAULT_METRICS
-from cryptonorm.study.results import (
-    BATCH_KEY,
-    NORM_KEY,
-    SEED_KEY,
+from cryptonorm.evaluate.compare import add_holm, degradation, paired_row
+from cryptonorm.evaluate.keys import BATCH_KEY, NORM_KEY, SEED_KEY
+from cryptonorm.evaluate.metrics import DEFAULT_METRICS
+from cryptonorm.evaluate.stats import BAR_LOSSES, bar_loss, common_bars, dm_per_seed, min_pvalues
+from cryptonorm.sweep.results import (
     SUMMARY_METRICS,
     collect_results,
     combos,
@@ -41,7 +40,6 @@ from cryptonorm.study.results import (
     throughput,
     write_results_csv,
 )
-from cryptonorm.study.stats import BAR_LOSSES, bar_loss, common_bars, dm_per_seed, min_pvalues
 
 SUMMARY_MD = "summary.md"
 P_COLUMNS = ("p_t", "p_wilcoxon", "p_dm")  # one Holm family per tests table
@@ -234,7 +232,7 @@ def render(sweep_dir: Path, reference: str | None = None, fmt: str | None = None
     """Re-read every cell's result; write sweep_results.csv, summary.md, and per `fmt` (png | html | both;
     None: both when plotly is installed, else png) plots/*.png and report.html (no training)."""
     from cryptonorm.render.html import formats
-    from cryptonorm.study.plots import plot_batch_size, plot_box, plot_curves, x_key
+    from cryptonorm.sweep.plots import plot_batch_size, plot_box, plot_curves, x_key
 
     sweep_dir = Path(sweep_dir)
     want = formats(fmt)  # a bad --format is an error before anything is written
@@ -252,12 +250,12 @@ def render(sweep_dir: Path, reference: str | None = None, fmt: str | None = None
         rep.plots = [p for p in made if p is not None]
         rep.paths["plots"] = plots
     from cryptonorm.pipeline import write_text_atomic
-    from cryptonorm.study.summary import markdown
+    from cryptonorm.sweep.summary import markdown
 
     rep.paths["summary"] = sweep_dir / SUMMARY_MD
     write_text_atomic(rep.paths["summary"], markdown(rep))
     if "html" in want:
-        from cryptonorm.study.html import write_html
+        from cryptonorm.sweep.html import write_html
 
         rep.paths["html"] = write_html(rep, sweep_dir)
     return rep

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cryptonorm.study.metrics import higher_is_better
-from cryptonorm.study.results import BATCH_KEY, NORM_KEY, SEED_KEY
-from cryptonorm.study.stats import bootstrap_ci, holm, interaction_anova, min_pvalues, paired_t, paired_wilcoxon
+from cryptonorm.evaluate.keys import BATCH_KEY, NORM_KEY, SEED_KEY
+from cryptonorm.evaluate.metrics import higher_is_better
+from cryptonorm.evaluate.stats import bootstrap_ci, holm, interaction_anova, min_pvalues, paired_t, paired_wilcoxon
 
 
 def _column(df: pd.DataFrame, metric: str) -> str:

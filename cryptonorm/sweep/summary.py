@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from cryptonorm.study.results import BATCH_KEY, NORM_KEY, SUMMARY_METRICS, grid_values, group_keys
+from cryptonorm.evaluate.keys import BATCH_KEY, NORM_KEY
+from cryptonorm.sweep.results import SUMMARY_METRICS, grid_values, group_keys
 from cryptonorm.text import fmt
 
 if TYPE_CHECKING:
-    from cryptonorm.study.report import SweepReport
+    from cryptonorm.sweep.report import SweepReport
 
 
 def _f(v: Any, digits: int = 4) -> str:

@@ -33,16 +33,16 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cryptonorm.claims import verdicts as vd
 from cryptonorm.config import read_yaml
 from cryptonorm.errors import ConfigError
-from cryptonorm.study import verdicts as vd
-from cryptonorm.study.spec import Sweep, load_sweep
-from cryptonorm.study.spec import show as _show
+from cryptonorm.evaluate.forecast import forecast_metrics
+from cryptonorm.evaluate.keys import SEED_KEY
+from cryptonorm.evaluate.vol_metrics import vol_metrics
+from cryptonorm.sweep.spec import Sweep, load_sweep
+from cryptonorm.sweep.spec import show as _show
 from cryptonorm.text import did_you_mean
-from cryptonorm.trade.metrics import forecast_metrics
-from cryptonorm.trade.vol_metrics import vol_metrics
 
-SEED_KEY = "seed"
 # metrics that are already relative (ratios): effects are their plain differences, not divided again
 RELATIVE_METRICS = ("gap_at_best", "decay_mse", "diverged", "qlike_vs_har")
 # metrics computed per cell from its run directory (claim_metrics.py), beside the test_/val_ forecast metrics

@@ -1,3 +1,0 @@
-"""The normalization study: sweep files, executors (process pool, Ray), results, statistics (pure),
-summaries and plots.
-"""
