@@ -228,6 +228,7 @@ def check_executor(executor: str, address: str | None, gpus_per_cell: float = 0.
     if gpus_per_cell < 0:
         raise UsageError(f"--gpus-per-cell must be >= 0, got {gpus_per_cell:g}")
     if address:
+        import_ray()  # "Ray is not installed" first: no cluster can help then
         check_reachable(address)
 
 
