@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cryptonorm.config import Config, apply_overrides, build_config, parse_override, read_yaml, set_dotted
 from cryptonorm.config.experiment import check_name
+from cryptonorm.config.loader import MOVED
 from cryptonorm.errors import ConfigError
 from cryptonorm.evaluate.metrics import DEFAULT_METRICS, check_metrics
 from cryptonorm.text import did_you_mean
@@ -246,8 +247,12 @@ def _spec_error(e: ValidationError) -> str:
 
 
 def _check_key(key: str, where: str) -> None:
-    """A dotted key must name a field of Config; a dict field (exchange_options) takes any sub-key."""
+    """A dotted key must name a field of Config; a dict field (exchange_options) takes any sub-key. A key
+    at the place it moved from (config.loader.MOVED, e.g. backtest.walk_forward) is checked at its new one."""
     parts = key.split(".")
+    for (old_sec, old_key), (new_sec, new_key) in MOVED.items():
+        if parts[:2] == [old_sec, old_key]:
+            parts = [new_sec, new_key, *parts[2:]]
     model: type[BaseModel] = Config
     for i, part in enumerate(parts):
         fields = model.model_fields
