@@ -117,7 +117,9 @@ def _test_metrics(workdir: Path, out: Path, signal: float, seed: int) -> dict[st
 
 
 def test_planted_signal_is_found_and_absent_signal_is_not(workdir: Path, tmp_path: Path) -> None:
-    found = _test_metrics(workdir, tmp_path / "s", 0.2, seed=11)
+    # signal 0.3: at 0.2 one realization's test slice is too short to find it at 3 standard errors every time
+    # (the bit-stable market of issue 23 item 11, seed 11: 0.524 vs 0.526 needed; seeds 12, 13: 0.526, 0.547)
+    found = _test_metrics(workdir, tmp_path / "s", 0.3, seed=11)
     se = 0.5 / np.sqrt(found["n"])
     assert found["directional_accuracy"] > 0.5 + 3 * se
     assert found["directional_accuracy"] > found["persistence"]["directional_accuracy"]

@@ -101,6 +101,9 @@ class Section(BaseModel):
         return v
 
 
+from cryptonorm.config.universe import UniverseConfig  # noqa: E402  (it builds on Section)
+
+
 class SyntheticConfig(Section):
     """Parameters of the offline market (`data.exchange: synthetic`)."""
 
@@ -137,6 +140,8 @@ class DataConfig(Section):
     # %H:%M"); None = ISO 8601 or epoch numbers. Dates such as 03/04/2024 are refused without it (day or month?)
     time_format: str | None = None
     synthetic: SyntheticConfig = SyntheticConfig()
+    # the universe (issue 28): many coins, one model; its own section, config/universe.py
+    universe: UniverseConfig | None = None
 
     @field_validator("exchange")
     @classmethod
@@ -222,11 +227,29 @@ class DataConfig(Section):
                              "set data.exchange, or bring candles and data.funding_file")
         return self
 
+    @model_validator(mode="after")
+    def _universe(self) -> DataConfig:
+        u = self.universe
+        if u is None:
+            return self
+        if u.synthetic is not None and self.exchange != "synthetic":
+            raise ValueError("data.universe.synthetic is the offline universe; set data.exchange: synthetic, "
+                             "or remove data.universe.synthetic to read real coins")
+        if self.exchange == "synthetic" and u.synthetic is None and u.files is None and u.files_dir is None:
+            raise ValueError("data.universe on data.exchange synthetic needs data.universe.synthetic (the offline "
+                             "universe), or data.universe.files / files_dir for your own candles")
+        if self.file or self.freqtrade_dir:
+            raise ValueError("data.file / data.freqtrade_dir name one coin's candles; with data.universe use "
+                             "data.universe.files or data.universe.files_dir")
+        return self
+
     @property
     def symbols(self) -> list[str]:
         """The markets as ccxt names them: with data.market swap, BTC/USDT becomes the linear perpetual
-        BTC/USDT:USDT (settled in the quote currency)."""
+        BTC/USDT:USDT (settled in the quote currency). With data.universe, its coins."""
         raw = [self.symbol] if isinstance(self.symbol, str) else list(self.symbol)
+        if self.universe is not None:
+            raw = self.universe.coin_symbols()
         if self.market == "swap":
             return [s if ":" in s else f"{s}:{s.split('/')[1]}" for s in raw]
         return raw

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from cryptonorm.config.data import DataConfig, Section, iso_date
+from cryptonorm.config.universe import UNIVERSE_TARGETS, PortfolioConfig
 from cryptonorm.timeframes import parse_date
 
 MAX_PERIOD = 100_000  # bars of an indicator's period (11 years of 1h candles)
@@ -32,6 +33,9 @@ class FeaturesConfig(Section):
     scaler: Literal["standard", "robust", "minmax", "none"] = "standard"  # fitted on the train split only
     gap_policy: Literal["drop", "ffill"] = "drop"  # drop windows/labels spanning a gap, or ffill + mask
     inputs: Literal["stationary", "all"] = "stationary"  # "stationary" leaves out raw price-level columns
+    # a universe (data.universe, issue 28): each row's features across the coins trading at that time
+    cross_section: Literal["none", "zscore", "rank"] = "none"
+    universe_features: bool = True  # a universe: add the cross-sectional mean return and dispersion
 
     @field_validator("sma", "ema", "rsi", "atr", "returns", "volatility", "volume_z", "funding")
     @classmethod
@@ -60,7 +64,8 @@ class FeaturesConfig(Section):
 class TargetConfig(Section):
     """What the model forecasts."""
 
-    kind: Literal["return", "direction", "volatility"] = "return"
+    # excess_return (minus the cross-sectional mean) and rank (cross-sectional percentile): a universe only
+    kind: Literal["return", "direction", "volatility", "excess_return", "rank"] = "return"
     horizon: int = Field(1, ge=1, le=100_000)  # bars ahead
     # auto: bce for direction, qlike for volatility (README "Volatility forecasting"), huber otherwise.
     # qlike and nll (Gaussian negative log-likelihood of the returns) are losses on the forecast variance
@@ -231,6 +236,9 @@ class TrainConfig(Section):
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast on CUDA
     deterministic: bool = False  # torch deterministic algorithms (slower on CUDA)
     threads: int | None = Field(None, ge=1, le=4096)  # torch CPU threads; null = torch's default
+    # a universe (issue 28): random = samples shuffled across coins and times; by_time = each batch holds
+    # every coin at a few timestamps (whole timestamps in a random order; a batch's edges may split one)
+    batching: Literal["random", "by_time"] = "random"
     # torch.compile of the model for training steps: none, default, reduce-overhead (CUDA graphs per shape
     # inside inductor); unavailable (MPS, no compiler) -> eager, with a note in the fit's message
     compile: Literal["none", "default", "reduce-overhead"] = "none"
@@ -301,6 +309,8 @@ class BacktestConfig(Section):
     fee_bps: float = Field(10.0, ge=0, le=MAX_COST_BPS)  # per side on traded notional (a spot taker fee)
     slippage_bps: float = Field(0.0, ge=0, le=MAX_COST_BPS)  # per side on traded notional
     funding: Literal["auto", "off"] = "auto"  # auto: a swap's positions pay/earn funding; off: ignore it
+    # a universe's portfolio (issue 28): config/universe.py, trade/portfolio.py
+    portfolio: PortfolioConfig | None = None
 
     @field_validator("funding", mode="before")
     @classmethod
@@ -360,6 +370,24 @@ class Config(Section):
         if mode == "direction" and kind == "volatility":
             raise ValueError("backtest.mode 'direction' trades the sign of a return or direction forecast; a "
                              "volatility forecast has no sign: use backtest.mode 'vol_target' (or 'auto')")
+        return self
+
+    @model_validator(mode="after")
+    def _universe(self) -> Config:
+        # the universe's keys (issue 28; config/universe.py) need data.universe
+        if self.data.universe is not None:
+            return self
+        if self.target.kind in UNIVERSE_TARGETS:
+            raise ValueError(f"target.kind {self.target.kind!r} is cross-sectional: it needs a universe of coins "
+                             "(data.universe.symbols); for one coin use 'return'")
+        if self.features.cross_section != "none":
+            raise ValueError("features.cross_section normalizes across coins: it needs data.universe.symbols; "
+                             "set it to none for one coin")
+        if self.backtest.portfolio is not None:
+            raise ValueError("backtest.portfolio trades a universe of coins: it needs data.universe.symbols")
+        if self.train.batching != "random":
+            raise ValueError("train.batching by_time groups the coins of a universe by timestamp: it needs "
+                             "data.universe.symbols; use random for one coin")
         return self
 
     @property

@@ -14,27 +14,24 @@ so with `signal = s > 0` the next return leans on a trend that only the recent P
 does; with `signal = 0` nothing at all is predictable: the honest null.
 
 The series is generated in fixed chunks, each from its own seeded generator with the AR state carried
-over, so the candles of a given time never depend on how far into the future one asks.
+over, so the candles of a given time never depend on how far into the future one asks. Every draw and
+every exp comes from `draws` (raw PCG64 bits, correctly rounded arithmetic only), so a config gives the
+same candles bit for bit on any machine, CPU and numpy version.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Any
 
 import numpy as np
-from scipy.signal import lfilter
 
 from cryptonorm.config import SyntheticConfig
+from cryptonorm.data import draws
 from cryptonorm.timeframes import parse_date, timeframe_ms
 
 CHUNK = 1 << 16  # bars per generator chunk
 MARKETS = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT", "ETH/BTC")
-
-
-def _key(*parts: object) -> int:
-    return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "little")
 
 
 class SyntheticExchange:
@@ -114,60 +111,68 @@ class SyntheticExchange:
         vnoise = np.concatenate([a[4] for a in arrays])
         season = np.concatenate([a[5] for a in arrays])
         p = self.params
-        close = p.price * np.exp(np.cumsum(r))
+        close = p.price * draws.exp(np.cumsum(r))
         open_ = np.empty_like(close)
         open_[0] = p.price
         open_[1:] = close[:-1]
         # intrabar extremes: half-normal excursions beyond the body, scaled by the bar's volatility
-        high = np.maximum(open_, close) * np.exp(sig * uhi)
-        low = np.minimum(open_, close) * np.exp(-sig * ulo)
+        high = np.maximum(open_, close) * draws.exp(sig * uhi)
+        low = np.minimum(open_, close) * draws.exp(-sig * ulo)
         hours = timeframe_ms(timeframe) / 3_600_000
         shock = np.abs(r) / np.maximum(sig, 1e-12)
-        volume = p.volume * hours * season * np.exp(0.4 * vnoise) * (0.5 + 0.5 * shock)
+        volume = p.volume * hours * season * draws.exp(0.4 * vnoise) * (0.5 + 0.5 * shock)
         out = {"open": open_, "high": high, "low": low, "close": close, "volume": volume}
         self._series[key] = out
         return out
 
     def _chunk(self, symbol: str, timeframe: str, c: int) -> tuple[np.ndarray, ...]:
-        """Returns, sigmas and noise of chunk `c`; depends only on (params, symbol, timeframe, c)."""
+        """Returns, sigmas and noise of chunk `c`; depends only on (params, symbol, timeframe, c).
+
+        Every draw comes from `draws` (raw PCG64 bits and correctly rounded arithmetic), one named
+        stream per quantity, so the same config gives the same bits on any machine and numpy version.
+        """
         p = self.params
         step = timeframe_ms(timeframe)
-        rng = np.random.default_rng(_key(p.seed, symbol, timeframe, c))
+
+        def stream(name: str) -> np.random.PCG64:
+            return draws.bits(p.seed, symbol, timeframe, c, name)
+
         t = self.start_ms(timeframe) + (c * CHUNK + np.arange(CHUNK, dtype=np.int64)) * step
         # unit-variance Student-t shocks, and the hidden trend f (AR(1), state carried across chunks)
         scale = np.sqrt((p.tail_df - 2) / p.tail_df)
-        z = rng.standard_t(p.tail_df, CHUNK) * scale
+        z = draws.student_t(stream("z"), p.tail_df, CHUNK) * scale
         rho = p.signal_persistence
         f0 = self._last_f(symbol, timeframe, c)
-        f, _ = lfilter([np.sqrt(1 - rho**2)], [1.0, -rho], rng.standard_normal(CHUNK), zi=[rho * f0])
+        f = draws.ar1(np.sqrt(1.0 - rho * rho) * draws.normals(stream("f"), CHUNK), rho, f0)
         f_prev = np.empty(CHUNK)
         f_prev[1:] = f[:-1]
         f_prev[0] = f0
-        e = p.signal * f_prev + np.sqrt(1 - p.signal**2) * z
+        e = p.signal * f_prev + np.sqrt(1.0 - p.signal * p.signal) * z
         # log-volatility AR(1), state carried across chunks; stationary std = vov / sqrt(1 - phi^2)
-        eta = rng.standard_normal(CHUNK) * p.vol_of_vol
+        eta = draws.normals(stream("h"), CHUNK) * p.vol_of_vol
         h0 = self._last_h(symbol, timeframe, c)
-        h, _ = lfilter([1.0], [1.0, -p.vol_persistence], eta, zi=[p.vol_persistence * h0])
-        h_var = p.vol_of_vol**2 / max(1 - p.vol_persistence**2, 1e-9)
+        h = draws.ar1(eta, p.vol_persistence, h0)
+        h_var = p.vol_of_vol * p.vol_of_vol / max(1.0 - p.vol_persistence * p.vol_persistence, 1e-9)
         # volatility regimes: a Markov switch with mean length regime_days; a lognormal level each
         switch_p = min(1.0, step / (p.regime_days * 86_400_000))
-        switches = rng.random(CHUNK) < switch_p
+        switches = draws.uniforms(stream("switch"), CHUNK) < switch_p
         regime_id = self._regime_start(symbol, timeframe, c) + np.cumsum(switches)
-        levels = {int(k): float(np.exp(np.random.default_rng(_key(p.seed, symbol, "regime", int(k)))
-                                       .normal(-0.08, 0.4))) for k in np.unique(regime_id)}
-        regime = np.vectorize(levels.__getitem__, otypes=[float])(regime_id)
+        ids = np.unique(regime_id)
+        levels = draws.exp(np.array([-0.08 + 0.4 * draws.normals(draws.bits(p.seed, symbol, "regime", int(k)), 1)[0]
+                                     for k in ids]))
+        regime = levels[np.searchsorted(ids, regime_id)]
         # intraday seasonality (peak at 14:00 UTC), only for bars shorter than a day
         if step < 86_400_000:
             hour = (t // 3_600_000) % 24
-            season = 1 + p.seasonality * np.cos(2 * np.pi * (hour - 14) / 24)
+            season = 1 + p.seasonality * draws.cos_hour(hour - 14)
         else:
             season = np.ones(CHUNK)
         dt = step / (365 * 86_400_000)
-        sig = p.annual_vol * np.sqrt(dt) * np.exp(h - h_var / 2) * regime * season
-        r = p.drift * dt - 0.5 * sig**2 + sig * e
-        uhi = np.abs(rng.standard_normal(CHUNK)) * 0.6
-        ulo = np.abs(rng.standard_normal(CHUNK)) * 0.6
-        vnoise = rng.standard_normal(CHUNK)
+        sig = p.annual_vol * np.sqrt(dt) * draws.exp(h - h_var / 2) * regime * season
+        r = p.drift * dt - 0.5 * sig * sig + sig * e
+        uhi = np.abs(draws.normals(stream("hi"), CHUNK)) * 0.6
+        ulo = np.abs(draws.normals(stream("lo"), CHUNK)) * 0.6
+        vnoise = draws.normals(stream("volume"), CHUNK)
         self._state_cache[(symbol, timeframe, c + 1)] = (float(f[-1]), float(h[-1]), int(regime_id[-1]))
         return r, sig, uhi, ulo, vnoise, season
 

@@ -5,20 +5,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from cryptonorm.config import Config
+from cryptonorm.data.universe import Universe
 from cryptonorm.errors import DataError
-from cryptonorm.timeframes import format_ms, timeframe_ms
-
-if TYPE_CHECKING:
-    pass
-
 from cryptonorm.features.dataset import Prepared, min_bars, prepare, prepare_unchecked
 from cryptonorm.features.splits import split
+from cryptonorm.timeframes import format_ms, timeframe_ms
 
 # ---------------------------------------------------------------- look-ahead audit
 
@@ -143,3 +139,58 @@ def audit(candles: pd.DataFrame, cfg: Config, n_points: int = 5, *, points: Sequ
     checked = (f"{len(cuts)} cut points, {len(full.feature_names)} features raw and scaled, label, outcome "
                "and validity")
     return AuditReport(leaks=leaks, cuts=[int(ts_c[c]) for c in cuts], checked=checked)
+
+
+# ---------------------------------------------------------------- a universe: no coin reads another's future
+
+
+def audit_panel(u: Universe, cfg: Config, n_points: int = 4, *, rtol: float = 1e-6,
+                atol: float = 1e-9) -> AuditReport:
+    """Cut EVERY coin's data after several times t, prepare the universe again, and compare with the full
+    universe: each coin's features (cross-sectional transforms and universe features included) at rows <= t,
+    and its label, outcome and validity at rows whose label span ends <= t. A feature or a cross-sectional
+    label that read another coin's future would change. (float32 features: rtol 1e-6.)"""
+    from cryptonorm.data.universe import align
+    from cryptonorm.features.panel import prepare_panel
+
+    full = prepare_panel(u, cfg)
+    h = full.horizon
+    first = int(np.argmax(full.valid.any(axis=1))) if full.valid.any() else 0
+    lo, hi = first + h + 1, len(u.timestamps) - 2
+    if hi < lo:
+        raise DataError(f"too few bars ({len(u.timestamps)}) to audit the universe; use more data")
+    cuts = sorted({int(round(x)) for x in np.linspace(lo, hi, max(1, n_points))})
+    found: dict[str, Leak] = {}
+    for cut in cuts:
+        cut_ts = int(u.timestamps[cut])
+        kept = {s: df[df["timestamp"] <= cut_ts].reset_index(drop=True) for s, df in u.candles.items()}
+        syms = [s for s in u.symbols if len(kept[s])]
+        ts, rows = align({s: kept[s] for s in syms}, syms, u.timeframe)
+        part_u = Universe(symbols=syms, timeframe=u.timeframe, candles={s: kept[s] for s in syms},
+                          funding={s: f[f["timestamp"] <= cut_ts + timeframe_ms(u.timeframe)]
+                                   for s, f in u.funding.items() if s in syms},
+                          timestamps=ts, rows=rows)
+        part = prepare_panel(part_u, cfg)
+        m = len(ts)
+        if not np.array_equal(ts, full.timestamps[:m]):
+            raise AssertionError("truncated universe does not align with the full one")  # a bug, not user error
+        k = max(0, m - h)
+        for c_part, sym in enumerate(syms):
+            c = u.symbols.index(sym)
+            checks = [(name, part.features[:, c_part, j].astype("float64"), full.features[:m, c, j].astype("float64"))
+                      for j, name in enumerate(full.feature_names)]
+            checks += [("label", part.y[:k, c_part], full.y[:k, c]),
+                       ("outcome", part.outcome[:k, c_part], full.outcome[:k, c]),
+                       ("valid", part.valid[:k, c_part].astype("float64"), full.valid[:k, c].astype("float64"))]
+            for name, a, b in checks:
+                bad, d = _diff_rows(a, b, rtol, atol)
+                if len(bad):
+                    key = f"{sym}:{name}"
+                    t0 = int(full.timestamps[bad[0]])
+                    if key not in found or t0 < found[key].first:
+                        found[key] = Leak(key, t0, cut_ts, d)
+    leaks = sorted(found.values(), key=lambda leak: (leak.first, leak.name))
+    checked = (f"{len(cuts)} cut points of every coin's future, {len(u.symbols)} coins x {len(full.feature_names)} "
+               f"features, label, outcome and validity ({cfg.features.cross_section} cross-section, target "
+               f"{cfg.target.kind})")
+    return AuditReport(leaks=leaks, cuts=[int(u.timestamps[c]) for c in cuts], checked=checked)

@@ -37,6 +37,9 @@ class Batches:
     n_batches: int  # per epoch (a last batch of one sample is dropped for BatchNorm models)
     y_mean: float  # the standardization of the target (stored on the model too)
     y_std: float
+    # a universe's train.batching by_time: (n_train,) int64 timestamp group of each training sample, on the
+    # CPU; None = random batches
+    groups: torch.Tensor | None = None
 
     @property
     def n_used(self) -> int:
@@ -170,7 +173,10 @@ def run_epoch(state: TrainState, data: Batches, loss_fn: nn.Module, lr_at: Calla
     dev = data.X.device
     # shuffle the ORDER of training samples only; validation and test rows never enter this loop.
     # (one small host->device copy per epoch, when the device is idle after the last epoch's .item())
-    order = data.train_idx[torch.randperm(n_train, generator=state.gen).to(dev)]  # (n_train,)
+    if data.groups is None:
+        order = data.train_idx[torch.randperm(n_train, generator=state.gen).to(dev)]  # (n_train,)
+    else:
+        order = data.train_idx[by_time_order(data.groups, state.gen).to(dev)]
     total = torch.zeros((), device=dev)  # summed on the device: no sync per step
     n_b = data.n_batches if n_batches is None else min(n_batches, data.n_batches)
     for b in range(n_b):
@@ -187,6 +193,14 @@ def run_epoch(state: TrainState, data: Batches, loss_fn: nn.Module, lr_at: Calla
         state.step += 1
     used = min(n_train, n_b * bs)
     return float((total / max(used, 1)).item())  # the one host-device sync of the epoch
+
+
+def by_time_order(groups: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """(n,) positions that put the samples of each timestamp group together, the groups in a random order
+    (train.batching by_time); `groups` (n,) int64 dense ids 0..G-1, on the CPU."""
+    n_groups = int(groups.max()) + 1 if len(groups) else 0
+    rank = torch.randperm(n_groups, generator=gen)[groups]  # (n,) the random position of each sample's group
+    return torch.argsort(rank, stable=True)
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:

@@ -249,7 +249,14 @@ def _batches(ds: WindowedData, cfg: Config, dev: torch.device, loss_name: str, d
         n_batches=n_batches,
         y_mean=y_mean,
         y_std=y_std,
+        groups=_groups(ds),
     )
+
+
+def _groups(ds: WindowedData) -> torch.Tensor | None:
+    """A universe's timestamp group per training sample when it batches by time (`groups` on the data)."""
+    groups = getattr(ds, "groups", None)
+    return None if groups is None else torch.as_tensor(np.asarray(groups, dtype=np.int64))
 
 
 def _init_state(model: Forecaster, cfg: Config, dev: torch.device, loss_name: str, y_mean: float,

@@ -30,7 +30,7 @@ from cryptonorm.data.store import (
     user_file,
     write_pending,
 )
-from cryptonorm.errors import DataError
+from cryptonorm.errors import ConfigError, DataError
 from cryptonorm.pipeline.validate import validate_config
 from cryptonorm.timeframes import parse_date, timeframe_ms
 
@@ -98,6 +98,12 @@ def fetch(cfg: Config, *, progress: ProgressFn | None = None, retry: Retry | Non
     from cryptonorm.data.exchange import Retry, check_symbol, open_source, pages
 
     data = cfg.data
+    uni = data.universe
+    if uni is not None and (uni.synthetic is not None or uni.files is not None or uni.files_dir is not None):
+        raise ConfigError("nothing to fetch: data.universe reads "
+                          + ("the offline synthetic universe, generated on demand" if uni.synthetic is not None
+                             else "local files (data.universe.files / files_dir)")
+                          + "; run `cryptonorm panel CONFIG` directly")
     own = user_file(data)
     if own is not None:
         df = filter_range(read_user_file(own, data.timeframe, data.time_format), cfg)

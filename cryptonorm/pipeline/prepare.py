@@ -37,8 +37,14 @@ def features(cfg: Config, out: Path) -> tuple[Path, int, int]:
 
 
 def audit(cfg: Config) -> Any:
-    """Run the look-ahead audit on the user's own config and data."""
+    """Run the look-ahead audit on the user's own config and data (a universe: every coin's future cut)."""
     from cryptonorm.features.audit import audit as run_audit
+
+    if cfg.data.universe is not None:
+        from cryptonorm.data.universe import load_universe
+        from cryptonorm.features.audit import audit_panel
+
+        return audit_panel(load_universe(cfg), cfg)
 
     candles = load_candles(cfg)
     return run_audit(candles, cfg, funding=load_funding(cfg, candles["timestamp"]))
