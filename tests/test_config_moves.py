@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from cryptonorm.cli import app
 from cryptonorm.config import build_config, load_config, moved_keys
+from cryptonorm.errors import ConfigError
 from cryptonorm.sweep.spec import config_hash
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,9 +24,16 @@ def test_the_old_key_is_read_at_its_new_place_and_the_new_key_wins_where_both_ar
     new = load_config(QUICK, [f"split.walk_forward.{k}={v}" for k, v in WF.items()])
     assert old == new and new.split.walk_forward.enabled and new.split.walk_forward.step == 300
     assert "walk_forward" not in new.to_dict()["backtest"]
-    both = build_config({"backtest": {"walk_forward": {"step": 5, "train_bars": 50}},
+    both = build_config({"backtest": {"walk_forward": {"step": 720, "train_bars": 50}},
                          "split": {"walk_forward": {"step": 7}}})
     assert (both.split.walk_forward.step, both.split.walk_forward.train_bars) == (7, 50)
+    # a dumped config (every default under split) with the old key set on it: the old key's values count
+    dumped = load_config(QUICK).to_dict()
+    dumped["backtest"]["walk_forward"] = {"enabled": True, "step": 150}
+    assert build_config(dumped).split.walk_forward.enabled and build_config(dumped).split.walk_forward.step == 150
+    with pytest.raises(ConfigError, match=r"backtest.walk_forward.step = 5 and split.walk_forward.step = 7: the "
+                                          r"key moved to split.walk_forward; give it there only"):
+        build_config({"backtest": {"walk_forward": {"step": 5}}, "split": {"walk_forward": {"step": 7}}})
     assert moved_keys({"backtest": {"walk_forward": {"step": 5}}}) == [
         "note: backtest.walk_forward is now split.walk_forward (it changes the training, not the backtest); the "
         "old key still works: rename it"]

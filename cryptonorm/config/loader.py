@@ -185,8 +185,9 @@ MOVED = {("backtest", "walk_forward"): ("split", "walk_forward")}
 
 
 def migrate(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """(raw with every MOVED key at its new place, one note per key moved). Where both places are given,
-    the values under the new key win over the old key's, item by item."""
+    """(raw with every MOVED key at its new place, one note per key moved). Where both places are given
+    (an old config file and a new --set, or a dumped config with the old key set on it), an item set to
+    its default at one place takes the other's value; two different non-default values are a ConfigError."""
     notes = []
     for (old_sec, old_key), (new_sec, new_key) in MOVED.items():
         section = raw.get(old_sec)
@@ -196,7 +197,8 @@ def migrate(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         value = section[old_key]
         current = (target or {}).get(new_key)
         if isinstance(value, dict) and isinstance(current, dict):
-            value = {**value, **current}
+            value = _merge_moved(value, current, _default(new_sec, new_key), f"{old_sec}.{old_key}",
+                                 f"{new_sec}.{new_key}")
         elif current is not None:
             value = current
         raw = {**raw, old_sec: {k: v for k, v in section.items() if k != old_key},
@@ -204,6 +206,26 @@ def migrate(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         notes.append(f"note: {old_sec}.{old_key} is now {new_sec}.{new_key} (it changes the training, not the "
                      f"backtest); the old key still works: rename it")
     return raw, notes
+
+
+def _default(section: str, key: str) -> dict[str, Any]:
+    """The default value of Config.<section>.<key> (a sub-model) as a plain mapping."""
+    sub = Config.model_fields[section].annotation
+    assert isinstance(sub, type) and issubclass(sub, BaseModel)
+    value = sub.model_fields[key].default
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else {}
+
+
+def _merge_moved(old: dict[str, Any], new: dict[str, Any], default: dict[str, Any], old_name: str,
+                 new_name: str) -> dict[str, Any]:
+    out = dict(old)
+    for k, v in new.items():
+        if k in old and old[k] != v and v != default.get(k) and old[k] != default.get(k):
+            raise ConfigError(f"{old_name}.{k} = {old[k]!r} and {new_name}.{k} = {v!r}: the key moved to "
+                              f"{new_name}; give it there only")
+        if k not in old or v != default.get(k):
+            out[k] = v
+    return out
 
 
 def moved_keys(raw: dict[str, Any]) -> list[str]:
