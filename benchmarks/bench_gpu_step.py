@@ -102,7 +102,7 @@ def graph_table(data: object, dev: torch.device, sizes: str, epochs: int) -> Non
 
 def norms_table(data: object, epochs: int) -> None:
     print("\nnorm options on CUDA, batch 256, fit eager (samples/s; ratio = layer / option):")
-    options = [("layer", {}), ("batch", {}), ("batchrenorm", {}), ("batch", {"bn_eval": "recalibrate"}),
+    options = [("layer", {}), ("batch", {}), ("batchrenorm", {}), ("batch", {"batch_norm": {"eval": "recalibrate"}}),
                ("layer", {"input_norm": "revin"}), ("layer", {"input_norm": "dain"})]
     for kind in ("mlp", "lstm"):
         base = None

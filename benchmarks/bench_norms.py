@@ -5,7 +5,7 @@ clipping; data resident on the device, windows gathered by index, as in bench_tr
 loop) is timed for `norm: layer` (the reference) and each new option:
 
   batchrenorm            model.norm: batchrenorm (past its warm-up, so the r/d correction is active)
-  batch + recalibrate    model.norm: batch, model.bn_eval: recalibrate (training is BatchNorm's; the
+  batch + recalibrate    model.norm: batch, model.batch_norm.eval: recalibrate (training is BatchNorm's; the
                          recalibration pass after training is timed separately, in seconds)
   layer + revin / dain   model.input_norm: revin / dain in front of the LayerNorm model
 
@@ -35,9 +35,8 @@ from cryptonorm.learn.training import gather_windows
 OPTIONS: list[tuple[str, dict[str, object]]] = [
     ("layer", {"norm": "layer"}),
     ("batch", {"norm": "batch"}),
-    ("batchrenorm", {"norm": "batchrenorm", "renorm_warmup_steps": 0, "renorm_r_max_steps": 0,
-                     "renorm_d_max_steps": 0}),
-    ("batch + recalibrate", {"norm": "batch", "bn_eval": "recalibrate"}),
+    ("batchrenorm", {"norm": "batchrenorm", "renorm": {"warmup_steps": 0, "r_max_steps": 0, "d_max_steps": 0}}),
+    ("batch + recalibrate", {"norm": "batch", "batch_norm": {"eval": "recalibrate"}}),
     ("layer + revin", {"norm": "layer", "input_norm": "revin"}),
     ("layer + dain", {"norm": "layer", "input_norm": "dain"}),
 ]
@@ -92,7 +91,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
     ap.add_argument("--kinds", default="mlp,lstm")
-    ap.add_argument("--recalibrate-windows", type=int, default=2000, help="model.bn_recalibrate_bars")
+    ap.add_argument("--recalibrate-windows", type=int, default=2000, help="model.batch_norm.recalibrate_bars")
     args = ap.parse_args()
     if args.epochs < 2:
         ap.error("--epochs must be at least 2 (the first epoch is warm-up)")
@@ -117,7 +116,7 @@ def main() -> None:
                 best[i] = max(best[i], train_rate(data, m, args.batch, args.epochs, dev, bf16))
         for (label, m), rate in zip(cfgs, best, strict=True):
             recal = (f"{recalibration_seconds(data, m, args.recalibrate_windows, dev):.3f} s "
-                     f"({args.recalibrate_windows} windows)" if m.bn_eval == "recalibrate" else "")
+                     f"({args.recalibrate_windows} windows)" if m.batch_norm.eval == "recalibrate" else "")
             print(f"| {kind} | {label} | {rate:,.0f} | {best[0] / rate:.2f} | {recal} |", flush=True)
 
 

@@ -1,14 +1,15 @@
 """The notebook API: `import cryptonorm as cn`. The same pipeline functions the CLI calls, as Python values.
 
     cfg = cn.load_config("configs/quickstart.yaml", overrides={"train.epochs": 3})
-    run = cn.train(cfg, out="runs/demo")            # or cn.load_run("runs/demo")
+    run = cn.train(cfg, out="runs/demo")            # force=True replaces a finished run; or cn.load_run(...)
     run.forecasts, run.history, run.metrics          # DataFrames indexed by UTC time, and a dict
     bt = cn.backtest(run, fee_bps=5, threshold=2e-4) # saved forecasts, no retraining
     bt.stats["sharpe"], bt.equity, bt.trades         # a Series; DataFrames indexed by UTC time
     results = cn.sweep("configs/sweep_norms.yaml")   # the sweep's results table
     candles = cn.fetch(cfg)                          # the candle frame, indexed by UTC time
 
-Errors are the project's exceptions (cryptonorm.errors: ConfigError, DataError, ...), never sys.exit.
+Errors are the project's exceptions (cryptonorm.errors: ConfigError, DataError, ...), never sys.exit; their
+messages name this API's keywords (`force=True`), where the command line names its flags (`--force`).
 """
 
 from __future__ import annotations
@@ -75,29 +76,30 @@ class Run:
     @property
     def finished(self) -> bool:
         """True once training wrote run.json (written last)."""
-        return (self.path / "run.json").exists()
+        from cryptonorm.pipeline.rundir import RunDir
+
+        return RunDir(self.path).finished
 
     @cached_property
     def forecasts(self) -> pd.DataFrame:
         """Out-of-sample forecasts (forecasts.csv): close, forecast, y, outcome, split; UTC time index."""
-        import pandas as pd
+        from cryptonorm.pipeline.rundir import RunDir
 
-        return _utc_index(pd.read_csv(self.path / "forecasts.csv"))
+        return _utc_index(RunDir(self.path).forecasts())
 
     @cached_property
     def history(self) -> pd.DataFrame:
         """One row per epoch: train_loss, val_loss, lr, seconds, samples_per_s; indexed by epoch."""
-        import pandas as pd
+        from cryptonorm.pipeline.rundir import RunDir
 
-        return pd.read_csv(self.path / "history.csv").set_index("epoch")
+        return RunDir(self.path).history().set_index("epoch")
 
     @cached_property
     def metrics(self) -> dict[str, Any]:
         """Forecast metrics of the validation and test splits (metrics.json)."""
-        import json
+        from cryptonorm.pipeline.rundir import RunDir
 
-        out: dict[str, Any] = json.loads((self.path / "metrics.json").read_text())
-        return out
+        return RunDir(self.path).metrics()
 
     def __repr__(self) -> str:
         m = self.config.model
@@ -110,20 +112,22 @@ def load_run(run_dir: PathLike) -> Run:
     from cryptonorm.pipeline import finished_run
 
     run_dir = arg.path_arg(run_dir, "run_dir")
-    return Run(Path(run_dir), finished_run(Path(run_dir)))
+    return Run(run_dir, finished_run(run_dir))
 
 
-def train(cfg: Config | PathLike, out: PathLike | None = None, *, candles: pd.DataFrame | None = None,
-          track: str | None = None) -> Run:
+def train(cfg: Config | PathLike, out: PathLike | None = None, *, force: bool = False,
+          candles: pd.DataFrame | None = None, track: str | None = None) -> Run:
     """Train like `cryptonorm train` (fetching the offline market if needed); returns the run.
-    `track`: "mlflow" or "tensorboard" logs it (experiment = the config's name)."""
+    `out` holding a finished run is refused unless `force=True` (`--force`), which replaces it and what it
+    produced; an interrupted run there resumes. `track`: "mlflow" or "tensorboard" logs it (experiment = the
+    config's name)."""
     from cryptonorm import pipeline
     from cryptonorm.pipeline.tracking import BACKENDS, check_backend, log_runs
 
     config = _config(cfg)
     out, candles = arg.optional_path(out, "out"), arg.frame_arg(candles, "candles")
     backend = check_backend(arg.choice_arg(track, "track", BACKENDS, optional=True))
-    summary = pipeline.train(config, Path(out) if out is not None else None, candles=candles)
+    summary = pipeline.train(config, out, force=arg.bool_arg(force, "force"), candles=candles)
     if backend is not None:
         log_runs(backend, config.name, [(summary.run_dir.name, summary.run_dir)])
     return load_run(summary.run_dir)
@@ -154,17 +158,12 @@ def backtest(run: Run | PathLike, *, split: str = "test", out: PathLike | None =
     `cn.backtest(run, fee_bps=5, threshold=2e-4)`. With no settings and no `out` this is
     `cryptonorm backtest RUN_DIR` (writes RUN_DIR/backtest/); otherwise `--set`: RUN_DIR/backtest-<hash>/
     or `out`. `write=False` writes nothing. `split`: "test" (default) or "val"."""
-    from cryptonorm import pipeline
-    from cryptonorm.pipeline import rebacktest
+    from cryptonorm.pipeline.rebacktest import backtest_saved
 
     if split not in ("test", "val"):
         raise ConfigError(f"split must be 'test' or 'val', got {arg.described(split)}")
     run_dir, write, out = arg.run_arg(run), arg.bool_arg(write, "write"), arg.optional_path(out, "out")
-    if overrides or out is not None or split != "test" or not write:
-        path, result = rebacktest.rebacktest(run_dir, overrides, Path(out) if out is not None else None,
-                                             split=split, write=write)
-    else:
-        path, result = pipeline.backtest(run_dir)
+    path, result = backtest_saved(run_dir, overrides, out, split=split, write=write)
     return BacktestResult(stats(result.metrics), _utc_index(result.equity),
                           _utc_index(result.trades, "entry_time", "entry"), result.metrics, path)
 
@@ -202,7 +201,7 @@ def sweep(path: PathLike, *, out: PathLike | None = None, jobs: int = 1, executo
     sets = [f"{k}={json.dumps(v)}" for k, v in arg.overrides_arg(overrides).items()]
     backend = check_backend(arg.choice_arg(track, "track", BACKENDS, optional=True))
     spec = load_sweep(path, sets)
-    outcome = run_sweep(spec, Path(out) if out is not None else None, jobs=jobs, executor=executor)
+    outcome = run_sweep(spec, out, jobs=jobs, executor=executor)
     report.render(outcome.sweep_dir)
     if backend is not None:
         from cryptonorm.sweep.tracking import track_sweep

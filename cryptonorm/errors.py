@@ -2,14 +2,48 @@
 
 from __future__ import annotations
 
+import enum
 import errno
 import os
 
 
+class Hint(enum.Enum):
+    """What the user can do about an error, named once: only the front ends turn it into words.
+
+    A library message spells the option as a `{force}` or `{out}` slot; `cli/` fills it with `--force` /
+    `--out`, the Python API (the default, `str(error)`) with `force=True` / `out`.
+    """
+
+    FORCE = "force"  # replace or restart what is there
+    OUT = "out"  # choose another output folder
+
+
+# How the Python API spells each hint's option (cli/app.py has the command line's words).
+API_WORDS = {Hint.FORCE: "force=True", Hint.OUT: "out"}
+
+
 class CryptonormError(Exception):
-    """Base class: a user-facing error with a one-line message and an exit code."""
+    """Base class: a user-facing error with a one-line message and an exit code.
+
+    `hints`: the options the message names through `{force}`/`{out}` slots (see Hint); `str(e)` fills them
+    with the Python API's words, `e.render(words)` with another front end's.
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str = "", *, hints: tuple[Hint, ...] = ()) -> None:
+        super().__init__(message)
+        self.message, self.hints = message, hints
+
+    def render(self, words: dict[Hint, str]) -> str:
+        """The message with every hint slot filled with `words` (an option's name in one front end)."""
+        text = self.message
+        for hint in Hint:
+            text = text.replace("{" + hint.value + "}", words.get(hint, API_WORDS[hint]))
+        return text
+
+    def __str__(self) -> str:
+        return self.render(API_WORDS)
 
 
 class ConfigError(CryptonormError):
@@ -42,6 +76,14 @@ class TrainingError(CryptonormError):
 
 class PathError(CryptonormError):
     """A file or folder cannot be read or written: permissions, a file where a folder should be, ... (exit 1)."""
+
+
+class RunExists(ConfigError):
+    """The output folder holds a finished run, or something that is not ours: replacing it needs {force}."""
+
+
+class NotOurs(ConfigError):
+    """A folder or file cryptonorm did not write is in the way; it is never replaced or removed."""
 
 
 _WHY = {

@@ -168,7 +168,7 @@ def test_train_without_data_says_fetch_first(tmp_path: Path) -> None:
 def test_config_show_prints_every_default() -> None:
     code, out, _ = cli("config", "show", "configs/quickstart.yaml", "--set", "model.norm=group")
     assert code == 0
-    assert "norm: group" in out and "norm_momentum:" in out and "fee_bps:" in out
+    assert "norm: group" in out and "momentum:" in out and "fee_bps:" in out
 
 
 def test_config_error_exit_code_two() -> None:

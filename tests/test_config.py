@@ -44,7 +44,7 @@ def test_overrides_are_yaml_parsed_and_validated() -> None:
         (["model.norm=btach"], "model.norm: got 'btach'; allowed: 'none', 'batch'"),
         (["model.norm=group", "model.groups=5"], "model.groups=5 must divide every width"),
         (["model.norm=instance"], "model.norm 'instance' needs a sequence"),
-        (["model.norm_placement=cell"], "model.norm_placement 'cell' is for model.kind 'lstm' only"),
+        (["model.norm_placement=cell"], "model.norm_placement 'cell' is for model.kind 'lstm' or 'gru' only"),
         (["model.kind=lstm", "model.norm_placement=cell", "model.norm=group"], "supports model.norm 'layer'"),
         (["features.window=-3"], "features.window"),
         (["split.train=0.9"], "must be at most 1"),

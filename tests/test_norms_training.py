@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from cryptonorm.cli import app
 from cryptonorm.config import Config, ModelConfig, TargetConfig, TrainConfig
-from cryptonorm.errors import ConfigError, TrainingError
+from cryptonorm.errors import TrainingError
 from cryptonorm.features.scaling import Scaler
 from cryptonorm.learn.checkpoints import load_checkpoint
 from cryptonorm.learn.input_norms import RevIN
@@ -168,7 +168,8 @@ def test_bn_eval_batch_prediction_never_normalizes_a_batch_of_one() -> None:
 
 
 def test_batch_renorm_needs_batches_of_two() -> None:
-    with pytest.raises(ConfigError, match=r"train.batch_size must be >= 2 for model.norm=batchrenorm"):
+    # the config itself refuses it now, as fit does (tests/test_norm_facts.py: the same line in both)
+    with pytest.raises(ValueError, match=r"train.batch_size must be >= 2 for model.norm=batchrenorm"):
         fit(named_toy(), cfg_for("mlp", "batchrenorm", batch_size=1))
 
 
@@ -197,7 +198,7 @@ def test_walk_forward_with_revin_and_recalibrated_batch_norm_then_predict_and_ba
     assert len(folds) >= 2
     _, meta = load_checkpoint(out / "model.pt")  # the last fold's model, recalibrated on its own windows
     assert meta["extra"]["bn_recalibrated_windows"] == 500
-    assert meta["model"]["bn_eval"] == "recalibrate" and meta["model"]["input_norm"] == "revin"
+    assert meta["model"]["batch_norm"]["eval"] == "recalibrate" and meta["model"]["input_norm"] == "revin"
     # predict rebuilds the last fold's forecasts from the checkpoint alone
     code, _, err = _cli("predict", str(out), "-o", str(tmp_path / "pred.csv"))
     assert code == 0, err
@@ -212,10 +213,10 @@ def test_walk_forward_with_revin_and_recalibrated_batch_norm_then_predict_and_ba
 
 def test_nonsense_combinations_are_one_line_config_errors(tmp_path: Path) -> None:
     for sets, expected in [
-        (["model.bn_eval=recalibrate"], "model.bn_eval 'recalibrate' changes how BatchNorm's statistics"),
+        (["model.batch_norm.eval=recalibrate"], "model.batch_norm.eval 'recalibrate' changes how BatchNorm's"),
         (["model.input_norm=dain", "features.window=1"], "needs features.window >= 2"),
-        (["model.kind=lstm", "model.norm=batchrenorm", "model.norm_placement=cell"], "not available inside the LSTM"),
-        (["model.norm=batchrenorm", "model.renorm_warmup_steps=30000"], "model.renorm_d_max_steps=25000 must be"),
+        (["model.kind=lstm", "model.norm=batchrenorm", "model.norm_placement=cell"], "'layer' or 'batch'"),
+        (["model.norm=batchrenorm", "model.renorm.warmup_steps=30000"], "model.renorm.d_max_steps=25000 must be"),
         (["model.input_norm=revn"], "model.input_norm: got 'revn'"),
     ]:
         args = [a for s in sets for a in ("--set", s)]
@@ -230,7 +231,8 @@ def test_shipped_sweeps_include_the_new_options_and_every_cell_validates() -> No
     seen: dict[str, set[tuple[str, str, str]]] = {}
     for name in ("norms", "batch_size", "bn_eval"):
         sweep = load_sweep(ROOT / "configs" / "sweeps" / f"{name}.yaml")  # validates every cell's config
-        seen[name] = {(c.config.model.norm, c.config.model.input_norm, c.config.model.bn_eval) for c in sweep.cells}
+        seen[name] = {(c.config.model.norm, c.config.model.input_norm, c.config.model.batch_norm.eval)
+                      for c in sweep.cells}
     new = {("batchrenorm", "none", "running"), ("layer", "revin", "running"), ("batch", "dain", "running")}
     assert new <= seen["norms"]
     assert ("batchrenorm", "none", "running") in seen["batch_size"]

@@ -141,3 +141,18 @@ def test_walk_forward_folds_are_out_of_sample_with_an_embargo(tmp_path: Path) ->
     f = pd.read_csv(tmp_path / "wf" / "forecasts.csv")
     first_test = prep.timestamps[tests[0][0]]
     assert f["timestamp"].min() >= first_test  # nothing forecast before the first fold's test block
+
+
+def test_panel_refuses_a_users_folder_and_replaces_its_own(tmp_path: Path) -> None:
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "metrics.json").write_text('{"mine": 1}')
+    args = ["--set", "train.epochs=1", "--set", "data.universe.synthetic.days=40"]
+    res = runner.invoke(app, ["panel", QUICK, "--out", str(user), *args])
+    assert res.exit_code == 2 and "not a cryptonorm run directory" in " ".join(res.output.split())
+    assert (user / "metrics.json").read_text() == '{"mine": 1}'  # untouched
+    ours = tmp_path / "ours"
+    for _ in range(2):  # a second panel run into its own folder replaces its outputs
+        res = runner.invoke(app, ["panel", QUICK, "--out", str(ours), *args])
+        assert res.exit_code == 0, res.output
+    assert "model" in json.loads((ours / "metrics.json").read_text())

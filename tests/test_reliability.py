@@ -30,6 +30,7 @@ from cryptonorm.cli import app
 from cryptonorm.config import build_config, load_config, read_yaml
 from cryptonorm.data.candles import clean
 from cryptonorm.data.store import read_store, store_path
+from cryptonorm.pipeline.rundir import MARKER
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = str(ROOT / "configs" / "quickstart.yaml")
@@ -89,7 +90,7 @@ def check_files(root: Path) -> list[Path]:
         elif name.endswith(".parquet"):
             df = pd.read_parquet(p)  # raises on a half-written file
             assert list(df.columns) == ["timestamp", "open", "high", "low", "close", "volume"], p
-        elif name.endswith(".json"):
+        elif name.endswith(".json") or name == MARKER:  # MARKER: JSON saying which command made the folder
             json.loads(p.read_text())
         elif name.endswith(".csv"):
             pd.read_csv(p)

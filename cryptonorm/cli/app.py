@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -22,7 +23,7 @@ import typer
 from typer.core import TyperGroup
 
 from cryptonorm import __version__
-from cryptonorm.errors import CryptonormError, PathError, path_error
+from cryptonorm.errors import CryptonormError, Hint, PathError, path_error
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -39,6 +40,9 @@ class _OneLineErrors(TyperGroup):
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, windows_expand_args: bool = True,
              **extra: Any) -> Any:
+        if args is not None:
+            args = list(args)  # it may be an iterator: read it once, hand the list on
+        STATE.argv = list(args) if args is not None else sys.argv[1:]  # for the exact command to resume
         try:
             rv = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         except typer.TyperException as e:
@@ -86,9 +90,11 @@ class _State:
     debug = False
     quiet = False
     resume_hint = ""  # how to resume the command under way if it is interrupted ("" = run it again)
+    argv: list[str] = []  # the command line as given (after the program name)
 
 
 STATE = _State()
+CLI_WORDS = {Hint.FORCE: "--force", Hint.OUT: "--out"}  # how the command line spells each error hint
 
 SetOpt = Annotated[
     Optional[list[str]],  # noqa: UP045 - typer needs Optional here
@@ -154,8 +160,25 @@ def say(msg: str) -> None:
         console().print(msg)
 
 
+def resume_command(run_dir: Path, argv: list[str] | None = None) -> str:
+    """The exact command that resumes an interrupted training into `run_dir`: the command line as given
+    (or `argv`), without --force (it would start over), with `--out run_dir` (replacing any other --out)."""
+    import shlex
+
+    args: list[str] = []
+    skip = False
+    for a in STATE.argv if argv is None else argv:
+        if skip:
+            skip = False
+        elif a in ("--out", "-o"):
+            skip = True
+        elif a != "--force" and not a.startswith("--out="):
+            args.append(a)
+    return shlex.join(["cryptonorm", *args, "--out", str(run_dir)])
+
+
 def _interrupted() -> str:
-    hint = STATE.resume_hint or "run the command again to resume"
+    hint = f"to resume, run: {STATE.resume_hint}" if STATE.resume_hint else "run the command again to resume"
     return f"interrupted: what was already stored is kept; {hint}"
 
 
@@ -167,7 +190,7 @@ def errors() -> Iterator[None]:
     except CryptonormError as e:
         if STATE.debug:
             raise
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {e.render(CLI_WORDS)}", err=True)
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt as e:
         typer.echo(_interrupted(), err=True)
@@ -215,7 +238,20 @@ def _main(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only essential output.")] = False,
 ) -> None:
     STATE.debug, STATE.quiet = debug, quiet
+    warnings.showwarning = _show_warning
 
+
+_python_showwarning = warnings.showwarning
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """A FutureWarning is a note for the user (e.g. an old config key, config/model.py): one line, no source
+    location; other warnings keep Python's format."""
+    if issubclass(category, FutureWarning):
+        sys.stderr.write(f"note: {message}\n")
+        return
+    _python_showwarning(message, category, filename, lineno, file, line)
 
 
 

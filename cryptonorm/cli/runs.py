@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -23,6 +24,7 @@ from cryptonorm.cli.app import (
     load_cli_config,
     open_report,
     report_formats,
+    resume_command,
     say,
 )
 from cryptonorm.errors import UsageError
@@ -120,17 +122,15 @@ def backtest(
                                          overrides=rebacktest.parse_sets(set_ or []))
                 _show_grid(result, json_)
                 return
-            if set_ or out is not None:
-                written, result = rebacktest.rebacktest(target, rebacktest.parse_sets(set_ or []), out, fmt=fmt)
-                out_dir = written if written is not None else target
-            else:
-                out_dir, result = pipeline.backtest(target, fmt=fmt)
+            written, result = rebacktest.backtest_saved(target, rebacktest.parse_sets(set_ or []), out, fmt=fmt)
+            out_dir = written if written is not None else target
         else:
             if grid or out is not None:
                 raise UsageError("--grid and --out apply to a run directory; train first, then "
                                  "`cryptonorm backtest RUN_DIR --grid ...`")
             cfg = load_cli_config(target, set_)
-            summary = _train(cfg, None, json_, False)
+            again = ["train", str(target), *(a for s in set_ or [] for a in ("--set", s))]
+            summary = _train(cfg, None, json_, False, argv=again)
             out_dir, result = pipeline.backtest(summary.run_dir, fmt=fmt)
             _track(backend, cfg, summary.run_dir)
         _show_backtest(out_dir, result, json_, open_, want)
@@ -156,15 +156,16 @@ def _show_grid(result: Any, json_: bool) -> None:
 
 
 def _train(cfg: Config, out: Path | None, json_: bool, force: bool, backtest: bool = False,
-           fmt: str | None = None) -> Any:
+           fmt: str | None = None, argv: list[str] | None = None) -> Any:
     """Train (and backtest) with an epoch bar (unless quiet or --json); warn on stderr if the loss went
-    non-finite; say where an interrupted run was resumed, and how to resume this one if it is interrupted."""
+    non-finite; say where an interrupted run was resumed, and the exact command that resumes this one if it
+    is interrupted (the command line as given, or `argv`, with the run directory's --out)."""
     from cryptonorm import pipeline
     from cryptonorm.render import tables
 
     created = out is None
     run_dir = pipeline.new_run_dir(cfg) if out is None else out  # named now, so an interrupt can say where
-    STATE.resume_hint = f"run it again with --out {run_dir} to resume"
+    STATE.resume_hint = resume_command(run_dir, argv)  # kept until errors() has printed it
     try:
         with tables.epoch_bar(cfg.train.epochs, disable=STATE.quiet or json_) as update:
             if backtest:
@@ -172,12 +173,16 @@ def _train(cfg: Config, out: Path | None, json_: bool, force: bool, backtest: bo
                                                                        fmt=fmt)
             else:
                 summary = pipeline.train(cfg, run_dir, force=force, progress=update)
-    except BaseException:
+    except BaseException as e:
         if created:
-            pipeline.remove_if_empty(run_dir)  # refused before anything was written: leave no empty folder
+            pipeline.RunDir(run_dir).remove_if_empty()  # refused before anything was written: leave no empty folder
+        if not isinstance(e, KeyboardInterrupt) or not run_dir.exists():
+            STATE.resume_hint = ""  # nothing to resume
+        elif pipeline.RunDir(run_dir).finished:  # `run` stopped in its backtest: the training is done
+            again = ["cryptonorm", "backtest", str(run_dir), *(["--format", fmt] if fmt else [])]
+            STATE.resume_hint = shlex.join(again) if backtest else ""
         raise
-    finally:
-        STATE.resume_hint = ""
+    STATE.resume_hint = ""
     if summary.resumed:
         typer.echo(f"resumed the interrupted run in {summary.run_dir} {summary.resumed}", err=True)
     if summary.stopped == "non_finite_loss":

@@ -25,8 +25,11 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help="freqtrade data format: feather, parquet, json, jsongz.")]
         = "feather",
     set_: SetOpt = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Candle store folder (--freqtrade; "  # noqa: UP045
+                                                     "default: the config's data.dir).")] = None,
 ) -> None:
-    """Export a run's model as ONNX (scaler folded in), or the store's candles for freqtrade."""
+    """Export a run's model as ONNX (scaler folded in), or the store's candles for freqtrade (merged with what
+    the folder already holds: a longer history there is kept)."""
     from cryptonorm import pipeline
     from cryptonorm.pipeline.export import export_freqtrade, export_onnx
 
@@ -34,8 +37,12 @@ def export(
         if (onnx is None) == (freqtrade is None):
             raise UsageError("give exactly one of --onnx FILE or --freqtrade DIR")
         if freqtrade is not None:
-            cfg = (pipeline.load_run_config(target) if pipeline.is_run_dir(target)
-                   else load_cli_config(target, set_))
+            if pipeline.is_run_dir(target):
+                cfg = pipeline.load_run_config(target)
+                if data_dir is not None:
+                    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"dir": str(data_dir)})})
+            else:
+                cfg = load_cli_config(target, set_, **{"data.dir": str(data_dir) if data_dir else None})
             for path in export_freqtrade(cfg, freqtrade, fmt):
                 typer.echo(str(path))
             return
@@ -64,9 +71,13 @@ def runs_command(
             return
         header = ["run", "created", "model", "norm", "target", "test dir. acc.", "test IC", "Sharpe", "B&H Sharpe",
                   "finished"]
-        body = [[r["name"], r["created"][:16].replace("T", " "), r["model"], r["norm"], r["target"],
-                 fmt(r["test"].get("directional_accuracy"), "pct"), fmt(r["test"].get("ic_spearman"), "num3"),
-                 fmt(r["sharpe"], "num"), fmt(r["buy_and_hold_sharpe"], "num"), "yes" if r["finished"] else "no"]
-                for r in rows]
+        body = [[r["name"], r["created"][:16].replace("T", " "), r["model"] or "?", r["norm"] or "?",
+                 r["target"] or "?", fmt(r["test"].get("directional_accuracy"), "pct"),
+                 fmt(r["test"].get("ic_spearman"), "num3"), fmt(r["sharpe"], "num"),
+                 fmt(r["buy_and_hold_sharpe"], "num"),
+                 "damaged" if r["damaged"] else "yes" if r["finished"] else "no"] for r in rows]
         if not STATE.quiet:
             console(wide=True).print(tables.simple_table(f"{len(rows)} run(s) in {root}", header, body))
+            for r in rows:
+                if r["damaged"]:
+                    typer.echo(f"note: {r['name']} is damaged: {r['damaged']}")  # plain text: no rich markup

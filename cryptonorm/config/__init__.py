@@ -4,7 +4,8 @@ One YAML file per experiment. Unknown keys are errors with a "did you mean"; a w
 dotted key, what was given and what is allowed. `--set dotted.key=value` overrides are applied to the raw
 mapping before validation, so they are checked exactly like the file.
 
-Sections: `data.py` (where candles come from), `experiment.py` (the rest and the root `Config`); reading
+Sections: `data.py` (where candles come from), `model.py` (the forecaster; its rules read the norm and
+kind tables of `norm_facts.py`), `experiment.py` (the rest and the root `Config`); reading
 YAML, `--set` overrides and one-line errors: `loader.py`.
 """
 
@@ -13,7 +14,6 @@ from cryptonorm.config.experiment import (
     BacktestConfig,
     Config,
     FeaturesConfig,
-    ModelConfig,
     SplitConfig,
     TargetConfig,
     TrainConfig,
@@ -30,6 +30,7 @@ from cryptonorm.config.loader import (
     read_yaml,
     set_dotted,
 )
+from cryptonorm.config.model import ModelConfig, check_model
 
 __all__ = [
     "SyntheticConfig",
@@ -40,6 +41,7 @@ __all__ = [
     "TargetConfig",
     "SplitConfig",
     "ModelConfig",
+    "check_model",
     "TrainConfig",
     "WalkForwardConfig",
     "BacktestConfig",

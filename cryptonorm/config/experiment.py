@@ -8,11 +8,11 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from cryptonorm.config.data import DataConfig, Section, iso_date
+from cryptonorm.config.model import ModelConfig, check_model
 from cryptonorm.config.universe import UNIVERSE_TARGETS, PortfolioConfig
 from cryptonorm.timeframes import parse_date
 
 MAX_PERIOD = 100_000  # bars of an indicator's period (11 years of 1h candles)
-MAX_WIDTH = 65_536  # units of a hidden layer
 
 
 class FeaturesConfig(Section):
@@ -133,93 +133,6 @@ class SplitConfig(Section):
                 raise ValueError(f"split.val_start ({self.val_start}) must be before split.test_start "
                                  f"({self.test_start})")
         return self
-
-
-class ModelConfig(Section):
-    """The forecaster and its normalization layer."""
-
-    kind: Literal["mlp", "lstm"] = "mlp"
-    # the hidden-layer norm; batchrenorm = batch renormalization (Ioffe 2017), see the renorm_* keys
-    norm: Literal["none", "batch", "batchrenorm", "layer", "group", "instance", "rms", "weight"] = "layer"
-    norm_placement: Literal["layer", "cell"] = "layer"  # lstm only: "cell" = recurrent-normalized cells
-    groups: int = Field(4, ge=1, le=65_536)  # GroupNorm groups: must divide every hidden width
-    norm_eps: float = Field(1e-5, gt=0)  # every norm's epsilon, RevIN's too
-    norm_momentum: float = Field(0.1, gt=0, le=1)  # BatchNorm / batch renorm running-average momentum
-    norm_affine: bool = True
-    # normalize each input window before the network: revin (Kim et al. 2022, reversible instance norm,
-    # forecast de-normalized, see revin_denorm) or dain (Passalis et al. 2019, adaptive shift/scale/gate)
-    input_norm: Literal["none", "revin", "dain"] = "none"
-    input_norm_affine: bool = True  # RevIN's learnable per-feature gain and bias
-    # RevIN: auto = de-normalize the forecast with the window statistics of the input column in the
-    # target's units (logret_{horizon} for return, the nearest vol_{n} for volatility) when it is an
-    # input; off = never (the network then forecasts the standardized target directly)
-    revin_denorm: Literal["auto", "off"] = "auto"
-    # BatchNorm variants at inference: running averages (running), re-estimated after training on the
-    # latest bn_recalibrate_bars training windows with the weights frozen (recalibrate, AdaBN), or the
-    # inference batch's own statistics (batch: a diagnostic, leaks across the batch)
-    bn_eval: Literal["running", "recalibrate", "batch"] = "running"
-    bn_recalibrate_bars: int = Field(2000, ge=2, le=200_000)  # most recent training windows (one batch)
-    renorm_r_max: float = Field(3.0, ge=1)  # batch renorm: final bound on r (the paper's 3)
-    renorm_d_max: float = Field(5.0, ge=0)  # batch renorm: final bound on d (the paper's 5)
-    renorm_warmup_steps: int = Field(5000, ge=0, le=10**12)  # steps of plain BatchNorm (r_max=1, d_max=0) first
-    renorm_r_max_steps: int = Field(40000, ge=0, le=10**12)  # step at which r_max is reached (linear ramp)
-    renorm_d_max_steps: int = Field(25000, ge=0, le=10**12)  # step at which d_max is reached (linear ramp)
-    hidden: list[int] = [128, 64]  # MLP: widths of the hidden layers; LSTM: hidden size of each layer
-    dropout: float = Field(0.1, ge=0, lt=1)
-    activation: Literal["relu", "gelu", "silu", "tanh"] = "gelu"
-
-    @field_validator("hidden")
-    @classmethod
-    def _hidden(cls, v: list[int]) -> list[int]:
-        if not v or any(h < 1 or h > MAX_WIDTH for h in v):
-            raise ValueError(f"give at least one width, each between 1 and {MAX_WIDTH:,}, got {v}")
-        return v
-
-    @model_validator(mode="after")
-    def _combination(self) -> ModelConfig:
-        if self.norm == "group":
-            bad = [h for h in self.hidden if h % self.groups]
-            if bad:
-                raise ValueError(
-                    f"model.groups={self.groups} must divide every width in model.hidden={self.hidden} "
-                    f"({bad} not divisible); choose groups among {_common_divisors(self.hidden)}"
-                )
-        if self.kind == "mlp" and self.norm == "instance":
-            raise ValueError(
-                "model.norm 'instance' needs a sequence to normalize over; use it with model.kind 'lstm', "
-                "or pick layer/group/batch/rms/weight for the mlp"
-            )
-        self._norm_combination()
-        if self.norm_placement == "cell":
-            if self.kind != "lstm":
-                raise ValueError("model.norm_placement 'cell' is for model.kind 'lstm' only")
-            if self.norm not in ("layer", "batch"):
-                raise ValueError(
-                    "model.norm_placement 'cell' supports model.norm 'layer' (Ba et al. 2016) or "
-                    f"'batch' (Cooijmans et al. 2016), not {self.norm!r}"
-                )
-        return self
-
-
-    def _norm_combination(self) -> None:
-        """Combinations of the batch-statistics options that make no sense."""
-        if self.bn_eval != "running" and self.norm not in ("batch", "batchrenorm"):
-            raise ValueError(
-                f"model.bn_eval {self.bn_eval!r} changes how BatchNorm's statistics are used at inference, but "
-                f"model.norm {self.norm!r} has no batch statistics; use model.norm batch or batchrenorm, or "
-                "model.bn_eval running"
-            )
-        if self.norm == "batchrenorm" and self.norm_placement == "cell":
-            raise ValueError("model.norm 'batchrenorm' is not available inside the LSTM cell: use "
-                             "model.norm_placement 'layer', or model.norm 'batch' with the cell placement")
-        for key in ("renorm_r_max_steps", "renorm_d_max_steps"):
-            if getattr(self, key) < self.renorm_warmup_steps:
-                raise ValueError(f"model.{key}={getattr(self, key)} must be at least "
-                                 f"model.renorm_warmup_steps={self.renorm_warmup_steps} (the ramp starts there)")
-
-
-def _common_divisors(widths: list[int]) -> list[int]:
-    return [g for g in range(1, min(widths) + 1) if all(w % g == 0 for w in widths)]
 
 
 class TrainConfig(Section):
@@ -345,20 +258,9 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _across_sections(self) -> Config:
-        # checks that span sections live here, so `config validate`, train, fetch and sweeps all refuse them
-        if self.model.norm == "batch" and self.train.batch_size < 2:
-            raise ValueError(f"train.batch_size must be >= 2 for model.norm=batch; BatchNorm needs at least two "
-                             f"samples per batch for its statistics (got {self.train.batch_size})")
-        if self.model.norm == "instance" and self.features.window < 2:
-            raise ValueError(f"model.norm=instance normalizes over time and needs features.window >= 2 (got "
-                             f"{self.features.window}); lengthen the window or pick another model.norm")
-        return self
-
-    @model_validator(mode="after")
-    def _window_norms(self) -> Config:
-        if self.model.input_norm != "none" and self.features.window < 2:
-            raise ValueError(f"model.input_norm {self.model.input_norm!r} normalizes each window over time and "
-                             f"needs features.window >= 2 (got {self.features.window})")
+        # checks that span sections live here, so `config validate`, train, fetch and sweeps all refuse them;
+        # the model's are the same function training runs (norm_facts.py: one table of what each norm needs)
+        check_model(self.model, self.train.batch_size, self.features.window)
         return self
 
     @model_validator(mode="after")

@@ -121,14 +121,51 @@ def check_timeframe(df: pd.DataFrame, timeframe: str, path: Path) -> None:
                         "set data.timeframe to the file's timeframe or pick the matching file")
 
 
+def _ms(values: pd.Series) -> np.ndarray:
+    """Milliseconds since the epoch of a time column read from a freqtrade file (datetimes or numbers)."""
+    if pd.api.types.is_numeric_dtype(values):
+        return values.to_numpy("int64")
+    dt = pd.to_datetime(values, utc=True)
+    return ((dt - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)).to_numpy("int64")
+
+
+def merged(new: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """`new` (timestamp + OHLCV, sorted, unique) united with the candles `path` already holds: a longer history
+    there is kept. Overlapping candles must be identical; a conflict is a DataError and nothing is written."""
+    if not path.exists():
+        return new
+    old = read_frame(path)
+    missing = [c for c in COLUMNS if c not in old.columns]
+    if missing:
+        raise DataError(f"{path} exists and is not a freqtrade candle file (no {', '.join(missing)}); nothing was "
+                        "written: move it away or export into another folder")
+    old = pd.DataFrame({"timestamp": _ms(old["timestamp"]),
+                        **{c: old[c].to_numpy("float64") for c in COLUMNS[1:]}})
+    both = old.merge(new, on="timestamp", suffixes=("_old", ""))
+    differ = np.zeros(len(both), dtype=bool)
+    for c in COLUMNS[1:]:
+        a, b = both[f"{c}_old"].to_numpy(), both[c].to_numpy()
+        differ |= ~((a == b) | (np.isnan(a) & np.isnan(b)))
+    if differ.any():
+        from cryptonorm.timeframes import format_ms
+
+        first = int(both["timestamp"].to_numpy()[differ][0])
+        raise DataError(f"{path} already holds {int(differ.sum())} candle(s) that differ from the exported ones "
+                        f"(the first at {format_ms(first)}); nothing was written: export into another folder, "
+                        "or move that file away to replace it")
+    keep = old[~old["timestamp"].isin(new["timestamp"])]
+    return pd.concat([keep, new], ignore_index=True).sort_values("timestamp", kind="stable").reset_index(drop=True)
+
+
 def write(candles: pd.DataFrame, freqtrade_dir: str | Path, symbol: str, timeframe: str, *,
           fmt: str = "feather", candle_type: str = "") -> Path:
-    """Write a candle frame where and how freqtrade keeps it (atomically). Returns the file."""
+    """Write a candle frame where and how freqtrade keeps it (atomically), united with the candles the file
+    already holds (`merged`: an existing longer history is never cut). Returns the file."""
     path = Path(freqtrade_dir) / relative_path(symbol, timeframe, fmt, candle_type)
     if candle_type == "funding_rate":  # rates in the price columns: negative values are normal, no candle checks
-        df = candles[COLUMNS].sort_values("timestamp").reset_index(drop=True)
+        df = merged(candles[COLUMNS].sort_values("timestamp").reset_index(drop=True), path)
     else:
-        df = clean(candles[COLUMNS])
+        df = clean(merged(clean(candles[COLUMNS]), path))
     out = pd.DataFrame({"date": pd.to_datetime(df["timestamp"].to_numpy("int64"), unit="ms", utc=True)})
     for c in COLUMNS[1:]:
         out[c] = df[c].to_numpy("float64")

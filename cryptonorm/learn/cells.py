@@ -52,7 +52,7 @@ class NormSpec:
 
 
 def batch_spec(bn: StepBatchNorm) -> NormSpec:
-    """The NormSpec of a StepBatchNorm in its current mode (training, or eval with its bn_eval choice;
+    """The NormSpec of a StepBatchNorm in its current mode (training, or eval with its model.batch_norm.eval choice;
     recalibration runs the plain loop, see `use_fast_path`)."""
     mode = "train" if bn.training else "batch" if bn.eval_stats == "batch" else "running"
     return NormSpec("batch", bn.eps, mode, bn.momentum, bn.running_mean, bn.running_var)

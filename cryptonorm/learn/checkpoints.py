@@ -11,7 +11,7 @@ import torch
 
 from cryptonorm.atomic import atomic_path
 from cryptonorm.config import Config, ModelConfig
-from cryptonorm.errors import TrainingError
+from cryptonorm.errors import Hint, PathError, TrainingError
 from cryptonorm.learn.models import Forecaster, build_model
 
 CHECKPOINT_FORMAT = 1
@@ -48,9 +48,20 @@ def save_checkpoint(
     }
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(p) as tmp:
-        torch.save(payload, tmp)
+    _save(payload, p)
     return p
+
+
+def _save(payload: dict[str, Any], p: Path) -> None:
+    """torch.save to `p` atomically. torch reports a failed write (a full disk) as a RuntimeError of its
+    C++ writer: that becomes a PathError naming the file (an OSError names it already, in atomic_path)."""
+    try:
+        with atomic_path(p) as tmp:
+            torch.save(payload, tmp)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "write failed"
+        raise PathError(f"{p}: cannot be written ({first}); the disk may be full: free some space or choose "
+                        "another location") from e
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Forecaster, dict[str, Any]]:
@@ -74,8 +85,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def save_train_state(path: str | Path, state: dict[str, Any], meta: dict[str, Any]) -> Path:
     """Write a training state (`TrainState.state_dict()`) with a JSON-safe `meta` dict, atomically."""
     p = Path(path)
-    with atomic_path(p) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, "meta": json.dumps(meta), "state": state}, tmp)
+    _save({"format": CHECKPOINT_FORMAT, "meta": json.dumps(meta), "state": state}, p)
     return p
 
 
@@ -88,4 +98,4 @@ def load_train_state(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     except (OSError, EOFError, RuntimeError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as e:
         raise TrainingError(f"cannot read the training state {str(p)!r} to resume from "
                             f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                            "pass --force to start over") from e
+                            "pass {force} to start over", hints=(Hint.FORCE,)) from e

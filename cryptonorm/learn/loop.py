@@ -215,13 +215,14 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
 
 def inference_chunks(n: int, size: int, no_single: bool) -> list[tuple[int, int]]:
     """[start, stop) bounds of consecutive chunks of `size` rows; with `no_single` (a model that normalizes
-    with the inference batch's own statistics, model.bn_eval batch) a last chunk of one sample joins the
-    one before, and a single window is an error: a batch of one has no batch statistics."""
+    with the inference batch's own statistics, model.batch_norm.eval batch) a last chunk of one sample joins
+    the one before, and a single window is an error: a batch of one has no batch statistics."""
     bounds = [*range(0, n, size), n]
     if no_single:
         if n == 1:
-            raise TrainingError("model.bn_eval=batch normalizes each forecast with the statistics of its batch and "
-                                "cannot forecast a single window; use model.bn_eval running or recalibrate")
+            raise TrainingError("model.batch_norm.eval=batch normalizes each forecast with the statistics of its "
+                                "batch and cannot forecast a single window; use model.batch_norm.eval running or "
+                                "recalibrate")
         if len(bounds) > 2 and n - bounds[-2] == 1:
             del bounds[-2]
     return list(zip(bounds[:-1], bounds[1:], strict=True))

@@ -1,9 +1,11 @@
 """Every normalization layer, in one place: the factory for `model.norm`, the input norms of
-`model.input_norm`, and the inference choices of `model.bn_eval`. Imports only torch.
+`model.input_norm`, and the inference choices of `model.batch_norm.eval`. Which norm needs what (batch
+statistics, a sequence) and where each may sit: the table in config/norm_facts.py; `NORM_FACTORIES` below
+is keyed by its names. Imports only torch (and those torch-free facts).
 
 Hidden-layer norms (`model.norm`), built by `make_norm` for a (B, C) or (B, C, T) tensor:
   none, weight  Identity (weight norm lives on the weights, see models.py)
-  batch         `BatchNorm`: nn.BatchNorm1d plus the `bn_eval` choices below
+  batch         `BatchNorm`: nn.BatchNorm1d plus the `batch_norm.eval` choices below
   batchrenorm   `BatchRenorm`: Ioffe (2017), "Batch Renormalization", r/d correction with clipped limits
   layer, group, rms, instance   torch's LayerNorm / GroupNorm / RMSNorm / InstanceNorm1d
 
@@ -12,7 +14,7 @@ Input norms (`model.input_norm`, in input_norms.py), applied to the (B, W, F) wi
           the forecast de-normalized with the statistics of the input feature in the target's units
   dain    `DAIN`: Passalis et al. (IEEE TNNLS 2019), learned adaptive shift, scale and gating
 
-BatchNorm at inference (`model.bn_eval`), for every module with batch statistics (`BatchNorm`,
+BatchNorm at inference (`model.batch_norm.eval`), for every module with batch statistics (`BatchNorm`,
 `BatchRenorm`, `StepBatchNorm` of the recurrent batch-normalized LSTM):
   running      running averages collected during training (torch's default)
   recalibrate  `recalibrate` re-estimates them after training on recent training windows (AdaBN,
@@ -22,15 +24,17 @@ BatchNorm at inference (`model.bn_eval`), for every module with batch statistics
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:  # the config is only read: norms.py imports only torch at run time
+from cryptonorm.config.norm_facts import BATCH_NORMS
+
+if TYPE_CHECKING:  # the config is only read: norms.py imports only torch and the torch-free norm facts
     from cryptonorm.config import ModelConfig
 
-BATCH_NORMS = ("batch", "batchrenorm")  # model.norm values with batch statistics
 
 
 # ---------------------------------------------------------------- batch statistics shared by the BN variants
@@ -92,7 +96,7 @@ def _recalibrated(x: torch.Tensor, running_mean: torch.Tensor, running_var: torc
 
 
 class BatchNorm(nn.BatchNorm1d):
-    """nn.BatchNorm1d (same parameters, buffers and training behaviour) with `model.bn_eval`:
+    """nn.BatchNorm1d (same parameters, buffers and training behaviour) with `model.batch_norm.eval`:
     `eval_stats = "batch"` normalizes with the inference batch's own statistics, and `recalibrating`
     marks the one-batch pass of `recalibrate`."""
 
@@ -248,7 +252,7 @@ def uses_batch_statistics(model: nn.Module) -> bool:
 
 
 def eval_uses_batch_statistics(model: nn.Module) -> bool:
-    """True if inference normalizes with the batch's statistics (`model.bn_eval: batch`): a forecast then
+    """True if inference normalizes with the batch's statistics (`model.batch_norm.eval: batch`): a forecast then
     depends on the other samples of its batch, and a batch of one sample cannot be normalized."""
     return any(isinstance(mod, BATCH_STAT_MODULES) and mod.eval_stats == "batch" for mod in model.modules())
 
@@ -281,32 +285,42 @@ def recalibrate(model: nn.Module, windows: torch.Tensor) -> int:
 # ---------------------------------------------------------------- the factory
 
 
+def _batch(m: ModelConfig, channels: int) -> nn.Module:
+    return BatchNorm(channels, eps=m.norm_eps, momentum=m.batch_norm.momentum, affine=m.norm_affine,
+                     eval_stats=m.batch_norm.eval)
+
+
+def _batchrenorm(m: ModelConfig, channels: int) -> nn.Module:
+    r = m.renorm
+    return BatchRenorm(channels, eps=m.norm_eps, momentum=m.batch_norm.momentum, affine=m.norm_affine,
+                       r_max=r.r_max, d_max=r.d_max, warmup_steps=r.warmup_steps, r_max_steps=r.r_max_steps,
+                       d_max_steps=r.d_max_steps, eval_stats=m.batch_norm.eval)
+
+
+def _group(m: ModelConfig, channels: int) -> nn.Module:
+    if channels % m.groups:
+        raise ValueError(f"model.groups={m.groups} must divide the width {channels}")
+    return nn.GroupNorm(m.groups, channels, eps=m.norm_eps, affine=m.norm_affine)
+
+
+# model.norm -> the module for a (B, C) or (B, C, T) tensor (keys: config/norm_facts.py NORMS, which says
+# what each needs). none/weight are Identity: weight norm lives on the weights (models/). instance uses
+# track_running_stats=False: every sample is normalized by its own statistics, in training and at inference
+NORM_FACTORIES: dict[str, Callable[[ModelConfig, int], nn.Module]] = {
+    "none": lambda m, c: nn.Identity(),
+    "weight": lambda m, c: nn.Identity(),
+    "batch": _batch,
+    "batchrenorm": _batchrenorm,
+    "layer": lambda m, c: nn.LayerNorm(c, eps=m.norm_eps, elementwise_affine=m.norm_affine),
+    "group": _group,
+    "rms": lambda m, c: nn.RMSNorm(c, eps=m.norm_eps, elementwise_affine=m.norm_affine),
+    "instance": lambda m, c: nn.InstanceNorm1d(c, eps=m.norm_eps, affine=m.norm_affine, track_running_stats=False),
+}
+
+
 def make_norm(m: ModelConfig, channels: int) -> nn.Module:
-    """The norm module for a (B, C) or (B, C, T) tensor; Identity for none/weight (weight norm lives on
-    the weights). `instance` needs a time axis: only sequence models ask for it."""
-    if m.norm in ("none", "weight"):
-        return nn.Identity()
-    if m.norm == "batch":
-        return BatchNorm(channels, eps=m.norm_eps, momentum=m.norm_momentum, affine=m.norm_affine,
-                         eval_stats=m.bn_eval)
-    if m.norm == "batchrenorm":
-        return BatchRenorm(channels, eps=m.norm_eps, momentum=m.norm_momentum, affine=m.norm_affine,
-                           r_max=m.renorm_r_max, d_max=m.renorm_d_max, warmup_steps=m.renorm_warmup_steps,
-                           r_max_steps=m.renorm_r_max_steps, d_max_steps=m.renorm_d_max_steps,
-                           eval_stats=m.bn_eval)
-    if m.norm == "layer":
-        return nn.LayerNorm(channels, eps=m.norm_eps, elementwise_affine=m.norm_affine)
-    if m.norm == "group":
-        if channels % m.groups:
-            raise ValueError(f"model.groups={m.groups} must divide the width {channels}")
-        return nn.GroupNorm(m.groups, channels, eps=m.norm_eps, affine=m.norm_affine)
-    if m.norm == "rms":
-        return nn.RMSNorm(channels, eps=m.norm_eps, elementwise_affine=m.norm_affine)
-    if m.norm == "instance":
-        # track_running_stats=False: every sample is normalized by its own statistics, in training
-        # and at inference alike (there is no batch dependence to remove)
-        return nn.InstanceNorm1d(channels, eps=m.norm_eps, affine=m.norm_affine, track_running_stats=False)
-    raise ValueError(f"unknown model.norm {m.norm!r}")
+    """The `model.norm` module for a (B, C) or (B, C, T) tensor of `channels` channels."""
+    return NORM_FACTORIES[m.norm](m, channels)
 
 
 class SeqNorm(nn.Module):

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cryptonorm.config import Config
+from cryptonorm.config import Config, check_model
 from cryptonorm.errors import ConfigError, TrainingError
 from cryptonorm.learn import accel
 from cryptonorm.learn.budget import plan
@@ -45,7 +45,7 @@ from cryptonorm.learn.loop import (
 from cryptonorm.learn.loop import gather_windows as gather_windows  # re-exported: predict and callers use it
 from cryptonorm.learn.losses import make_loss
 from cryptonorm.learn.models import Forecaster, build_model
-from cryptonorm.learn.norms import BATCH_NORMS, eval_uses_batch_statistics, recalibrate, uses_batch_statistics
+from cryptonorm.learn.norms import eval_uses_batch_statistics, recalibrate, uses_batch_statistics
 
 
 class WindowedData(Protocol):
@@ -146,7 +146,7 @@ def fit(
     state.model.load_state_dict(state.best_state)
     if denorm:
         notes.append(f"RevIN de-normalizes the forecast with the window statistics of {denorm}")
-    if cfg.model.bn_eval == "recalibrate":
+    if cfg.model.batch_norm.eval == "recalibrate":
         notes.append(_recalibrate(state, data, cfg, checkpoint))
     state.model.eval()
     if isinstance(state.step_model, accel.SafeCompiled) and state.step_model.note:
@@ -173,10 +173,10 @@ def _accelerate(state: TrainState, data: Batches, cfg: Config, dev: torch.device
 
 
 def _recalibrate(state: TrainState, data: Batches, cfg: Config, checkpoint: str | Path | None) -> str:
-    """model.bn_eval recalibrate (AdaBN): after training, the running statistics of every BatchNorm are
-    re-estimated with the weights frozen on the latest `bn_recalibrate_bars` training windows, and the
+    """model.batch_norm.eval recalibrate (AdaBN): after training, the running statistics of every BatchNorm are
+    re-estimated with the weights frozen on the latest `batch_norm.recalibrate_bars` training windows, and the
     checkpoint is written again with them. In walk-forward every fold's fit does this on its own windows."""
-    recent = torch.sort(data.train_idx).values[-cfg.model.bn_recalibrate_bars :]  # (k,) latest END rows
+    recent = torch.sort(data.train_idx).values[-cfg.model.batch_norm.recalibrate_bars :]  # (k,) latest END rows
     recalibrate(state.model, gather_windows(data.X, recent, data.offsets))  # one batch of (k, W, F)
     if checkpoint is not None and state.stopper.best_epoch:
         save_checkpoint(checkpoint, state.model, cfg, data.X.shape[1], len(data.offsets),
@@ -206,15 +206,11 @@ def _set_revin_target(model: Forecaster, ds: WindowedData, cfg: Config) -> str |
 def _check_fit_inputs(ds: WindowedData, cfg: Config) -> None:
     """Config errors that need the data (window) and index sanity checks, before anything is built."""
     t, m = cfg.train, cfg.model
-    if m.norm in BATCH_NORMS and t.batch_size < 2:
-        raise ConfigError(
-            f"train.batch_size must be >= 2 for model.norm={m.norm}; BatchNorm needs at least two samples per "
-            f"batch for its statistics (got {t.batch_size})"
-        )
     window = int(ds.window)
-    if m.norm == "instance" and window < 2:
-        raise ConfigError(f"model.norm=instance normalizes over time and needs features.window >= 2 (got {window}); "
-                          "lengthen the window or pick another model.norm")
+    try:  # the config's own check (norm_facts.py), here for a config built by hand or a dataset's window
+        check_model(m, t.batch_size, window)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if len(ds.train_idx) == 0:
         raise TrainingError("the training split has no samples; use more data or a shorter window/horizon")
     for name in ("train", "val"):

@@ -16,20 +16,18 @@ from cryptonorm.pipeline.forecasting import predict
 from cryptonorm.pipeline.integrity import verify_run
 from cryptonorm.pipeline.prepare import audit, features
 from cryptonorm.pipeline.rundir import (
+    RunDir,
     finished_run,
     is_run_dir,
     load_run_config,
     new_run_dir,
-    remove_if_empty,
-    run_dir_lock,
-    versions,
 )
-from cryptonorm.pipeline.training import TrainSummary, train
+from cryptonorm.pipeline.training import TrainSummary, train, versions
 from cryptonorm.pipeline.validate import validate_config
 
 __all__ = [
     "FetchSummary", "TrainSummary", "audit", "backtest", "candle_path", "consolidate", "features", "fetch",
     "finished_run", "have_candles", "is_run_dir", "json_safe", "load_candles", "load_run_config", "new_run_dir",
-    "predict", "remove_if_empty", "run_dir_lock", "store_folder", "train", "train_and_backtest",
+    "predict", "RunDir", "store_folder", "train", "train_and_backtest",
     "validate_config", "verify_run", "versions", "write_csv", "write_json", "write_text_atomic",
 ]

@@ -27,11 +27,20 @@ from cryptonorm.data.store import load_funding
 from cryptonorm.errors import DataError
 from cryptonorm.pipeline.fetch import ProgressFn
 from cryptonorm.pipeline.integrity import verify_run
-from cryptonorm.pipeline.rundir import check_run_dir, finished_run, new_run_dir, run_dir_lock
+from cryptonorm.pipeline.rundir import (
+    BACKTEST_DIR,
+    BACKTEST_FILES,
+    BACKTEST_YAML,
+    EQUITY_CSV,
+    METRICS,
+    TRADES_CSV,
+    RunDir,
+    drop_temp,
+    new_run_dir,
+    write_marker,
+)
 from cryptonorm.pipeline.training import TrainSummary, train
 from cryptonorm.timeframes import timeframe_ms
-
-BACKTEST_DIR = "backtest"  # the run's own backtest, written by `cryptonorm run` / `backtest RUN_DIR`
 
 
 def _funding(cfg: Config, ts: np.ndarray) -> np.ndarray | None:
@@ -51,18 +60,20 @@ def backtest(run_dir: Path, split: str = "test", fmt: str | None = None, plot: b
     `fmt`: png | html | both; None: both when plotly is installed; neither with plot=False, which the claims
     study uses for its many small cells: drawing equity.png took most of such a cell's backtest time).
     Other backtest settings on the same forecasts: rebacktest.py."""
-    run_dir = Path(run_dir)
-    out_dir = run_dir / BACKTEST_DIR
-    cfg = finished_run(run_dir)
-    with run_dir_lock(run_dir):
-        return out_dir, run_backtest(run_dir, cfg, split, out_dir, fmt=fmt, plot=plot)
+    rd = RunDir(run_dir)
+    out_dir = rd / BACKTEST_DIR
+    cfg = rd.finished_config()
+    with rd.lock():
+        return out_dir, run_backtest(rd.path, cfg, split, out_dir, fmt=fmt, plot=plot)
 
 
 def run_backtest(run_dir: Path, cfg: Config, split: str, out_dir: Path, *, fmt: str | None = None,
-                 plot: bool = True) -> Any:
+                 plot: bool = True, kind: str = "backtest") -> Any:
     """Backtest RUN_DIR's saved `split` forecasts with `cfg`'s backtest settings into `out_dir`: equity.csv,
     trades.csv, metrics.json, backtest.yaml (the settings used) and the reports, all or nothing (a temp folder
-    renamed into place); returns the Backtest. The run's files must match the SHA-256 recorded in run.json."""
+    renamed into place; files of the user's in the old folder are kept, our outputs of an earlier backtest
+    are not: no report.html left beside a new equity.png); returns the Backtest. The run's files must match
+    the SHA-256 recorded in run.json. `kind`: what the folder's marker says made it (backtest, rebacktest)."""
     from cryptonorm.pipeline.reports import write_backtest_reports, write_no_backtest_report
     from cryptonorm.render.html import formats
 
@@ -77,25 +88,20 @@ def run_backtest(run_dir: Path, cfg: Config, split: str, out_dir: Path, *, fmt: 
         raise DataError(why + (f" (see {page})" if page else ""))
     result, outcome = simulate_split(full, cfg, split)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # the run's own backtest/ (or a new folder) is swapped in whole; an existing folder of the user's is
-    # written into, file by file (each atomically), never replaced
-    swap = out_dir == Path(run_dir) / BACKTEST_DIR or not out_dir.exists()
-    with _folder_swap(out_dir) if swap else _in_place(out_dir) as tmp:
-        write_csv(tmp / "equity.csv", result.equity)
-        write_csv(tmp / "trades.csv", result.trades)
-        write_json(tmp / "metrics.json", result.metrics)
-        write_text_atomic(tmp / "backtest.yaml", yaml.safe_dump({"backtest": cfg.backtest.model_dump(mode="json")},
-                                                                sort_keys=False, default_flow_style=None))
+    with _folder_swap(out_dir) as tmp:  # the callers have checked that `out_dir` is new, empty or ours
+        write_csv(tmp / EQUITY_CSV, result.equity)
+        write_csv(tmp / TRADES_CSV, result.trades)
+        write_json(tmp / METRICS, result.metrics)
+        write_text_atomic(tmp / BACKTEST_YAML, yaml.safe_dump({"backtest": cfg.backtest.model_dump(mode="json")},
+                                                               sort_keys=False, default_flow_style=None))
         write_backtest_reports(tmp, result, title, want, outcome=outcome)
+        write_marker(tmp, kind, run_dir)
     return result
 
 
 def read_forecasts(run_dir: Path) -> pd.DataFrame:
-    """RUN_DIR/forecasts.csv: every saved out-of-sample forecast, all splits."""
-    fpath = Path(run_dir) / "forecasts.csv"
-    if not fpath.exists():
-        raise DataError(f"{fpath} not found; train first (`cryptonorm train CONFIG`)")
-    return pd.read_csv(fpath)
+    """RUN_DIR/forecasts.csv: every saved out-of-sample forecast, all splits (RunDir.forecasts)."""
+    return RunDir(run_dir).forecasts()
 
 
 def _too_short(run_dir: Path, split: str, n: int) -> str:
@@ -125,14 +131,9 @@ def simulate_split(full: pd.DataFrame, cfg: Config, split: str, *, forecast_stat
 
 
 @contextlib.contextmanager
-def _in_place(target: Path) -> Iterator[Path]:
-    target.mkdir(parents=True, exist_ok=True)
-    yield target
-
-
-@contextlib.contextmanager
 def _folder_swap(target: Path) -> Iterator[Path]:
-    """Yield a hidden temp folder beside `target`; when the block succeeds it replaces `target` by renames."""
+    """Yield a hidden temp folder beside `target`; when the block succeeds it replaces `target` by renames.
+    What the old folder holds beyond our outputs (a user's notes.md) moves into the new one."""
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
         yield tmp
@@ -141,7 +142,12 @@ def _folder_swap(target: Path) -> Iterator[Path]:
         if target.exists():
             target.rename(old)
         tmp.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
+        # the user's files move from the old folder to the new one; the old one goes only once empty of
+        # them (killed half-way, it stays, hidden: temp-folder cleanups remove only our files, drop_temp)
+        for p in old.iterdir() if old.is_dir() else ():
+            if p.name not in BACKTEST_FILES and not (target / p.name).exists():
+                p.rename(target / p.name)
+        drop_temp(old)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -149,9 +155,9 @@ def _folder_swap(target: Path) -> Iterator[Path]:
 def train_and_backtest(cfg: Config, out: Path | None = None, *, force: bool = False,
                        progress: ProgressFn | None = None, fmt: str | None = None) -> tuple[TrainSummary, Path, Any]:
     """`cryptonorm run`: train, then backtest the test split, with the run directory locked throughout."""
-    run_dir = Path(out) if out is not None else new_run_dir(cfg)
-    check_run_dir(run_dir)
-    with run_dir_lock(run_dir):
-        summary = train(cfg, run_dir, force=force, progress=progress)
+    rd = RunDir(Path(out) if out is not None else new_run_dir(cfg))
+    rd.check_out(force)
+    with rd.lock():
+        summary = train(cfg, rd.path, force=force, progress=progress)
         out_dir, result = backtest(summary.run_dir, fmt=fmt)
     return summary, out_dir, result

@@ -9,8 +9,7 @@ from pathlib import Path
 
 from cryptonorm import __version__
 from cryptonorm.config import Config
-from cryptonorm.data.store import store_folder
-from cryptonorm.errors import ConfigError
+from cryptonorm.errors import ConfigError, Hint
 
 
 @dataclass(frozen=True)
@@ -29,7 +28,7 @@ def export_onnx(run_dir: Path, out: Path) -> ExportSummary:
     is not a run directory, an unfinished run, or an output that is not a .onnx file."""
     from cryptonorm.learn import checkpoints
     from cryptonorm.learn.export import export_onnx as write_onnx
-    from cryptonorm.pipeline.rundir import load_run_config
+    from cryptonorm.pipeline.rundir import MODEL, RUN_JSON, SCALER, RunDir, load_run_config
 
     run_dir, out = Path(run_dir), Path(out)
     if out.suffix.lower() != ".onnx":
@@ -37,13 +36,13 @@ def export_onnx(run_dir: Path, out: Path) -> ExportSummary:
     if out.is_dir():
         raise ConfigError(f"--onnx {out} is a directory; give a file name ending in .onnx")
     cfg = load_run_config(run_dir)  # ConfigError when it is not a run directory
-    missing = [n for n in ("run.json", "model.pt", "scaler.json") if not (run_dir / n).is_file()]
+    missing = [n for n in (RUN_JSON, MODEL, SCALER) if not (run_dir / n).is_file()]
     if missing:
         raise ConfigError(f"{run_dir} is an unfinished run (no {', '.join(missing)}): its training did not "
-                          "complete; train it again with the same --out, then export")
-    meta = json.loads((run_dir / "scaler.json").read_text())
+                          "complete; train it again with the same {out}, then export", hints=(Hint.OUT,))
+    meta = RunDir(run_dir).scaler()
     scaler, names, window = meta["scaler"], [str(n) for n in meta["features"]], int(meta["window"])
-    model, _ = checkpoints.load_checkpoint(run_dir / "model.pt")
+    model, _ = checkpoints.load_checkpoint(run_dir / MODEL)
     info = {"cryptonorm": __version__, "run": run_dir.name, "features": json.dumps(names), "window": str(window),
             "target": cfg.target.kind, "horizon": str(cfg.target.horizon), "timeframe": cfg.data.timeframe,
             "symbol": cfg.data.symbols[0], "input": "features: (batch, window, features) float32 raw values",
@@ -56,10 +55,12 @@ def export_onnx(run_dir: Path, out: Path) -> ExportSummary:
 def export_freqtrade(cfg: Config, out_dir: Path, fmt: str = "feather") -> list[Path]:
     """Write the candles of every data.symbol (and a swap's funding rates) where and how freqtrade keeps
     them: `out_dir` plays freqtrade's `user_data/data/<exchange>/`. Reads the store (or the config's own
-    file) exactly as training would; nothing in the store changes. Returns the files written."""
+    files: data.file, data.funding_file) exactly as training would; nothing in the store changes. A file
+    already there is merged with, never cut (its candles outside the export stay; differing overlaps are
+    refused). Returns the files written."""
     from cryptonorm.data import freqtrade
-    from cryptonorm.data.funding import funding_path, interval_ms
-    from cryptonorm.data.store import FUNDING, load_candles, read_store
+    from cryptonorm.data.funding import interval_ms
+    from cryptonorm.data.store import load_candles, load_funding
 
     if fmt not in freqtrade.FORMATS:
         raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(freqtrade.FORMATS)}")
@@ -72,7 +73,7 @@ def export_freqtrade(cfg: Config, out_dir: Path, fmt: str = "feather") -> list[P
         candles = load_candles(one)
         written.append(freqtrade.write(candles, out_dir, symbol, cfg.data.timeframe, fmt=fmt,
                                        candle_type="futures" if swap else ""))
-        rates = read_store(funding_path(cfg.data.dir, store_folder(cfg.data), symbol), FUNDING) if swap else None
+        rates = load_funding(one)  # None for spot
         if rates is not None and len(rates):  # freqtrade's funding_rate candles: the rate in `open`
             hours = interval_ms(rates["timestamp"].to_numpy()) // 3_600_000
             frame = rates.rename(columns={"rate": "open"}).assign(high=rates["rate"], low=rates["rate"],

@@ -7,12 +7,13 @@ would otherwise give different forecasts or backtests without a word.
 from __future__ import annotations
 
 import hashlib
-import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cryptonorm.errors import DataError
+from cryptonorm.pipeline.rundir import CONFIG, FORECASTS, MODEL, RUN_JSON, SCALER, RunDir
 
-CHECKED = ("model.pt", "scaler.json", "config.yaml", "forecasts.csv")  # what run.json records
+CHECKED = (MODEL, SCALER, CONFIG, FORECASTS)  # what run.json records
 
 
 def sha256(path: Path) -> str:
@@ -29,26 +30,26 @@ def file_hashes(run_dir: Path) -> dict[str, str]:
     return {name: sha256(run_dir / name) for name in CHECKED if (run_dir / name).is_file()}
 
 
-def verify_run(run_dir: Path, names: tuple[str, ...] | list[str] = CHECKED) -> None:
+def verify_run(run_dir: Path, names: Sequence[str] = CHECKED) -> None:
     """DataError (exit 1) naming the first of `names` whose SHA-256 differs from the one run.json recorded.
 
     Runs trained before hashes were recorded have none to check against and pass.
     """
-    run_dir = Path(run_dir)
-    try:
-        recorded = json.loads((run_dir / "run.json").read_text()).get("files") or {}
-    except (OSError, ValueError, AttributeError) as e:
-        raise DataError(f"{run_dir / 'run.json'} cannot be read ({e}); train the run again") from None
+    RunDir(run_dir).verify(names)
+
+
+def verify_hashes(run_dir: Path, recorded: Mapping[str, str], names: Sequence[str] = CHECKED) -> None:
+    """DataError naming the first of `names` whose SHA-256 differs from `recorded` (those not recorded pass)."""
     for name in names:
         want = recorded.get(name)
         if want is None:
             continue
-        path = run_dir / name
+        path = Path(run_dir) / name
         if not path.is_file():
             raise DataError(f"{path} is missing; the run is incomplete: train it again")
         if sha256(path) != want:
             raise DataError(f"{path} is not the file this run was trained with (its SHA-256 differs from the one "
-                            "in run.json): it was replaced or edited; restore the original or train again")
+                            f"in {RUN_JSON}): it was replaced or edited; restore the original or train again")
 
 
 def record_file(run_dir: Path, name: str) -> None:
@@ -56,8 +57,8 @@ def record_file(run_dir: Path, name: str) -> None:
     itself (a sweep re-backtest writing a cell's new backtest settings into its config.yaml)."""
     from cryptonorm.atomic import write_json
 
-    path = Path(run_dir) / "run.json"
-    info = json.loads(path.read_text())
+    path = Path(run_dir) / RUN_JSON
+    info = RunDir(run_dir).info()
     if isinstance(info.get("files"), dict):
         info["files"][name] = sha256(Path(run_dir) / name)
         write_json(path, info)

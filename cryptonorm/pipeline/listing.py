@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from cryptonorm.atomic import read_json_object
-from cryptonorm.errors import ConfigError
+from cryptonorm.errors import ConfigError, CryptonormError
+from cryptonorm.pipeline.rundir import BACKTEST_DIR, CONFIG, METRICS, RUN_JSON, RunDir
 
 MAX_DEPTH = 4  # runs/<name>, sweeps/<sweep>/cells/<cell>/run
 
@@ -21,7 +22,7 @@ def find_run_dirs(root: Path) -> list[Path]:
     found: list[Path] = []
 
     def walk(p: Path, depth: int) -> None:
-        if (p / "config.yaml").is_file():
+        if RunDir(p).is_run:
             found.append(p)
             return
         if depth < MAX_DEPTH:
@@ -34,26 +35,34 @@ def find_run_dirs(root: Path) -> list[Path]:
 
 def run_row(run_dir: Path, root: Path | None = None) -> dict[str, Any]:
     """One run's summary: name, date, model, norm, target, test forecast metrics, Sharpe after costs, and
-    whether its training finished (run.json is written last). Unreadable files give None fields."""
-    cfg = _read_yaml(run_dir / "config.yaml")
-    info = read_json_object(run_dir / "run.json")
-    metrics = read_json_object(run_dir / "metrics.json") or {}
-    bt = read_json_object(run_dir / "backtest" / "metrics.json") or {}
-    model, target = cfg.get("model", {}), cfg.get("target", {})
+    whether its training finished (run.json is written last). A config.yaml that does not validate makes the
+    run `damaged` (the reason; model, norm and target None): nothing is guessed. Unreadable metrics give None
+    fields."""
+    rd = RunDir(run_dir)
+    damaged = None
+    try:
+        cfg = rd.config()
+        model, norm, target = cfg.model.kind, cfg.model.norm, f"{cfg.target.kind}/{cfg.target.horizon}"
+    except CryptonormError as e:
+        damaged, model, norm, target = f"{CONFIG}: {str(e).splitlines()[0]}", None, None, None
+    info = read_json_object(rd / RUN_JSON)
+    metrics = read_json_object(rd / METRICS) or {}
+    bt = read_json_object(rd / BACKTEST_DIR / METRICS) or {}
     created = (info or {}).get("created") or datetime.fromtimestamp(
-        (run_dir / "config.yaml").stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+        (rd / CONFIG).stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
     test = metrics.get("test") or {}
     return {
         "name": str(run_dir.relative_to(root)) if root is not None and run_dir != root else run_dir.name,
         "path": str(run_dir),
-        "created": created,
-        "model": model.get("kind", "mlp"),
-        "norm": model.get("norm", "layer"),
-        "target": f"{target.get('kind', 'return')}/{target.get('horizon', 1)}",
-        "test": {k: v for k, v in test.items() if isinstance(v, (int, float))},
+        "created": str(created),
+        "model": model,
+        "norm": norm,
+        "target": target,
+        "test": {k: v for k, v in test.items() if isinstance(v, (int, float))} if isinstance(test, dict) else {},
         "sharpe": (bt.get("strategy") or {}).get("sharpe"),
         "buy_and_hold_sharpe": (bt.get("buy_and_hold") or {}).get("sharpe"),
         "finished": info is not None,
+        "damaged": damaged,
     }
 
 
@@ -61,13 +70,3 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
     """`run_row` of every run directory under `root`, oldest first."""
     root = Path(root)
     return sorted((run_row(p, root) for p in find_run_dirs(root)), key=lambda r: (r["created"], r["name"]))
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        out = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return {}
-    return out if isinstance(out, dict) else {}

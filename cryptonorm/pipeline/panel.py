@@ -209,8 +209,11 @@ def single_split(prep: PanelPrepared, cfg: Config) -> tuple[np.ndarray, np.ndarr
 def run_panel(cfg: Config, out: Path) -> PanelResult:
     """Train one model on the universe (or one per walk-forward fold), forecast the test period, write
     metrics and forecasts to `out`."""
+    from cryptonorm.pipeline.rundir import RunDir, read_marker, write_marker
     from cryptonorm.trade.portfolio import check_k
 
+    if read_marker(out).get("kind") != "panel":  # a folder of ours from an earlier panel run is replaced
+        RunDir(out).check_out()
     u = load_universe(cfg)
     if cfg.backtest.portfolio is not None:  # before training, not after
         check_k(cfg.backtest.portfolio, int(u.present().sum(axis=1).max()))
@@ -230,6 +233,7 @@ def run_panel(cfg: Config, out: Path) -> PanelResult:
     metrics = {"model": model_m, "momentum": base_m, "coins": prep.symbols, "skipped": prep.skipped,
                **training_info, "config": cfg.to_dict()}
     out.mkdir(parents=True, exist_ok=True)
+    write_marker(out, "panel")
     t_idx, c_idx = np.nonzero(np.isfinite(forecast))
     write_csv(out / "forecasts.csv", pd.DataFrame({
         "timestamp": prep.timestamps[t_idx], "symbol": np.asarray(prep.symbols)[c_idx],

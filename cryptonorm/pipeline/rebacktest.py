@@ -21,8 +21,22 @@ import pandas as pd
 
 from cryptonorm.atomic import write_csv, write_json
 from cryptonorm.config import Config, build_config
-from cryptonorm.errors import ConfigError, DataError
-from cryptonorm.pipeline.backtesting import BACKTEST_DIR, read_forecasts, run_backtest, simulate_split
+from cryptonorm.errors import ConfigError, DataError, Hint
+from cryptonorm.pipeline.backtesting import read_forecasts, run_backtest, simulate_split
+from cryptonorm.pipeline.rundir import (
+    BACKTEST_DIR,
+    BACKTEST_PREFIX,
+    BACKTEST_YAML,
+    GRID_CSV,
+    GRID_FILES,
+    GRID_JSON,
+    HEATMAP_PNG,
+    SELECTED_CSV,
+    RunDir,
+    contents,
+    read_marker,
+    write_marker,
+)
 
 COST_KEYS = ("fee_bps", "slippage_bps")  # cost scenarios: given by the market, never chosen on data
 MAX_GRID = 400  # combinations; each is one backtest of the validation split
@@ -77,26 +91,53 @@ def rebacktest(run_dir: Path, overrides: Mapping[str, Any] | None = None, out: P
     RUN_DIR/backtest-<settings hash>/ (RUN_DIR/backtest/ itself is never written here); `write=False`
     writes nothing and returns (None, result).
     """
-    from cryptonorm.pipeline.rundir import finished_run
-
     run_dir = Path(run_dir)
-    cfg = backtest_overrides(finished_run(run_dir), overrides or {})
+    cfg = backtest_overrides(RunDir(run_dir).finished_config(), overrides or {})
     if not write:
         return None, simulate_split(read_forecasts(run_dir), cfg, split, run_dir=run_dir)[0]
-    out_dir = _out_dir(run_dir, out, f"backtest-{settings_hash(cfg)}")
-    return out_dir, run_backtest(run_dir, cfg, split, out_dir, fmt=fmt)
+    out_dir = _out_dir(run_dir, out, f"{BACKTEST_PREFIX}{settings_hash(cfg)}", "rebacktest")
+    return out_dir, run_backtest(run_dir, cfg, split, out_dir, fmt=fmt, kind="rebacktest")
 
 
-def _out_dir(run_dir: Path, out: Path | None, default: str) -> Path:
-    """Where a re-backtest goes; refuses the run's own backtest/ and folders that hold something else."""
+def backtest_saved(run_dir: Path, overrides: Mapping[str, Any] | None = None, out: Path | None = None, *,
+                   split: str = "test", write: bool = True, fmt: str | None = None) -> tuple[Path | None, Any]:
+    """A finished run's saved forecasts backtested, for `cryptonorm backtest RUN_DIR` and `cn.backtest`: with
+    the run's own settings into RUN_DIR/backtest/, or (other settings, another `out`, the validation split,
+    `write=False`) as a re-backtest (`rebacktest`). Returns (folder written or None, the Backtest)."""
+    from cryptonorm.pipeline.backtesting import backtest
+
+    if overrides or out is not None or split != "test" or not write:
+        return rebacktest(run_dir, overrides, out, split=split, write=write, fmt=fmt)
+    return backtest(run_dir, fmt=fmt)
+
+
+def _out_dir(run_dir: Path, out: Path | None, default: str, kind: str) -> Path:
+    """Where a re-backtest (`kind` rebacktest) or grid goes: a new or empty folder, or one that an earlier
+    one of the same kind for the same run made. The run's own results, another run, another run's backtest
+    and folders of the user's are refused: nothing there is replaced."""
     path = Path(out) if out is not None else run_dir / default
     if path.resolve() == (run_dir / BACKTEST_DIR).resolve() or path.resolve() == run_dir.resolve():
-        raise ConfigError(f"--out {path}: that is the run's own results; choose another folder (default "
-                          f"{run_dir / default})")
-    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / "metrics.json").exists()
-                                                 and not (path / "grid.csv").exists())):
-        raise ConfigError(f"--out {path} exists and is not a backtest folder; choose a new or empty folder")
-    return path
+        raise ConfigError(f"{{out}} {path}: that is the run's own results; choose another folder (default "
+                          f"{run_dir / default})", hints=(Hint.OUT,))
+    if not path.exists():
+        return path
+    if not path.is_dir():
+        raise ConfigError(f"{{out}} {path} is a file; choose a new or empty folder", hints=(Hint.OUT,))
+    if not contents(path):
+        return path
+    marker = read_marker(path)
+    if marker.get("kind") == kind and marker.get("run") == str(run_dir.resolve()):
+        return path  # an earlier re-backtest of this run: replaced by the new one
+    if out is None and not marker and (path / (GRID_JSON if kind == "grid" else BACKTEST_YAML)).is_file():
+        return path  # the run's own default folder, from a version that wrote no marker
+    if RunDir(path).ours() or RunDir(path).is_run:
+        what = "another run directory"
+    elif marker:
+        what = f"a {marker.get('kind')} of another run ({marker.get('run', '?')})"
+    else:
+        what = "files cryptonorm did not write"
+    raise ConfigError(f"{{out}} {path} holds {what}; nothing there is replaced: choose a new or empty folder "
+                      f"(default {run_dir / default})", hints=(Hint.OUT,))
 
 
 # ---------------------------------------------------------------- grids
@@ -161,10 +202,8 @@ def grid(run_dir: Path, values: Mapping[str, Sequence[Any]], out: Path | None = 
     """Every combination of `values` (backtest keys -> values) on the validation split; per cost level the
     best Sharpe after costs there chooses the other settings; the test split is backtested once with them.
     `overrides` (backtest keys) change the run's settings the grid starts from."""
-    from cryptonorm.pipeline.rundir import finished_run
-
     run_dir = Path(run_dir)
-    base = backtest_overrides(finished_run(run_dir), overrides or {})
+    base = backtest_overrides(RunDir(run_dir).finished_config(), overrides or {})
     keys = [_leaf(k, "--grid") for k in values]
     if base.split.walk_forward.enabled:
         raise ConfigError(f"--grid chooses settings on the validation split, and {run_dir} is a walk-forward run "
@@ -179,7 +218,7 @@ def grid(run_dir: Path, values: Mapping[str, Sequence[Any]], out: Path | None = 
         if len(rows) < 2:
             raise DataError(f"the {name} split of {run_dir} has {len(rows)} bar(s); a grid needs at least 2 in "
                             "the validation and the test split")
-    out_dir = _out_dir(run_dir, out, f"backtest-grid-{_grid_hash(base, values)}") if write else None
+    out_dir = _out_dir(run_dir, out, f"{BACKTEST_PREFIX}grid-{_grid_hash(base, values)}", "grid") if write else None
     rows = []
     for combo, cfg in zip(combos, configs, strict=True):
         s = simulate_split(full, cfg, "val", forecast_stats=False)[0].metrics["strategy"]
@@ -200,7 +239,7 @@ def grid(run_dir: Path, values: Mapping[str, Sequence[Any]], out: Path | None = 
                        "test_trades": s["trades"], "test_bh_sharpe": bh["sharpe"]})
     result = GridResult(keys, table, pd.DataFrame(picked), _span(val), _span(test), out_dir)
     if out_dir is not None:
-        _write_grid(result, base)
+        _write_grid(result, base, run_dir)
     return result
 
 
@@ -217,14 +256,17 @@ def _grid_hash(base: Config, values: Mapping[str, Sequence[Any]]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def _write_grid(result: GridResult, base: Config) -> None:
+def _write_grid(result: GridResult, base: Config, run_dir: Path) -> None:
     from cryptonorm.render.heatmap import plot_grid
 
     assert result.out_dir is not None
     out = result.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    result.paths = {"grid": out / "grid.csv", "selected": out / "selected.csv", "heatmap": out / "heatmap.png",
-                    "meta": out / "grid.json"}
+    for name in GRID_FILES:  # an earlier grid of this run in this folder: its files go before the new ones
+        (out / name).unlink(missing_ok=True)
+    write_marker(out, "grid", run_dir)
+    result.paths = {"grid": out / GRID_CSV, "selected": out / SELECTED_CSV, "heatmap": out / HEATMAP_PNG,
+                    "meta": out / GRID_JSON}
     write_csv(result.paths["grid"], result.table)
     write_csv(result.paths["selected"], result.selected)
     write_json(result.paths["meta"], {"keys": result.keys, "base": base.backtest.model_dump(mode="json"),

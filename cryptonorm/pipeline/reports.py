@@ -10,8 +10,11 @@ from typing import Any
 
 import numpy as np
 
+from cryptonorm.render.html import PLOTLY_JS
+
 REPORT_HTML = "report.html"
 EQUITY_PNG = "equity.png"
+REPORT_FILES = (REPORT_HTML, EQUITY_PNG, PLOTLY_JS)  # every file the reports write
 
 
 def write_backtest_reports(out_dir: Path, result: Any, title: str, want: tuple[str, ...],

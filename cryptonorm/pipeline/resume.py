@@ -16,33 +16,25 @@ import numpy as np
 
 from cryptonorm.atomic import json_safe, write_text_atomic
 from cryptonorm.config import Config
-from cryptonorm.errors import CryptonormError, DataError
-from cryptonorm.pipeline.rundir import (
-    RESUME_FOLDS,
-    RESUME_STATE,
-    config_diff,
-    load_run_config,
-    resolved_paths,
-    saved_state,
-)
+from cryptonorm.errors import CryptonormError, DataError, Hint
+from cryptonorm.pipeline.rundir import RESUME_FOLDS, RESUME_STATE, RunDir, config_diff, resolved_paths
 
 
 def resumable(run_dir: Path, cfg: Config, data_hash: str) -> bool:
     """Whether training `cfg` on candles of `data_hash` into `run_dir` would resume an interrupted run there:
-    no run.json, a saved training state of those candles, the same config (rundir.begin_run's rule). False
+    no run.json, a saved training state of those candles, the same config (RunDir.begin's rule). False
     for anything else, a damaged state or config included (a sweep cell then starts afresh)."""
-    run_dir = Path(run_dir)
-    if (run_dir / "run.json").exists() or not (run_dir / "config.yaml").exists() or not saved_state(run_dir):
+    rd = RunDir(run_dir)
+    if rd.finished or not rd.is_run or not rd.saved_state():
         return False
     try:
-        if (run_dir / RESUME_STATE).exists():
+        if (rd / RESUME_STATE).exists():
             from cryptonorm.learn.checkpoints import load_train_state
 
-            saved = load_train_state(run_dir / RESUME_STATE)[1].get("data_hash")
+            saved = load_train_state(rd / RESUME_STATE)[1].get("data_hash")
         else:
-            saved = json.loads((run_dir / RESUME_FOLDS).read_text()).get("data_hash")
-        return saved == data_hash and not config_diff(load_run_config(run_dir).to_dict(),
-                                                      resolved_paths(cfg).to_dict())
+            saved = json.loads((rd / RESUME_FOLDS).read_text()).get("data_hash")
+        return saved == data_hash and not config_diff(rd.config().to_dict(), resolved_paths(cfg).to_dict())
     except (CryptonormError, OSError, ValueError, AttributeError):  # damaged leftovers (a TrainingError or
         return False  # ConfigError from the readers, unreadable JSON or not a mapping): the caller removes them
 
@@ -99,7 +91,8 @@ class Checkpointer:
             saved = json.loads(path.read_text())
             folds: list[dict[str, Any]] = saved["folds"]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise DataError(f"cannot read {path} to resume from ({e}); pass --force to start over") from None
+            raise DataError(f"cannot read {path} to resume from ({e}); pass {{force}} to start over",
+                            hints=(Hint.FORCE,)) from None
         self._check_hash(saved.get("data_hash"), path)
         if folds:
             self.resumed = f"after fold {len(folds) - 1}"
@@ -108,4 +101,4 @@ class Checkpointer:
     def _check_hash(self, saved: Any, path: Path) -> None:
         if saved != self.data_hash:
             raise DataError(f"the candles changed since the interrupted run in {self.run_dir} was saved "
-                            f"({path.name}); pass --force to start over on the new data")
+                            f"({path.name}); pass {{force}} to start over on the new data", hints=(Hint.FORCE,))

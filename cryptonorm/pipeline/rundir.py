@@ -1,34 +1,55 @@
-"""Run directories: naming, what a run writes, clearing an earlier run, reading a saved one, versions.
+"""Run directories: `RunDir` owns their file names, state (finished or not), the resume rule, readers,
+integrity and lock; plus naming new run directories.
 
 A run directory is finished when run.json exists (written last); a re-run into it clears the old outputs
-first, so it never mixes two runs.
+first (and what they produced: backtest folders), so it never mixes two runs. cryptonorm writes only into
+folders it made (they carry a `.cryptonorm` marker, or a run.json) or empty ones; a folder of the user's is
+refused unless `force`, and even then nothing cryptonorm did not write is replaced or removed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import platform
-import shutil
-import sys
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from cryptonorm import __version__
 from cryptonorm.config import Config, build_config, read_yaml
-from cryptonorm.errors import ConfigError, DataError
+from cryptonorm.errors import ConfigError, DataError, Hint, NotOurs, RunExists
+from cryptonorm.pipeline.reports import REPORT_FILES
 
+# ---------------------------------------------------------------- the file names of a run directory (one home)
+
+CONFIG = "config.yaml"  # the config as trained (paths made absolute)
+RUN_JSON = "run.json"  # written last: the marker of a finished run (seed, device, versions, data, file hashes)
+MODEL = "model.pt"
+SCALER = "scaler.json"  # {"scaler": {...}, "features": [names], "window": W}
+FORECASTS = "forecasts.csv"  # every out-of-sample forecast (all splits)
+HISTORY = "history.csv"  # one row per epoch
+METRICS = "metrics.json"  # forecast metrics of the validation and test splits
+FOLDS = "folds.csv"  # walk-forward: one row per fold
+PREDICTIONS = "predictions.csv"  # `predict` without -o
 RESUME_STATE = "resume.pt"  # the training state after the last finished epoch (removed once the run finishes)
 RESUME_FOLDS = "resume_folds.json"  # walk-forward: the finished folds' forecasts and records
 LOCK = ".lock"  # held (flock) by the command writing the run directory
+MARKER = ".cryptonorm"  # {"kind": "run" | "backtest" | "rebacktest" | "grid", "run": path}: a folder we made
+BACKTEST_DIR = "backtest"  # the run's own backtest, written by `cryptonorm run` / `backtest RUN_DIR`
+BACKTEST_PREFIX = "backtest-"  # re-backtests (backtest-<hash>) and grids (backtest-grid-<hash>) of the run
 
 # What train writes; run.json last, as the marker of a finished run.
-RUN_OUTPUTS = ("run.json", "metrics.json", "forecasts.csv", "scaler.json", "history.csv", "folds.csv", "model.pt",
-               "predictions.csv", "config.yaml", RESUME_STATE, RESUME_FOLDS)
+RUN_OUTPUTS = (RUN_JSON, METRICS, FORECASTS, SCALER, HISTORY, FOLDS, MODEL, PREDICTIONS, CONFIG, RESUME_STATE,
+               RESUME_FOLDS)
+# What a backtest folder holds (the reports' names are pipeline/reports.py's), and a grid folder.
+EQUITY_CSV, TRADES_CSV, BACKTEST_YAML = "equity.csv", "trades.csv", "backtest.yaml"
+BACKTEST_FILES = (EQUITY_CSV, TRADES_CSV, METRICS, BACKTEST_YAML, *REPORT_FILES, MARKER)
+GRID_CSV, SELECTED_CSV, HEATMAP_PNG, GRID_JSON = "grid.csv", "selected.csv", "heatmap.png", "grid.json"
+GRID_FILES = (GRID_CSV, SELECTED_CSV, HEATMAP_PNG, GRID_JSON, MARKER)
+FORECAST_COLUMNS = ("timestamp", "close", "forecast", "y", "outcome", "split")  # what the backtest reads
 _HELD: dict[Path, int] = {}  # run directories this process holds the lock of (the lock is re-entrant)
 
 
@@ -44,19 +65,6 @@ def new_run_dir(cfg: Config, root: Path = Path("runs")) -> Path:
     return path
 
 
-def versions() -> dict[str, str]:
-    """Versions of cryptonorm, python, the platform and the libraries a run depends on (for run.json)."""
-    import torch
-
-    out = {"cryptonorm": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
-           "torch": torch.__version__, "numpy": np.__version__, "pandas": pd.__version__}
-    with contextlib.suppress(Exception):  # the installed version, without importing ccxt (slow, unused here)
-        from importlib.metadata import version
-
-        out["ccxt"] = version("ccxt")
-    return out
-
-
 def resolved_paths(cfg: Config) -> Config:
     """The config with data.dir, data.file, data.freqtrade_dir and data.funding_file made absolute, so a run
     directory works from any folder."""
@@ -67,70 +75,299 @@ def resolved_paths(cfg: Config) -> Config:
     return cfg.model_copy(update={"data": cfg.data.model_copy(update=update)})
 
 
-def _is_temp(p: Path) -> bool:
+def is_temp(p: Path) -> bool:
+    """A killed atomic write's leftover: `.NAME.XXXX.tmp` (a file, or a backtest's temp folder)."""
     return p.name.startswith(".") and p.name.endswith(".tmp")
 
 
-@contextlib.contextmanager
-def run_dir_lock(run_dir: Path) -> Iterator[Path]:
-    """Hold RUN_DIR/.lock for the block (created with its parents): a second command writing the same run
-    directory fails at once instead of racing; re-entrant within one process. Released when the process dies."""
-    from filelock import FileLock, Timeout
+def read_marker(folder: Path) -> dict[str, Any]:
+    """FOLDER/.cryptonorm ({} when absent or unreadable): what made the folder, and for which run."""
+    try:
+        out = json.loads((Path(folder) / MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+    return out if isinstance(out, dict) else {}
 
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"--out {run_dir} is a file; choose a new or empty directory")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    key = run_dir.resolve()
-    if key in _HELD:
-        _HELD[key] += 1
+
+def write_marker(folder: Path, kind: str, run: Path | None = None) -> None:
+    """Mark FOLDER as cryptonorm's (`kind` of output, for `run`)."""
+    from cryptonorm.atomic import write_text_atomic
+
+    info = {"kind": kind, **({"run": str(Path(run).resolve())} if run is not None else {})}
+    write_text_atomic(Path(folder) / MARKER, json.dumps(info) + "\n")
+
+
+def contents(folder: Path) -> list[str]:
+    """Names in FOLDER other than the lock and leftover temp files, sorted."""
+    return sorted(p.name for p in Path(folder).iterdir() if not is_temp(p) and p.name != LOCK)
+
+
+def remove_ours(folder: Path, names: Sequence[str]) -> None:
+    """Remove the files `names` of FOLDER that cryptonorm wrote, and FOLDER itself if nothing else is left
+    (a user's notes.md in it stays, with its folder)."""
+    for name in names:
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            (folder / name).unlink()
+    for p in folder.iterdir() if folder.is_dir() else ():
+        if is_temp(p):
+            drop_temp(p)
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # only when empty
+
+
+def drop_temp(p: Path) -> None:
+    """Remove a killed write's temp file, or our files in a temp backtest folder (a user's file there stays)."""
+    if p.is_dir():
+        remove_ours(p, (*BACKTEST_FILES, *GRID_FILES))
+    else:
+        p.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """One run directory: the one place that knows its file names, its state, how to read it and lock it."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    def __truediv__(self, name: str) -> Path:  # rd / MODEL
+        return self.path / name
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def finished(self) -> bool:
+        """Training finished (run.json is written last)."""
+        return (self.path / RUN_JSON).is_file()
+
+    @property
+    def is_run(self) -> bool:
+        """A folder holding a config.yaml (a finished or an interrupted run)."""
+        return self.path.is_dir() and (self.path / CONFIG).is_file()
+
+    def saved_state(self) -> bool:
+        """Whether it holds a saved training state to resume from (an epoch's, or finished folds')."""
+        return (self.path / RESUME_STATE).exists() or (self.path / RESUME_FOLDS).exists()
+
+    def ours(self) -> bool:
+        """Made by cryptonorm: our marker of a run, a run.json, or (older versions) a config with a saved
+        training state."""
+        return (read_marker(self.path).get("kind") == "run" or self.finished
+                or (self.is_run and self.saved_state()))
+
+    def backtest_dirs(self) -> list[Path]:
+        """backtest/, backtest-<hash>/ and backtest-grid-<hash>/: what the run's forecasts produced."""
+        if not self.path.is_dir():
+            return []
+        return sorted(p for p in self.path.iterdir() if p.is_dir() and not is_temp(p)
+                      and (p.name == BACKTEST_DIR or p.name.startswith(BACKTEST_PREFIX)))
+
+    # ------------------------------------------------------------ writing: check, lock, begin, clear
+
+    def check_out(self, force: bool = False) -> None:
+        """Refuse a file, and a non-empty folder cryptonorm did not make (unless `force`; even then files with
+        our names that we did not write are refused: they would be replaced)."""
+        p = self.path
+        if not p.exists():
+            return
+        if not p.is_dir():
+            raise ConfigError(f"{{out}} {p} is a file; choose a new or empty directory", hints=(Hint.OUT,))
+        content = contents(p)
+        if not content or self.ours():
+            return
+        shown = ", ".join(content[:4]) + (f" and {len(content) - 4} more" if len(content) > 4 else "")
+        if not force:
+            raise RunExists(f"{{out}} {p} is not empty and not a cryptonorm run directory (it holds {shown}); "
+                            "choose a new or empty directory, or pass {force} to write beside them (they are "
+                            "kept)", hints=(Hint.OUT, Hint.FORCE))
+        clash = [n for n in (*RUN_OUTPUTS, BACKTEST_DIR) if (p / n).exists()]
+        clash += [d.name for d in self.backtest_dirs() if d.name != BACKTEST_DIR]
+        if clash:
+            raise NotOurs(f"{{out}} {p} holds {', '.join(sorted(set(clash)))}, which cryptonorm did not write and "
+                          "never replaces, not even with {force}; move them away or choose another directory",
+                          hints=(Hint.OUT, Hint.FORCE))
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[RunDir]:
+        """Hold RUN_DIR/.lock for the block (created with its parents): a second command writing the same run
+        directory fails at once instead of racing; re-entrant within one process. Released when the process
+        dies."""
+        from filelock import FileLock, Timeout
+
+        run_dir = self.path
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ConfigError(f"{{out}} {run_dir} is a file; choose a new or empty directory", hints=(Hint.OUT,))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        key = run_dir.resolve()
+        if key in _HELD:
+            _HELD[key] += 1
+            try:
+                yield self
+            finally:
+                _HELD[key] -= 1
+            return
+        lock = FileLock(str(run_dir / LOCK))
         try:
-            yield run_dir
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise DataError(f"{run_dir} is in use by another cryptonorm command (it holds {run_dir / LOCK}); "
+                            "wait for it to finish or choose another {out}", hints=(Hint.OUT,)) from None
+        _HELD[key] = 1
+        try:
+            yield self
         finally:
-            _HELD[key] -= 1
-        return
-    lock = FileLock(str(run_dir / LOCK))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise DataError(f"{run_dir} is in use by another cryptonorm command (it holds {run_dir / LOCK}); wait "
-                        "for it to finish or choose another --out") from None
-    _HELD[key] = 1
-    try:
-        yield run_dir
-    finally:
-        del _HELD[key]
-        lock.release()
+            del _HELD[key]
+            lock.release()
 
+    def begin(self, cfg: Config, force: bool) -> bool:
+        """Make the directory ready for `cfg`'s training (call it under the lock); True when it resumes an
+        interrupted run.
 
-def begin_run(run_dir: Path, cfg: Config, force: bool) -> bool:
-    """Make `run_dir` ready for `cfg`'s training, under its lock; True when it resumes an interrupted run.
-
-    A finished run (run.json) is replaced only with `force`; an interrupted one with a saved training state
-    resumes when its config is the same (else a ConfigError names the differing keys); anything else starts
-    from scratch. `cfg` is the config as the run stores it (`resolved_paths`).
-    """
-    check_run_dir(run_dir)
-    if force or not (run_dir / "config.yaml").exists():
-        clear_run_outputs(run_dir)
+        A folder we did not make is refused (`check_out`); a finished run (run.json) is replaced only with
+        `force`, with everything it produced; an interrupted one with a saved training state resumes when its
+        config is the same (else a ConfigError names the differing keys); anything else starts from scratch.
+        `cfg` is the config as the run stores it (`resolved_paths`).
+        """
+        self.check_out(force)
+        resume = not force and self.is_run and self.saved_state() and not self.finished
+        if not force and self.finished:
+            raise RunExists(f"{{out}} {self.path} holds a finished run (run.json); pass {{force}} to replace it, or "
+                            "choose another {out}", hints=(Hint.FORCE, Hint.OUT))
+        if resume:
+            differ = config_diff(self.config().to_dict(), cfg.to_dict())
+            if differ:
+                shown = ", ".join(differ[:8]) + (f" and {len(differ) - 8} more" if len(differ) > 8 else "")
+                raise ConfigError(f"{{out}} {self.path} holds an interrupted run with another config ({shown} "
+                                  "differ); run it with the same config to resume, or pass {force} to start over",
+                                  hints=(Hint.OUT, Hint.FORCE))
+            return True
+        self.clear()
+        write_marker(self.path, "run")
         return False
-    if (run_dir / "run.json").exists():
-        raise ConfigError(f"--out {run_dir} holds a finished run (run.json); pass --force to replace it, or "
-                          "choose another --out")
-    if not saved_state(run_dir):
-        clear_run_outputs(run_dir)  # interrupted before its first epoch ended: nothing to resume
-        return False
-    differ = config_diff(load_run_config(run_dir).to_dict(), cfg.to_dict())
-    if differ:
-        shown = ", ".join(differ[:8]) + (f" and {len(differ) - 8} more" if len(differ) > 8 else "")
-        raise ConfigError(f"--out {run_dir} holds an interrupted run with another config ({shown} differ); "
-                          "run it with the same config to resume, or pass --force to start over")
-    return True
+
+    def clear(self) -> None:
+        """Remove an earlier run's outputs (run.json first), what they produced (our files in its backtest
+        folders) and leftover temp files; files cryptonorm did not write stay."""
+        for name in RUN_OUTPUTS:
+            with contextlib.suppress(FileNotFoundError):
+                (self.path / name).unlink()
+        for folder in self.backtest_dirs():
+            remove_ours(folder, (*BACKTEST_FILES, *GRID_FILES))
+        for p in self.path.iterdir():
+            if is_temp(p):  # a killed atomic write: a temp file, or a backtest's temp folder
+                with contextlib.suppress(OSError):
+                    drop_temp(p)
+
+    def remove_if_empty(self) -> None:
+        """Remove the directory if it holds nothing but its lock and marker (a command refused early)."""
+        with contextlib.suppress(OSError):
+            if all(p.name in (LOCK, MARKER) for p in self.path.iterdir()):
+                for name in (LOCK, MARKER):
+                    (self.path / name).unlink(missing_ok=True)
+                self.path.rmdir()
+
+    # ------------------------------------------------------------ readers
+
+    def config(self) -> Config:
+        """config.yaml, validated."""
+        p = self.path / CONFIG
+        if not p.exists():
+            raise ConfigError(f"{self.path} is not a run directory (no {CONFIG}); pass the directory that "
+                              "`cryptonorm train` printed")
+        return build_config(read_yaml(p), source=str(p))
+
+    def finished_config(self) -> Config:
+        """The config of a run whose training finished."""
+        cfg = self.config()
+        if not self.finished:
+            raise DataError(f"{self.path} is an unfinished run (no {RUN_JSON}): its training was interrupted; "
+                            "train again with the same {out}", hints=(Hint.OUT,))
+        return cfg
+
+    def info(self) -> dict[str, Any]:
+        """run.json as a mapping (DataError when it is unreadable or not one)."""
+        path = self.path / RUN_JSON
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path} cannot be read ({e}); train the run again") from None
+        if not isinstance(info, dict):
+            raise DataError(f"{path} is not a JSON object: it was edited; train the run again")
+        return info
+
+    def recorded_hashes(self) -> dict[str, str]:
+        """{file name: SHA-256} recorded in run.json ({} for runs from before hashes were recorded)."""
+        files = self.info().get("files")
+        if files is None:
+            return {}
+        if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+            raise DataError(f"{self.path / RUN_JSON}: its 'files' entry is not a mapping of file names to "
+                            "SHA-256 hashes: it was edited; restore it or train the run again")
+        return files
+
+    def verify(self, names: Sequence[str] | None = None) -> None:
+        """DataError naming the first checked file whose SHA-256 differs from run.json's (integrity.py)."""
+        from cryptonorm.pipeline.integrity import CHECKED, verify_hashes
+
+        verify_hashes(self.path, self.recorded_hashes(), CHECKED if names is None else names)
+
+    def scaler(self) -> dict[str, Any]:
+        """scaler.json: {"scaler": {...}, "features": [names], "window": W} (and "vol_floor", the variance floor
+        of a volatility run); DataError naming the problem."""
+        path = self.path / SCALER
+        if not (self.path / MODEL).exists() or not path.exists():
+            raise DataError(f"{self.path} has no {MODEL}/{SCALER}; the training did not finish, train again")
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            where = f" (line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
+            raise DataError(f"{path} is not valid JSON{where}: it was truncated or edited; restore it or train "
+                            "the run again") from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("scaler"), dict) or not isinstance(
+                meta.get("features"), list) or not isinstance(meta.get("window"), int):
+            raise DataError(f"{path} lacks the scaler, features or window entries: it was edited; restore it or "
+                            "train the run again")
+        return meta
+
+    def forecasts(self, columns: Sequence[str] = FORECAST_COLUMNS) -> pd.DataFrame:
+        """forecasts.csv (every saved out-of-sample forecast, all splits), with at least `columns`."""
+        path = self.path / FORECASTS
+        if not path.exists():
+            raise DataError(f"{path} not found; train first (`cryptonorm train CONFIG`)")
+        return read_table(path, columns, "train the run again")
+
+    def history(self) -> pd.DataFrame:
+        """history.csv: one row per epoch."""
+        return read_table(self.path / HISTORY, ("epoch",), "train the run again")
+
+    def metrics(self) -> dict[str, Any]:
+        """metrics.json: forecast metrics of the validation and test splits."""
+        path = self.path / METRICS
+        try:
+            out = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path} cannot be read ({e}); train the run again") from None
+        if not isinstance(out, dict):
+            raise DataError(f"{path} is not a JSON object: it was edited; train the run again")
+        return out
 
 
-def saved_state(run_dir: Path) -> bool:
-    """Whether `run_dir` holds a saved training state to resume from (an epoch's, or finished folds')."""
-    return (run_dir / RESUME_STATE).exists() or (run_dir / RESUME_FOLDS).exists()
+def read_table(path: Path, columns: Sequence[str], fix: str) -> pd.DataFrame:
+    """A CSV that cryptonorm wrote, with at least `columns` (timestamps numeric); DataError naming what is
+    wrong with it (empty, not CSV, a column missing)."""
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        why = "it is empty" if isinstance(e, pd.errors.EmptyDataError) else "it is not a valid CSV file"
+        raise DataError(f"{path} cannot be read: {why}; it was truncated or edited: {fix}") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(f"{path} has no {', '.join(missing)} column(s): it was edited; {fix}")
+    if "timestamp" in columns and not pd.api.types.is_numeric_dtype(df["timestamp"]):
+        raise DataError(f"{path}: its timestamp column is not numeric (milliseconds): it was edited; {fix}")
+    return df
 
 
 def config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -145,59 +382,19 @@ def config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> l
     return out
 
 
-def check_run_dir(run_dir: Path) -> None:
-    """Refuse a --out that is a file, or a non-empty directory that is not a cryptonorm run directory."""
-    if not run_dir.exists():
-        return
-    if not run_dir.is_dir():
-        raise ConfigError(f"--out {run_dir} is a file; choose a new or empty directory")
-    content = [p for p in run_dir.iterdir() if not _is_temp(p) and p.name != LOCK]
-    if content and not (run_dir / "config.yaml").exists():
-        raise ConfigError(f"--out {run_dir} exists and is not a cryptonorm run directory; choose an empty "
-                          "or new directory")
-
-
-def clear_run_outputs(run_dir: Path) -> None:
-    """Remove an earlier run's outputs, the completion marker run.json first, and leftover temp files."""
-    for name in RUN_OUTPUTS:
-        with contextlib.suppress(FileNotFoundError):
-            (run_dir / name).unlink()
-    shutil.rmtree(run_dir / "backtest", ignore_errors=True)
-    for p in run_dir.iterdir():
-        if _is_temp(p):  # a killed atomic write: a temp file, or a backtest's temp folder
-            if p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    p.unlink()
-
-
-def remove_if_empty(run_dir: Path) -> None:
-    """Remove a run directory that holds nothing (but its lock file): a command refused before writing."""
-    with contextlib.suppress(OSError):
-        if all(p.name == LOCK for p in run_dir.iterdir()):
-            (run_dir / LOCK).unlink(missing_ok=True)
-            run_dir.rmdir()
+# ---------------------------------------------------------------- functions over RunDir (older call sites)
 
 
 def load_run_config(run_dir: Path) -> Config:
-    """The config.yaml of a run directory, validated."""
-    p = Path(run_dir) / "config.yaml"
-    if not p.exists():
-        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml); pass the directory that "
-                          "`cryptonorm train` printed")
-    return build_config(read_yaml(p), source=str(p))
+    """`RunDir(run_dir).config()`: the config.yaml of a run directory, validated."""
+    return RunDir(run_dir).config()
 
 
 def finished_run(run_dir: Path) -> Config:
-    """The config of a run whose training finished (run.json is written last)."""
-    cfg = load_run_config(run_dir)
-    if not (Path(run_dir) / "run.json").exists():
-        raise DataError(f"{run_dir} is an unfinished run (no run.json): its training was interrupted; "
-                        "train again with the same --out")
-    return cfg
+    """`RunDir(run_dir).finished_config()`: the config of a run whose training finished."""
+    return RunDir(run_dir).finished_config()
 
 
 def is_run_dir(path: Path) -> bool:
     """True for a directory holding a config.yaml (a finished or interrupted run)."""
-    return path.is_dir() and (path / "config.yaml").exists()
+    return RunDir(path).is_run

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import platform
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -11,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cryptonorm import __version__
 from cryptonorm.atomic import write_csv, write_json, write_text_atomic
 from cryptonorm.config import Config, dump_yaml
 from cryptonorm.data.candles import data_hash
@@ -18,7 +22,19 @@ from cryptonorm.data.store import candle_path, have_candles, load_candles, load_
 from cryptonorm.pipeline.fetch import ProgressFn, fetch
 from cryptonorm.pipeline.integrity import file_hashes
 from cryptonorm.pipeline.resume import Checkpointer
-from cryptonorm.pipeline.rundir import begin_run, check_run_dir, new_run_dir, resolved_paths, run_dir_lock, versions
+from cryptonorm.pipeline.rundir import (
+    CONFIG,
+    FOLDS,
+    FORECASTS,
+    HISTORY,
+    METRICS,
+    MODEL,
+    RUN_JSON,
+    SCALER,
+    RunDir,
+    new_run_dir,
+    resolved_paths,
+)
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "lr", "seconds", "samples_per_s"]
 
@@ -34,6 +50,19 @@ class TrainSummary:
     best_epoch: int
     seconds: float
     resumed: str = ""  # where an interrupted run was picked up ("after epoch 3"); "" = from scratch
+
+
+def versions() -> dict[str, str]:
+    """Versions of cryptonorm, python, the platform and the libraries a run depends on (for run.json)."""
+    import torch
+
+    out = {"cryptonorm": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
+           "torch": torch.__version__, "numpy": np.__version__, "pandas": pd.__version__}
+    with contextlib.suppress(Exception):  # the installed version, without importing ccxt (slow, unused here)
+        from importlib.metadata import version
+
+        out["ccxt"] = version("ccxt")
+    return out
 
 
 def train(cfg: Config, out: Path | None = None, *, force: bool = False, progress: ProgressFn | None = None,
@@ -55,13 +84,13 @@ def train(cfg: Config, out: Path | None = None, *, force: bool = False, progress
     prep = dataset.prepare(candles, cfg, load_funding(cfg, candles["timestamp"]))  # funding: None unless a swap
     splits.check_target_varies(prep, np.flatnonzero(prep.valid), "samples")  # before a run dir; the split: again
     device = device_mod.resolve_device(cfg.train.device)
-    run_dir = Path(out) if out is not None else new_run_dir(cfg)
-    check_run_dir(run_dir)
-    stored, candle_hash = resolved_paths(cfg), data_hash(candles)
-    with run_dir_lock(run_dir):
-        resuming = begin_run(run_dir, stored, force)
+    rd = RunDir(Path(out) if out is not None else new_run_dir(cfg))
+    rd.check_out(force)
+    run_dir, stored, candle_hash = rd.path, resolved_paths(cfg), data_hash(candles)
+    with rd.lock():
+        resuming = rd.begin(stored, force)
         if not resuming:
-            write_text_atomic(run_dir / "config.yaml", dump_yaml(stored))
+            write_text_atomic(rd / CONFIG, dump_yaml(stored))
         ck = Checkpointer(run_dir, candle_hash, resuming)
         device_mod.seed_everything(cfg.seed, cfg.train.deterministic)
         if cfg.split.walk_forward.enabled:
@@ -77,7 +106,7 @@ def train(cfg: Config, out: Path | None = None, *, force: bool = False, progress
                     "files": file_hashes(run_dir),  # checked by predict and backtest
                     "seconds": round(time.time() - t0, 3), "stopped": res.stopped, "resumed": ck.resumed or None,
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        write_json(run_dir / "run.json", run_info)
+        write_json(rd / RUN_JSON, run_info)
         ck.finish()
     return TrainSummary(run_dir, metrics, str(device), res.stopped, res.best_epoch, time.time() - t0, ck.resumed)
 
@@ -89,7 +118,7 @@ def _single_split(prep: Any, cfg: Config, device: Any, progress: ProgressFn | No
     from cryptonorm.learn import training
 
     ds = splits.split(prep, cfg)
-    res = training.fit(ds, cfg, device, progress=progress, checkpoint=run_dir / "model.pt",
+    res = training.fit(ds, cfg, device, progress=progress, checkpoint=run_dir / MODEL,
                        resume=ck.state_for(0), on_epoch_end=ck.saver(0))
     forecasts = np.full(len(ds.y), np.nan)
     split_of = np.full(len(ds.y), "", dtype=object)
@@ -104,7 +133,7 @@ def _single_split(prep: Any, cfg: Config, device: Any, progress: ProgressFn | No
 def _write_outputs(run_dir: Path, cfg: Config, prep: Any, ds: Any, res: Any, forecasts: np.ndarray,
                    split_of: np.ndarray, folds: list[dict[str, Any]]) -> dict[str, Any]:
     """history.csv, scaler.json, folds.csv, metrics.json and forecasts.csv; returns the metrics."""
-    write_csv(run_dir / "history.csv", pd.DataFrame(res.history).reindex(columns=HISTORY_COLUMNS))
+    write_csv(run_dir / HISTORY, pd.DataFrame(res.history).reindex(columns=HISTORY_COLUMNS))
     vol = None
     if cfg.target.kind == "volatility":  # baselines, DM and variance metrics (pipeline/vol.py)
         from cryptonorm.pipeline.vol import VolContext
@@ -112,8 +141,8 @@ def _write_outputs(run_dir: Path, cfg: Config, prep: Any, ds: Any, res: Any, for
         vol = VolContext(prep, forecasts, split_of, cfg)
         forecasts = vol.forecasts  # raised to the variance floor where below it (pipeline/vol.py)
     # vol_floor: `predict` raises its forecasts to the same floor (pipeline/forecasting.py)
-    write_json(run_dir / "scaler.json", {"scaler": ds.scaler.to_dict(), "features": ds.feature_names,
-                                          "window": ds.window, **({"vol_floor": vol.floor} if vol else {})})
+    write_json(run_dir / SCALER, {"scaler": ds.scaler.to_dict(), "features": ds.feature_names,
+                                   "window": ds.window, **({"vol_floor": vol.floor} if vol else {})})
     metrics = _split_metrics(ds, forecasts, split_of, cfg, vol)
     metrics.update({"stopped": res.stopped, "best_epoch": res.best_epoch, "message": res.message})
     if vol is not None:
@@ -124,9 +153,9 @@ def _write_outputs(run_dir: Path, cfg: Config, prep: Any, ds: Any, res: Any, for
         metrics["walk_forward"] = {"folds": len(folds), "mode": cfg.split.walk_forward.mode,
                                    "step": cfg.split.walk_forward.step,
                                    "train_bars": cfg.split.walk_forward.train_bars}
-        write_csv(run_dir / "folds.csv", pd.DataFrame(folds), times=("train_start", "train_end", "test_start",
+        write_csv(run_dir / FOLDS, pd.DataFrame(folds), times=("train_start", "train_end", "test_start",
                                                                       "test_end"))
-    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / METRICS, metrics)
     _write_forecasts(run_dir, ds, forecasts, split_of, vol)
     return metrics
 
@@ -182,4 +211,4 @@ def _write_forecasts(run_dir: Path, ds: Any, forecasts: np.ndarray, split_of: np
     df = pd.DataFrame({"timestamp": ds.timestamps[start:], "close": ds.close[start:], "forecast": forecasts[start:],
                        "y": ds.y[start:], "outcome": ds.outcome[start:], "split": split,
                        **(vol.columns(start) if vol is not None else {})})
-    write_csv(run_dir / "forecasts.csv", df)
+    write_csv(run_dir / FORECASTS, df)

@@ -13,6 +13,7 @@ from cryptonorm.errors import ConfigError, DataError
 from cryptonorm.features.splits import embargo_bars
 from cryptonorm.pipeline.fetch import ProgressFn
 from cryptonorm.pipeline.resume import Checkpointer
+from cryptonorm.pipeline.rundir import MODEL
 
 
 @dataclass
@@ -85,7 +86,7 @@ def _train_fold(ds_k: Any, cfg: Config, device: Any, progress: ProgressFn | None
     from cryptonorm.learn import training
 
     fold_progress = None if progress is None else (lambda d: progress({**d, "fold": k}))
-    res = training.fit(ds_k, cfg, device, progress=fold_progress, checkpoint=run_dir / "model.pt",
+    res = training.fit(ds_k, cfg, device, progress=fold_progress, checkpoint=run_dir / MODEL,
                        resume=ck.state_for(k), on_epoch_end=ck.saver(k))
     forecasts[ds_k.test_idx] = training.predict(res.model, ds_k, ds_k.test_idx, device)
     return FoldSummary(res.history, res.best_epoch, res.stopped, res.message)
