@@ -166,11 +166,11 @@ def _series() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return m, var, r, train
 
 
-def test_har_equals_statsmodels_ols_on_the_training_rows_only() -> None:
+def test_levels_har_equals_statsmodels_ols_on_the_training_rows_only() -> None:
     sm = pytest.importorskip("statsmodels.api")
 
     m, var, r, train = _series()
-    pred, info = vb.har(m, var, train, "4h")
+    pred, info = vb.har_levels(m, var, train, "4h")
     assert info["windows_bars"] == [6, 42, 180]
     s = pd.Series(m)
     X = np.column_stack([s.rolling(w).mean() for w in (6, 42, 180)])
@@ -182,7 +182,7 @@ def test_har_equals_statsmodels_ols_on_the_training_rows_only() -> None:
     # the test rows' labels never enter the fit: changing them changes nothing
     var2 = var.copy()
     var2[3000:] *= 10
-    np.testing.assert_array_equal(vb.har(m, var2, train, "4h")[0], pred)
+    np.testing.assert_array_equal(vb.har_levels(m, var2, train, "4h")[0], pred)
 
 
 def test_ewma_and_naive_against_plain_loops() -> None:
@@ -217,7 +217,7 @@ def test_fit_baselines_gives_positive_forecasts_for_every_baseline() -> None:
     # (their speed on 100k bars is measured by benchmarks/bench_vol.py, not asserted here)
     m, var, r, train = _series()
     b = vb.fit_baselines(m, var, r, train, 6, "4h", garch=False)
-    assert set(b.forecasts) == {"har", "ewma", "naive"}
+    assert set(b.forecasts) == {"har", "har_levels", "ewma", "ewma_fit", "naive"}
     for f in b.forecasts.values():
         assert (f[3500:] > 0).all()
 

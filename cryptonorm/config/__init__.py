@@ -31,6 +31,7 @@ from cryptonorm.config.loader import (
     set_dotted,
 )
 from cryptonorm.config.model import ModelConfig, check_model
+from cryptonorm.config.tabular import TABULAR_FILES, TABULAR_KINDS
 
 __all__ = [
     "SyntheticConfig",
@@ -42,6 +43,8 @@ __all__ = [
     "SplitConfig",
     "ModelConfig",
     "check_model",
+    "TABULAR_FILES",
+    "TABULAR_KINDS",
     "TrainConfig",
     "WalkForwardConfig",
     "BacktestConfig",

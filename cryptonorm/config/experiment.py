@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from cryptonorm.config.data import DataConfig, Section, iso_date
 from cryptonorm.config.model import ModelConfig, check_model
+from cryptonorm.config.tabular import check_tabular_across
 from cryptonorm.config.universe import UNIVERSE_TARGETS, PortfolioConfig
 from cryptonorm.timeframes import parse_date
 
@@ -261,6 +262,7 @@ class Config(Section):
         # checks that span sections live here, so `config validate`, train, fetch and sweeps all refuse them;
         # the model's are the same function training runs (norm_facts.py: one table of what each norm needs)
         check_model(self.model, self.train.batch_size, self.features.window)
+        check_tabular_across(self)  # ridge / lightgbm: model.lags vs the window, no universe (config/tabular.py)
         return self
 
     @model_validator(mode="after")

@@ -24,6 +24,7 @@ from cryptonorm.config.norm_facts import (
     data_problem,
     norm_problem,
 )
+from cryptonorm.config.tabular import LightGBMConfig, RidgeConfig, check_tabular
 
 MAX_WIDTH = 65_536  # units of a hidden layer (and GroupNorm groups): every integer of a config has bounds
 
@@ -152,6 +153,10 @@ class ModelConfig(Section):
     patchtst: PatchTSTConfig = PatchTSTConfig()
     tsmixer: TSMixerConfig = TSMixerConfig()
     dlinear: DLinearConfig = DLinearConfig()
+    # ridge / lightgbm (config/tabular.py): the last `lags` bars of the window, flattened; null = all of it
+    lags: int | None = Field(None, ge=1)
+    ridge: RidgeConfig = RidgeConfig()
+    lightgbm: LightGBMConfig = LightGBMConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -188,6 +193,7 @@ class ModelConfig(Section):
 
     @model_validator(mode="after")
     def _combination(self) -> ModelConfig:
+        check_tabular(self)  # ridge / lightgbm: input_norm, lags on a network, LightGBM installed
         problem = norm_problem(self.kind, self.norm, self.norm_placement) or bn_eval_problem(
             self.norm, self.batch_norm.eval) or self._shape_problem()
         if problem:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 NormName = Literal["none", "batch", "batchrenorm", "layer", "group", "instance", "rms", "weight"]
-KindName = Literal["mlp", "lstm", "gru", "tcn", "transformer", "patchtst", "tsmixer", "dlinear"]
+KindName = Literal["mlp", "lstm", "gru", "tcn", "transformer", "patchtst", "tsmixer", "dlinear", "ridge", "lightgbm"]
 PlacementName = Literal["layer", "cell"]
 InputNormName = Literal["none", "revin", "dain"]
 
@@ -65,6 +65,7 @@ class KindFacts:
     norm_position: bool = False  # model.norm_position (pre/post) applies
     defaults: dict[str, Any] = field(default_factory=dict)  # model.* defaults when the config leaves them out
     paper: str = ""
+    network: bool = True  # False: fitted by learn/tabular.py (ridge, LightGBM), not built by learn/models
 
     @property
     def default_norm(self) -> str:
@@ -90,6 +91,9 @@ KINDS: dict[str, KindFacts] = {
                           defaults={"input_norm": "revin"}, paper="Nie et al. 2023"),
     "tsmixer": KindFacts(True, ("batch", "batchrenorm", "layer", "none"), paper="Chen et al. 2023"),
     "dlinear": KindFacts(False, ("none",), defaults={"dropout": 0.0}, paper="Zeng et al. 2023"),
+    # not networks: the flattened window through learn/tabular.py (config/tabular.py), no norm layer to set
+    "ridge": KindFacts(False, ("none",), paper="Hoerl & Kennard 1970", network=False),
+    "lightgbm": KindFacts(False, ("none",), paper="Ke et al. 2017", network=False),
 }
 
 NORM_NAMES: tuple[str, ...] = get_args(NormName)

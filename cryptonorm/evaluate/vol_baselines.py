@@ -1,4 +1,4 @@
-"""Volatility baselines: HAR-RV, EWMA (RiskMetrics), GARCH(1,1)-t and the naive last-window RV.
+"""Volatility baselines: HAR-RV on logs and on levels, EWMA (RiskMetrics and fitted), GARCH(1,1)-t, naive.
 
 Every baseline forecasts, at the close of bar t and from bars 0 .. t only, the label of the sample whose
 window ends at t: the mean per-bar variance var[t] = mean(m[t+1 .. t+h]) of the next h bars, where m is
@@ -9,15 +9,22 @@ every row, and the caller scores them on exactly the model's test rows.
 naive   mean(m[t-h+1 .. t]): the last h bars' realized variance. Nothing fitted.
 ewma    s[t] = lam s[t-1] + (1 - lam) m[t], lam = 0.94^(1 / bars per day) (RiskMetrics' daily 0.94,
         rescaled to the bar); s starts at the training bars' mean of m.
-har     b0 + b1 RV_d[t] + b2 RV_w[t] + b3 RV_m[t], RV_x = mean of m over the last 1 / 7 / 30 days of
-        bars (Corsi 2009 with calendar days: crypto trades every day); OLS of var[t] on the three
-        averages over the training rows (numpy lstsq).
+ewma_fit  the same recursion with the per-bar lam that minimizes QLIKE on the training rows (bounded
+        scalar search over [0.5, 0.99999]).
+har     exp(b0 + b1 log RV_d[t] + b2 log RV_w[t] + b3 log RV_m[t] + s^2 / 2), RV_x = mean of m over the
+        last 1 / 7 / 30 days of bars (Corsi 2009's HAR-RV, fitted on logs as in Andersen, Bollerslev and
+        Diebold 2007, with calendar days: crypto trades every day): OLS of log var[t] on the three log
+        averages over the training rows with a positive label; s^2 = the OLS residual variance
+        (sum e^2 / (n - 4)), exp(s^2 / 2) the log-normal bias correction (E e^x = e^(s^2/2), x ~ N(0, s^2)).
+        An average of exactly 0 is floored at its smallest positive training value before the log.
+har_levels  the HAR of the same averages fitted on levels: b0 + b1 RV_d + b2 RV_w + b3 RV_m, OLS of var[t]
+        (numpy lstsq); the baseline cryptonorm reported as "har" before log-HAR (kept for comparison).
 garch   mean over k = 1..h of the GARCH(1,1) k-step variance sigma^2_{t+k|t}, Student-t shocks, zero
         mean, fitted by maximum likelihood (`arch`) on 100 x the training bars' close-to-close log
         returns; for a range estimator (rv != close) rescaled by mean(m) / mean(r^2) of the training bars.
 
-HAR's OLS can forecast a negative variance on a calm bar; its forecasts are floored at the smallest
-positive training label (counted in `info["har"]["floored"]`). GARCH needs the optional `arch` package
+The levels HAR's OLS can forecast a negative variance on a calm bar; its forecasts are floored at the smallest
+positive training label (counted in `info["har_levels"]["floored"]`). GARCH needs the optional `arch` package
 (`pip install cryptonorm[vol]`); without it, the garch baseline is left out and `info` says so.
 """
 
@@ -31,11 +38,13 @@ import numpy as np
 from scipy.signal import lfilter
 
 from cryptonorm.errors import DataError
+from cryptonorm.evaluate.vol_metrics import qlike_terms
 from cryptonorm.timeframes import bars_per_year
 
 RISKMETRICS_LAMBDA = 0.94  # per day (J.P. Morgan RiskMetrics, 1996)
 HAR_DAYS = (1, 7, 30)  # daily, weekly, monthly averages, in calendar days
-NAMES = ("har", "ewma", "garch", "naive")
+NAMES = ("har", "har_levels", "ewma", "ewma_fit", "garch", "naive")
+EWMA_FIT_BOUNDS = (0.5, 0.99999)  # per-bar lambda searched by ewma_fit
 
 
 @dataclass
@@ -72,12 +81,35 @@ def naive(m: np.ndarray, horizon: int) -> np.ndarray:
 
 def ewma(m: np.ndarray, timeframe: str, init: float) -> np.ndarray:
     """RiskMetrics EWMA of the per-bar variance, lambda 0.94 per day rescaled to the bar, started at `init`."""
-    lam = RISKMETRICS_LAMBDA ** (1.0 / bars_per_day(timeframe))
+    return ewma_lambda(m, RISKMETRICS_LAMBDA ** (1.0 / bars_per_day(timeframe)), init)
+
+
+def ewma_lambda(m: np.ndarray, lam: float, init: float) -> np.ndarray:
+    """(N,) s[t] = lam s[t-1] + (1 - lam) m[t], s[-1] = init; a NaN m[t] counts as `init`."""
     x = np.asarray(m, dtype="float64")
     ok = np.isfinite(x)
     x = np.where(ok, x, init)  # a NaN measure (bar 0 of the close estimator) counts as the initial level
     s, _ = lfilter([1.0 - lam], [1.0, -lam], x, zi=[lam * init])
     return np.asarray(s, dtype="float64")
+
+
+def qlike(f: np.ndarray, v: np.ndarray) -> float:
+    """Mean QLIKE (vol_metrics.qlike_terms) over the pairs where both are finite and positive."""
+    ok = np.isfinite(f) & np.isfinite(v) & (f > 0) & (v > 0)
+    return float(np.mean(qlike_terms(f[ok], v[ok]))) if ok.any() else math.inf
+
+
+def ewma_fit(m: np.ndarray, y_var: np.ndarray, train_rows: np.ndarray,
+             init: float) -> tuple[np.ndarray, dict[str, Any]]:
+    """EWMA with the per-bar lambda that minimizes QLIKE on the training rows; (forecasts (N,), info)."""
+    from scipy.optimize import minimize_scalar
+
+    rows = np.asarray(train_rows, dtype=np.int64)
+    stop = int(rows.max()) + 1  # the recursion up to the last training row only: nothing later is read
+    res = minimize_scalar(lambda lam: qlike(ewma_lambda(m[:stop], lam, init)[rows], y_var[rows]),
+                          bounds=EWMA_FIT_BOUNDS, method="bounded", options={"xatol": 1e-6})
+    lam = float(res.x)
+    return ewma_lambda(m, lam, init), {"lambda_bar": lam, "train_qlike": float(res.fun), "init": init}
 
 
 def har_design(m: np.ndarray, timeframe: str) -> np.ndarray:
@@ -86,14 +118,47 @@ def har_design(m: np.ndarray, timeframe: str) -> np.ndarray:
     return np.column_stack([trailing_mean(m, max(1, round(d * bpd))) for d in HAR_DAYS])
 
 
-def har(m: np.ndarray, y_var: np.ndarray, train_rows: np.ndarray, timeframe: str) -> tuple[np.ndarray, dict[str, Any]]:
-    """HAR-RV fitted by OLS on the training rows; (forecasts (N,), info with the coefficients)."""
-    Z = har_design(m, timeframe)  # (N, 3)
+def _har_rows(Z: np.ndarray, y_var: np.ndarray, train_rows: np.ndarray) -> np.ndarray:
     rows = np.asarray(train_rows, dtype=np.int64)
     ok = rows[np.isfinite(Z[rows]).all(axis=1) & np.isfinite(y_var[rows])]
     if len(ok) < 10:
         raise DataError(f"HAR baseline: only {len(ok)} training rows have a month of history and a label; use more "
                         "training data (HAR's monthly average needs 30 days of bars)")
+    return ok
+
+
+def log_har_design(Z: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """(N, 3) logs of the HAR averages; an average of 0 counts as `floor` (3,), its smallest positive training
+    value (a flat day of bars has no log)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.log(np.where(np.isfinite(Z) & (Z <= 0), floor, Z))
+
+
+def har(m: np.ndarray, y_var: np.ndarray, train_rows: np.ndarray, timeframe: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """HAR-RV on logs fitted by OLS on the training rows, with the log-normal bias correction;
+    (forecasts (N,), info with the coefficients and the residual variance)."""
+    Z = har_design(m, timeframe)  # (N, 3)
+    ok = _har_rows(Z, y_var, train_rows)
+    ok = ok[y_var[ok] > 0]  # log of the label
+    pos = np.where(Z[ok] > 0, Z[ok], np.inf)
+    floor = np.min(pos, axis=0)
+    floor = np.where(np.isfinite(floor), floor, 1e-300)
+    L = log_har_design(Z, floor)  # (N, 3)
+    A = np.column_stack([np.ones(len(ok)), L[ok]])  # (n, 4)
+    coef, *_ = np.linalg.lstsq(A, np.log(y_var[ok]), rcond=None)
+    resid = np.log(y_var[ok]) - A @ coef
+    s2 = float(resid @ resid / max(len(ok) - A.shape[1], 1))  # the OLS residual variance
+    pred = np.exp(coef[0] + L @ coef[1:] + 0.5 * s2)
+    windows = [max(1, round(d * bars_per_day(timeframe))) for d in HAR_DAYS]
+    return pred, {"coef": [float(c) for c in coef], "resid_var": s2, "windows_bars": windows, "fit_rows": len(ok),
+                  "floor": [float(f) for f in floor]}
+
+
+def har_levels(m: np.ndarray, y_var: np.ndarray, train_rows: np.ndarray,
+               timeframe: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """HAR-RV fitted on levels by OLS on the training rows; (forecasts (N,), info with the coefficients)."""
+    Z = har_design(m, timeframe)  # (N, 3)
+    ok = _har_rows(Z, y_var, train_rows)
     A = np.column_stack([np.ones(len(ok)), Z[ok]])  # (n, 4)
     coef, *_ = np.linalg.lstsq(A, y_var[ok], rcond=None)
     pred = coef[0] + Z @ coef[1:]
@@ -152,6 +217,19 @@ def garch_mean_forecast(s2_next: np.ndarray, omega: float, alpha: float, beta: f
     return u + w * (s2_next - u)
 
 
+def strongest(forecasts: dict[str, np.ndarray], y_var: np.ndarray, rows: np.ndarray) -> tuple[str, float] | None:
+    """(name, QLIKE) of the baseline with the lowest QLIKE on `rows`, among those with a finite, positive
+    forecast on every one of them (and a positive label: QLIKE's domain); None when none qualifies."""
+    rows = np.asarray(rows, dtype=np.int64)
+    rows = rows[np.isfinite(y_var[rows]) & (y_var[rows] > 0)]
+    scores = {name: qlike(fc[rows], y_var[rows]) for name, fc in forecasts.items()
+              if len(rows) and np.isfinite(fc[rows]).all() and (fc[rows] > 0).all()}
+    if not scores:
+        return None
+    name = min(scores, key=lambda k: (scores[k], NAMES.index(k) if k in NAMES else len(NAMES)))
+    return name, scores[name]
+
+
 def fit_baselines(m: np.ndarray, y_var: np.ndarray, r: np.ndarray, train_rows: np.ndarray, horizon: int,
                   timeframe: str, rv: str = "close", garch: bool = True) -> Baselines:
     """Every baseline's forecast variance for every row (see the module docstring)."""
@@ -163,8 +241,10 @@ def fit_baselines(m: np.ndarray, y_var: np.ndarray, r: np.ndarray, train_rows: n
     out: dict[str, np.ndarray] = {}
     info: dict[str, Any] = {}
     out["har"], info["har"] = har(m, y_var, rows, timeframe)
+    out["har_levels"], info["har_levels"] = har_levels(m, y_var, rows, timeframe)
     out["ewma"] = ewma(m, timeframe, init)
     info["ewma"] = {"lambda_bar": RISKMETRICS_LAMBDA ** (1.0 / bars_per_day(timeframe)), "init": init}
+    out["ewma_fit"], info["ewma_fit"] = ewma_fit(m, y_var, rows, init)
     if garch:
         g, info["garch"] = garch_t(r, m, rows, horizon, rv)
         if g is not None:

@@ -23,6 +23,7 @@ import yaml
 
 from cryptonorm.atomic import DIR_MODE, write_csv, write_json, write_text_atomic
 from cryptonorm.config import Config
+from cryptonorm.config.tabular import IMPORTANCE_FILE
 from cryptonorm.data.store import load_funding
 from cryptonorm.errors import DataError
 from cryptonorm.pipeline.fetch import ProgressFn
@@ -94,9 +95,15 @@ def run_backtest(run_dir: Path, cfg: Config, split: str, out_dir: Path, *, fmt: 
         write_json(tmp / METRICS, result.metrics)
         write_text_atomic(tmp / BACKTEST_YAML, yaml.safe_dump({"backtest": cfg.backtest.model_dump(mode="json")},
                                                                sort_keys=False, default_flow_style=None))
-        write_backtest_reports(tmp, result, title, want, outcome=outcome)
+        write_backtest_reports(tmp, result, title, want, outcome=outcome, importance=_importance(run_dir, want))
         write_marker(tmp, kind, run_dir)
     return result
+
+
+def _importance(run_dir: Path, want: tuple[str, ...]) -> pd.DataFrame | None:
+    """A ridge / LightGBM run's importance.csv for report.html; None for a network (or no HTML)."""
+    path = Path(run_dir) / IMPORTANCE_FILE
+    return pd.read_csv(path) if "html" in want and path.is_file() else None
 
 
 def read_forecasts(run_dir: Path) -> pd.DataFrame:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cryptonorm import __version__
 from cryptonorm.config import Config
+from cryptonorm.config.tabular import BOOSTER_FILE, MODEL_FILE, TABULAR_KINDS
 from cryptonorm.errors import ConfigError, Hint
 
 
@@ -36,6 +37,11 @@ def export_onnx(run_dir: Path, out: Path) -> ExportSummary:
     if out.is_dir():
         raise ConfigError(f"--onnx {out} is a directory; give a file name ending in .onnx")
     cfg = load_run_config(run_dir)  # ConfigError when it is not a run directory
+    if cfg.model.kind in TABULAR_KINDS:
+        kept = f"{BOOSTER_FILE} (LightGBM's text model)" if cfg.model.kind == "lightgbm" else \
+            f"{MODEL_FILE} (its coefficients)"
+        raise ConfigError(f"export --onnx exports a network; {run_dir} is a model.kind {cfg.model.kind} run: its "
+                          f"model is {kept}, use that file instead")
     missing = [n for n in (RUN_JSON, MODEL, SCALER) if not (run_dir / n).is_file()]
     if missing:
         raise ConfigError(f"{run_dir} is an unfinished run (no {', '.join(missing)}): its training did not "

@@ -10,10 +10,12 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from cryptonorm.config.tabular import BOOSTER_FILE, MODEL_FILE
 from cryptonorm.errors import DataError
 from cryptonorm.pipeline.rundir import CONFIG, FORECASTS, MODEL, RUN_JSON, SCALER, RunDir
 
-CHECKED = (MODEL, SCALER, CONFIG, FORECASTS)  # what run.json records
+# what run.json records (MODEL_FILE / BOOSTER_FILE: a ridge / LightGBM run's model, learn/tabular.py)
+CHECKED = (MODEL, MODEL_FILE, BOOSTER_FILE, SCALER, CONFIG, FORECASTS)
 
 
 def sha256(path: Path) -> str:

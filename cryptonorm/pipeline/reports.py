@@ -18,8 +18,9 @@ REPORT_FILES = (REPORT_HTML, EQUITY_PNG, PLOTLY_JS)  # every file the reports wr
 
 
 def write_backtest_reports(out_dir: Path, result: Any, title: str, want: tuple[str, ...],
-                           outcome: np.ndarray | None = None) -> dict[str, Path]:
-    """Write the formats in `want` for a Backtest `result` into `out_dir`; returns {format: path}."""
+                           outcome: np.ndarray | None = None, importance: Any = None) -> dict[str, Path]:
+    """Write the formats in `want` for a Backtest `result` into `out_dir`; returns {format: path}.
+    `importance`: a tabular run's importance.csv as a frame, shown in report.html."""
     written: dict[str, Path] = {}
     if "png" in want:
         from cryptonorm.render.plots import plot_equity
@@ -29,7 +30,7 @@ def write_backtest_reports(out_dir: Path, result: Any, title: str, want: tuple[s
         from cryptonorm.render.html_backtest import backtest_page
 
         written["html"] = backtest_page(Path(out_dir) / REPORT_HTML, result.equity, result.trades, result.metrics,
-                                        title=title, outcome=outcome)
+                                        title=title, outcome=outcome, importance=importance)
     return written
 
 

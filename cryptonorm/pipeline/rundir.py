@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from cryptonorm.config import Config, build_config, read_yaml
+from cryptonorm.config import TABULAR_FILES, Config, build_config, read_yaml
 from cryptonorm.errors import ConfigError, DataError, Hint, NotOurs, RunExists
 from cryptonorm.pipeline.reports import REPORT_FILES
 
@@ -43,7 +43,7 @@ BACKTEST_PREFIX = "backtest-"  # re-backtests (backtest-<hash>) and grids (backt
 
 # What train writes; run.json last, as the marker of a finished run.
 RUN_OUTPUTS = (RUN_JSON, METRICS, FORECASTS, SCALER, HISTORY, FOLDS, MODEL, PREDICTIONS, CONFIG, RESUME_STATE,
-               RESUME_FOLDS)
+               RESUME_FOLDS, *TABULAR_FILES)  # TABULAR_FILES: a ridge / LightGBM run's (config/tabular.py)
 # What a backtest folder holds (the reports' names are pipeline/reports.py's), and a grid folder.
 EQUITY_CSV, TRADES_CSV, BACKTEST_YAML = "equity.csv", "trades.csv", "backtest.yaml"
 BACKTEST_FILES = (EQUITY_CSV, TRADES_CSV, METRICS, BACKTEST_YAML, *REPORT_FILES, MARKER)
@@ -313,12 +313,12 @@ class RunDir:
 
         verify_hashes(self.path, self.recorded_hashes(), CHECKED if names is None else names)
 
-    def scaler(self) -> dict[str, Any]:
-        """scaler.json: {"scaler": {...}, "features": [names], "window": W} (and "vol_floor", the variance floor
-        of a volatility run); DataError naming the problem."""
+    def scaler(self, model: str = MODEL) -> dict[str, Any]:
+        """scaler.json: {"scaler": {...}, "features": [names], "window": W} (and "vol_floor" of a volatility
+        run), beside the run's `model` file; DataError naming the problem."""
         path = self.path / SCALER
-        if not (self.path / MODEL).exists() or not path.exists():
-            raise DataError(f"{self.path} has no {MODEL}/{SCALER}; the training did not finish, train again")
+        if not (self.path / model).exists() or not path.exists():
+            raise DataError(f"{self.path} has no {model}/{SCALER}; the training did not finish, train again")
         try:
             meta = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, ValueError) as e:

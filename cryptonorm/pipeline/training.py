@@ -28,7 +28,6 @@ from cryptonorm.pipeline.rundir import (
     FORECASTS,
     HISTORY,
     METRICS,
-    MODEL,
     RUN_JSON,
     SCALER,
     RunDir,
@@ -115,17 +114,17 @@ def _single_split(prep: Any, cfg: Config, device: Any, progress: ProgressFn | No
                   ck: Checkpointer) -> tuple[Any, Any, np.ndarray, np.ndarray]:
     """Train on the chronological split; forecasts (N,) of every sample and the split name of each row."""
     from cryptonorm.features import splits
-    from cryptonorm.learn import training
+    from cryptonorm.pipeline import fitting
 
     ds = splits.split(prep, cfg)
-    res = training.fit(ds, cfg, device, progress=progress, checkpoint=run_dir / MODEL,
-                       resume=ck.state_for(0), on_epoch_end=ck.saver(0))
+    fitted = fitting.fit(ds, cfg, device, progress, run_dir, ck, 0)  # a network or ridge / LightGBM
+    res = fitted.res
     forecasts = np.full(len(ds.y), np.nan)
     split_of = np.full(len(ds.y), "", dtype=object)
     for name in ("train", "val", "test"):
         idx = getattr(ds, f"{name}_idx")
         if len(idx):
-            forecasts[idx] = training.predict(res.model, ds, idx, device)
+            forecasts[idx] = fitted.forecast(ds, idx)
             split_of[idx] = name
     return ds, res, forecasts, split_of
 
@@ -146,6 +145,7 @@ def _write_outputs(run_dir: Path, cfg: Config, prep: Any, ds: Any, res: Any, for
     metrics = _split_metrics(ds, forecasts, split_of, cfg, vol)
     metrics.update({"stopped": res.stopped, "best_epoch": res.best_epoch, "message": res.message})
     if vol is not None:
+        metrics["best_baseline"] = vol.best_info()
         metrics["vol_floor"] = vol.floor_summary(split_of)
         note = vol.floor_note(split_of)
         metrics["message"] = "; ".join([res.message, note]) if note else res.message

@@ -5,9 +5,14 @@ For `target.kind: volatility` training writes, per split (val, test), into metri
     <split>.{qlike, mse_var, mse_vol, mz_intercept, mz_slope, mz_r2, rank_ic, directional_accuracy}
                                                        on the variance (evaluate/vol_metrics.py; direction
                                                        around the TRAINING labels' mean variance)
-    <split>.baselines.<har|ewma|garch|naive>           the same variance metrics for each baseline, on
+    <split>.baselines.<har|har_levels|ewma|ewma_fit|garch|naive>
+                                                       the same variance metrics for each baseline, on
                                                        exactly the model's bars, plus dm_vs_har
-    <split>.dm_vs_har.{qlike, mse_var}                 Diebold-Mariano of the model against HAR
+    <split>.dm_vs_har.{qlike, mse_var}                 Diebold-Mariano of the model against HAR (on logs)
+    <split>.dm_vs_best_baseline.{qlike, mse_var}       ... and against the best baseline:
+    best_baseline.{name, chosen_on, qlike}             the baseline with the lowest QLIKE on the model's
+                                                       validation bars (under walk-forward, which has no
+                                                       validation split: on the baselines' fitting rows)
     <split>.vol_floor_hits                             forecasts raised to the variance floor
     vol_floor.{variance, quantile, hits}               the floor (features/realized.variance_floor: a
                                                        quantile of the training labels' variance), per split
@@ -58,6 +63,15 @@ class VolContext:
                                                      cfg.data.timeframe, cfg.target.rv)
         ytr = self.y_var[train]
         self.centre = float(np.nanmean(ytr)) if np.isfinite(ytr).any() else None
+        val = np.flatnonzero((split_of == "val") & np.isfinite(self.f_var))
+        self.chosen_on = "val" if len(val) else "train"
+        self.best = vol_baselines.strongest(self.baselines.forecasts, self.y_var, val if len(val) else train)
+
+    def best_info(self) -> dict[str, Any]:
+        """metrics.json's best_baseline: its name, the rows it was chosen on, its QLIKE there."""
+        if self.best is None:
+            return {"name": None, "chosen_on": self.chosen_on, "qlike": None}
+        return {"name": self.best[0], "chosen_on": self.chosen_on, "qlike": self.best[1]}
 
     def metrics(self, idx: np.ndarray) -> dict[str, Any]:
         """Variance metrics of the model, each baseline and the DM tests on the rows `idx`."""
@@ -67,6 +81,10 @@ class VolContext:
         out["vol_floor_hits"] = int(self.floor_hit[idx].sum())  # forecasts raised to the floor
         har = self.baselines.forecasts["har"][idx]
         out["dm_vs_har"] = vol_metrics.dm_vs(f, har, v, self.horizon)
+        if self.best is not None:
+            best = self.baselines.forecasts[self.best[0]][idx]
+            if np.isfinite(best).all() and (best > 0).all():
+                out["dm_vs_best_baseline"] = vol_metrics.dm_vs(f, best, v, self.horizon)
         base: dict[str, Any] = {}
         for name, fc in self.baselines.forecasts.items():
             b = fc[idx]

@@ -13,7 +13,6 @@ from cryptonorm.errors import ConfigError, DataError
 from cryptonorm.features.splits import embargo_bars
 from cryptonorm.pipeline.fetch import ProgressFn
 from cryptonorm.pipeline.resume import Checkpointer
-from cryptonorm.pipeline.rundir import MODEL
 
 
 @dataclass
@@ -83,10 +82,10 @@ def walk_forward(prep: Any, cfg: Config, device: Any, progress: ProgressFn | Non
 def _train_fold(ds_k: Any, cfg: Config, device: Any, progress: ProgressFn | None, run_dir: Path, ck: Checkpointer,
                 k: int, forecasts: np.ndarray) -> FoldSummary:
     """Train fold k (resuming its saved epoch state if any) and fill in its test forecasts."""
-    from cryptonorm.learn import training
+    from cryptonorm.pipeline import fitting
 
     fold_progress = None if progress is None else (lambda d: progress({**d, "fold": k}))
-    res = training.fit(ds_k, cfg, device, progress=fold_progress, checkpoint=run_dir / MODEL,
-                       resume=ck.state_for(k), on_epoch_end=ck.saver(k))
-    forecasts[ds_k.test_idx] = training.predict(res.model, ds_k, ds_k.test_idx, device)
+    fitted = fitting.fit(ds_k, cfg, device, fold_progress, run_dir, ck, k)  # a network or ridge / LightGBM
+    res = fitted.res
+    forecasts[ds_k.test_idx] = fitted.forecast(ds_k, ds_k.test_idx)
     return FoldSummary(res.history, res.best_epoch, res.stopped, res.message)

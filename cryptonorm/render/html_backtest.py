@@ -53,12 +53,13 @@ ROW_TITLES = ("price, position shading and trades", "equity (start = 1)", "drawd
 
 def backtest_page(out: Path, equity: pd.DataFrame | None, trades: pd.DataFrame | None, metrics: dict[str, Any],
                   *, title: str, outcome: np.ndarray | None = None, reason: str = "",
-                  buckets: int = DISPLAY_BUCKETS) -> Path:
+                  buckets: int = DISPLAY_BUCKETS, importance: pd.DataFrame | None = None) -> Path:
     """Write the backtest page to `out` (plotly.min.js beside it); returns `out`.
 
     equity: the Backtest.equity frame (EQUITY_COLUMNS); trades: Backtest.trades; metrics: Backtest.metrics.
     outcome (N,): the realized outcome of each row's forecast (default: the next bar's log return).
     With no equity (or fewer than 2 bars) the page says there is no backtest, and why (`reason`).
+    importance: a tabular model's importance.csv (feature, lag, importance, ...): its top rows, charted.
     """
     if equity is None or len(equity) < 2:
         why = reason or "the run has no backtest"
@@ -67,7 +68,29 @@ def backtest_page(out: Path, equity: pd.DataFrame | None, trades: pd.DataFrame |
     chart = Chart("backtest", backtest_figure(equity, trades, metrics, outcome=outcome, buckets=buckets))
     body: list[str | Chart] = [f"<h1>{esc(title)}</h1>", f'<p class="info">{esc(metrics_caption(metrics))}</p>',
                                chart, "<h2>Metrics</h2>", metrics_html(metrics), per_year_html(metrics)]
+    if importance is not None and len(importance):
+        body += importance_parts(importance)
     return write_page(out, title, body)
+
+
+IMPORTANCE_TOP = 20  # design columns shown
+
+
+def importance_parts(imp: pd.DataFrame) -> list[str | Chart]:
+    """The top IMPORTANCE_TOP columns of a ridge / LightGBM model: a bar chart and a table."""
+    import plotly.graph_objects as go
+
+    top = imp.sort_values("importance", ascending=False).head(IMPORTANCE_TOP)
+    labels = [f"{f} (lag {int(lag)})" for f, lag in zip(top["feature"], top["lag"], strict=True)]
+    fig = go.Figure(go.Bar(x=top["importance"][::-1], y=labels[::-1], orientation="h", name="importance"))
+    layout_defaults(fig, "share of the model's total importance", 60 + 22 * len(top))
+    extra = [c for c in ("gain", "split", "coef") if c in top.columns]
+    rows = [[lab, fmt(share, "pct"), *(fmt(r[c], "g4") for c in extra)]
+            for lab, share, (_, r) in zip(labels, top["importance"], top.iterrows(), strict=True)]
+    caption = ("LightGBM: share of the total split gain" if "gain" in extra else
+               "ridge: share of the summed |coefficient| on the scaled inputs")
+    return ["<h2>Feature importance</h2>", Chart("importance", fig),
+            table(["column", "importance", *extra], rows, caption=caption, cls="importance")]
 
 
 def metrics_html(metrics: dict[str, Any]) -> str:

@@ -164,8 +164,11 @@ def _vol_table(t: Table, m: dict[str, Any]) -> Table:
             p = (f"{fmt(dm.get('qlike', {}).get('p'), 'p')} / {fmt(dm.get('mse_var', {}).get('p'), 'p')}"
                  if dm else "-")
             t.add_row(label, *[fmt(r.get(k), f) for k, f in VOL_COLUMNS], p, style=style)
+    best = m.get("best_baseline") or {}
+    strongest = (f"\nstrongest baseline on {best.get('chosen_on')} QLIKE: {best['name']} (DM against it: "
+                 "dm_vs_best_baseline in metrics.json)" if best.get("name") else "")
     t.caption = (f"{m.get('message', '')}\nvariances per bar; DM = Diebold-Mariano, HAC (Newey-West) variance, "
-                 f"two-sided\nsamples: {m.get('samples')}; dropped: {m.get('dropped')}")
+                 f"two-sided{strongest}\nsamples: {m.get('samples')}; dropped: {m.get('dropped')}")
     return t
 
 
