@@ -28,6 +28,8 @@ TINY: dict[str, dict[str, Any]] = {  # sizes that train in well under a second o
     "tsmixer": {"tsmixer": {"blocks": 1, "ff": 8}}, "dlinear": {"dlinear": {"kernel": 5}},
 }
 
+NETWORKS = {kind: facts for kind, facts in KINDS.items() if facts.network}  # ridge/LightGBM: tests/test_tabular.py
+
 
 def tiny(kind: str, norm: str | None = None, **extra: Any) -> ModelConfig:
     raw: dict[str, Any] = {"kind": kind, "groups": 2, "dropout": 0.0, **TINY[kind], **extra}
@@ -37,13 +39,13 @@ def tiny(kind: str, norm: str | None = None, **extra: Any) -> ModelConfig:
 
 
 def kind_norms() -> list[tuple[str, str]]:
-    return [(kind, norm) for kind, facts in KINDS.items() for norm in facts.norms]
+    return [(kind, norm) for kind, facts in NETWORKS.items() for norm in facts.norms]
 
 
 def kind_norm_placements() -> list[tuple[str, str, str]]:
     """Every (kind, norm, placement) the table allows."""
     return [(kind, norm, "layer") for kind, norm in kind_norms()] + [
-        (kind, norm, "cell") for kind, facts in KINDS.items() for norm in facts.cell_norms]
+        (kind, norm, "cell") for kind, facts in NETWORKS.items() for norm in facts.cell_norms]
 
 
 # ---------------------------------------------------------------- transformer == torch.nn.TransformerEncoder

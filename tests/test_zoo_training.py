@@ -12,10 +12,9 @@ import pytest
 import torch
 
 from cryptonorm.config import build_config
-from cryptonorm.config.norm_facts import KINDS
 from cryptonorm.learn.models import build_model
 from tests.conftest import small_real_config
-from tests.test_zoo import kind_norm_placements, tiny
+from tests.test_zoo import NETWORKS, kind_norm_placements, tiny
 
 torch.set_num_threads(1)
 
@@ -152,7 +151,7 @@ def test_recalibrated_batch_statistics_for_the_new_kinds(btc: Any, kind: str, no
 # ---------------------------------------------------------------- checkpoints, exact resume, ONNX
 
 
-@pytest.mark.parametrize("kind", [k for k in KINDS if k not in ("mlp", "lstm")])
+@pytest.mark.parametrize("kind", [k for k in NETWORKS if k not in ("mlp", "lstm")])
 def test_checkpoint_round_trip_and_exact_resume(kind: str, btc: Any, tmp_path: Any) -> None:
     from cryptonorm.learn.checkpoints import load_checkpoint
     from cryptonorm.learn.training import fit
@@ -178,7 +177,7 @@ def test_checkpoint_round_trip_and_exact_resume(kind: str, btc: Any, tmp_path: A
         torch.testing.assert_close(loaded.eval()(x), full.model.eval()(x), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("kind", [k for k in KINDS if k not in ("mlp", "lstm")])
+@pytest.mark.parametrize("kind", [k for k in NETWORKS if k not in ("mlp", "lstm")])
 def test_onnx_export_equals_torch(kind: str, tmp_path: Any) -> None:
     ort = pytest.importorskip("onnxruntime")
     from cryptonorm.learn.export import export_onnx

@@ -44,7 +44,7 @@ from cryptonorm.pipeline.training import TrainSummary, train
 from cryptonorm.timeframes import timeframe_ms
 
 
-def _funding(cfg: Config, ts: np.ndarray) -> np.ndarray | None:
+def funding_of(cfg: Config, ts: np.ndarray) -> np.ndarray | None:
     """A swap's funding rate paid per unit of position in each bar (None for spot or backtest.funding off)."""
     if cfg.data.market != "swap" or cfg.backtest.funding == "off":
         return None
@@ -127,14 +127,14 @@ def simulate_split(full: pd.DataFrame, cfg: Config, split: str, *, forecast_stat
     if cfg.backtest_mode == "vol_target":  # a volatility forecast: pipeline/vol.py, trade/vol_target.py
         from cryptonorm.pipeline.vol import backtest_frame
 
-        result, outcome = backtest_frame(full, cfg, split, funding=_funding(cfg, ts))
+        result, outcome = backtest_frame(full, cfg, split, funding=funding_of(cfg, ts))
         return result, outcome
     from cryptonorm.trade import backtest as bt
 
     outcome = df["outcome"].to_numpy("float64")
     return bt.simulate(ts, df["close"].to_numpy("float64"), df["forecast"].to_numpy("float64"), cfg.backtest,
                        cfg.data.timeframe, cfg.target.kind, outcome=outcome, forecast_stats=forecast_stats,
-                       funding=_funding(cfg, ts)), outcome
+                       funding=funding_of(cfg, ts)), outcome
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ import pandas as pd
 from cryptonorm.atomic import write_csv, write_json
 from cryptonorm.config import Config, build_config
 from cryptonorm.errors import ConfigError, DataError, Hint
-from cryptonorm.pipeline.backtesting import read_forecasts, run_backtest, simulate_split
+from cryptonorm.pipeline.backtesting import funding_of, read_forecasts, run_backtest, simulate_split
 from cryptonorm.pipeline.rundir import (
     BACKTEST_DIR,
     BACKTEST_PREFIX,
@@ -220,8 +220,7 @@ def grid(run_dir: Path, values: Mapping[str, Sequence[Any]], out: Path | None = 
                             "the validation and the test split")
     out_dir = _out_dir(run_dir, out, f"{BACKTEST_PREFIX}grid-{_grid_hash(base, values)}", "grid") if write else None
     rows = []
-    for combo, cfg in zip(combos, configs, strict=True):
-        s = simulate_split(full, cfg, "val", forecast_stats=False)[0].metrics["strategy"]
+    for combo, s in zip(combos, split_metrics(full, configs, "val"), strict=True):
         rows.append({**combo, "val_sharpe": s["sharpe"], "val_total_return": s["total_return"],
                      "val_max_drawdown": s["max_drawdown"], "val_trades": s["trades"], "val_exposure": s["exposure"]})
     table = pd.DataFrame(rows)
@@ -241,6 +240,32 @@ def grid(run_dir: Path, values: Mapping[str, Sequence[Any]], out: Path | None = 
     if out_dir is not None:
         _write_grid(result, base, run_dir)
     return result
+
+
+def split_metrics(full: pd.DataFrame, configs: Sequence[Config], split: str) -> list[dict[str, Any]]:
+    """The strategy metrics of each config on one split of forecasts.csv (`full`), as
+    `simulate_split(full, cfg, split)[0].metrics["strategy"]` gives them: the direction backtests of one
+    funding setting as the columns of one simulation (trade/grid.py), vol_target ones one at a time."""
+    from cryptonorm.trade.grid import simulate_grid
+
+    out: list[dict[str, Any] | None] = [None] * len(configs)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, cfg in enumerate(configs):
+        groups.setdefault((cfg.backtest_mode, cfg.backtest.funding), []).append(i)
+    df = full[full["split"] == split]
+    for (mode, _), idx in groups.items():
+        if mode == "vol_target" or len(df) < 2:  # simulate_split says what is wrong with a short split
+            for i in idx:
+                out[i] = simulate_split(full, configs[i], split, forecast_stats=False)[0].metrics["strategy"]
+            continue
+        cfg = configs[idx[0]]
+        ts = df["timestamp"].to_numpy("int64")
+        metrics = simulate_grid(ts, df["close"].to_numpy("float64"), df["forecast"].to_numpy("float64"),
+                                [configs[i].backtest for i in idx], cfg.data.timeframe, cfg.target.kind,
+                                funding=funding_of(cfg, ts))
+        for i, m in zip(idx, metrics, strict=True):
+            out[i] = m
+    return [m for m in out if m is not None]
 
 
 def _span(df: pd.DataFrame) -> dict[str, Any]:
