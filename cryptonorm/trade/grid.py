@@ -96,29 +96,14 @@ def _block(ts: np.ndarray, px: np.ndarray, fc: np.ndarray, bar_ret: np.ndarray, 
     """The book and the metrics of C combinations: P `strategies` (their positions), `which` (C,) the
     strategy of each combination, `rate` (C,) its cost per unit traded. Row 0 of every combination is the
     start (nothing held); the steps are `trade.positions.book`'s, row-wise, in the same order."""
-    p_rows, n, c = len(strategies), len(bar_ret), len(which)
-    pos = np.empty((p_rows, n))  # (P, N) position held over each bar
-    pos[:, 0] = 0.0
-    for j, cfg in enumerate(strategies):  # decided at the close of bar t, held over bar t + 1
-        pos[j, 1:] = target_positions(ts, px, fc, cfg, timeframe, kind)[:-1]
-    turn = np.empty((p_rows, n))
-    turn[:, 0] = 0.0
-    np.subtract(pos[:, 1:], pos[:, :-1], out=turn[:, 1:])
-    np.abs(turn, out=turn)
-    gross = pos * bar_ret
-    charge = None if carry is None else pos * carry
+    p_rows, n = len(strategies), len(bar_ret)
+    pos, turn = _positions(ts, px, fc, strategies, timeframe, kind)
+    cost, ret = _book(pos, turn, bar_ret, carry, which, rate)
     in_mkt = pos[:, 1:] != 0  # (P, N - 1)
     n_in = np.count_nonzero(in_mkt, axis=1)
     turnover = turn[:, 1:].sum(axis=1)
     bounds = [trade_bounds(pos[j, 1:]) for j in range(p_rows)]
 
-    cost = np.empty((c, n))  # (C, N) each combination's book
-    ret = np.empty((c, n))
-    for k, j in enumerate(which.tolist()):
-        np.multiply(turn[j], rate[k], out=cost[k])
-        np.subtract(gross[j], cost[k], out=ret[k])
-        if charge is not None:
-            ret[k] -= charge[j]
     factor = ret + 1.0
     eq = np.cumprod(factor, axis=1)  # row-wise the same sequential product as the 1-D one
 
@@ -126,16 +111,7 @@ def _block(ts: np.ndarray, px: np.ndarray, fc: np.ndarray, bar_ret: np.ndarray, 
     m = n - 1
     years = float(ts[-1] - ts[0]) / YEAR_MS
     root = math.sqrt(bars_per_year(timeframe))
-    total = r.sum(axis=1)  # rows are contiguous: pairwise sums, as np.sum of each row
-    mean = total / m  # m >= 1: the checks ask for 2 bars
-    dev = r - mean[:, None]
-    sd = np.sqrt(np.einsum("ij,ij->i", dev, dev) / (m - 1)) if m > 1 else np.full(c, math.nan)
-    neg = np.minimum(r, 0.0, out=dev)
-    downside = np.sqrt(np.einsum("ij,ij->i", neg, neg) / m)
-    losses = -neg.sum(axis=1)
-    up = r > 0.0
-    n_up = np.count_nonzero(np.logical_and(up, in_mkt[which], out=up), axis=1)
-    del dev, neg, up
+    total, mean, sd, downside, losses, n_up = _moments(r, in_mkt[which])
     dd = _drawdowns(eq, ts)
     out = []
     for i, j in enumerate(which.tolist()):
@@ -170,6 +146,55 @@ def _block(ts: np.ndarray, px: np.ndarray, fc: np.ndarray, bar_ret: np.ndarray, 
             "years": years,
         })
     return out
+
+
+def _moments(r: np.ndarray, in_mkt: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per row of the (C, M) returns `r`: sum, mean, sample std, downside deviation, summed losses and the
+    count of winning bars in the market (`in_mkt` (C, M)), each as `trade.performance` computes it on one row."""
+    c, m = r.shape
+    total = r.sum(axis=1)  # rows are contiguous: pairwise sums, as np.sum of each row
+    mean = total / m  # m >= 1: the checks ask for 2 bars
+    dev = r - mean[:, None]
+    sd = np.sqrt(np.einsum("ij,ij->i", dev, dev) / (m - 1)) if m > 1 else np.full(c, math.nan)
+    neg = np.minimum(r, 0.0, out=dev)
+    downside = np.sqrt(np.einsum("ij,ij->i", neg, neg) / m)
+    losses = -neg.sum(axis=1)
+    up = r > 0.0
+    n_up = np.count_nonzero(np.logical_and(up, in_mkt, out=up), axis=1)
+    return total, mean, sd, downside, losses, n_up
+
+
+def _positions(ts: np.ndarray, px: np.ndarray, fc: np.ndarray, strategies: list[BacktestConfig], timeframe: str,
+               kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """(P, N) position held over each bar of each strategy (decided at the close of bar t, held over bar
+    t + 1; row 0 holds nothing) and its (P, N) turnover."""
+    p_rows, n = len(strategies), len(ts)
+    pos = np.empty((p_rows, n))
+    pos[:, 0] = 0.0
+    for j, cfg in enumerate(strategies):
+        pos[j, 1:] = target_positions(ts, px, fc, cfg, timeframe, kind)[:-1]
+    turn = np.empty((p_rows, n))
+    turn[:, 0] = 0.0
+    np.subtract(pos[:, 1:], pos[:, :-1], out=turn[:, 1:])
+    np.abs(turn, out=turn)
+    return pos, turn
+
+
+def _book(pos: np.ndarray, turn: np.ndarray, bar_ret: np.ndarray, carry: np.ndarray | None, which: np.ndarray,
+          rate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(C, N) costs and returns of each combination: its strategy's (`which`) gross return less its cost
+    rate x turnover, less the funding its position pays (`carry`)."""
+    gross = pos * bar_ret
+    charge = None if carry is None else pos * carry
+    c, n = len(which), pos.shape[1]
+    cost = np.empty((c, n))
+    ret = np.empty((c, n))
+    for k, j in enumerate(which.tolist()):
+        np.multiply(turn[j], rate[k], out=cost[k])
+        np.subtract(gross[j], cost[k], out=ret[k])
+        if charge is not None:
+            ret[k] -= charge[j]
+    return cost, ret
 
 
 def _drawdowns(eq: np.ndarray, ts: np.ndarray) -> list[tuple[float, int, float, float]]:
