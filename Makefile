@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck bench clean
+.PHONY: install demo test test-slow test-all lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,7 +19,19 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/cryptonorm run configs/quickstart.yaml
 
+# Test tiers: `make test` is the fast tier (lint, types, the import contract and every test not marked
+# `slow`: under 8 minutes on 2 cores); `make test-slow` runs only the slow ones (Ray clusters, random kills,
+# the browser, fuzzing, long trainings); `make test-all` runs everything. `.ci/run` runs test then test-slow.
 test: $(STAMP)
+	$(BIN)/ruff check cryptonorm tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
+
+test-all: $(STAMP)
 	$(BIN)/ruff check cryptonorm tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/lint-imports

@@ -88,6 +88,8 @@ def cryptonorm_rows(n: int, repeat: int) -> Timings:
         out[f"simulate, sizing={sizing} (every metric)"] = best(partial(simulate, ts, close, fc, cfg, "1h", "return"),
                                                                 repeat)
     cfg = BacktestConfig.model_validate({})
+    out["simulate, fixed, threads=2 (metrics on a 2nd thread)"] = best(
+        lambda: simulate(ts, close, fc, cfg, "1h", "return", threads=2), repeat)
     out["simulate, fixed, forecast_stats=False"] = best(
         lambda: simulate(ts, close, fc, cfg, "1h", "return", forecast_stats=False), repeat)
     bt = simulate(ts, close, fc, cfg, "1h", "return", forecast_stats=False)

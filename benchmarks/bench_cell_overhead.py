@@ -2,7 +2,7 @@
 
 Three parts, each timed on its own:
 
-1. process start + imports: a fresh `python -c "...warm_imports()"` (what each spawned pool worker, or a
+1. process start + imports: a fresh `python -c "...warm_up()"` (what each spawned pool worker, or a
    Ray worker, pays once: torch, the model, feature and backtest code), best of `--starts` runs;
 2. data load: `load_candles` of the cells' dataset (the sweep's parent does it once and every worker gets
    the frame with its initializer: the cache shared by the cells of one dataset), and the pickling of that
@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 def start_and_imports(starts: int) -> tuple[float, float]:
     """(best wall s, best CPU s of the child) of a fresh interpreter importing what a cell needs."""
-    code = "from cryptonorm.sweep.cell import warm_imports; warm_imports()"
+    code = "from cryptonorm.sweeps.cell import warm_up; warm_up()"
     walls, cpus = [], []
     for _ in range(starts):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -58,15 +58,16 @@ def in_cell(cells: int) -> dict[str, float]:
 
     from cryptonorm import pipeline
     from cryptonorm.config import build_config
+    from cryptonorm.data import store
     from cryptonorm.data.candles import data_hash
     from cryptonorm.learn import training
-    from cryptonorm.sweep.cell import CellTask, run_cell
+    from cryptonorm.sweeps.cell import CellTask, run_cell
 
     raw = small_real_config()
     raw["train"] = {**raw["train"], "epochs": 1}  # type: ignore[dict-item]
     cfg = build_config(raw)
     t0 = time.perf_counter()
-    candles = pipeline.load_candles(cfg)
+    candles = store.load_candles(cfg)
     load = time.perf_counter() - t0
     t0 = time.perf_counter()
     blob = pickle.dumps(candles)

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cryptonorm.claims import run as cl  # noqa: E402
-from cryptonorm.sweep.results import collect_results  # noqa: E402
+from cryptonorm.sweeps.results import collect_results  # noqa: E402
 
 
 def budget(cfg) -> float:  # type: ignore[no-untyped-def]

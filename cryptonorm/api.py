@@ -184,30 +184,26 @@ def stats(metrics: dict[str, Any]) -> pd.Series:
 
 
 def sweep(path: PathLike, *, out: PathLike | None = None, jobs: int = 1, executor: str = "local",
-          overrides: Mapping[str, Any] | None = None, track: str | None = None) -> pd.DataFrame:
+          overrides: Mapping[str, Any] | None = None, track: str | None = None, force: bool = False) -> pd.DataFrame:
     """Run (or resume) a sweep like `cryptonorm sweep`, render its report, and return its results table
     (one row per cell: grid values, status, validation/test metrics, backtest metrics). `track`: log each
-    finished cell as one run under one experiment for the sweep."""
+    finished cell as one run under one experiment for the sweep. `force`: write into an `out` folder that is
+    not a sweep directory (its summary.md and sweep_results.csv are replaced)."""
     import json
 
-    from cryptonorm.pipeline.tracking import BACKENDS, check_backend
-    from cryptonorm.sweep import report
-    from cryptonorm.sweep.results import collect_results, results_frame
-    from cryptonorm.sweep.run import run_sweep
-    from cryptonorm.sweep.spec import load_sweep
+    from cryptonorm.pipeline.tracking import BACKENDS
+    from cryptonorm.sweeps.orchestrate import check_outputs, sweep_and_report
+    from cryptonorm.sweeps.results import collect_results, results_frame
+    from cryptonorm.sweeps.spec import load_sweep
 
     path, out = arg.path_arg(path, "path"), arg.optional_path(out, "out")
     jobs, executor = arg.int_arg(jobs, "jobs"), arg.choice_arg(executor, "executor", ("local", "ray"))
     sets = [f"{k}={json.dumps(v)}" for k, v in arg.overrides_arg(overrides).items()]
-    backend = check_backend(arg.choice_arg(track, "track", BACKENDS, optional=True))
+    track = arg.choice_arg(track, "track", BACKENDS, optional=True)
+    check_outputs(None, track)
     spec = load_sweep(path, sets)
-    outcome = run_sweep(spec, out, jobs=jobs, executor=executor)
-    report.render(outcome.sweep_dir)
-    if backend is not None:
-        from cryptonorm.sweep.tracking import track_sweep
-
-        track_sweep(outcome.sweep_dir, backend)
-    return results_frame(collect_results(outcome.sweep_dir), spec.grid_keys, outcome.sweep_dir)
+    done = sweep_and_report(spec, out, jobs=jobs, executor=executor, track=track, force=arg.bool_arg(force, "force"))
+    return results_frame(collect_results(done.outcome.sweep_dir), spec.grid_keys, done.outcome.sweep_dir)
 
 
 def fetch(cfg: Config | PathLike | None = None, **data: Any) -> pd.DataFrame:
@@ -216,6 +212,7 @@ def fetch(cfg: Config | PathLike | None = None, **data: Any) -> pd.DataFrame:
     `cn.fetch(exchange="binance", symbol="BTC/USDT", timeframe="1h", since="2024-01-01")`."""
     from cryptonorm import pipeline
     from cryptonorm.config import build_config
+    from cryptonorm.data import store
 
     cfg = arg.config_arg(cfg, optional=True)
     if isinstance(cfg, (str, Path)) or cfg is None:
@@ -224,5 +221,5 @@ def fetch(cfg: Config | PathLike | None = None, **data: Any) -> pd.DataFrame:
         raw = cfg.to_dict()
         cfg = build_config({**raw, "data": {**raw["data"], **data}}, source="cn.fetch")
     pipeline.fetch(cfg)
-    return _utc_index(pipeline.load_candles(cfg))
+    return _utc_index(store.load_candles(cfg))
 

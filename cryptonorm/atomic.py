@@ -3,7 +3,7 @@ Text, JSON (NaN-safe) and CSV writers built on it are here too: one writer for e
 tolerant reader of the JSON objects they write (`read_json_object`).
 
 Readers see the old file or the new one, never half of one; a killed writer leaves at most a hidden
-`.NAME.XXXXXXXX.tmp` beside the target (pipeline.consolidate and train clear those up).
+`.NAME.XXXXXXXX.tmp` beside the target (data.store.consolidate and train clear those up).
 """
 
 from __future__ import annotations

@@ -187,7 +187,7 @@ def test_a_failed_cell_line_shows_the_message_not_the_class() -> None:
     """Issue 24: sweep progress lines and results said 'TrainingError: ...'; a project error is its message
     (a bug in the code keeps its class, which is what a bug report needs)."""
     from cryptonorm.errors import DataError, TrainingError
-    from cryptonorm.sweep.cell import one_line
+    from cryptonorm.sweeps.cell import one_line
 
     assert one_line(TrainingError("the loss is NaN at epoch 3; lower train.lr\nmore")) == \
         "the loss is NaN at epoch 3; lower train.lr"

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from cryptonorm.cli import app
 from cryptonorm.config import build_config, load_config, moved_keys
 from cryptonorm.errors import ConfigError
-from cryptonorm.sweep.spec import config_hash
+from cryptonorm.sweeps.spec import config_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = str(ROOT / "configs" / "quickstart.yaml")

@@ -226,7 +226,7 @@ def test_nonsense_combinations_are_one_line_config_errors(tmp_path: Path) -> Non
 
 
 def test_shipped_sweeps_include_the_new_options_and_every_cell_validates() -> None:
-    from cryptonorm.sweep.spec import load_sweep
+    from cryptonorm.sweeps.spec import load_sweep
 
     seen: dict[str, set[tuple[str, str, str]]] = {}
     for name in ("norms", "batch_size", "bn_eval"):

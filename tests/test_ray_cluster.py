@@ -30,13 +30,14 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from ray_kill.sitecustomize import KILL_ENV
 from typer.testing import CliRunner
 
 from cryptonorm.cli import app
-from cryptonorm.sweep.executors import TEST_KILL_ENV
-from cryptonorm.sweep.spec import load_sweep
+from cryptonorm.sweeps.spec import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
+KILL_DIR = Path(__file__).resolve().parent / "ray_kill"  # the test's kill switch (sitecustomize.py)
 RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
 
 BASE = """\
@@ -125,8 +126,9 @@ def test_two_node_cluster_sweep_survives_a_killed_cell(tmp_path: Path) -> None:
     marker = root / "killed.pid"
     (root / "token").write_text(secrets.token_hex(32))
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(root / "token"),
-           "RAY_USAGE_STATS_ENABLED": "0", TEST_KILL_ENV: f"{victim}:{marker}",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+           "RAY_USAGE_STATS_ENABLED": "0", KILL_ENV: f"{victim}:{marker}",
+           # ray_kill/sitecustomize.py: the kill switch, loaded by every process of the cluster and the driver
+           "PYTHONPATH": os.pathsep.join([str(KILL_DIR), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     port = free_port()
     sids: set[int] = set()
     try:
@@ -245,7 +247,7 @@ class _NoCluster:
 def test_a_cluster_refusing_the_session_is_one_line_with_a_token_hint(monkeypatch: pytest.MonkeyPatch,
                                                                        mode: str | None) -> None:
     from cryptonorm.errors import CryptonormError
-    from cryptonorm.sweep.executors import ray_session
+    from cryptonorm.sweeps.executors import ray_session
 
     if mode is None:
         monkeypatch.delenv("RAY_AUTH_MODE", raising=False)

@@ -23,6 +23,7 @@ from cli_run import QUICK, ROOT, SMALL, cli, fetch_store, sets
 from filelock import FileLock
 
 from cryptonorm import pipeline
+from cryptonorm.data import store as data_store
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
@@ -174,7 +175,7 @@ def test_features_in_another_order_are_matched_by_name(finished: Path, tmp_path:
     from cryptonorm.features.dataset import prepare
 
     names = json.loads((run / "scaler.json").read_text())["features"]
-    now = prepare(pipeline.load_candles(pipeline.load_run_config(run)), pipeline.load_run_config(run)).feature_names
+    now = prepare(data_store.load_candles(pipeline.load_run_config(run)), pipeline.load_run_config(run)).feature_names
     assert sorted(now) == sorted(names) and now != names  # the same features, in another order
     code, _, err = cli("predict", str(run), "-o", str(tmp_path / "b.csv"))
     assert code == 0, err

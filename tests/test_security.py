@@ -24,9 +24,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from cryptonorm import pipeline
 from cryptonorm.cli import app
 from cryptonorm.config import DataConfig, build_config
+from cryptonorm.data import store
 from cryptonorm.data.exchange import Retry, call, open_source, pages, redact
 from cryptonorm.data.store import store_path
 from cryptonorm.errors import ConfigError, CryptonormError, ExchangeError, TransientExchangeError
@@ -424,7 +424,7 @@ def test_a_dotted_symbol_stays_inside_data_dir(tmp_path: Path) -> None:
     still a single name inside data.dir, and the synthetic market refuses the market before any write."""
     data = tmp_path / "work" / "data"
     cfg = build_config({"data": {"symbol": "../..", "dir": str(data)}})
-    path = pipeline.candle_path(cfg).resolve()
+    path = store.candle_path(cfg).resolve()
     assert path.is_relative_to(data.resolve()) and path.name == ".._..-1h.parquet"
     code, out, err = cli("fetch", "-c", QUICK, "--symbol", "../..", "--data-dir", str(data))
     assert code == 1 and "no market '../..'" in one_line_error(err, out)
@@ -446,7 +446,7 @@ def test_every_accepted_market_is_stored_inside_data_dir(symbol: str, exchange: 
     except (ValueError, ConfigError):
         return
     for sym in data.symbols:
-        path = store_path(data.dir, pipeline.store_folder(data), sym, data.timeframe)
+        path = store_path(data.dir, store.store_folder(data), sym, data.timeframe)
         assert os.path.normpath(path) == str(path)  # no '..' or '.' component anywhere
         assert path.parent.parent in (data_dir, data_dir / "synthetic")
         assert "/" not in path.name and path.name not in (".", "..") and "\x00" not in str(path)
@@ -456,8 +456,8 @@ def test_every_accepted_market_is_stored_inside_data_dir(symbol: str, exchange: 
 @given(values=st.lists(st.one_of(st.text(max_size=10), st.integers(), st.lists(st.text(max_size=4), max_size=2)),
                        min_size=1, max_size=3, unique_by=lambda v: json.dumps(v)))
 def test_sweep_cell_directories_stay_inside_the_sweep(values: list[Any]) -> None:
-    from cryptonorm.sweep.results import cell_dir
-    from cryptonorm.sweep.spec import cell_id
+    from cryptonorm.sweeps.results import cell_dir
+    from cryptonorm.sweeps.spec import cell_id
 
     sweep_dir = Path("/srv/cn/sweeps/s")
     for v in values:

@@ -106,6 +106,10 @@ def test_study_end_to_end_then_resume(tmp_path: Path) -> None:
     page = (out / cl.VERDICTS_HTML).read_text()
     assert page.rstrip().endswith("</html>") and "BatchNorm lowers the test loss (tiny)" in page
     assert (out / "plotly.min.js").is_file()
+    # one plotly.js for the whole study: the claim's sweep report loads the study's copy, relatively
+    assert [p.relative_to(out).as_posix() for p in out.rglob("plotly.min.js")] == ["plotly.min.js"]
+    assert '<script src="../plotly.min.js">' in (out / "tiny_claim" / "report.html").read_text()
+    assert '<script src="plotly.min.js">' in page
     for p in rec["plots"]:
         assert Path(p).stat().st_size > 0
     assert (out / "tiny_claim" / "summary.md").exists()  # the claim's sweep, rendered like any sweep

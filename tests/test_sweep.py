@@ -24,8 +24,9 @@ from typer.testing import CliRunner
 from cryptonorm.cli import app
 from cryptonorm.errors import ConfigError
 from cryptonorm.evaluate import stats as st
-from cryptonorm.sweep import report as sr
-from cryptonorm.sweep import spec as sw
+from cryptonorm.sweeps import outputs as so
+from cryptonorm.sweeps import report as sr
+from cryptonorm.sweeps import spec as sw
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -364,7 +365,7 @@ def test_a_killed_cell_resumes_from_its_last_epoch(tmp_path: Path, data_dir: Pat
     result an uninterrupted cell gives; leftovers it cannot resume (another config) are removed, not reused."""
     from cryptonorm import pipeline
     from cryptonorm.config import apply_overrides, build_config
-    from cryptonorm.sweep.results import cell_dir
+    from cryptonorm.sweeps.results import cell_dir
 
     one = "name: tiny\nbase: base.yaml\nset: {train.epochs: 4, train.patience: 100}\ngrid:\n  seed: [0]\n"
     path = write_sweep(tmp_path, data_dir, one)
@@ -584,7 +585,7 @@ def test_report_without_norm_or_seed_keys(tmp_path: Path) -> None:
         {"name": "lr", "grid": {"train.lr": [0.001, 0.01]}, "data": {"hash": "h"},
          "cells": [{"id": "a", "params": {"train.lr": 0.001}, "seed": 0},
                    {"id": "b", "params": {"train.lr": 0.01}, "seed": 0}]}))
-    rep = sr.render(root)
+    rep = so.render(root)
     assert rep.reference is None and not len(rep.tests)
     assert any("model.norm is not a grid key" in n for n in rep.notes)
     with pytest.raises(ConfigError):

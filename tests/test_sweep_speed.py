@@ -10,7 +10,7 @@ import pytest
 from test_sweep import cli, write_sweep
 
 from cryptonorm.errors import UsageError
-from cryptonorm.sweep.executors import gpu_slots, ray_gpus
+from cryptonorm.sweeps.executors import gpu_slots, ray_gpus
 
 
 @pytest.fixture(scope="module")

@@ -1,3 +1,3 @@
 """The article study (`cryptonorm study`): claim files (spec), the per-cell frame, verdicts, the run and the
-markdown/HTML write-up. Runs its sweeps through cryptonorm.sweep; every statistic is cryptonorm.evaluate's.
+markdown/HTML write-up. Runs its sweeps through cryptonorm.sweeps; every statistic is cryptonorm.evaluate's.
 """

@@ -1,7 +1,7 @@
 """The per-cell frame a claim's rule is evaluated on: grid values, seed, forecast and derived metrics.
 
 Forecast metrics come from each cell's result.json (`test_mse`, `val_ic_spearman`, ...). Derived metrics
-(claim_spec.DERIVED_METRICS) are read from the cell's run directory: history.csv (one row per epoch:
+(claims.spec.DERIVED_METRICS) are read from the cell's run directory: history.csv (one row per epoch:
 train_loss, val_loss) and forecasts.csv (the out-of-sample bars). `steps_to_target` needs every cell: its
 target is the worst typical best validation loss of the claim, max over the other grid combinations of the
 median over seeds of best_val_loss, fixed by this rule before the run, so every group can reach it and
@@ -20,8 +20,8 @@ import pandas as pd
 
 from cryptonorm.claims.spec import Claim, grid_values
 from cryptonorm.evaluate.keys import SEED_KEY
-from cryptonorm.sweep.results import cell_dir, collect_results
-from cryptonorm.sweep.spec import show as _show
+from cryptonorm.sweeps.results import cell_dir, collect_results
+from cryptonorm.sweeps.spec import show as _show
 from cryptonorm.timeframes import parse_date
 
 NON_FINITE = "non_finite_loss"

@@ -7,17 +7,17 @@ from pathlib import Path
 from typing import Any
 
 
-def _pct(v: Any) -> str:
+def _pct(v: float | None) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * float(v):+.1f}%"
 
 
-def _p(v: Any) -> str:
+def _p(v: float | None) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
     return "<0.001" if v < 0.001 else f"{v:.3f}"
 
 
-def _g(v: Any) -> str:
+def _g(v: float | None) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):.4g}"
 
 
@@ -48,7 +48,8 @@ def verdict_line(rec: dict[str, Any]) -> str:
     data = data_label(rec)
     if rec["data"]["kind"] == "synthetic":
         data = f"the planted-signal {data} (not real prices)"
-    return f"{rec['verdict']} on {data}, {seeds_label(rec['seeds'])}: {rec['reason']}"
+    missing = f" ({rec['data']['missing']})" if rec["data"].get("missing") else ""
+    return f"{rec['verdict']} on {data}{missing}, {seeds_label(rec['seeds'])}: {rec['reason']}"
 
 
 def primary(rec: dict[str, Any]) -> str:
@@ -91,6 +92,7 @@ def _section(r: dict[str, Any], study_dir: Path) -> list[str]:
     rule, d, c = r["rule"], r["data"], r["cells"]
     out = [f"## Claim {r['id']}: {r['title']}", "",
            f"- data: {data_label(r)}" + (f", {d['rows']} candles, hash `{d['hash']}`" if d.get("rows") else "")
+           + (f" ({d['missing']})" if d.get("missing") else "")
            + (" (the planted-signal synthetic market, not real prices)" if d["kind"] == "synthetic" else ""),
            *([f"- why this data: {d['note'].strip()}"] if d.get("note") else []),
            f"- model {r['model']}, target {r['target']}; seeds {', '.join(r['seeds']) or '-'}; cells {c['ok']} ok"

@@ -33,6 +33,7 @@ from cryptonorm.claims import verdicts as vd
 from cryptonorm.claims.spec import Claim, find_claims, grid_values, load_claim, prepare
 from cryptonorm.errors import ConfigError
 from cryptonorm.evaluate.keys import SEED_KEY
+from cryptonorm.sweeps.results import SWEEP_FILE
 
 EventFn = Callable[[dict[str, Any]], None]
 VERDICTS_JSON = "verdicts.json"
@@ -57,7 +58,7 @@ def load_study(folder: str | Path, study_dir: Path, quick: bool = False,
                overrides: tuple[str, ...] = (), data_dir: str | Path | None = None) -> list[Claim]:
     """Load and check every claim file of `folder` (nothing runs); ConfigError names the first problem.
 
-    `data_dir`: the folder of the real candle files (claim_spec.load_claim; default $CRYPTONORM_DATA_DIR)."""
+    `data_dir`: the folder of the real candle files (claims.spec.load_claim; default $CRYPTONORM_DATA_DIR)."""
     claims = [load_claim(p, quick, data_dir) for p in find_claims(folder)]
     seen_ids: dict[int, Path] = {}
     seen_names: dict[str, Path] = {}
@@ -85,9 +86,9 @@ def run_study(claims: list[Claim], study_dir: Path, *, jobs: int = 1, profile: s
     `executor`, `address`, `gpus_per_cell`: as run_sweep's; with Ray, one connection serves every claim."""
     import contextlib
 
-    from cryptonorm.sweep import report as sweep_report
-    from cryptonorm.sweep.executors import check_executor, import_ray, ray_session
-    from cryptonorm.sweep.run import run_sweep
+    from cryptonorm.sweeps import outputs as sweep_outputs
+    from cryptonorm.sweeps.executors import check_executor, import_ray, ray_session
+    from cryptonorm.sweeps.run import run_sweep
 
     check_executor(executor, address, gpus_per_cell)
 
@@ -108,7 +109,7 @@ def run_study(claims: list[Claim], study_dir: Path, *, jobs: int = 1, profile: s
             else:
                 res = run_sweep(c.sweep, sweep_dir, on_event=on_event, **opts)
             outcome.failed_cells += res.failed
-            sweep_report.render(res.sweep_dir)
+            sweep_outputs.render(res.sweep_dir, js_dir=study_dir)  # one plotly.min.js per study
     outcome.claims = judge_all(claims, study_dir, profile)
     outcome.seconds = time.time() - t0
     write_outputs(outcome)
@@ -131,7 +132,7 @@ def judge(claim: Claim, sweep_dir: Path, plots_dir: Path, profile: str = "full")
     data = ok
     if spec.rule.change is not None and rule.metric in ok.columns:
         ch = spec.rule.change
-        from cryptonorm.sweep.spec import show as _show
+        from cryptonorm.sweeps.spec import show as _show
 
         data = vd.relative_change(ok, rule.metric, ch.key, _show(ch.start), _show(ch.to), keys)
         keys = [k for k in keys if k != ch.key]
@@ -185,11 +186,14 @@ def _data_detail(cfg: Any, sweep_dir: Path) -> dict[str, Any]:
                            "source": Path(d.file).name if d.file else d.exchange, "symbol": d.symbols[0]}
     if d.exchange == "synthetic" and not d.file:
         out["signal"] = d.synthetic.signal
+    path = sweep_dir / SWEEP_FILE
     try:
-        meta = json.loads((sweep_dir / "sweep.json").read_text())
-        out.update({"rows": meta["data"]["rows"], "hash": meta["data"]["hash"]})
-    except (OSError, ValueError, KeyError):
-        pass
+        meta = json.loads(path.read_text())
+        out.update({"rows": int(meta["data"]["rows"]), "hash": str(meta["data"]["hash"])})
+    except (OSError, ValueError, KeyError, TypeError) as e:  # the verdict says what it cannot vouch for
+        why = ("missing" if isinstance(e, FileNotFoundError) else f"unreadable ({e.strerror})" if isinstance(e, OSError)
+               else "not valid JSON" if isinstance(e, ValueError) else "without data.rows and data.hash")
+        out["missing"] = f"no data hash or row count: {path} is {why}"
     return out
 
 
@@ -220,7 +224,7 @@ def _groups(ok: pd.DataFrame, metric: str, keys: list[str], show: list[str]) -> 
 
 def write_outputs(outcome: StudyOutcome) -> None:
     """verdicts.json and verdicts.md, written atomically."""
-    from cryptonorm.pipeline import write_json, write_text_atomic
+    from cryptonorm.atomic import write_json, write_text_atomic
 
     meta = {"profile": outcome.profile, "seconds": round(outcome.seconds, 1),
             "written": datetime.now(timezone.utc).isoformat(timespec="seconds"), "claims": outcome.claims}

@@ -7,7 +7,7 @@
       data_note: why this data     # optional
     rule:                          # fixed BEFORE the run (see verdicts.py for what each field means)
       text: the rule in words
-      metric: test_mse             # a test_/val_ metric the target has, or a derived one (claim_metrics.py)
+      metric: test_mse             # a test_/val_ metric the target has, or a derived one (claims/frame.py)
       claimed: higher              # lower | higher | either: what the claim predicts for the treatment
       margin: 0.02                 # smallest effect that counts
       change: {key: train.batch_size, from: 128, to: 2}   # optional: compare relative changes across a key
@@ -39,13 +39,13 @@ from cryptonorm.errors import ConfigError
 from cryptonorm.evaluate.forecast import forecast_metrics
 from cryptonorm.evaluate.keys import SEED_KEY
 from cryptonorm.evaluate.vol_metrics import vol_metrics
-from cryptonorm.sweep.spec import Sweep, load_sweep
-from cryptonorm.sweep.spec import show as _show
+from cryptonorm.sweeps.spec import Sweep, load_sweep
+from cryptonorm.sweeps.spec import show as _show
 from cryptonorm.text import did_you_mean
 
 # metrics that are already relative (ratios): effects are their plain differences, not divided again
 RELATIVE_METRICS = ("gap_at_best", "decay_mse", "diverged", "qlike_vs_har")
-# metrics computed per cell from its run directory (claim_metrics.py), beside the test_/val_ forecast metrics
+# metrics computed per cell from its run directory (claims/frame.py), beside the test_/val_ forecast metrics
 DERIVED_METRICS = {
     "best_val_loss": "lowest validation loss over the epochs (the training loss function)",
     "final_val_loss": "validation loss after the last epoch (NaN when training stopped on a non-finite loss)",
@@ -141,6 +141,28 @@ class Claim:
 DATA_DIR_ENV = "CRYPTONORM_DATA_DIR"
 
 
+def _schema_error(path: Path, e: ValidationError) -> ConfigError:
+    """One line for the first schema error of a claim file: the dotted key, what is wrong, never a class name."""
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    allowed: dict[str, type[BaseModel]] = {"": ClaimFile, "claim": ClaimHead, "rule": RuleSpec,
+                                           "quick": QuickSpec}
+    if err["type"] in ("model_type", "dict_type", "model_attributes_type"):  # `claim: 5`: never a class name
+        keys = f" with the keys {', '.join(allowed[loc].model_fields)}" if loc in allowed else ""
+        return ConfigError(f"{path}: {loc}: must be a mapping{keys} (got {err.get('input')!r})")
+    if err["type"] == "extra_forbidden":
+        section = loc.rsplit(".", 1)[0] if "." in loc else ""
+        names = list(allowed.get(section, ClaimFile).model_fields)
+        hint = did_you_mean(loc.rsplit(".", 1)[-1], names)
+        hint += " " if hint else ""
+        return ConfigError(f"{path}: unknown key {loc!r}: {hint}allowed: {', '.join(names)}")
+    if err["type"] == "missing":
+        return ConfigError(f"{path}: {loc}: required; a claim file has the sections claim, rule, sweep (and "
+                           "quick); keep other YAML files (bases) out of the claims folder")
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return ConfigError(f"{path}: {loc}: {msg} (got {err.get('input')!r})")
+
+
 def load_claim(path: str | Path, quick: bool = False, data_dir: str | Path | None = None) -> Claim:
     """Read and check a claim file (schema only; `prepare` checks the sweep and the rule against it).
 
@@ -152,21 +174,7 @@ def load_claim(path: str | Path, quick: bool = False, data_dir: str | Path | Non
     try:
         spec = ClaimFile.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            allowed: dict[str, type[BaseModel]] = {"": ClaimFile, "claim": ClaimHead, "rule": RuleSpec,
-                                                   "quick": QuickSpec}
-            section = loc.rsplit(".", 1)[0] if "." in loc else ""
-            names = list(allowed.get(section, ClaimFile).model_fields)
-            hint = did_you_mean(loc.rsplit(".", 1)[-1], names)
-            hint += " " if hint else ""
-            raise ConfigError(f"{path}: unknown key {loc!r}: {hint}allowed: {', '.join(names)}") from None
-        if err["type"] == "missing":
-            raise ConfigError(f"{path}: {loc}: required; a claim file has the sections claim, rule, sweep (and "
-                              "quick); keep other YAML files (bases) out of the claims folder") from None
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"{path}: {loc}: {msg} (got {err.get('input')!r})") from None
+        raise _schema_error(path, e) from None
     sweep = dict(spec.sweep)
     left_out: tuple[str, ...] = ()
     if quick:
@@ -204,7 +212,7 @@ def load_claim(path: str | Path, quick: bool = False, data_dir: str | Path | Non
 
 def prepare(claim: Claim, sweep_file: Path, overrides: tuple[str, ...] = ()) -> Claim:
     """Write the resolved sweep file, load it (validating every cell) and check the claim against it."""
-    from cryptonorm.pipeline import write_text_atomic
+    from cryptonorm.atomic import write_text_atomic
 
     write_text_atomic(sweep_file, yaml.safe_dump(json.loads(json.dumps(claim.sweep_raw, default=str)),
                                                  sort_keys=False))
@@ -228,7 +236,7 @@ def grid_values(sweep: Sweep) -> dict[str, list[str]]:
 
 
 def target_metrics(kind: str) -> list[str]:
-    """Names of the forecast metrics a target kind has (asked of trade.metrics itself, so never stale)."""
+    """Names of the forecast metrics a target kind has (asked of evaluate.forecast itself, so never stale)."""
     y = np.array([0.0, 1.0, 0.0, 1.0, 1.0]) if kind == "direction" else np.array([0.2, 0.1, 0.4, 0.3, 0.5])
     pred = np.array([0.3, 0.6, 0.2, 0.7, 0.9]) if kind == "direction" else np.array([0.25, 0.15, 0.3, 0.35, 0.45])
     names = list(forecast_metrics(pred, y, kind))

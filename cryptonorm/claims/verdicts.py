@@ -33,21 +33,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from cryptonorm.evaluate.stats import (
-    bootstrap_ci,
-    bootstrap_ci_two,
-    brown_forsythe,
-    holm,
-    min_pvalues,
-    paired_t,
-    paired_wilcoxon,
-    t_interval,
-)
+from cryptonorm.evaluate.compare import holm_within, match, paired, spread
 
 Claimed = Literal["lower", "higher", "either"]
 VERDICTS = ("supported", "contradicted", "inconclusive")
@@ -103,16 +94,8 @@ def _filter(df: pd.DataFrame, where: dict[str, str]) -> pd.DataFrame:
 
 def _pairs(df: pd.DataFrame, comp: Comparison, metric: str, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Metric of treatment and control cells matched on every other grid key and the seed."""
-    sel = _filter(df, comp.where)
-    match = [k for k in keys if k != comp.key and k not in comp.where]
-    t = sel[sel[comp.key] == comp.treatment].set_index(match)[metric]
-    if comp.control is None:
-        v = pd.to_numeric(t, errors="coerce").dropna().to_numpy("float64")
-        return v, np.zeros_like(v)
-    c = sel[sel[comp.key] == comp.control].set_index(match)[metric]
-    both = pd.concat([t.rename("t"), c.rename("c")], axis=1, join="inner").apply(pd.to_numeric, errors="coerce")
-    both = both.dropna()
-    return both["t"].to_numpy("float64"), both["c"].to_numpy("float64")
+    match_on = [k for k in keys if k != comp.key and k not in comp.where]
+    return match(_filter(df, comp.where), comp.key, comp.treatment, comp.control, match_on, metric)
 
 
 def compare(df: pd.DataFrame, rule: Rule, keys: list[str]) -> pd.DataFrame:
@@ -124,54 +107,37 @@ def compare(df: pd.DataFrame, rule: Rule, keys: list[str]) -> pd.DataFrame:
         t, c = _pairs(df, comp, rule.metric, keys)
         rows.append(_spread_row(comp, t, c) if rule.test == "spread" else _paired_row(comp, t, c, rule))
     table = pd.DataFrame(rows)
-    if len(table):
-        table["p_holm"] = math.nan
-        for role in ("primary", "secondary"):  # two families: the deciding comparisons, and the rest
-            mask = (table["role"] == role).to_numpy()
-            if mask.any():
-                table.loc[mask, "p_holm"] = holm(table.loc[mask, "p"].to_numpy("float64"))
+    if len(table):  # two Holm families: the deciding comparisons, and the rest
+        table["p_holm"] = holm_within(table["p"].to_numpy("float64"), table["role"].to_numpy())
         judged = [_judge(r, rule) for _, r in table.iterrows()]
         table["supports"] = [j == "supports" for j in judged]
         table["opposes"] = [j == "opposes" for j in judged]
     return table
 
 
-def _paired_row(comp: Comparison, t: np.ndarray, c: np.ndarray, rule: Rule) -> dict[str, Any]:
-    n = len(t)
-    d = t - c
-    scale = abs(float(c.mean())) if (rule.relative and comp.control is not None and n) else 1.0
+def _paired_row(comp: Comparison, t: np.ndarray, c: np.ndarray, rule: Rule) -> dict[str, object]:
+    r = paired(t, c)
+    n, d = r.n, t - c
+    scale = abs(r.mean_ref) if (rule.relative and comp.control is not None and n) else 1.0
     scale = scale if scale > 0 else math.nan
-    tt, w = paired_t(t, c), paired_wilcoxon(t, c)
-    lo, hi = t_interval(d)
-    blo, bhi = bootstrap_ci(d)
     sign = -1.0 if rule.claimed == "lower" else 1.0
     return {"comparison": comp.label, "role": comp.role, "n": n,
-            "treatment_mean": float(t.mean()) if n else math.nan,
-            "control_mean": float(c.mean()) if n and comp.control is not None else math.nan,
-            "effect": float(d.mean()) / scale if n else math.nan, "ci_low": lo / scale, "ci_high": hi / scale,
-            "boot_low": blo / scale, "boot_high": bhi / scale,
-            "p": tt.pvalue, "test": "paired t", "p_wilcoxon": w.pvalue, "min_p_wilcoxon": min_pvalues(n)["wilcoxon"],
+            "treatment_mean": r.mean, "control_mean": r.mean_ref if comp.control is not None else math.nan,
+            "effect": r.diff / scale if n else math.nan, "ci_low": r.ci_t[0] / scale, "ci_high": r.ci_t[1] / scale,
+            "boot_low": r.ci_boot[0] / scale, "boot_high": r.ci_boot[1] / scale,
+            "p": r.t.pvalue, "test": "paired t", "p_wilcoxon": r.wilcoxon.pvalue, "min_p_wilcoxon": r.min_p_wilcoxon,
             "claimed_way": int(np.sum(sign * d > 0)) if rule.claimed != "either" else int(np.sum(d != 0)),
-            "note": "; ".join(x for x in (tt.note, w.note) if x)}
+            "note": r.note}
 
 
-def _spread_row(comp: Comparison, t: np.ndarray, c: np.ndarray) -> dict[str, Any]:
+def _spread_row(comp: Comparison, t: np.ndarray, c: np.ndarray) -> dict[str, object]:
     # unpaired: each group's values over seeds (the pairing of _pairs is irrelevant to a spread)
-    bf = brown_forsythe(t, c)
-    n = bf.n
-
-    def ratio(a: np.ndarray, b: np.ndarray) -> float:
-        sb = float(np.std(b, ddof=1))
-        return float(np.std(a, ddof=1)) / sb - 1.0 if sb > 0 else math.nan
-
-    eff = ratio(t, c) if n >= 2 else math.nan
-    lo, hi = bootstrap_ci_two(t, c, ratio) if n >= 2 else (math.nan, math.nan)
-    return {"comparison": comp.label, "role": comp.role, "n": n,
-            "treatment_mean": float(np.std(t, ddof=1)) if len(t) > 1 else math.nan,
-            "control_mean": float(np.std(c, ddof=1)) if len(c) > 1 else math.nan,
-            "effect": eff, "ci_low": lo, "ci_high": hi, "boot_low": lo, "boot_high": hi, "p": bf.pvalue,
+    s = spread(t, c)
+    lo, hi = s.ci
+    return {"comparison": comp.label, "role": comp.role, "n": s.n, "treatment_mean": s.std, "control_mean": s.std_ref,
+            "effect": s.effect, "ci_low": lo, "ci_high": hi, "boot_low": lo, "boot_high": hi, "p": s.test.pvalue,
             "test": "Brown-Forsythe",
-            "p_wilcoxon": math.nan, "min_p_wilcoxon": math.nan, "claimed_way": math.nan, "note": bf.note}
+            "p_wilcoxon": math.nan, "min_p_wilcoxon": math.nan, "claimed_way": math.nan, "note": s.test.note}
 
 
 def _judge(row: pd.Series, rule: Rule) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -17,9 +17,6 @@ from cryptonorm.cli.app import (
     load_cli_config,
     say,
 )
-
-if TYPE_CHECKING:
-    pass
 
 # ---------------------------------------------------------------- fetch
 

@@ -49,7 +49,7 @@ def train(
     force: ForceOpt = False,
 ) -> None:
     """Train a forecaster; prints the run directory."""
-    from cryptonorm import pipeline
+    from cryptonorm import atomic
     from cryptonorm.pipeline.tracking import check_backend
     from cryptonorm.render import tables
 
@@ -59,7 +59,7 @@ def train(
         summary = _train(cfg, out, json_, force)
         _track(backend, cfg, summary.run_dir)
         if json_:
-            typer.echo(json.dumps(pipeline.json_safe({"run_dir": summary.run_dir, "device": summary.device,
+            typer.echo(json.dumps(atomic.json_safe({"run_dir": summary.run_dir, "device": summary.device,
                                                       "stopped": summary.stopped, "metrics": summary.metrics})))
             return
         if not STATE.quiet:
@@ -137,12 +137,12 @@ def backtest(
 
 
 def _show_grid(result: Any, json_: bool) -> None:
-    from cryptonorm import pipeline
+    from cryptonorm import atomic
     from cryptonorm.pipeline.rebacktest import grid_note
     from cryptonorm.render import tables
 
     if json_:
-        typer.echo(json.dumps(pipeline.json_safe({
+        typer.echo(json.dumps(atomic.json_safe({
             "grid": result.table.to_dict(orient="records"), "selected": result.selected.to_dict(orient="records"),
             "val": result.val, "test": result.test, "note": grid_note(result),
             "paths": {k: str(v) for k, v in result.paths.items()}})))
@@ -192,13 +192,13 @@ def _train(cfg: Config, out: Path | None, json_: bool, force: bool, backtest: bo
 
 def _show_backtest(out_dir: Path, result: Any, json_: bool, open_: bool, want: tuple[str, ...]) -> None:
     """The metrics table, the backtest directory and the report's path (--json: the metrics alone)."""
-    from cryptonorm import pipeline
+    from cryptonorm import atomic
     from cryptonorm.pipeline.reports import EQUITY_PNG, REPORT_HTML
     from cryptonorm.render import plots as report
 
     page = out_dir / (REPORT_HTML if "html" in want else EQUITY_PNG)
     if json_:
-        typer.echo(json.dumps(pipeline.json_safe(result.metrics)))
+        typer.echo(json.dumps(atomic.json_safe(result.metrics)))
     else:
         if not STATE.quiet:
             console().print(report.metrics_table(result.metrics))
@@ -220,7 +220,8 @@ def run(
     force: ForceOpt = False,
 ) -> None:
     """Fetch (if missing), train, backtest and report in one go."""
-    from cryptonorm import pipeline
+    from cryptonorm import atomic, pipeline
+    from cryptonorm.data import store
     from cryptonorm.pipeline.tracking import check_backend
     from cryptonorm.render import tables
 
@@ -228,14 +229,14 @@ def run(
         want = report_formats(fmt)
         cfg = load_cli_config(config, set_)
         backend = check_backend(track)
-        if not pipeline.have_candles(cfg):
+        if not store.have_candles(cfg):
             say(f"fetching {', '.join(cfg.data.symbols)} {cfg.data.timeframe} from {cfg.data.exchange}")
             with tables.progress_bar("candles", disable=STATE.quiet or json_) as update:
                 pipeline.fetch(cfg, progress=update)
         summary, out_dir, result = _train(cfg, out, json_, force, backtest=True, fmt=fmt)
         _track(backend, cfg, summary.run_dir)
         if json_:  # one document: the run, its training and its backtest
-            typer.echo(json.dumps(pipeline.json_safe({
+            typer.echo(json.dumps(atomic.json_safe({
                 "run_dir": summary.run_dir, "device": summary.device, "stopped": summary.stopped,
                 "metrics": summary.metrics, "backtest_dir": out_dir, "backtest": result.metrics})))
             return

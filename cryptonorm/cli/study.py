@@ -1,6 +1,6 @@
 """The `sweep` and `report` commands (registered on cryptonorm.cli's app when this module is imported).
 
-No torch/pandas at import time: `cryptonorm --help` stays fast. The logic is in cryptonorm.sweep and cryptonorm.claims
+No torch/pandas at import time: `cryptonorm --help` stays fast. The logic is in cryptonorm.sweeps and cryptonorm.claims
 (spec, sweep, report, summary); this module parses options and renders with rich.
 """
 
@@ -27,7 +27,7 @@ from cryptonorm.cli.app import (
 
 if TYPE_CHECKING:
 
-    from cryptonorm.sweep.report import SweepReport
+    from cryptonorm.sweeps.report import SweepReport
 
 ReferenceOpt = Annotated[
     Optional[str],  # noqa: UP045 - typer needs Optional here
@@ -57,37 +57,36 @@ def sweep_command(
     fmt: FormatOpt = None,
     open_: OpenOpt = False,
     track: TrackOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Write into an --out folder that is not a sweep "
+                                                          "directory (its summary.md, sweep_results.csv and "
+                                                          "plots/ are replaced).")] = False,
 ) -> None:
     """Run a grid of experiments in parallel; resumable (finished cells are skipped, failed ones retried)."""
     from cryptonorm.render import tables
-    from cryptonorm.sweep import report as sweep_report
-    from cryptonorm.sweep import run as sw
-    from cryptonorm.sweep.results import RESULTS_CSV
-    from cryptonorm.sweep.spec import load_sweep
+    from cryptonorm.sweeps.orchestrate import check_outputs, sweep_and_report
+    from cryptonorm.sweeps.results import RESULTS_CSV
+    from cryptonorm.sweeps.spec import load_sweep
 
     with errors():
-        from cryptonorm.pipeline.tracking import check_backend
-
-        report_formats(fmt)  # a bad --format fails before any training
-        backend = check_backend(track)  # and an unknown tracker
+        report_formats(fmt)  # a bad --format fails before any training (and says when html falls back)
+        check_outputs(fmt, track)  # and an unknown tracker
         spec = load_sweep(sweep_file, set_ or [])
         say(f"sweep {spec.spec.name}: {len(spec.cells)} cells over {', '.join(spec.grid_keys)} "
              f"({_where(executor, address, jobs)})")
         with tables.sweep_bar(disable=STATE.quiet) as on_event:
-            outcome = sw.run_sweep(spec, out, jobs=jobs, executor=executor, address=address, on_event=on_event,
-                                   gpus_per_cell=gpus_per_cell)
-        rep = sweep_report.render(outcome.sweep_dir, reference, fmt)
-        _show(rep)
-        if backend is not None:
+            done = sweep_and_report(spec, out, jobs=jobs, executor=executor, address=address,
+                                    gpus_per_cell=gpus_per_cell, reference=reference, fmt=fmt, track=track,
+                                    force=force, on_event=on_event)
+        outcome = done.outcome
+        _show(done.report)
+        if done.backend is not None:
             from cryptonorm.pipeline.tracking import logged_note
-            from cryptonorm.sweep.tracking import track_sweep
 
-            n = track_sweep(outcome.sweep_dir, backend)
-            say(f"{n} new cell run(s) {logged_note(backend, f'sweep-{spec.spec.name}')}")
+            say(f"{done.tracked} new cell run(s) {logged_note(done.backend, f'sweep-{spec.spec.name}')}")
         again = f" ({outcome.rebacktested} re-backtested with new backtest settings)" if outcome.rebacktested else ""
         say(f"{outcome.ran} cell(s) run, {outcome.skipped} finished earlier{again}, in {outcome.seconds:.0f}s")
         typer.echo(str(outcome.sweep_dir))
-        _report_path(rep, open_)
+        _report_path(done.report, open_)
         if outcome.failed:
             typer.echo(f"error: {outcome.failed} of {outcome.total} cells failed (see {RESULTS_CSV}); run the "
                        "same command again to retry them", err=True)
@@ -102,11 +101,11 @@ def report_command(
 ) -> None:
     """Re-render a sweep's results table, summary.md, plots and report.html from its finished cells (no
     training); prints the report's path (report.html, or summary.md with --format png)."""
-    from cryptonorm.sweep import report as sweep_report
+    from cryptonorm.sweeps import outputs
 
     with errors():
         report_formats(fmt)
-        rep = sweep_report.render(sweep_dir, reference, fmt)
+        rep = outputs.render(sweep_dir, reference, fmt)
         _show(rep)
         if "html" not in rep.paths:
             typer.echo(str(rep.paths["summary"]))
@@ -129,14 +128,14 @@ def _report_path(rep: SweepReport, open_: bool) -> None:
 
 def _show(rep: SweepReport) -> None:
     from cryptonorm.render import tables
-    from cryptonorm.sweep import summary
+    from cryptonorm.sweeps import summary
 
     if STATE.quiet:
         return
     out = console()  # a log file or pipe gets the whole table, one line per row
     header, rows = summary.summary_table(rep, compact=True)
     c = rep.counts
-    title = f"sweep {rep.meta['name']}: mean ± std over seeds ({c['ok']}/{c['cells']} cells ok)"
+    title = f"sweep {rep.meta.name}: mean ± std over seeds ({c['ok']}/{c['cells']} cells ok)"
     out.print(tables.simple_table(title, header, rows))
     th, tr = summary.tests_table(rep, compact=True)
     if tr:
@@ -172,7 +171,7 @@ def study_command(
     from cryptonorm.render import tables
 
     with errors():
-        from cryptonorm.sweep.executors import check_executor
+        from cryptonorm.sweeps.executors import check_executor
 
         check_executor(executor, address, gpus_per_cell)  # before the claims load and the first line
         study_dir = out or cl.default_dir(quick)

@@ -49,7 +49,8 @@ def psi(actual: np.ndarray, expected: np.ndarray, floor: float = PSI_FLOOR) -> n
     """PSI of shares `actual` (..., B) against `expected` (B,), each floored at `floor`."""
     a = np.maximum(actual, floor)
     e = np.maximum(expected, floor)
-    return np.sum((a - e) * np.log(a / e), axis=-1)
+    out: np.ndarray = np.sum((a - e) * np.log(a / e), axis=-1)
+    return out
 
 
 def rolling_psi(x: np.ndarray, train: np.ndarray, window: int, bins: int = PSI_BINS) -> np.ndarray:
@@ -79,6 +80,6 @@ def rolling_ks(x: np.ndarray, train: np.ndarray, window: int, points: int = KS_G
     codes = np.searchsorted(grid, x, side="left")  # 0 .. len(grid)
     counts = _rolling_counts(codes, len(grid) + 1, window)[:, :-1]  # (n, G): the last code is above the grid
     f_win = np.cumsum(counts, axis=1) / window  # (n, G)
-    out = np.abs(f_win - f_train).max(axis=1)
+    out: np.ndarray = np.abs(f_win - f_train).max(axis=1)
     out[: window - 1] = np.nan
     return out

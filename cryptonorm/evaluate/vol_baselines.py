@@ -120,7 +120,7 @@ def har_design(m: np.ndarray, timeframe: str) -> np.ndarray:
 
 def _har_rows(Z: np.ndarray, y_var: np.ndarray, train_rows: np.ndarray) -> np.ndarray:
     rows = np.asarray(train_rows, dtype=np.int64)
-    ok = rows[np.isfinite(Z[rows]).all(axis=1) & np.isfinite(y_var[rows])]
+    ok: np.ndarray = rows[np.isfinite(Z[rows]).all(axis=1) & np.isfinite(y_var[rows])]
     if len(ok) < 10:
         raise DataError(f"HAR baseline: only {len(ok)} training rows have a month of history and a label; use more "
                         "training data (HAR's monthly average needs 30 days of bars)")

@@ -33,8 +33,9 @@ VOL_KEYS = ("qlike", "mse_var", "mse_vol", "mz_intercept", "mz_slope", "mz_r2", 
 
 def qlike_terms(f: np.ndarray, v: np.ndarray) -> np.ndarray:
     """(n,) per-bar QLIKE loss v / f - log(v / f) - 1 (inputs already checked > 0)."""
-    ratio = v / f
-    return ratio - np.log(ratio) - 1.0
+    ratio: np.ndarray = v / f
+    out: np.ndarray = ratio - np.log(ratio) - 1.0
+    return out
 
 
 def check_variances(f: np.ndarray, v: np.ndarray, what: str = "forecast") -> tuple[np.ndarray, np.ndarray]:

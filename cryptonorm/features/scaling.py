@@ -11,14 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from cryptonorm.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    pass
 
 CLIP = 10.0  # scaled inputs are clipped to [-CLIP, CLIP] (scale units), unless an input norm follows
 _CHUNK = 1 << 16  # rows per chunk when scaling: bounds the float64 temporaries

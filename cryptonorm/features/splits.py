@@ -5,19 +5,14 @@ The rules are in `cryptonorm.features.dataset`'s docstring."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cryptonorm.config import Config
 from cryptonorm.errors import ConfigError, DataError
-from cryptonorm.timeframes import format_ms, parse_date
-
-if TYPE_CHECKING:
-    pass
-
 from cryptonorm.features.dataset import Dataset, Prepared
 from cryptonorm.features.scaling import Scaler, input_clip
+from cryptonorm.timeframes import format_ms, parse_date
 
 # ---------------------------------------------------------------- splits
 

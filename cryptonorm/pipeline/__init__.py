@@ -5,11 +5,10 @@ modules. Every step can be called from Python with a `Config` (see `config.load_
 
 Modules: fetch (the store), prepare (features, audit), rundir (run directories), training (the train step),
 walkforward (its folds), resume (interrupted training), integrity (file hashes), forecasting (predict),
-backtesting (backtest, and train_and_backtest for `run`).
+backtesting (backtest, and train_and_backtest for `run`). The atomic writers live in cryptonorm.atomic and
+the store in cryptonorm.data.store: import them from there.
 """
 
-from cryptonorm.atomic import json_safe, write_csv, write_json, write_text_atomic
-from cryptonorm.data.store import candle_path, consolidate, have_candles, load_candles, store_folder
 from cryptonorm.pipeline.backtesting import backtest, train_and_backtest
 from cryptonorm.pipeline.fetch import FetchSummary, fetch
 from cryptonorm.pipeline.forecasting import predict
@@ -26,8 +25,7 @@ from cryptonorm.pipeline.training import TrainSummary, train, versions
 from cryptonorm.pipeline.validate import validate_config
 
 __all__ = [
-    "FetchSummary", "TrainSummary", "audit", "backtest", "candle_path", "consolidate", "features", "fetch",
-    "finished_run", "have_candles", "is_run_dir", "json_safe", "load_candles", "load_run_config", "new_run_dir",
-    "predict", "RunDir", "store_folder", "train", "train_and_backtest",
-    "validate_config", "verify_run", "versions", "write_csv", "write_json", "write_text_atomic",
+    "FetchSummary", "RunDir", "TrainSummary", "audit", "backtest", "features", "fetch", "finished_run",
+    "is_run_dir", "load_run_config", "new_run_dir", "predict", "train", "train_and_backtest", "validate_config",
+    "verify_run", "versions",
 ]

@@ -25,7 +25,7 @@ def write_backtest_reports(out_dir: Path, result: Any, title: str, want: tuple[s
     if "png" in want:
         from cryptonorm.render.plots import plot_equity
 
-        written["png"] = plot_equity(result, Path(out_dir) / EQUITY_PNG, title=title)
+        written["png"] = plot_equity(result.equity, result.metrics, Path(out_dir) / EQUITY_PNG, title=title)
     if "html" in want:
         from cryptonorm.render.html_backtest import backtest_page
 

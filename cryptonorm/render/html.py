@@ -19,6 +19,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,7 +164,7 @@ td:first-child,th:first-child{text-align:left}
 """
 
 
-def page(title: str, body: Sequence[str | Chart]) -> str:
+def page(title: str, body: Sequence[str | Chart], plotly_src: str = PLOTLY_JS) -> str:
     """A whole HTML document: `body` parts in order (HTML fragments, or charts drawn from embedded JSON)."""
     import plotly.io as pio
 
@@ -184,7 +185,7 @@ def page(title: str, body: Sequence[str | Chart]) -> str:
               f"  .then(() => {{ window.reportDrawnMs = performance.now(); }});\n")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{esc(title)}</title><style>{_CSS}</style>"
-            f'<script src="{PLOTLY_JS}"></script></head>\n<body>\n'
+            f'<script src="{esc(plotly_src)}"></script></head>\n<body>\n'
             + "\n".join(parts) + f"\n<script>\n{script}</script>\n</body></html>\n")
 
 
@@ -200,13 +201,19 @@ def write_plotly_js(folder: Path) -> Path:
     return path
 
 
-def write_page(out: Path, title: str, body: Sequence[str | Chart]) -> Path:
-    """Write the page atomically, with plotly.min.js beside it; returns `out`."""
+def write_page(out: Path, title: str, body: Sequence[str | Chart], js_dir: Path | None = None) -> Path:
+    """Write the page atomically; returns `out`. plotly.min.js goes to `js_dir` (default: beside the page), a
+    folder that holds the page's folder: the pages of one folder tree (a study's verdicts and each claim's
+    sweep report) share one copy, loaded by a relative path, so the tree still opens offline."""
     require_plotly()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_plotly_js(out.parent)
-    write_text_atomic(out, page(title, body))
+    js_dir = out.parent if js_dir is None else Path(js_dir)
+    if not out.parent.resolve().is_relative_to(js_dir.resolve()):
+        raise ValueError(f"{js_dir} does not hold {out.parent}: a relative plotly.js path would leave the tree")
+    js = write_plotly_js(js_dir)
+    src = os.path.relpath(js.resolve(), out.parent.resolve()).replace(os.sep, "/")
+    write_text_atomic(out, page(title, body, src))
     return out
 
 

@@ -1,6 +1,6 @@
 """SWEEP_DIR/report.html: the sweep's tables and interactive plots (plotly), from plain frames and dicts.
 
-The page builder knows nothing of sweep files or study objects: cryptonorm.sweep hands it a `SweepPage`.
+The page builder knows nothing of sweep files or study objects: cryptonorm.sweeps hands it a `SweepPage`.
   - the tables as given (the summary with raw and corrected p-values where the study computed them, the
     paired tests), the notes, and every cell (status, grid values, run directory) in a folded table;
   - per metric (the test loss, the Sharpe) a box per group (the norm) with every seed as a point; hover:
@@ -67,8 +67,8 @@ class SweepPage:
     notes: list[str] = field(default_factory=list)
 
 
-def sweep_page(out: Path, data: SweepPage) -> Path:
-    """Write SWEEP_DIR/report.html (plotly.min.js beside it); returns `out`."""
+def sweep_page(out: Path, data: SweepPage, js_dir: Path | None = None) -> Path:
+    """Write SWEEP_DIR/report.html (plotly.min.js beside it, or in `js_dir` above it); returns `out`."""
     ok = data.cells[data.cells["status"] == "ok"] if len(data.cells) else data.cells
     body: list[str | Chart] = [f"<h1>{esc(data.title)}</h1>"]
     body += [f'<p class="info">{esc(line)}</p>' for line in data.info]
@@ -87,7 +87,7 @@ def sweep_page(out: Path, data: SweepPage) -> Path:
             body += [f"<h2>{esc(data.loss)} vs {esc(data.batch_key)}</h2>", _batch_or_notice(data, ok)]
     body += _failed_section(data.cells)
     body.append(_cells_section(data))
-    return write_page(out, data.title, body)
+    return write_page(out, data.title, body, js_dir)
 
 
 def _nothing_ok(cells: pd.DataFrame) -> str:

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from cryptonorm.atomic import atomic_path
 from cryptonorm.text import fmt
-from cryptonorm.trade.backtest import Backtest
 from cryptonorm.trade.performance import drawdown_curve
 
 if TYPE_CHECKING:
+    import pandas as pd
     from matplotlib.figure import Figure
     from rich.table import Table
 
@@ -59,14 +59,16 @@ def atomic_savefig(fig: Figure, path: Path, **savefig_kwargs: Any) -> Path:
     return path
 
 
-def plot_equity(bt: Backtest, path: Path, title: str = "", *, log_scale: bool = False, dpi: int = 120) -> Path:
+def plot_equity(equity: pd.DataFrame, metrics: dict[str, Any], path: Path, title: str = "", *,
+                log_scale: bool = False, dpi: int = 120) -> Path:
     """Equity of the strategy vs buy-and-hold (top; log scale optional) and their drawdowns (bottom), as a
-    PNG written atomically. Bars that span an exchange outage are marked. Returns `path`."""
+    PNG written atomically. Bars that span an exchange outage are marked. Returns `path`.
+    `equity`: a backtest's equity frame (timestamp, equity, bh_equity, gap); `metrics`: its metrics dict."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure
 
-    eq = bt.equity
+    eq = equity
     x = eq["timestamp"].to_numpy("int64").astype("datetime64[ms]")
     strat = eq["equity"].to_numpy("float64")
     bh = eq["bh_equity"].to_numpy("float64")
@@ -97,7 +99,7 @@ def plot_equity(bt: Backtest, path: Path, title: str = "", *, log_scale: bool = 
     locator = AutoDateLocator()
     ax_dd.xaxis.set_major_locator(locator)
     ax_dd.xaxis.set_major_formatter(ConciseDateFormatter(locator))
-    m = bt.metrics
+    m = metrics
     sub = (f"Sharpe {fmt(m['strategy'].get('sharpe'), 'num')} vs buy & hold "
            f"{fmt(m['buy_and_hold'].get('sharpe'), 'num')}; fees {m['costs']['fee_bps']:g} + slippage "
            f"{m['costs']['slippage_bps']:g} bps per side; {m.get('gap_bars', 0)} bar(s) span gaps")
@@ -154,18 +156,4 @@ def metrics_table(metrics: dict[str, Any]) -> Table:
     rows = TABLE_ROWS + (VOL_TARGET_ROWS if metrics.get("mode") == "vol_target" else [])
     for label, key, kind in rows:
         table.add_row(label, *(fmt(col.get(key), kind) for _, col in columns))
-    return table
-
-
-def per_year_table(metrics: dict[str, Any]) -> Table:
-    """The strategy's per-calendar-year return, Sharpe and max drawdown, beside buy-and-hold's return."""
-    from rich.table import Table
-
-    table = Table(title="Per year")
-    for name in ("year", "return", "buy & hold", "Sharpe", "max drawdown", "bars"):
-        table.add_column(name, justify="right")
-    for row in metrics.get("per_year", []):
-        table.add_row(str(row.get("year")), fmt(row.get("return"), "pct"), fmt(row.get("bh_return"), "pct"),
-                      fmt(row.get("sharpe"), "num"), fmt(row.get("max_drawdown"), "pct"),
-                      fmt(row.get("bars"), "int"))
     return table

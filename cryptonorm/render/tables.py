@@ -1,6 +1,6 @@
 """Terminal rendering with rich: progress bars and the tables the commands print.
 
-With cli.py and report.py, the only modules that import rich (enforced by ruff's banned-api rule).
+With cryptonorm/cli/ and the rest of cryptonorm/render/, the only modules that import rich (ruff's banned-api rule).
 """
 
 from __future__ import annotations

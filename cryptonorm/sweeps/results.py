@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from cryptonorm.atomic import read_json_object
 from cryptonorm.errors import ConfigError, DataError
 from cryptonorm.evaluate.keys import SEED_KEY
-from cryptonorm.sweep.spec import Cell, show
+from cryptonorm.sweeps.meta import SweepMeta
+from cryptonorm.sweeps.spec import Cell, show
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 RESULT_FILE = "result.json"
 SWEEP_FILE = "sweep.json"
 RESULTS_CSV = "sweep_results.csv"
+CELLS_DIR = "cells"  # SWEEP_DIR/cells/<cell id>/
 FORECAST_KEYS = ("mse", "mae", "directional_accuracy", "ic_pearson", "ic_spearman", "accuracy", "log_loss", "auc")
 BACKTEST_KEYS = ("sharpe", "sortino", "total_return", "cagr", "volatility", "max_drawdown", "trades", "win_rate",
                  "hit_rate", "exposure", "turnover", "fees_paid")
@@ -30,7 +32,7 @@ SUMMARY_METRICS = ("test_qlike", "test_mse_var", "test_mse_vol", "test_mz_slope"
 
 def cell_dir(sweep_dir: Path, cell: Cell | str) -> Path:
     """SWEEP_DIR/cells/<cell id>."""
-    return sweep_dir / "cells" / (cell if isinstance(cell, str) else cell.id)
+    return sweep_dir / CELLS_DIR / (cell if isinstance(cell, str) else cell.id)
 
 
 def read_result(path: Path) -> dict[str, Any] | None:
@@ -45,7 +47,7 @@ def is_done(result: dict[str, Any] | None, cell: Cell, data_hash: str) -> bool:
 
 
 
-def load_sweep_dir(sweep_dir: Path) -> dict[str, Any]:
+def load_sweep_dir(sweep_dir: Path) -> SweepMeta:
     """sweep.json of a sweep directory (what `cryptonorm report` starts from)."""
     p = Path(sweep_dir) / SWEEP_FILE
     if not p.exists():
@@ -55,20 +57,46 @@ def load_sweep_dir(sweep_dir: Path) -> dict[str, Any]:
         meta = json.loads(p.read_text())
     except ValueError as e:
         raise DataError(f"{p} is damaged ({e}); run the sweep again to rewrite it") from None
-    return dict(meta)
+    return SweepMeta.from_json(meta, p)
 
 
 def collect_results(sweep_dir: Path) -> list[dict[str, Any]]:
     """One result per cell listed in sweep.json; cells without a verdict are 'pending'."""
     meta = load_sweep_dir(sweep_dir)
-    dhash = meta["data"]["hash"]
+    dhash = meta.data.hash
     out = []
-    for c in meta["cells"]:
-        r = read_result(cell_dir(Path(sweep_dir), c["id"]) / RESULT_FILE)
+    for c in meta.cells:
+        r = read_result(cell_dir(Path(sweep_dir), c.id) / RESULT_FILE)
         if r is None or (r.get("status") == "ok" and r.get("data_hash") != dhash):
-            r = {"cell_id": c["id"], "params": c["params"], "seed": c["seed"], "status": "pending", "error": None}
+            r = {"cell_id": c.id, "params": c.params, "seed": c.seed, "status": "pending", "error": None}
         out.append(r)
     return out
+
+
+def cell_damage(path: Path) -> str | None:
+    """Why a cell's result.json cannot be read (None when it is fine or absent: absent = not finished)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"unreadable ({e.strerror or e})"
+    try:
+        out = json.loads(text)
+    except ValueError as e:
+        return f"not valid JSON ({e})"
+    if not isinstance(out, dict):
+        return "not a JSON object"
+    if out.get("status") not in ("ok", "failed"):
+        return f"no valid status (got {out.get('status')!r})"
+    return None
+
+
+def damaged_cells(sweep_dir: Path) -> dict[str, str]:
+    """cell id -> why its result.json is damaged, for every cell of sweep.json whose verdict cannot be read."""
+    meta = load_sweep_dir(sweep_dir)
+    found = {c.id: cell_damage(cell_dir(Path(sweep_dir), c.id) / RESULT_FILE) for c in meta.cells}
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def result_row(result: dict[str, Any], grid_keys: list[str], sweep_dir: Path) -> dict[str, Any]:
@@ -105,6 +133,7 @@ def result_row(result: dict[str, Any], grid_keys: list[str], sweep_dir: Path) ->
         if key in bh:
             row[f"bh_{key}"] = bh[key]
     row["train_seconds"] = result.get("train_seconds")
+    row["warmup_seconds"] = result.get("warmup_seconds")  # a worker's one-off start-up, on its first cell only
     row["device"] = result.get("device")  # where the cell trained (cpu, cuda, cuda:N)
     for key in ("host", "node", "attempt", "gpus"):  # Ray cells: the machine, Ray node, attempt and GPU(s)
         if key in result:
@@ -118,7 +147,7 @@ def result_row(result: dict[str, Any], grid_keys: list[str], sweep_dir: Path) ->
     return row
 
 
-def _number(v: Any) -> bool:
+def _number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -154,31 +183,31 @@ def results_frame(results: list[dict[str, Any]], grid_keys: list[str], sweep_dir
 
 def write_results_csv(sweep_dir: Path, results: list[dict[str, Any]]) -> Path:
     """Write SWEEP_DIR/sweep_results.csv atomically; return its path."""
-    from cryptonorm import pipeline
+    from cryptonorm import atomic
 
     meta = load_sweep_dir(sweep_dir)
     path = Path(sweep_dir) / RESULTS_CSV
-    pipeline.write_csv(path, results_frame(results, grid_keys(meta), Path(sweep_dir)))
+    atomic.write_csv(path, results_frame(results, grid_keys(meta), Path(sweep_dir)))
     return path
 
 
-def grid_keys(meta: dict[str, Any]) -> list[str]:
+def grid_keys(meta: SweepMeta) -> list[str]:
     """The keys that vary between cells: sweep.json's `grid`, then its `zip` keys, in file order."""
-    return [*meta["grid"], *(meta.get("zip") or {})]
+    return [*meta.grid, *meta.zip]
 
 
-def group_keys(meta: dict[str, Any]) -> list[str]:
+def group_keys(meta: SweepMeta) -> list[str]:
     """The keys a table groups by: every grid key but the seed."""
     return [k for k in grid_keys(meta) if k != SEED_KEY]
 
 
-def grid_values(meta: dict[str, Any], key: str) -> list[str]:
+def grid_values(meta: SweepMeta, key: str) -> list[str]:
     """A grid or zip key's values as shown strings (a zip list's repeats once)."""
-    values = meta["grid"][key] if key in meta["grid"] else meta["zip"][key]
+    values = meta.grid[key] if key in meta.grid else meta.zip[key]
     return list(dict.fromkeys(show(v) for v in values))
 
 
-def labelled(df: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
+def labelled(df: pd.DataFrame, meta: SweepMeta) -> pd.DataFrame:
     """Grid columns as their shown strings (so 0.1, [64, 32] and 'layer' compare alike)."""
     out = df.copy()
     for k in grid_keys(meta):
@@ -186,13 +215,13 @@ def labelled(df: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
     return out
 
 
-def combos(meta: dict[str, Any], keys: list[str]) -> list[dict[str, str]]:
+def combos(meta: SweepMeta, keys: list[str]) -> list[dict[str, str]]:
     """Every combination of the values of `keys` that some cell has, in cell order (zip keys move together,
     so their values never combine freely)."""
-    cells = meta.get("cells") or []
+    cells = meta.cells
     if not cells:
         return [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*(grid_values(meta, k) for k in keys))]
-    seen = {tuple(show(c["params"].get(k)) for k in keys): None for c in cells}
+    seen = {tuple(show(c.params.get(k)) for k in keys): None for c in cells}
     return [dict(zip(keys, vals, strict=True)) for vals in seen]
 
 

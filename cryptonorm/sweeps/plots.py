@@ -12,7 +12,8 @@ import pandas as pd
 from cryptonorm.evaluate.keys import BATCH_KEY, KIND_KEY, NORM_KEY, SEED_KEY
 from cryptonorm.evaluate.stats import bootstrap_ci
 from cryptonorm.render.plots import atomic_savefig
-from cryptonorm.sweep.results import (
+from cryptonorm.sweeps.meta import SweepMeta
+from cryptonorm.sweeps.results import (
     grid_keys,
     grid_values,
     group_keys,
@@ -22,7 +23,7 @@ from cryptonorm.sweep.results import (
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from cryptonorm.sweep.report import SweepReport
+    from cryptonorm.sweeps.report import SweepReport
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -30,11 +31,11 @@ def _save(fig: Figure, path: Path) -> Path:
     return atomic_savefig(fig, path, format="png", dpi=110)
 
 
-def _panels(meta: dict[str, Any]) -> list[str | None]:
+def _panels(meta: SweepMeta) -> list[str | None]:
     return list(grid_values(meta, KIND_KEY)) if KIND_KEY in grid_keys(meta) else [None]
 
 
-def x_key(meta: dict[str, Any]) -> str | None:
+def x_key(meta: SweepMeta) -> str | None:
     """What the boxes are grouped by: the norm, else the first other grid key."""
     if NORM_KEY in grid_keys(meta):
         return NORM_KEY
@@ -50,7 +51,7 @@ def _figure(n_panels: int) -> tuple[Figure, list[Any]]:
     return fig, list(axes)
 
 
-def _pooled(meta: dict[str, Any], used: set[str]) -> str:
+def _pooled(meta: SweepMeta, used: set[str]) -> str:
     rest = [k for k in grid_keys(meta) if k not in used]
     return f" (pooled over {', '.join(rest)})" if rest else ""
 
@@ -81,7 +82,7 @@ def plot_box(rep: SweepReport, metric: str, title: str, path: Path) -> Path | No
         ax.set_xlim(-0.6, len(groups) - 0.4)
         ax.set_xlabel(x or "")
         ax.set_ylabel(metric)
-        ax.set_title(f"{KIND_KEY}={kind}" if kind is not None else meta["name"])
+        ax.set_title(f"{KIND_KEY}={kind}" if kind is not None else meta.name)
         ax.grid(alpha=0.3)
     fig.suptitle(title + _pooled(meta, {x or "", KIND_KEY, SEED_KEY}))
     return _save(fig, path)
@@ -119,7 +120,7 @@ def plot_batch_size(rep: SweepReport, path: Path) -> Path | None:
         ax.set_xticks([float(b) for b in sizes], sizes)
         ax.set_xlabel(BATCH_KEY)
         ax.set_ylabel(f"{rep.loss} (mean over seeds, 95% CI)")
-        ax.set_title(f"{KIND_KEY}={kind}" if kind is not None else meta["name"])
+        ax.set_title(f"{KIND_KEY}={kind}" if kind is not None else meta.name)
         ax.grid(alpha=0.3)
         ax.legend(title=NORM_KEY if NORM_KEY in grid_keys(meta) else None, fontsize=8)
     fig.suptitle(f"{rep.loss} vs batch size{_pooled(meta, {BATCH_KEY, NORM_KEY, KIND_KEY, SEED_KEY})}")
@@ -153,7 +154,7 @@ def plot_curves(rep: SweepReport, path: Path) -> Path | None:
                 any_line = True
         ax.set_xlabel("epoch")
         ax.set_ylabel("val loss (mean over seeds)")
-        ax.set_title(f"{KIND_KEY}={kind}" if kind is not None else meta["name"])
+        ax.set_title(f"{KIND_KEY}={kind}" if kind is not None else meta.name)
         ax.grid(alpha=0.3)
         if any_line:
             ax.legend(title=x, fontsize=8)

@@ -16,7 +16,7 @@ from cryptonorm.config import Config, build_config, dump_yaml
 from cryptonorm.errors import CryptonormError, DataError
 from cryptonorm.pipeline.rebacktest import settings_hash
 from cryptonorm.pipeline.resume import resumable
-from cryptonorm.sweep.results import RESULT_FILE, read_result
+from cryptonorm.sweeps.results import RESULT_FILE, read_result
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,9 +53,9 @@ def run_cell(task: CellTask, candles: pd.DataFrame, where: dict[str, Any] | None
     A cell whose training finished is "ok" even when its backtest fails (e.g. a target the strategy cannot
     trade): the forecast metrics stand, `backtest_error` says why there is no backtest, and a re-run does
     not retrain it."""
-    from cryptonorm import pipeline
+    from cryptonorm import atomic, pipeline
 
-    warm_imports()  # a worker's first cell would otherwise count seconds of imports in its train_seconds
+    warmup = warm_up()  # a worker's first cell would otherwise count seconds of imports in its train_seconds
     t0 = time.time()
     cell_dir = Path(task.cell_dir)
     run_dir = cell_dir / "run"
@@ -64,6 +64,8 @@ def run_cell(task: CellTask, candles: pd.DataFrame, where: dict[str, Any] | None
         "error": None, "config_hash": task.config_hash, "data_hash": task.data_hash, "run_dir": "run",
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if warmup:  # this process's one-off start-up, apart from the cell's own train_seconds
+        result["warmup_seconds"] = round(warmup, 3)
     try:
         cell_dir.mkdir(parents=True, exist_ok=True)
         (cell_dir / RESULT_FILE).unlink(missing_ok=True)  # running: no verdict until this attempt ends
@@ -94,14 +96,14 @@ def run_cell(task: CellTask, candles: pd.DataFrame, where: dict[str, Any] | None
     result["seconds"] = round(time.time() - t0, 3)
     result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     result.update(where or {})
-    pipeline.write_json(cell_dir / RESULT_FILE, result)
+    atomic.write_json(cell_dir / RESULT_FILE, result)
     if task.ship_files:
         result["_files"] = {name: (run_dir / name).read_text() for name in ("history.csv", "forecasts.csv")
                             if (run_dir / name).exists()}
     return result
 
 
-def needs_backtest(result: dict[str, Any], cfg: Config) -> bool:
+def needs_backtest(result: dict[str, object], cfg: Config) -> bool:
     """A trained cell whose backtest was made with other backtest settings than the cell's config now."""
     return result.get("backtest_hash") != settings_hash(cfg)
 
@@ -109,29 +111,47 @@ def needs_backtest(result: dict[str, Any], cfg: Config) -> bool:
 def rebacktest_cell(cdir: Path, cfg: Config, plot: bool = True) -> dict[str, Any]:
     """Backtest a trained cell again with `cfg`'s backtest settings (no training): its run's config.yaml
     gets the new backtest section, run/backtest/ and result.json the new figures."""
-    from cryptonorm import pipeline
+    from cryptonorm import atomic, pipeline
     from cryptonorm.pipeline.integrity import record_file
 
     run_dir, path = cdir / "run", cdir / RESULT_FILE
     raw = yaml.safe_load((run_dir / "config.yaml").read_text())
     raw["backtest"] = cfg.backtest.model_dump(mode="json")
-    pipeline.write_text_atomic(run_dir / "config.yaml", dump_yaml(build_config(raw, source=str(run_dir))))
+    atomic.write_text_atomic(run_dir / "config.yaml", dump_yaml(build_config(raw, source=str(run_dir))))
     record_file(run_dir, "config.yaml")  # a deliberate change: the run's integrity check follows it
     _, bt = pipeline.backtest(run_dir, fmt="png", plot=plot)  # as run_cell: no page per cell
     m = bt.metrics
     result = {**(read_result(path) or {}), "backtest_hash": settings_hash(cfg),
               "backtest": {"strategy": m.get("strategy", {}), "buy_and_hold": m.get("buy_and_hold", {})},
               "rebacktested": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    pipeline.write_json(path, result)
+    atomic.write_json(path, result)
     return result
 
 
-def warm_imports() -> None:
-    """Import what training a cell needs (torch, the model and feature code); cached after the first call."""
+_WARM: list[float] = []  # this process's warm-up seconds, once it is done
+
+
+def warm_up() -> float:
+    """The one-off start-up of a worker process, before its first cell: import what training needs and let
+    torch load what it loads lazily on first use (torch.use_deterministic_algorithms imports torch._dynamo:
+    seconds). Returns the seconds it took the first time, 0.0 on every later call in the same process."""
+    if _WARM:
+        return 0.0
+    t0 = time.perf_counter()
+    import torch
+
     import cryptonorm.features.dataset  # noqa: F401
     import cryptonorm.features.splits  # noqa: F401
     import cryptonorm.learn.training  # noqa: F401
     import cryptonorm.pipeline.backtesting  # noqa: F401
+
+    # the same setting again (no change of state): only the lazy import happens
+    torch.use_deterministic_algorithms(torch.are_deterministic_algorithms_enabled(),
+                                       warn_only=torch.is_deterministic_algorithms_warn_only_enabled())
+    x = torch.ones(2, 2, requires_grad=True)
+    torch.autograd.grad((x @ x).sum(), x)  # autograd's first backward pass starts its engine
+    _WARM.append(time.perf_counter() - t0)
+    return _WARM[0]
 
 
 def _epochs_run(run_dir: Path) -> int | None:

@@ -24,13 +24,15 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from cryptonorm.errors import CryptonormError, UsageError
-from cryptonorm.sweep.cell import CellTask, failed_result, one_line, run_cell
+from cryptonorm.sweeps.cell import CellTask, failed_result, one_line, run_cell
 
 if TYPE_CHECKING:
+    from multiprocessing.sharedctypes import Synchronized
+
     import pandas as pd
 
 Finished = Callable[[CellTask, dict[str, Any]], None]
@@ -42,8 +44,8 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(candles: pd.DataFrame, threads: int, parent_pid: int, slots: list[str] | None = None,
-                 counter: Any = None) -> None:
-    if slots:  # this worker's GPU(s): before torch (and CUDA) start in this process
+                 counter: Synchronized[int] | None = None) -> None:
+    if slots and counter is not None:  # this worker's GPU(s): before torch (and CUDA) start in this process
         with counter.get_lock():
             k = counter.value
             counter.value += 1
@@ -81,44 +83,7 @@ def _ray_cell(task: CellTask, candles: pd.DataFrame, threads: int, attempt: int 
         where["gpus"] = ",".join(str(g) for g in gpus)
     if retried_after:
         where["retried_after"] = retried_after
-    kill = _test_kill_hook(task)
-    result = run_cell(task, candles, where)
-    if kill is not None:
-        kill()  # the cell finished before the hook saw it start: die now, before the result is returned
-    return result
-
-
-TEST_KILL_ENV = "CRYPTONORM_TEST_KILL_CELL"  # tests only: "CELL_ID:MARKER" SIGKILLs that cell's first attempt
-
-
-def _test_kill_hook(task: CellTask) -> Callable[[], None] | None:
-    """For the Ray cluster test: when TEST_KILL_ENV names this cell and its marker file does not exist yet,
-    create the marker (with this process id) and SIGKILL this worker once the cell's training has started,
-    as the kernel's OOM killer would. Returns the kill function (to call if the cell ends first), else None."""
-    import signal
-
-    spec = os.environ.get(TEST_KILL_ENV, "")
-    cell, _, marker = spec.partition(":")
-    if not marker or cell != task.cell_id:
-        return None
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # one kill per test, whichever node runs it
-    except FileExistsError:
-        return None
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-
-    def kill() -> None:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    def watch() -> None:  # mid-run: once run_cell has created the cell's run directory
-        run_dir = Path(task.cell_dir) / "run"
-        while not run_dir.exists():
-            time.sleep(0.02)
-        kill()
-
-    threading.Thread(target=watch, daemon=True).start()
-    return kill
+    return run_cell(task, candles, where)
 
 
 def cores() -> int:
@@ -232,7 +197,7 @@ def check_executor(executor: str, address: str | None, gpus_per_cell: float = 0.
         check_reachable(address)
 
 
-def import_ray() -> Any:
+def import_ray() -> ModuleType:
     """The ray module, or a UsageError saying how to install it."""
     try:
         import ray
@@ -242,7 +207,7 @@ def import_ray() -> Any:
 
 
 @contextlib.contextmanager
-def ray_session(ray: Any, address: str | None, jobs: int) -> Iterator[None]:
+def ray_session(ray: ModuleType, address: str | None, jobs: int) -> Iterator[None]:
     """Connect to the Ray cluster at `address` (or start a local Ray with `jobs` CPUs) unless this process is
     connected already; disconnect (or stop the local Ray) afterwards only if it connected here."""
     if ray.is_initialized():
@@ -289,7 +254,7 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
                               "head with `ray start --head --port PORT` there, or check --address") from None
 
 
-def ray_gpus(ray: Any, gpus_per_cell: float) -> float:
+def ray_gpus(ray: ModuleType, gpus_per_cell: float) -> float:
     """The num_gpus of each Ray task: gpus_per_cell up to 1, whole GPUs above (Ray takes no fractions there).
     UsageError when no live node of the cluster has that many GPUs, rather than tasks that never start."""
     if gpus_per_cell <= 0:
@@ -304,7 +269,7 @@ def ray_gpus(ray: Any, gpus_per_cell: float) -> float:
     return need
 
 
-def run_ray(ray: Any, todo: list[CellTask], candles: pd.DataFrame, jobs: int, address: str | None,
+def run_ray(ray: ModuleType, todo: list[CellTask], candles: pd.DataFrame, jobs: int, address: str | None,
              threads: int, finished: Finished, gpus_per_cell: float = 0.0) -> None:
     """Each cell is a Ray task with 1 CPU (and `gpus_per_cell` GPUs); the candles go into the object store
     once. A task whose process or node dies is submitted again, RAY_RETRIES times, by this driver (not by

@@ -3,33 +3,32 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from cryptonorm.evaluate.keys import BATCH_KEY, NORM_KEY
-from cryptonorm.sweep.results import SUMMARY_METRICS, grid_values, group_keys
+from cryptonorm.evaluate.metrics import label
+from cryptonorm.sweeps.results import SUMMARY_METRICS, grid_values, group_keys
 from cryptonorm.text import fmt
 
 if TYPE_CHECKING:
-    from cryptonorm.sweep.report import SweepReport
+    from cryptonorm.sweeps.report import SweepReport
 
 
-def _f(v: Any, digits: int = 4) -> str:
+def _f(v: object, digits: int = 4) -> str:
     return fmt(v, f"g{digits}")
 
 
-def _p(v: Any) -> str:
+def _p(v: object) -> str:
     return fmt(v, "p")
 
 
-COMPACT = {"test_qlike": "qlike", "test_mse_var": "mse var", "test_mse": "test mse", "test_rank_ic": "rank IC",
-           "test_log_loss": "log loss", "test_auc": "AUC", "test_directional_accuracy": "dir acc",
-           "bt_sharpe": "sharpe", "bt_total_return": "return"}
+COMPACT = {"bt_sharpe": "sharpe", "bt_total_return": "return"}  # the forecast metrics' labels: the registry's
 
 
 def _short(col: str) -> str:
-    return COMPACT.get(col, col.removeprefix("test_"))
+    return COMPACT.get(col) or label(col)
 
 
 def summary_table(rep: SweepReport, compact: bool = False) -> tuple[list[str], list[list[str]]]:
@@ -155,23 +154,23 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 def markdown(rep: SweepReport) -> str:
     """summary.md: the sweep, the aggregated table, the paired tests, failures, plots."""
     m, c = rep.meta, rep.counts
-    data = m.get("data", {})
-    out = [f"# Sweep `{m['name']}`", ""]
-    if m.get("description"):
-        out += [m["description"], ""]
-    grid = ", ".join(f"`{k}` ∈ {{{', '.join(grid_values(m, k))}}}" for k in m["grid"])
-    zipped = " × ".join(f"`{k}`" for k in m.get("zip") or {})
+    data = m.data
+    out = [f"# Sweep `{m.name}`", ""]
+    if m.description:
+        out += [m.description, ""]
+    grid = ", ".join(f"`{k}` ∈ {{{', '.join(grid_values(m, k))}}}" for k in m.grid)
+    zipped = " × ".join(f"`{k}`" for k in m.zip)
     if zipped:
         grid += f"; zipped (moving together): {zipped} = " + ", ".join(
-            "(" + ", ".join(str(v) for v in row) + ")" for row in zip(*m["zip"].values(), strict=True))
-    out += [f"- sweep file: `{m.get('sweep_file')}`, base config: `{m.get('base')}`",
+            "(" + ", ".join(str(v) for v in row) + ")" for row in zip(*m.zip.values(), strict=True))
+    out += [f"- sweep file: `{m.sweep_file}`, base config: `{m.base}`",
             f"- grid: {grid}",
-            f"- fixed: {', '.join(f'`{k}={v}`' for k, v in (m.get('set') or {}).items()) or '-'}"
-            + (f"; --set {' '.join(m['cli_set'])}" if m.get("cli_set") else ""),
+            f"- fixed: {', '.join(f'`{k}={v}`' for k, v in m.set.items()) or '-'}"
+            + (f"; --set {' '.join(m.cli_set)}" if m.cli_set else ""),
             f"- cells: {c['cells']} ({c['ok']} ok, {c['failed']} failed, {c['pending']} pending)",
-            f"- data: {data.get('rows')} candles from `{data.get('path')}`, hash `{data.get('hash')}` "
+            f"- data: {data.rows} candles from `{data.path}`, hash `{data.hash}` "
             "(the same for every cell)",
-            f"- target: {m.get('target')}, horizon {m.get('horizon')}"]
+            f"- target: {m.target}, horizon {m.horizon}"]
     tp = rep.throughput
     if tp.get("cells_per_hour") is not None:
         devs = ", ".join(f"{d} x{n}" for d, n in sorted(tp["devices"].items()))

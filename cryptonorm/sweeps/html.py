@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from cryptonorm.evaluate.keys import BATCH_KEY, KIND_KEY
-from cryptonorm.sweep.results import grid_keys, grid_values, labelled
-from cryptonorm.sweep.summary import degradation_table, interaction_table, summary_table, test_notes, tests_table
+from cryptonorm.sweeps.results import grid_keys, grid_values, labelled
+from cryptonorm.sweeps.summary import degradation_table, interaction_table, summary_table, test_notes, tests_table
 
 if TYPE_CHECKING:
     from cryptonorm.render.html_sweep import SweepPage
-    from cryptonorm.sweep.report import SweepReport
+    from cryptonorm.sweeps.report import SweepReport
 
 REPORT_HTML = "report.html"
 
@@ -26,16 +26,16 @@ REPORT_HTML = "report.html"
 def sweep_page_data(rep: SweepReport) -> SweepPage:
     """The page's data: tables as the summary shows them, cells with shown grid values, histories."""
     from cryptonorm.render.html_sweep import SweepPage, TableData
-    from cryptonorm.sweep.plots import x_key
+    from cryptonorm.sweeps.plots import x_key
 
     m, c = rep.meta, rep.counts
-    data = m.get("data", {})
-    info = ["grid: " + "; ".join(f"{k} ∈ {{{', '.join(grid_values(m, k))}}}" for k in m["grid"]),
+    data = m.data
+    info = ["grid: " + "; ".join(f"{k} ∈ {{{', '.join(grid_values(m, k))}}}" for k in m.grid),
             f"cells: {c['cells']} ({c['ok']} ok, {c['failed']} failed, {c['pending']} pending)",
-            f"data: {data.get('rows')} candles from {data.get('path')}, hash {data.get('hash')} (every cell); "
-            f"target {m.get('target')}, horizon {m.get('horizon')}"]
-    if m.get("description"):
-        info.insert(0, str(m["description"]))
+            f"data: {data.rows} candles from {data.path}, hash {data.hash} (every cell); "
+            f"target {m.target}, horizon {m.horizon}"]
+    if m.description:
+        info.insert(0, m.description)
     header, rows = summary_table(rep)
     tables = [TableData("Mean ± std over seeds" + (f"; Holm p-values vs {rep.reference} on {rep.loss}"
                                                    if rep.reference else ""), header, rows)]
@@ -49,7 +49,7 @@ def sweep_page_data(rep: SweepReport) -> SweepPage:
             tables.append(TableData(title, h, rr))
     cells = labelled(rep.results, m) if len(rep.results) else rep.results
     keys = grid_keys(m)
-    return SweepPage(title=f"Sweep {m['name']}", info=info, tables=tables, cells=cells, grid_keys=keys,
+    return SweepPage(title=f"Sweep {m.name}", info=info, tables=tables, cells=cells, grid_keys=keys,
                      group_key=x_key(m), panel_key=KIND_KEY if KIND_KEY in keys else None,
                      metrics=[(rep.loss, rep.loss), ("bt_sharpe", "test-split Sharpe")],
                      curves=histories(cells), batch_key=BATCH_KEY if BATCH_KEY in keys else None,
@@ -70,8 +70,9 @@ def histories(cells: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return out
 
 
-def write_html(rep: SweepReport, sweep_dir: Path) -> Path:
-    """Write SWEEP_DIR/report.html (and plotly.min.js beside it); returns its path."""
+def write_html(rep: SweepReport, sweep_dir: Path, js_dir: Path | None = None) -> Path:
+    """Write SWEEP_DIR/report.html (and plotly.min.js beside it, or in `js_dir`: a folder above); returns
+    its path."""
     from cryptonorm.render.html_sweep import sweep_page
 
-    return sweep_page(Path(sweep_dir) / REPORT_HTML, sweep_page_data(rep))
+    return sweep_page(Path(sweep_dir) / REPORT_HTML, sweep_page_data(rep), js_dir)

@@ -148,7 +148,7 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     return Sweep(spec, path, base_path, cli, cells, grid, dict(spec.zip_), metrics)
 
 
-def _check_axis(path: Path, block: str, key: str, values: list[Any]) -> None:
+def _check_axis(path: Path, block: str, key: str, values: list[object]) -> None:
     _check_key(key, f"{path}: {block} key {key!r}")
     if key.split(".")[0] in FIXED_SECTIONS:
         raise ConfigError(f"{path}: {block} key {key!r}: every cell must see the same candles and splits, so "
@@ -271,11 +271,11 @@ def _check_key(key: str, where: str) -> None:
         model = ann
 
 
-def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+def _set_dotted(raw: dict[str, Any], key: str, value: object) -> None:
     set_dotted(raw, key.split("."), value)
 
 
-def show(v: Any) -> str:
+def show(v: object) -> str:
     """A grid value as text: lists and dicts as JSON, the rest as str."""
     return json.dumps(v) if isinstance(v, (list, dict)) else str(v)
 
@@ -294,7 +294,7 @@ def config_hash(cfg: Config) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def cell_id(params: dict[str, Any], chash: str) -> str:
+def cell_id(params: dict[str, object], chash: str) -> str:
     """Readable and stable: 'kind-mlp_norm-layer_seed-0_<config hash>'."""
     parts = []
     for key, value in params.items():
@@ -305,6 +305,6 @@ def cell_id(params: dict[str, Any], chash: str) -> str:
 
 
 
-def label(params: dict[str, Any]) -> str:
+def label(params: dict[str, object]) -> str:
     """'model.norm=layer seed=0': a cell's grid values as one line."""
     return " ".join(f"{k}={show(v)}" for k, v in params.items())

@@ -8,7 +8,8 @@ seed (compare.py: effect, bootstrap CI, t and Wilcoxon), plus Diebold-Mariano PE
 per-bar test losses, combined over seeds by a sign test (stats.py). Volatility runs' baselines (HAR, ...)
 are compared the same way. Holm's correction runs across every p-value of the table. With a batch-size
 key: each norm's degradation from its largest batch and the norm x batch interaction test.
-Tables as text: summary.py. Plots: plots.py.
+The data only: its writers (summary.md, plots, report.html) are outputs.py (render), summary.py, plots.py
+and html.py, which import this module and never the other way round.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from cryptonorm.evaluate.compare import add_holm, degradation, paired_row
 from cryptonorm.evaluate.keys import BATCH_KEY, NORM_KEY, SEED_KEY
 from cryptonorm.evaluate.metrics import DEFAULT_METRICS
 from cryptonorm.evaluate.stats import BAR_LOSSES, bar_loss, common_bars, dm_per_seed, min_pvalues
-from cryptonorm.sweep.results import (
+from cryptonorm.sweeps.meta import SweepMeta
+from cryptonorm.sweeps.results import (
     SUMMARY_METRICS,
     collect_results,
     combos,
@@ -38,10 +40,8 @@ from cryptonorm.sweep.results import (
     results_frame,
     select,
     throughput,
-    write_results_csv,
 )
 
-SUMMARY_MD = "summary.md"
 P_COLUMNS = ("p_t", "p_wilcoxon", "p_dm")  # one Holm family per tests table
 
 
@@ -49,7 +49,7 @@ P_COLUMNS = ("p_t", "p_wilcoxon", "p_dm")  # one Holm family per tests table
 class SweepReport:
     """A sweep's results, aggregates and tests, as frames (what summary.md and the terminal show)."""
 
-    meta: dict[str, Any]
+    meta: SweepMeta
     results: pd.DataFrame  # one row per cell (sweep_results.csv)
     summary: pd.DataFrame  # mean/std over seeds per combination, with the primary metric's Holm p-values
     tests: pd.DataFrame  # one row per (combination, norm or baseline != reference, metric); p and p Holm
@@ -71,7 +71,7 @@ class SweepReport:
                 "pending": int((s == "pending").sum())}
 
 
-def aggregate(df: pd.DataFrame, meta: dict[str, Any], extra: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
+def aggregate(df: pd.DataFrame, meta: SweepMeta, extra: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
     """Mean and std over seeds of each metric, per combination of the other grid keys (grid order)."""
     lab = labelled(df, meta)
     keys = group_keys(meta)
@@ -91,18 +91,18 @@ def aggregate(df: pd.DataFrame, meta: dict[str, Any], extra: list[str] | tuple[s
     return pd.DataFrame(rows)
 
 
-def metric_columns(meta: dict[str, Any]) -> list[str]:
+def metric_columns(meta: SweepMeta) -> list[str]:
     """The tested metrics' result columns: the sweep file's `metric:`, else the target kind's defaults."""
-    names = meta.get("metrics") or list(DEFAULT_METRICS.get(str(meta.get("target")), ("mse",)))
+    names = meta.metrics or list(DEFAULT_METRICS.get(str(meta.target), ("mse",)))
     return [f"test_{m}" for m in names]
 
 
-def resolve_reference(meta: dict[str, Any], reference: str | None) -> str | None:
+def resolve_reference(meta: SweepMeta, reference: str | None) -> str | None:
     """The reference norm: --reference, else the sweep file's, else the first norm listed; checked."""
     if NORM_KEY not in grid_keys(meta):
         return None
     norms = grid_values(meta, NORM_KEY)
-    ref = reference if reference is not None else (meta.get("reference") or norms[0])
+    ref = reference if reference is not None else (meta.reference or norms[0])
     if ref not in norms:
         raise ConfigError(f"--reference {ref!r} is not a {NORM_KEY} value of this sweep; choose one of "
                           f"{', '.join(norms)}")
@@ -115,7 +115,7 @@ class _Forecasts:
     def __init__(self) -> None:
         self.cache: dict[str, pd.DataFrame | None] = {}
 
-    def __call__(self, run_dir: Any) -> pd.DataFrame | None:
+    def __call__(self, run_dir: object) -> pd.DataFrame | None:
         key = str(run_dir)
         if key not in self.cache:
             p = Path(key) / "forecasts.csv"
@@ -132,24 +132,31 @@ def _dm(cur: pd.DataFrame, ref: pd.DataFrame | None, metric: str, horizon: int, 
     name = metric.removeprefix("test_")
     if name not in BAR_LOSSES:
         return {"note": f"no DM for {name} (not a mean of per-bar losses)"}
-    pairs = []
+    pairs, dropped = [], []
     for seed, row in cur.iterrows():
+        if ref is not None and not baseline and seed not in ref.index:
+            continue  # no reference run of this seed: not a pair (the paired tests drop it alike)
         fa = read(row["run_dir"])
-        fb = fa if baseline else (read(ref.loc[seed, "run_dir"]) if ref is not None and seed in ref.index else None)
+        fb = fa if baseline else (read(ref.loc[seed, "run_dir"]) if ref is not None else None)
         if fa is None or fb is None:
+            dropped.append(f"{seed} (forecasts.csv missing or unreadable)")
             continue
         try:
             a, b = common_bars(bar_loss(fa, name), bar_loss(fb, name, baseline or "forecast"))
-        except KeyError:
+        except KeyError as e:
+            dropped.append(f"{seed} (forecasts.csv has no column {e})")
             continue
         pairs.append((a, b))
     res = dm_per_seed(pairs, horizon)
+    notes = [res.note] if res.note else []
+    if dropped:  # a seed left out of the DM sign test is said, never silently dropped
+        notes.append(f"DM without seed {', '.join(dropped)}")
     return {"dm_median": res.median_stat, "dm_seeds": f"{res.n_better}-/{res.n_worse}+ "
             f"({res.n_better_sig}-/{res.n_worse_sig}+ at 5%)" if res.n_seeds else "-", "p_dm": res.pvalue,
-            "dm_bars": int(max((len(a) for a, _ in pairs), default=0)), "note": res.note}
+            "dm_bars": int(max((len(a) for a, _ in pairs), default=0)), "note": "; ".join(notes)}
 
 
-def significance(df: pd.DataFrame, meta: dict[str, Any], ref: str | None,
+def significance(df: pd.DataFrame, meta: SweepMeta, ref: str | None,
                  metrics: list[str]) -> tuple[pd.DataFrame, list[str]]:
     """Each norm vs the reference and each baseline, per combination of the other keys and per metric,
     paired by seed; Holm across every p-value of the table."""
@@ -159,7 +166,7 @@ def significance(df: pd.DataFrame, meta: dict[str, Any], ref: str | None,
     lab = labelled(df, meta)
     lab = lab[lab["status"] == "ok"]
     others = [k for k in group_keys(meta) if k != NORM_KEY]
-    horizon, read, notes, rows = int(meta.get("horizon", 1)), _Forecasts(), [], []
+    horizon, read, notes, rows = meta.horizon, _Forecasts(), [], []
     for metric in metrics:
         if metric not in lab.columns or pd.to_numeric(lab[metric], errors="coerce").isna().all():
             notes.append(f"{metric.removeprefix('test_')}: no finished cell reports it; not tested")
@@ -226,36 +233,3 @@ def build_report(sweep_dir: Path, reference: str | None = None) -> SweepReport:
     n_seeds = int(ok[SEED_KEY].nunique()) if len(ok) else 0
     return SweepReport(meta, df, summary, tests, loss, ref, metrics, deg, inter, min_pvalues(n_seeds), notes,
                        throughput=throughput(raw))
-
-
-def render(sweep_dir: Path, reference: str | None = None, fmt: str | None = None) -> SweepReport:
-    """Re-read every cell's result; write sweep_results.csv, summary.md, and per `fmt` (png | html | both;
-    None: both when plotly is installed, else png) plots/*.png and report.html (no training)."""
-    from cryptonorm.render.html import formats
-    from cryptonorm.sweep.plots import plot_batch_size, plot_box, plot_curves, x_key
-
-    sweep_dir = Path(sweep_dir)
-    want = formats(fmt)  # a bad --format is an error before anything is written
-    rep = build_report(sweep_dir, reference)
-    rep.paths["results"] = write_results_csv(sweep_dir, collect_results(sweep_dir))
-    plots = sweep_dir / "plots"
-    if "png" in want:
-        made = [
-            plot_box(rep, rep.loss, f"{rep.loss} by {x_key(rep.meta) or 'cell'}", plots / "test_loss_by_norm.png"),
-            plot_box(rep, "bt_sharpe", f"test-split Sharpe by {x_key(rep.meta) or 'cell'}",
-                     plots / "sharpe_by_norm.png"),
-            plot_batch_size(rep, plots / "test_loss_vs_batch_size.png"),
-            plot_curves(rep, plots / "training_curves.png"),
-        ]
-        rep.plots = [p for p in made if p is not None]
-        rep.paths["plots"] = plots
-    from cryptonorm.pipeline import write_text_atomic
-    from cryptonorm.sweep.summary import markdown
-
-    rep.paths["summary"] = sweep_dir / SUMMARY_MD
-    write_text_atomic(rep.paths["summary"], markdown(rep))
-    if "html" in want:
-        from cryptonorm.sweep.html import write_html
-
-        rep.paths["html"] = write_html(rep, sweep_dir)
-    return rep
