@@ -117,11 +117,11 @@ def test_block_size_does_not_change_a_figure(swap: tuple[np.ndarray, np.ndarray,
 
 
 def test_a_wiped_out_column_and_a_flat_one(swap: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
-    """Extremes: a column whose equity goes to 0 (80% of it in costs on every bar: subnormal, then 0) and one
-    never in the market."""
+    """Extremes: a column whose equity goes to 0 (the most costs allowed, 1,000 bps per side, on a reversal
+    every bar: subnormal, then 0) and one never in the market."""
     ts, close, _ = swap
     fc = np.where(np.arange(len(close)) % 2 == 0, 1.0, -1.0)  # reverse on every bar
-    configs = [BacktestConfig.model_validate({"fee_bps": 4000.0, "max_leverage": 3.0, "sizing": "forecast"}),
+    configs = [BacktestConfig.model_validate({"fee_bps": 1000.0, "max_leverage": 3.0, "sizing": "forecast"}),
                BacktestConfig.model_validate({"threshold": 5.0})]
     got = simulate_grid(ts, close, fc, configs, "1h", "return")
     for cfg, g in zip(configs, got, strict=True):
