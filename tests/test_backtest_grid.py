@@ -189,3 +189,22 @@ def test_grid_command_outputs_match_the_one_at_a_time_path(small_real_run: Path,
         got = outputs["one pass"][name]
         assert list(got.columns) == list(want.columns) and len(got) == len(want) == (9 if name == "grid.csv" else 3)
         pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-12, atol=1e-12)
+
+
+def test_a_ruined_column_follows_the_ruin_rule_of_the_single_backtest() -> None:
+    """Leverage 20 held through a 10% fall loses more than the equity: `simulate` stops the book at the ruin
+    (equity 0 from there on); the grid's column must say the same, beside a column that survives."""
+    ts = np.arange(400, dtype=np.int64) * 3_600_000
+    rng = np.random.default_rng(3)
+    close = 100.0 * np.cumprod(1.0 + rng.normal(0.0, 0.002, 400))
+    close[200:] *= 0.9  # one bar falls 10%
+    fc = np.ones(400)
+    configs = [BacktestConfig.model_validate({"max_leverage": 20.0, "sizing": "volatility", "target_vol": 10.0,
+                                              "vol_lookback": 24, "fee_bps": 5.0}),
+               BacktestConfig.model_validate({"fee_bps": 5.0})]
+    single = [simulate(ts, close, fc, cfg, "1h", "return", forecast_stats=False) for cfg in configs]
+    assert single[0].metrics.get("ruin") and not single[1].metrics.get("ruin")  # the case is what it claims
+    got = simulate_grid(ts, close, fc, configs, "1h", "return")
+    for g, s in zip(got, single, strict=True):
+        _assert_same(g, s.metrics["strategy"], "ruin")
+    assert got[0]["total_return"] == -1.0
