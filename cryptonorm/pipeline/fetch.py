@@ -98,12 +98,7 @@ def fetch(cfg: Config, *, progress: ProgressFn | None = None, retry: Retry | Non
     from cryptonorm.data.exchange import Retry, check_symbol, open_source, pages
 
     data = cfg.data
-    uni = data.universe
-    if uni is not None and (uni.synthetic is not None or uni.files is not None or uni.files_dir is not None):
-        raise ConfigError("nothing to fetch: data.universe reads "
-                          + ("the offline synthetic universe, generated on demand" if uni.synthetic is not None
-                             else "local files (data.universe.files / files_dir)")
-                          + "; run `cryptonorm panel CONFIG` directly")
+    _check_fetchable(data)
     own = user_file(data)
     if own is not None:
         df = filter_range(read_user_file(own, data.timeframe, data.time_format), cfg)
@@ -154,6 +149,16 @@ def fetch(cfg: Config, *, progress: ProgressFn | None = None, retry: Retry | Non
             summary.funding = fetch_funding(source, symbol, data, start, until, retry, progress)
         out.append(summary)
     return out
+
+
+def _check_fetchable(data: DataConfig) -> None:
+    """A universe of local files or the synthetic universe has nothing to download."""
+    uni = data.universe
+    if uni is not None and (uni.synthetic is not None or uni.files is not None or uni.files_dir is not None):
+        raise ConfigError("nothing to fetch: data.universe reads "
+                          + ("the offline synthetic universe, generated on demand" if uni.synthetic is not None
+                             else "local files (data.universe.files / files_dir)")
+                          + "; run `cryptonorm panel CONFIG` directly")
 
 
 def fetch_funding(source: Any, symbol: str, data: DataConfig, since: int, until: int | None, retry: Retry,

@@ -105,10 +105,9 @@ def _position_key(cfg: BacktestConfig) -> str:
 def _block(ts: np.ndarray, px: np.ndarray, fc: np.ndarray, bar_ret: np.ndarray, carry: np.ndarray | None,
            strategies: list[BacktestConfig], which: np.ndarray, rate: np.ndarray, timeframe: str,
            kind: str) -> list[dict[str, float] | None]:
-    """The book and the metrics of C combinations (None for a combination whose equity is wiped out: its
-    ruin rule is `trade.positions.wipe_out`'s, applied by the caller through `simulate`): P `strategies` (their positions), `which` (C,) the
-    strategy of each combination, `rate` (C,) its cost per unit traded. Row 0 of every combination is the
-    start (nothing held); the steps are `trade.positions.book`'s, row-wise, in the same order."""
+    """The metrics of C combinations: P `strategies` (their positions), `which` (C,) the strategy of each,
+    `rate` (C,) its cost per unit traded; `trade.positions.book`'s steps, row-wise, in the same order (row 0:
+    nothing held). None for a combination wiped out: the caller applies the ruin rule through `simulate`."""
     p_rows, n = len(strategies), len(bar_ret)
     pos, turn = _positions(ts, px, fc, strategies, timeframe, kind)
     cost, ret = _book(pos, turn, bar_ret, carry, which, rate)
