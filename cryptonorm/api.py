@@ -37,12 +37,14 @@ True
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cryptonorm import api_args as arg
 from cryptonorm.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -67,37 +69,24 @@ def load_config(path: PathLike | None = None, overrides: Mapping[str, Any] | Non
     Traceback (most recent call last):
     cryptonorm.errors.ConfigError: config: model.norm: got 'bach'; allowed: ...; did you mean 'batch'?
     """
-    from cryptonorm.config import apply_overrides, build_config, read_yaml, set_dotted
+    from cryptonorm.config import apply_overrides, build_config, moved_keys, read_yaml, set_dotted
 
-    if overrides is not None and not isinstance(overrides, Mapping):
-        raise ConfigError(f"overrides must be a mapping of dotted keys to values, e.g. {{'train.epochs': 3}}; "
-                          f"got {type(overrides).__name__} {overrides!r}"[:300])
-    raw = read_yaml(_path(path, "path", "a config file")) if path is not None else {}
+    path, overrides = arg.optional_path(path, "path"), arg.overrides_arg(overrides)
+    raw = read_yaml(path) if path is not None else {}
     raw = apply_overrides(raw, [])  # a private copy
     for key, value in (overrides or {}).items():
         set_dotted(raw, str(key).split("."), value)
-    return build_config(raw, source=str(path) if path is not None else "config")
-
-
-def _path(value: Any, name: str, what: str = "a folder") -> Path:
-    """`value` as a Path; a ConfigError naming the argument when it is not a str or a Path."""
-    if not isinstance(value, (str, Path)) or not str(value):
-        raise ConfigError(f"{name} must be the path of {what} (a str or a pathlib.Path), got {value!r}"[:300])
-    return Path(value)
-
-
-def _flag(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be True or False, got {value!r}")
-    return value
+    cfg = build_config(raw, source=str(path) if path is not None else "config")
+    for note in moved_keys(raw):  # a key at the place it moved from: the CLI prints it, a notebook warns
+        warnings.warn(note.removeprefix("note: "), FutureWarning, stacklevel=2)
+    return cfg
 
 
 def _config(cfg: Config | PathLike) -> Config:
     from cryptonorm.config import Config
 
-    if isinstance(cfg, Config):
-        return cfg
-    return load_config(_path(cfg, "cfg", "a config file (or a Config from cn.load_config)"))
+    cfg = arg.config_arg(cfg)
+    return cfg if isinstance(cfg, Config) else load_config(cfg)
 
 
 def _utc_index(df: pd.DataFrame, column: str = "timestamp", name: str = "time") -> pd.DataFrame:
@@ -154,8 +143,8 @@ def load_run(run_dir: PathLike) -> Run:
     """Open a finished run directory (ConfigError if it is not one, DataError if training did not finish)."""
     from cryptonorm.pipeline import finished_run
 
-    path = _path(run_dir, "run_dir")
-    return Run(path, finished_run(path))
+    run_dir = arg.path_arg(run_dir, "run_dir")
+    return Run(run_dir, finished_run(run_dir))
 
 
 def train(cfg: Config | PathLike, out: PathLike | None = None, *, force: bool = False,
@@ -165,12 +154,12 @@ def train(cfg: Config | PathLike, out: PathLike | None = None, *, force: bool = 
     produced; an interrupted run there resumes. `track`: "mlflow" or "tensorboard" logs it (experiment = the
     config's name)."""
     from cryptonorm import pipeline
-    from cryptonorm.pipeline.tracking import check_backend, log_runs
+    from cryptonorm.pipeline.tracking import BACKENDS, check_backend, log_runs
 
     config = _config(cfg)
-    backend = check_backend(track)
-    summary = pipeline.train(config, _path(out, "out") if out is not None else None, force=_flag(force, "force"),
-                             candles=candles)
+    out, candles = arg.optional_path(out, "out"), arg.frame_arg(candles, "candles")
+    backend = check_backend(arg.choice_arg(track, "track", BACKENDS, optional=True))
+    summary = pipeline.train(config, out, force=arg.bool_arg(force, "force"), candles=candles)
     if backend is not None:
         log_runs(backend, config.name, [(summary.run_dir.name, summary.run_dir)])
     return load_run(summary.run_dir)
@@ -204,10 +193,9 @@ def backtest(run: Run | PathLike, *, split: str = "test", out: PathLike | None =
     from cryptonorm.pipeline.rebacktest import backtest_saved
 
     if split not in ("test", "val"):
-        raise ConfigError(f"split must be 'test' or 'val', got {split!r}")
-    run_dir = run.path if isinstance(run, Run) else _path(run, "run")
-    path, result = backtest_saved(run_dir, overrides, _path(out, "out") if out is not None else None, split=split,
-                                  write=_flag(write, "write"))
+        raise ConfigError(f"split must be 'test' or 'val', got {arg.described(split)}")
+    run_dir, write, out = arg.run_arg(run), arg.bool_arg(write, "write"), arg.optional_path(out, "out")
+    path, result = backtest_saved(run_dir, overrides, out, split=split, write=write)
     return BacktestResult(stats(result.metrics), _utc_index(result.equity),
                           _utc_index(result.trades, "entry_time", "entry"), result.metrics, path)
 
@@ -235,21 +223,18 @@ def sweep(path: PathLike, *, out: PathLike | None = None, jobs: int = 1, executo
     not a sweep directory (its summary.md and sweep_results.csv are replaced)."""
     import json
 
+    from cryptonorm.pipeline.tracking import BACKENDS
     from cryptonorm.sweeps.orchestrate import check_outputs, sweep_and_report
     from cryptonorm.sweeps.results import collect_results, results_frame
     from cryptonorm.sweeps.spec import load_sweep
 
-    if overrides is not None and not isinstance(overrides, Mapping):
-        raise ConfigError(f"overrides must be a mapping of dotted keys to values; got {overrides!r}"[:300])
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ConfigError(f"jobs must be a whole number of at least 1, got {jobs!r}"[:300])
-    if not isinstance(executor, str):
-        raise ConfigError(f"executor must be a name (local, ray), got {executor!r}"[:300])
-    sets = [f"{k}={json.dumps(v)}" for k, v in (overrides or {}).items()]
+    path, out = arg.path_arg(path, "path"), arg.optional_path(out, "out")
+    jobs, executor = arg.int_arg(jobs, "jobs"), arg.choice_arg(executor, "executor", ("local", "ray"))
+    sets = [f"{k}={json.dumps(v)}" for k, v in arg.overrides_arg(overrides).items()]
+    track = arg.choice_arg(track, "track", BACKENDS, optional=True)
     check_outputs(None, track)
-    spec = load_sweep(_path(path, "path", "a sweep file"), sets)
-    done = sweep_and_report(spec, _path(out, "out") if out is not None else None, jobs=jobs, executor=executor,
-                            track=track, force=force)
+    spec = load_sweep(path, sets)
+    done = sweep_and_report(spec, out, jobs=jobs, executor=executor, track=track, force=arg.bool_arg(force, "force"))
     return results_frame(collect_results(done.outcome.sweep_dir), spec.grid_keys, done.outcome.sweep_dir)
 
 
@@ -258,12 +243,10 @@ def fetch(cfg: Config | PathLike | None = None, **data: Any) -> pd.DataFrame:
     them: timestamp (ms), open, high, low, close, volume, indexed by UTC time. Keywords set `data.*` keys:
     `cn.fetch(exchange="binance", symbol="BTC/USDT", timeframe="1h", since="2024-01-01")`."""
     from cryptonorm import pipeline
-    from cryptonorm.config import Config, build_config
+    from cryptonorm.config import build_config
     from cryptonorm.data import store
 
-    if not isinstance(cfg, (str, Path, Config)) and cfg is not None:
-        raise ConfigError(f"cfg must be a config file's path or a Config (cn.load_config), got {cfg!r}; "
-                          "give data keys as keywords: cn.fetch(symbol='BTC/USDT', timeframe='1h')"[:300])
+    cfg = arg.config_arg(cfg, optional=True)
     if isinstance(cfg, (str, Path)) or cfg is None:
         cfg = load_config(cfg, {f"data.{k}": v for k, v in data.items()})
     elif data:

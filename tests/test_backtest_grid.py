@@ -117,11 +117,11 @@ def test_block_size_does_not_change_a_figure(swap: tuple[np.ndarray, np.ndarray,
 
 
 def test_a_wiped_out_column_and_a_flat_one(swap: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
-    """Extremes: a column whose equity goes to 0 (80% of it in costs on every bar: subnormal, then 0) and one
-    never in the market."""
+    """Extremes: a column whose equity goes to 0 (the most costs allowed, 1,000 bps per side, on a reversal
+    every bar: subnormal, then 0) and one never in the market."""
     ts, close, _ = swap
     fc = np.where(np.arange(len(close)) % 2 == 0, 1.0, -1.0)  # reverse on every bar
-    configs = [BacktestConfig.model_validate({"fee_bps": 4000.0, "max_leverage": 3.0, "sizing": "forecast"}),
+    configs = [BacktestConfig.model_validate({"fee_bps": 1000.0, "max_leverage": 3.0, "sizing": "forecast"}),
                BacktestConfig.model_validate({"threshold": 5.0})]
     got = simulate_grid(ts, close, fc, configs, "1h", "return")
     for cfg, g in zip(configs, got, strict=True):
@@ -189,3 +189,22 @@ def test_grid_command_outputs_match_the_one_at_a_time_path(small_real_run: Path,
         got = outputs["one pass"][name]
         assert list(got.columns) == list(want.columns) and len(got) == len(want) == (9 if name == "grid.csv" else 3)
         pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-12, atol=1e-12)
+
+
+def test_a_ruined_column_follows_the_ruin_rule_of_the_single_backtest() -> None:
+    """Leverage 20 held through a 10% fall loses more than the equity: `simulate` stops the book at the ruin
+    (equity 0 from there on); the grid's column must say the same, beside a column that survives."""
+    ts = np.arange(400, dtype=np.int64) * 3_600_000
+    rng = np.random.default_rng(3)
+    close = 100.0 * np.cumprod(1.0 + rng.normal(0.0, 0.002, 400))
+    close[200:] *= 0.9  # one bar falls 10%
+    fc = np.ones(400)
+    configs = [BacktestConfig.model_validate({"max_leverage": 20.0, "sizing": "volatility", "target_vol": 10.0,
+                                              "vol_lookback": 24, "fee_bps": 5.0}),
+               BacktestConfig.model_validate({"fee_bps": 5.0})]
+    single = [simulate(ts, close, fc, cfg, "1h", "return", forecast_stats=False) for cfg in configs]
+    assert single[0].metrics.get("ruin") and not single[1].metrics.get("ruin")  # the case is what it claims
+    got = simulate_grid(ts, close, fc, configs, "1h", "return")
+    for g, s in zip(got, single, strict=True):
+        _assert_same(g, s.metrics["strategy"], "ruin")
+    assert got[0]["total_return"] == -1.0

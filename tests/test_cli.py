@@ -154,7 +154,8 @@ def test_iso_timestamps_and_seconds_are_accepted(tmp_path: Path) -> None:
     with gzip.open(secs, "wt") as fh:
         fh.write("timestamp,open,high,low,close,volume\n1704067200,1,2,0.5,1.5,10\n")
     code, out, err = cli("fetch", "--set", f"data.file={secs}")
-    assert code == 0, err and "2024-01-01 00:00" in out
+    assert code == 0, err
+    assert "2024-01-01 00:00" in out, out
 
 
 def test_train_without_data_says_fetch_first(tmp_path: Path) -> None:

@@ -27,7 +27,10 @@ def test_bash_completion_of_commands_and_options() -> None:
 
 
 def test_install_completion_writes_the_script_under_home(tmp_path: Path) -> None:
-    r = _cli(["--install-completion", "bash"], {"HOME": str(tmp_path), "SHELL": "/bin/bash"})
+    # typer detects the shell from the parent processes (none to find under a detached job or some CI
+    # runners); with detection off, as in typer's own tests, the shell is the option's value
+    r = _cli(["--install-completion", "bash"], {"HOME": str(tmp_path), "SHELL": "/bin/bash",
+                                                 "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"})
     assert r.returncode == 0, r.stderr
     script = tmp_path / ".bash_completions" / "cryptonorm.sh"
     assert "_CRYPTONORM_COMPLETE" in script.read_text()

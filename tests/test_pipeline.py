@@ -131,15 +131,16 @@ def test_walk_forward_forecasts_cover_the_tail_out_of_sample(workdir: Path, tmp_
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(workdir)
         code, _, err = cli("train", QUICK, *SMALL, "--out", str(tmp_path / "wf"), "--set", "train.epochs=1",
-                           "--set", "backtest.walk_forward.enabled=true", "--set", "backtest.walk_forward.step=2000",
-                           "--set", "backtest.walk_forward.train_bars=4000")
+                           "--set", "split.walk_forward.enabled=true", "--set", "split.walk_forward.step=2000",
+                           "--set", "split.walk_forward.train_bars=4000")
     assert code == 0, err
     folds = pd.read_csv(tmp_path / "wf" / "folds.csv")
     assert len(folds) >= 3
     assert (folds["train_end"] < folds["test_start"]).all()
     assert (folds["test_start"].iloc[1:].to_numpy() > folds["test_end"].iloc[:-1].to_numpy()).all()
     code, out, err = cli("backtest", str(tmp_path / "wf"), "--json")
-    assert code == 0, err and json.loads(out)["bars"] > 5000
+    assert code == 0, err
+    assert json.loads(out)["bars"] > 5000, out
 
 
 def test_features_and_audit_commands(workdir: Path, tmp_path: Path) -> None:

@@ -244,7 +244,8 @@ class _NoCluster:
 
 
 @pytest.mark.parametrize("mode", [None, "token"])
-def test_unreachable_cluster_is_one_line_with_a_token_hint(monkeypatch: pytest.MonkeyPatch, mode: str | None) -> None:
+def test_a_cluster_refusing_the_session_is_one_line_with_a_token_hint(monkeypatch: pytest.MonkeyPatch,
+                                                                       mode: str | None) -> None:
     from cryptonorm.errors import CryptonormError
     from cryptonorm.sweeps.executors import ray_session
 
@@ -252,9 +253,29 @@ def test_unreachable_cluster_is_one_line_with_a_token_hint(monkeypatch: pytest.M
         monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     else:
         monkeypatch.setenv("RAY_AUTH_MODE", mode)
-    with pytest.raises(CryptonormError) as e, ray_session(_NoCluster(), "10.0.0.9:6379", 1):
-        pass
+    with socket.socket() as head:  # something listens (a head that then refuses the session, e.g. its token)
+        head.bind(("127.0.0.1", 0))
+        head.listen()
+        address = f"127.0.0.1:{head.getsockname()[1]}"
+        with pytest.raises(CryptonormError) as e, ray_session(_NoCluster(), address, 1):
+            pass
     msg = str(e.value)
-    assert msg.startswith("cannot start or reach Ray at 10.0.0.9:6379: ConnectionError: Failed to connect")
+    assert msg.startswith(f"cannot start or reach Ray at {address}: Failed to connect")
     assert "\n" not in msg
     assert ("set RAY_AUTH_MODE=token here" in msg) == (mode is None)  # no hint when token mode is on already
+
+
+def test_an_address_where_nothing_listens_fails_at_once_in_one_line(tmp_path: Path) -> None:
+    """Issue 24: `sweep --executor ray --address 127.0.0.1:1` retried for minutes; now the TCP connection is
+    tried first (refused here at once; an address that drops packets gives up after CONNECT_TIMEOUT_S)."""
+    from typer.testing import CliRunner
+
+    from cryptonorm.cli import app
+
+    r = CliRunner().invoke(app, ["sweep", str(ROOT / "configs" / "sweeps" / "norms.yaml"), "--executor", "ray",
+                                 "--address", "127.0.0.1:1", "--out", str(tmp_path / "sw")])
+    assert r.exit_code == 1, r.output
+    line, = r.stderr.strip().splitlines()
+    assert line.startswith("error: cannot reach Ray at 127.0.0.1:1: connection refused (tried for up to 10 s)"), line
+    assert "ray start --head" in line
+    assert not (tmp_path / "sw").exists()  # refused before any work

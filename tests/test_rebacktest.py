@@ -96,7 +96,7 @@ def test_bad_grid_or_set_is_a_usage_error_and_writes_nothing(run: Path, args: li
 
 def test_grid_on_a_walk_forward_run_is_refused(run: Path) -> None:
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    cfg["backtest"]["walk_forward"]["enabled"] = True
+    cfg["split"]["walk_forward"]["enabled"] = True
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     r = runner.invoke(app, ["backtest", str(run), "--grid", "backtest.threshold=[0, 0.001]"])
     assert r.exit_code == 2 and "walk-forward" in r.stderr

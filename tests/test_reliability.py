@@ -326,6 +326,9 @@ def rows(*ts: int) -> str:
     return H + "".join(ROW.format(t=1_640_995_200_000 + 3_600_000 * t) for t in ts)
 
 
+# 2022-01-03 00:00 .. 04:00 written day/month/year, as European spreadsheets do
+DMY = H + "".join(f"03/01/2022 {h:02d}:00,100,110,90,105,5\n" for h in range(5))
+
 # id, command (CONFIG / FILE / STORE / BAD are filled in), files to create, exit code, what the line must say
 CASES: list[tuple[str, list[str], dict[str, str], int, list[str]]] = [
     ("malformed-yaml", ["train", "BAD"], {"BAD": "model:\n  norm: [layer\n"}, 2, ["malformed YAML at line", "fix"]),
@@ -391,10 +394,40 @@ CASES: list[tuple[str, list[str], dict[str, str], int, list[str]]] = [
      ["candles.csv/store", "is a file, not a folder"]),
     ("batchnorm-batch-of-one", ["train", "CONFIG", "--set", "model.norm=batch", "--set", "train.batch_size=1"], {},
      2, ["train.batch_size must be >= 2 for model.norm=batch"]),
+    # issue 24: strict config types, bounds, sizes (one line each, exit 2)
+    ("bool-for-int", ["train", "CONFIG", "--set", "train.epochs=true"], {}, 2, ["train.epochs", "a boolean"]),
+    ("bool-in-list", ["train", "CONFIG", "--set", "model.hidden=[8, false]"], {}, 2, ["model.hidden", "a boolean"]),
+    ("seed-beyond-int64", ["train", "CONFIG", "--set", "seed=99999999999999999999999"], {}, 2,
+     ["seed", "beyond the largest integer"]),
+    ("threads-beyond-int64", ["train", "CONFIG", "--set", "train.threads=99999999999999999999"], {}, 2,
+     ["train.threads", "beyond the largest integer"]),
+    ("threads-too-many", ["train", "CONFIG", "--set", "train.threads=100000"], {}, 2,
+     ["train.threads", "less than or equal to 4096"]),
+    ("negative-seed", ["train", "CONFIG", "--set", "seed=-1"], {}, 2, ["seed", "greater than or equal to 0"]),
+    ("section-set-to-a-scalar", ["train", "CONFIG", "--set", "model=3"], {}, 2,
+     ["model: is a section, not a single value", "'kind'"]),
+    ("huge-config", ["train", "BAD"], {"BAD": "# " + "x" * 1_100_000 + "\n"}, 2, ["1.1 MB", "limit is 1,000 kB"]),
+    ("fee-beyond-100-percent", ["train", "CONFIG", "--set", "backtest.fee_bps=20000"], {}, 2,
+     ["backtest.fee_bps", "less than or equal to 1000"]),
+    ("slippage-too-big", ["train", "CONFIG", "--set", "backtest.slippage_bps=5000"], {}, 2, ["backtest.slippage_bps"]),
+    ("leverage-too-big", ["train", "CONFIG", "--set", "backtest.max_leverage=1000"], {}, 2,
+     ["backtest.max_leverage", "less than or equal to 100"]),
+    ("exchange-urls-not-a-mapping", ["fetch", "-c", "CONFIG", "--set", "data.exchange_options.urls=5"], {}, 2,
+     ["data.exchange_options", "urls must be a mapping"]),
+    ("time-format-without-percent", ["train", "CONFIG", "--set", "data.time_format=dmy"], {}, 2,
+     ["data.time_format", "strftime"]),
+    ("day-month-timestamps", ["train", "CONFIG", "--set", "data.file=FILE"], {"FILE": DMY}, 1,
+     ["'03/01/2022 00:00' may be day/month or month/day", "data.time_format"]),
+    ("wrong-time-format", ["train", "CONFIG", "--set", "data.file=FILE", "--set", "data.time_format=%Y-%m-%d"],
+     {"FILE": DMY}, 1, ["not in data.time_format '%Y-%m-%d'"]),
+    ("constant-prices", ["train", "CONFIG", "--set", "data.file=FILE"], {"FILE": rows(*range(800))}, 1,
+     ["the return target is 0 on all 727 samples (zero variance"]),
     # accepted on purpose: exchange exports are often newest first; sorting loses nothing (duplicates do fail)
     ("newest-first-is-sorted", ["fetch", "-c", "CONFIG", "--set", "data.file=FILE"], {"FILE": rows(5, 4, 3, 2, 1)},
      0, []),
 ]
+CASES.append(("day-month-with-a-time-format", ["fetch", "-c", "CONFIG", "--set", "data.file=FILE", "--set",
+                                             "data.time_format=%d/%m/%Y %H:%M"], {"FILE": DMY}, 0, []))
 PARAMS = [pytest.param(*c, id=c[0]) for c in CASES] + [
     pytest.param("unknown-option", ["fetch", "--bogus"], {}, 2, ["--bogus"],
                  id="unknown-option"),

@@ -19,12 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_mlflow_gets_params_epoch_and_final_metrics_and_artifacts(small_real_run: Path, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     mlflow = pytest.importorskip("mlflow")
-    monkeypatch.chdir(tmp_path)  # the default store: ./mlruns
+    monkeypatch.chdir(tmp_path)  # the default store: ./mlruns.db (SQLite; MLflow 3's file store is deprecated)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # (what the default sets; undone after the test)
-    uri = (tmp_path / "mlruns").as_uri()
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     assert log_runs("mlflow", "exp-a", [("first", small_real_run)]) == 1
     assert log_runs("mlflow", "exp-a", [("first", small_real_run)]) == 0  # the same files are not logged twice
+    assert (tmp_path / "mlruns.db").is_file()  # runs, params and metrics (./mlruns holds only artifacts)
+    assert not list(tmp_path.rglob("meta.yaml"))  # no file store
 
     client = mlflow.tracking.MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("exp-a")
@@ -75,3 +77,26 @@ def test_bad_tracking_is_a_usage_error_and_nothing_is_written(args: list[str], s
     assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert ("not a tracking backend" in r.stderr) or ("--track applies to a config" in r.stderr)
     assert list(tmp_path.iterdir()) == [] and sorted(small_real_run.rglob("*")) == before
+
+
+@pytest.mark.slow  # ~14 s on a loaded 2-core machine: MLflow creates its SQLite schema (alembic migrations)
+def test_the_default_mlflow_store_is_sqlite_and_the_cli_says_where_mlflow_ui_finds_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 23 item 10: MLFLOW_TRACKING_URI first, else sqlite:///mlruns.db, and the output names the
+    `mlflow ui --backend-store-uri ...` command for it."""
+    pytest.importorskip("mlflow")
+    from cryptonorm.pipeline.tracking import mlflow_uri
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert mlflow_uri() == f"sqlite:///{tmp_path / 'mlruns.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert mlflow_uri() == "http://127.0.0.1:5000"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    config = str(ROOT / "configs" / "quickstart.yaml")
+    small = ["--set", "train.epochs=1", "--set", "model.hidden=[8]", "--set", "train.threads=1", "--set",
+             "data.since=2022-01-01", "--set", "data.until=2022-02-01", "--set", f"data.dir={tmp_path / 'data'}"]
+    r = runner.invoke(app, ["train", config, *small, "--out", str(tmp_path / "run"), "--track", "mlflow"])
+    assert r.exit_code == 0, r.stderr
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlruns.db'}" in r.stdout + r.stderr
+    assert (tmp_path / "mlruns.db").is_file()

@@ -104,8 +104,8 @@ ConfigArg = Annotated[Path, typer.Argument(help="Experiment config (YAML).", sho
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of tables.")]
 TrackOpt = Annotated[
     Optional[str],  # noqa: UP045 - typer needs Optional here
-    typer.Option("--track", help="Log to an experiment tracker: mlflow (MLFLOW_TRACKING_URI, default ./mlruns) or "
-                                 "tensorboard (./tensorboard). Needs the `track` extra."),
+    typer.Option("--track", help="Log to an experiment tracker: mlflow (MLFLOW_TRACKING_URI, default "
+                                 "sqlite:///mlruns.db) or tensorboard (./tensorboard). Needs the `track` extra."),
 ]
 OutOpt = Annotated[
     Optional[Path],  # noqa: UP045 - typer needs Optional here
@@ -215,11 +215,15 @@ def errors() -> Iterator[None]:
 
 def load_cli_config(path: Path | None, sets: list[str] | None, **cli: Any) -> Config:
     """Config from file (or defaults), then command-line options, then --set overrides."""
-    from cryptonorm.config import apply_overrides, build_config, read_yaml
+    from cryptonorm.config import apply_overrides, build_config, moved_keys, read_yaml
 
     raw = read_yaml(path) if path is not None else {}
     extra = [f"{k}={json.dumps(v)}" for k, v in cli.items() if v is not None]
-    return build_config(apply_overrides(raw, [*extra, *(sets or [])]), source=str(path) if path else "config")
+    raw = apply_overrides(raw, [*extra, *(sets or [])])
+    cfg = build_config(raw, source=str(path) if path else "config")
+    for note in moved_keys(raw):  # after validation: a refused config says only what is wrong
+        typer.echo(note, err=True)
+    return cfg
 
 
 def _version(value: bool) -> None:

@@ -48,6 +48,9 @@ def fetch(
             console().print(tables.fetch_table(summaries))
             if gaps:
                 console().print(tables.gaps_table(summaries))
+        for s in [x for summary in summaries for x in (summary, summary.funding) if x is not None]:
+            if s.set_aside_note:  # rows a fetch could not store: said even with --quiet
+                typer.echo(s.set_aside_note, err=True)
 
 
 # ---------------------------------------------------------------- features and audit

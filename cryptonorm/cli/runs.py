@@ -250,7 +250,7 @@ def _track(backend: str | None, cfg: Config, run_dir: Path) -> None:
     """Log a finished run to the tracker (experiment = the config's name, run = the run directory's name)."""
     if backend is None:
         return
-    from cryptonorm.pipeline.tracking import log_runs
+    from cryptonorm.pipeline.tracking import log_runs, logged_note
 
     log_runs(backend, cfg.name, [(Path(run_dir).name, Path(run_dir))])
-    say(f"logged to {backend} (experiment {cfg.name})")
+    say(logged_note(backend, cfg.name))

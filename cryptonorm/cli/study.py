@@ -80,7 +80,9 @@ def sweep_command(
         outcome = done.outcome
         _show(done.report)
         if done.backend is not None:
-            say(f"logged {done.tracked} new cell run(s) to {done.backend} (experiment sweep-{spec.spec.name})")
+            from cryptonorm.pipeline.tracking import logged_note
+
+            say(f"{done.tracked} new cell run(s) {logged_note(done.backend, f'sweep-{spec.spec.name}')}")
         again = f" ({outcome.rebacktested} re-backtested with new backtest settings)" if outcome.rebacktested else ""
         say(f"{outcome.ran} cell(s) run, {outcome.skipped} finished earlier{again}, in {outcome.seconds:.0f}s")
         typer.echo(str(outcome.sweep_dir))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from cryptonorm.timeframes import TIMEFRAME_RE, parse_date
 
@@ -44,10 +44,61 @@ def iso_date(v: Any) -> str | None:
     return str(v)
 
 
+INT_LIMIT = 2**63 - 1  # no integer of a config may exceed int64 (torch, numpy and parquet all store int64)
+
+
+def _allows_bool(annotation: Any) -> bool:
+    """True when a field's type takes a bool (bool itself, a union with bool, or Any)."""
+    if annotation is bool or annotation is Any:
+        return True
+    return get_origin(annotation) in (Union, type(int | None)) and any(_allows_bool(a) for a in get_args(annotation))
+
+
+def _item_types(annotation: Any, n: int) -> list[Any]:
+    """The types of the n items of a list or tuple field (`list[int]`, `tuple[int, float]`, `X | None`)."""
+    options = get_args(annotation) if get_origin(annotation) in (Union, type(int | None)) else (annotation,)
+    for option in options:
+        args = get_args(option)
+        if get_origin(option) is list and args:
+            return [args[0]] * n
+        if get_origin(option) is tuple and args:
+            return [args[0]] * n if len(args) == 2 and args[1] is Ellipsis else list(args)
+    return [Any] * n
+
+
+def _strict_problem(annotation: Any, value: Any) -> str | None:
+    """Why `value` cannot stand for `annotation` although pydantic's lax mode would take it: a bool where a
+    number is expected (`epochs: true` would train one epoch), an integer beyond int64, a single value for a
+    section. Lists and tuples are checked element by element."""
+    if isinstance(value, bool):
+        return None if _allows_bool(annotation) else f"got {str(value).lower()}, a boolean; give a number"
+    if isinstance(value, int) and abs(value) > INT_LIMIT:
+        return f"got {value}, beyond the largest integer allowed ({INT_LIMIT:,}); give a smaller number"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel) and value is not None \
+            and not isinstance(value, (dict, BaseModel)):
+        first = next(iter(annotation.model_fields), "key")
+        return f"is a section, not a single value (got {value!r}); set a key inside it (e.g. its {first!r})"
+    if isinstance(value, (list, tuple)):
+        for item, item_type in zip(value, _item_types(annotation, len(value)), strict=True):
+            problem = _strict_problem(item_type, item)
+            if problem is not None:
+                return problem
+    return None
+
+
 class Section(BaseModel):
     # allow_inf_nan=False: no float parameter of an experiment means anything as inf or NaN (`--set
     # train.lr=.inf` would train on garbage); reject it here, naming the key
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict(cls, v: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        problem = None if field is None else _strict_problem(field.annotation, v)
+        if problem is not None:
+            raise ValueError(problem)
+        return v
 
 
 from cryptonorm.config.universe import UniverseConfig  # noqa: E402  (it builds on Section)
@@ -56,7 +107,7 @@ from cryptonorm.config.universe import UniverseConfig  # noqa: E402  (it builds 
 class SyntheticConfig(Section):
     """Parameters of the offline market (`data.exchange: synthetic`)."""
 
-    seed: int = 0  # the market's own seed: same seed, same candles
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # the market's own seed: same seed, same candles
     signal: float = Field(0.0, ge=0.0, lt=1.0)  # planted predictability: weight of a hidden trend; 0 = no edge
     signal_persistence: float = Field(0.97, ge=0.0, lt=1.0)  # AR(1) coefficient of that trend (per bar)
     start: str = "2020-01-01"  # first candle of the market (its "listing date")
@@ -85,6 +136,9 @@ class DataConfig(Section):
     market: Literal["spot", "swap"] = "spot"  # swap: the perpetual (ccxt symbol BASE/QUOTE:SETTLE), with funding
     funding_file: str | None = None  # your own funding rates (CSV/parquet: timestamp, rate) instead of fetching
     exchange_options: dict[str, Any] = Field(default_factory=dict)  # passed to the ccxt constructor
+    # strftime format of the timestamps of data.file / data.funding_file when they are text (e.g. "%d/%m/%Y
+    # %H:%M"); None = ISO 8601 or epoch numbers. Dates such as 03/04/2024 are refused without it (day or month?)
+    time_format: str | None = None
     synthetic: SyntheticConfig = SyntheticConfig()
     # the universe (issue 28): many coins, one model; its own section, config/universe.py
     universe: UniverseConfig | None = None
@@ -128,6 +182,27 @@ class DataConfig(Section):
                 f"{key!r} is a secret and must not be written in a config; set it in the environment "
                 "as CRYPTONORM_<EXCHANGE>_API_KEY / _SECRET / _PASSWORD instead"
             )
+        return v
+
+    @field_validator("exchange_options")
+    @classmethod
+    def _option_types(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # ccxt merges these into the exchange's own settings: a wrong type there surfaces much later as a
+        # misleading message (`urls: 5` reads as "the exchange has no sandbox URL")
+        for key in ("urls", "options", "headers", "api"):
+            if key in v and not isinstance(v[key], dict):
+                raise ValueError(f"{key} must be a mapping (ccxt merges it into the exchange's "
+                                 f"{key}), got {v[key]!r}")
+        for key in ("timeout", "rateLimit"):
+            if key in v and (isinstance(v[key], bool) or not isinstance(v[key], (int, float)) or v[key] <= 0):
+                raise ValueError(f"{key} must be a positive number of milliseconds, got {v[key]!r}")
+        return v
+
+    @field_validator("time_format")
+    @classmethod
+    def _time_format(cls, v: str | None) -> str | None:
+        if v is not None and "%" not in v:
+            raise ValueError(f"got {v!r}; give a strftime format such as '%d/%m/%Y %H:%M' (day/month/year)")
         return v
 
     @model_validator(mode="after")

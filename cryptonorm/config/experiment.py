@@ -13,6 +13,8 @@ from cryptonorm.config.tabular import check_tabular_across
 from cryptonorm.config.universe import UNIVERSE_TARGETS, PortfolioConfig
 from cryptonorm.timeframes import parse_date
 
+MAX_PERIOD = 100_000  # bars of an indicator's period (11 years of 1h candles)
+
 
 class FeaturesConfig(Section):
     """Technical indicators (raw values follow TA-Lib's definitions), scaling and windows."""
@@ -28,7 +30,7 @@ class FeaturesConfig(Section):
     volume_z: list[int] = [24]  # z-score of volume over n bars -> volz_{n}
     price_rel: bool = True  # close / MA - 1 for every sma and ema -> rel_sma_{n}, rel_ema_{n}
     funding: list[int] = [3, 21]  # swaps only: means/z-scores of the last n funding rates -> funding_mean_{n}, ...
-    window: int = Field(32, ge=1)  # bars of history per sample (LSTM sequence length; MLP flattens it)
+    window: int = Field(32, ge=1, le=100_000)  # bars of history per sample (LSTM sequence length; MLP flattens it)
     scaler: Literal["standard", "robust", "minmax", "none"] = "standard"  # fitted on the train split only
     gap_policy: Literal["drop", "ffill"] = "drop"  # drop windows/labels spanning a gap, or ffill + mask
     inputs: Literal["stationary", "all"] = "stationary"  # "stationary" leaves out raw price-level columns
@@ -36,18 +38,18 @@ class FeaturesConfig(Section):
     cross_section: Literal["none", "zscore", "rank"] = "none"
     universe_features: bool = True  # a universe: add the cross-sectional mean return and dispersion
 
-    @field_validator("sma", "ema", "rsi", "atr", "returns", "volatility", "volume_z")
+    @field_validator("sma", "ema", "rsi", "atr", "returns", "volatility", "volume_z", "funding")
     @classmethod
     def _periods(cls, v: list[int]) -> list[int]:
-        if any(p < 1 for p in v):
-            raise ValueError(f"periods must be >= 1, got {v}")
+        if any(p < 1 or p > MAX_PERIOD for p in v):
+            raise ValueError(f"periods must be between 1 and {MAX_PERIOD:,}, got {v}")
         return v
 
     @field_validator("macd")
     @classmethod
     def _macd(cls, v: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
         for fast, slow, signal in v:
-            if not (1 <= fast < slow and signal >= 1):
+            if not (1 <= fast < slow <= MAX_PERIOD and 1 <= signal <= MAX_PERIOD):
                 raise ValueError(f"each entry is [fast, slow, signal] with 1 <= fast < slow, got {v}")
         return v
 
@@ -55,8 +57,8 @@ class FeaturesConfig(Section):
     @classmethod
     def _bbands(cls, v: list[tuple[int, float]]) -> list[tuple[int, float]]:
         for n, k in v:
-            if n < 2 or k <= 0:
-                raise ValueError(f"each entry is [period >= 2, k > 0], got {v}")
+            if not 2 <= n <= MAX_PERIOD or k <= 0:
+                raise ValueError(f"each entry is [period >= 2, k > 0] (periods up to {MAX_PERIOD:,}), got {v}")
         return v
 
 
@@ -66,8 +68,8 @@ class TargetConfig(Section):
     # log return, its sign or realized volatility; excess_return (minus the cross-sectional mean) and rank
     # (cross-sectional percentile): a universe only
     kind: Literal["return", "direction", "volatility", "excess_return", "rank"] = "return"
-    horizon: int = Field(1, ge=1)  # bars ahead
-    # auto: bce for direction, qlike for volatility (docs/guide/volatility.md), huber otherwise.
+    horizon: int = Field(1, ge=1, le=100_000)  # bars ahead
+    # auto: bce for direction, qlike for volatility (README "Volatility forecasting"), huber otherwise.
     # qlike and nll (Gaussian negative log-likelihood of the returns) are losses on the forecast variance
     loss: Literal["auto", "mse", "huber", "bce", "qlike", "nll"] = "auto"
     vol_form: Literal["vol", "log_var", "var"] = "vol"  # volatility: what the network predicts (positive
@@ -93,6 +95,16 @@ class TargetConfig(Section):
         return {"direction": "bce", "volatility": "qlike"}.get(self.kind, "huber")
 
 
+class WalkForwardConfig(Section):
+    """Retrain every `step` bars on a rolling or expanding window; forecasts stay out of sample."""
+
+    enabled: bool = False
+    step: int = Field(720, ge=1, le=100_000_000)  # bars predicted per refit
+    train_bars: int = Field(8760, ge=10, le=100_000_000)  # training window (rolling) or its minimum (expanding)
+    mode: Literal["rolling", "expanding"] = "rolling"
+    val_fraction: float = Field(0.15, gt=0, lt=1)  # tail of each training window used for early stopping
+
+
 class SplitConfig(Section):
     """Chronological train / validation / test split, never shuffled across time."""
 
@@ -101,7 +113,10 @@ class SplitConfig(Section):
     test: float = Field(0.15, gt=0, lt=1)  # test: reported once, never used for a choice
     val_start: str | None = None  # or dates: validation starts here (overrides the fractions)
     test_start: str | None = None  # and the test split starts here
-    embargo: int | None = Field(None, ge=0)  # bars dropped between splits; None = horizon + window
+    embargo: int | None = Field(None, ge=0, le=1_000_000)  # bars dropped between splits; None = horizon + window
+    # retrain on a rolling/expanding window instead of one split (was backtest.walk_forward: it changes the
+    # training, not the backtest; the old key is still read, with a note)
+    walk_forward: WalkForwardConfig = WalkForwardConfig()
 
     @field_validator("val_start", "test_start", mode="before")
     @classmethod
@@ -125,17 +140,17 @@ class SplitConfig(Section):
 class TrainConfig(Section):
     """Optimization and device."""
 
-    epochs: int = Field(20, ge=1)  # passes over the training split (with train.budget: epochs)
-    batch_size: int = Field(256, ge=1)  # samples per optimizer step
-    lr: float = Field(1e-3, gt=0)  # AdamW learning rate (at lr_reference_batch, see lr_scaling)
-    weight_decay: float = Field(1e-4, ge=0)  # AdamW decoupled weight decay; none on biases and norm gains
-    schedule: Literal["cosine", "plateau", "none"] = "cosine"  # learning-rate schedule
+    epochs: int = Field(20, ge=1, le=1_000_000)
+    batch_size: int = Field(256, ge=1, le=2**24)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    schedule: Literal["cosine", "plateau", "none"] = "cosine"
     grad_clip: float | None = Field(1.0, gt=0)  # max gradient norm; null = no clipping
-    patience: int = Field(5, ge=1)  # early stopping on validation loss
+    patience: int = Field(5, ge=1, le=1_000_000)  # early stopping on validation loss
     device: str = "auto"  # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast on CUDA
     deterministic: bool = False  # torch deterministic algorithms (slower on CUDA)
-    threads: int | None = Field(None, ge=1)  # torch CPU threads; null = torch's default
+    threads: int | None = Field(None, ge=1, le=4096)  # torch CPU threads; null = torch's default
     # a universe (issue 28): random = samples shuffled across coins and times; by_time = each batch holds
     # every coin at a few timestamps (whole timestamps in a random order; a batch's edges may split one)
     batching: Literal["random", "by_time"] = "random"
@@ -151,12 +166,12 @@ class TrainConfig(Section):
     # samples, train.epochs is not used: training runs ceil(steps / batches per epoch) passes, the last one
     # cut short, with validation and early stopping after each pass (patience still counts passes).
     budget: Literal["epochs", "steps", "samples"] = "epochs"
-    steps: int | None = Field(None, ge=1)  # optimizer steps, with budget: steps
-    samples: int | None = Field(None, ge=1)  # training samples seen, with budget: samples
+    steps: int | None = Field(None, ge=1, le=10**12)  # optimizer steps, with budget: steps
+    samples: int | None = Field(None, ge=1, le=10**15)  # training samples seen, with budget: samples
     # Learning rate by batch size: lr * (batch_size / lr_reference_batch) (linear, Goyal et al. 2017) or
     # lr * sqrt(batch_size / lr_reference_batch) (sqrt); none = train.lr for every batch size.
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
-    lr_reference_batch: int = Field(256, ge=1)  # the batch size at which train.lr applies unscaled
+    lr_reference_batch: int = Field(256, ge=1, le=2**24)  # the batch size at which train.lr applies unscaled
 
     @model_validator(mode="after")
     def _budget(self) -> TrainConfig:
@@ -184,14 +199,12 @@ class TrainConfig(Section):
         return v
 
 
-class WalkForwardConfig(Section):
-    """Retrain every `step` bars on a rolling or expanding window; forecasts stay out of sample."""
-
-    enabled: bool = False  # refit every `step` bars instead of one train/val/test split
-    step: int = Field(720, ge=1)  # bars predicted per refit
-    train_bars: int = Field(8760, ge=10)  # training window (rolling) or its minimum (expanding)
-    mode: Literal["rolling", "expanding"] = "rolling"  # slide the training window, or grow it from the start
-    val_fraction: float = Field(0.15, gt=0, lt=1)  # tail of each training window used for early stopping
+# Bounds of the backtest's costs and sizing. 1,000 bps = 10% per side is far above any exchange's fee or a
+# liquid market's slippage (a round trip then costs 20%); 100x is the most leverage exchanges offer on
+# BTC perpetuals; 1,000% a year is the volatility of the wildest coins. Beyond these, results mean nothing.
+MAX_COST_BPS = 1_000.0
+MAX_LEVERAGE = 100.0
+MAX_TARGET_VOL = 10.0
 
 
 class BacktestConfig(Section):
@@ -202,15 +215,15 @@ class BacktestConfig(Section):
     # target_vol / forecast vol, capped by max_leverage (volatility targets)
     mode: Literal["auto", "direction", "vol_target"] = "auto"
     threshold: float = Field(0.0, ge=0)  # long if forecast > threshold, short if < -threshold
-    allow_short: bool = True  # false: flat instead of short
-    sizing: Literal["fixed", "forecast", "volatility"] = "fixed"  # size: 1, by forecast strength, or to target_vol
-    target_vol: float = Field(0.5, gt=0)  # annualized, for sizing: volatility and mode: vol_target
-    vol_lookback: int = Field(24 * 7, ge=2)  # bars, for sizing: volatility (and vol_target's trailing baseline)
-    max_leverage: float = Field(1.0, gt=0)  # cap on the absolute position, in units of equity
-    fee_bps: float = Field(10.0, ge=0)  # per side on traded notional (a spot taker fee)
-    slippage_bps: float = Field(0.0, ge=0)  # per side on traded notional
+    allow_short: bool = True
+    sizing: Literal["fixed", "forecast", "volatility"] = "fixed"
+    target_vol: float = Field(0.5, gt=0, le=MAX_TARGET_VOL)  # annualized, for sizing: volatility and mode: vol_target
+    # bars, for sizing: volatility (and vol_target's trailing baseline)
+    vol_lookback: int = Field(24 * 7, ge=2, le=1_000_000)
+    max_leverage: float = Field(1.0, gt=0, le=MAX_LEVERAGE)
+    fee_bps: float = Field(10.0, ge=0, le=MAX_COST_BPS)  # per side on traded notional (a spot taker fee)
+    slippage_bps: float = Field(0.0, ge=0, le=MAX_COST_BPS)  # per side on traded notional
     funding: Literal["auto", "off"] = "auto"  # auto: a swap's positions pay/earn funding; off: ignore it
-    walk_forward: WalkForwardConfig = WalkForwardConfig()
     # a universe's portfolio (issue 28): config/universe.py, trade/portfolio.py
     portfolio: PortfolioConfig | None = None
 
@@ -230,8 +243,8 @@ def check_name(v: str, names: str) -> str:
 class Config(Section):
     """A whole experiment."""
 
-    name: str = "experiment"  # names the run directory (runs/<name>-<time>/) and tracking experiments
-    seed: int = 0  # seeds model init, dropout and batch order; recorded in every run
+    name: str = "experiment"
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # seeds model init, dropout and batch order; recorded in every run
     data: DataConfig = DataConfig()
     features: FeaturesConfig = FeaturesConfig()
     target: TargetConfig = TargetConfig()

@@ -55,6 +55,7 @@ class _Loader(yaml.SafeLoader):
 
 
 MAX_VALUES = 100_000  # values a YAML document may expand to through its aliases
+MAX_CONFIG_BYTES = 1_000_000  # a config (or a sweep/claim file) is a few kB; PyYAML takes minutes on 200 MB
 
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
@@ -139,6 +140,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if p.is_dir():
         raise ConfigError(f"config {str(p)!r} is a directory; pass a YAML file")
     try:
+        size = p.stat().st_size
+    except OSError as e:
+        raise ConfigError(f"cannot read config {str(p)!r}: {e.strerror or e}") from None
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config {str(p)!r} is {size / 1e6:,.1f} MB; a config is a few kB (the limit is "
+                          f"{MAX_CONFIG_BYTES // 1000:,} kB): is it the right file?")
+    try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config {str(p)!r}: {e}") from e
@@ -171,10 +179,65 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return build_config(apply_overrides(raw, overrides), source=str(path) if path else "config")
 
 
+# keys that moved: (old section, key) -> (new section, key). The old place is still read (a config, a
+# --set, a run directory's config.yaml written before the move) and `moved_keys` says so on the command line
+MOVED = {("backtest", "walk_forward"): ("split", "walk_forward")}
+
+
+def migrate(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """(raw with every MOVED key at its new place, one note per key moved). Where both places are given
+    (an old config file and a new --set, or a dumped config with the old key set on it), an item set to
+    its default at one place takes the other's value; two different non-default values are a ConfigError."""
+    notes = []
+    for (old_sec, old_key), (new_sec, new_key) in MOVED.items():
+        section = raw.get(old_sec)
+        target = raw.get(new_sec)
+        if not isinstance(section, dict) or old_key not in section or not isinstance(target, (dict, type(None))):
+            continue
+        value = section[old_key]
+        current = (target or {}).get(new_key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            value = _merge_moved(value, current, _default(new_sec, new_key), f"{old_sec}.{old_key}",
+                                 f"{new_sec}.{new_key}")
+        elif current is not None:
+            value = current
+        raw = {**raw, old_sec: {k: v for k, v in section.items() if k != old_key},
+               new_sec: {**(target or {}), new_key: value}}
+        notes.append(f"note: {old_sec}.{old_key} is now {new_sec}.{new_key} (it changes the training, not the "
+                     f"backtest); the old key still works: rename it")
+    return raw, notes
+
+
+def _default(section: str, key: str) -> dict[str, Any]:
+    """The default value of Config.<section>.<key> (a sub-model) as a plain mapping."""
+    sub = Config.model_fields[section].annotation
+    assert isinstance(sub, type) and issubclass(sub, BaseModel)
+    value = sub.model_fields[key].default
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else {}
+
+
+def _merge_moved(old: dict[str, Any], new: dict[str, Any], default: dict[str, Any], old_name: str,
+                 new_name: str) -> dict[str, Any]:
+    out = dict(old)
+    for k, v in new.items():
+        if k in old and old[k] != v and v != default.get(k) and old[k] != default.get(k):
+            raise ConfigError(f"{old_name}.{k} = {old[k]!r} and {new_name}.{k} = {v!r}: the key moved to "
+                              f"{new_name}; give it there only")
+        if k not in old or v != default.get(k):
+            out[k] = v
+    return out
+
+
+def moved_keys(raw: dict[str, Any]) -> list[str]:
+    """The notes for keys of `raw` written at a place they moved from (see MOVED)."""
+    return migrate(raw)[1]
+
+
 def build_config(raw: dict[str, Any], source: str = "config") -> Config:
-    """Validate a raw mapping into a Config; errors name the dotted key and what is allowed."""
+    """Validate a raw mapping into a Config; errors name the dotted key and what is allowed. Keys that
+    moved (MOVED) are read at their old place too."""
     try:
-        return Config.model_validate(raw)
+        return Config.model_validate(migrate(raw)[0])
     except ValidationError as e:
         raise ConfigError(f"{source}: {format_validation_error(e)}") from None
     except (TypeError, ValueError) as e:  # e.g. unhashable keys in odd YAML

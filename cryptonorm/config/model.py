@@ -26,6 +26,8 @@ from cryptonorm.config.norm_facts import (
 )
 from cryptonorm.config.tabular import LightGBMConfig, RidgeConfig, check_tabular
 
+MAX_WIDTH = 65_536  # units of a hidden layer (and GroupNorm groups): every integer of a config has bounds
+
 
 class BatchNormConfig(Section):
     """Every norm with batch statistics (batch, batchrenorm, the BN-LSTM cell): training and inference."""
@@ -43,9 +45,9 @@ class RenormConfig(Section):
 
     r_max: float = Field(3.0, ge=1)  # final bound on r (the paper's 3)
     d_max: float = Field(5.0, ge=0)  # final bound on d (the paper's 5)
-    warmup_steps: int = Field(5000, ge=0)  # steps of plain BatchNorm (r_max=1, d_max=0) first
-    r_max_steps: int = Field(40000, ge=0)  # step at which r_max is reached (linear ramp)
-    d_max_steps: int = Field(25000, ge=0)  # step at which d_max is reached (linear ramp)
+    warmup_steps: int = Field(5000, ge=0, le=10**12)  # steps of plain BatchNorm (r_max=1, d_max=0) first
+    r_max_steps: int = Field(40000, ge=0, le=10**12)  # step at which r_max is reached (linear ramp)
+    d_max_steps: int = Field(25000, ge=0, le=10**12)  # step at which d_max is reached (linear ramp)
 
     @model_validator(mode="after")
     def _ramp(self) -> RenormConfig:
@@ -129,7 +131,7 @@ class ModelConfig(Section):
     norm: NormName = "layer"
     norm_placement: PlacementName = "layer"  # lstm and gru: "cell" = recurrent-normalized cells
     norm_position: Literal["pre", "post"] = "pre"  # transformer / patchtst: norm before or after each sublayer
-    groups: int = Field(4, ge=1)  # GroupNorm groups: must divide every normalized width
+    groups: int = Field(4, ge=1, le=MAX_WIDTH)  # GroupNorm groups: must divide every normalized width
     norm_eps: float = Field(1e-5, gt=0)  # every norm's epsilon, RevIN's too
     norm_affine: bool = True
     # normalize each input window before the network: revin (Kim et al. 2022, reversible instance norm,
@@ -185,8 +187,8 @@ class ModelConfig(Section):
     @field_validator("hidden")
     @classmethod
     def _hidden(cls, v: list[int]) -> list[int]:
-        if not v or any(h < 1 for h in v):
-            raise ValueError(f"give at least one width >= 1, got {v}")
+        if not v or any(h < 1 or h > MAX_WIDTH for h in v):
+            raise ValueError(f"give at least one width, each between 1 and {MAX_WIDTH:,}, got {v}")
         return v
 
     @model_validator(mode="after")

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from cryptonorm.atomic import atomic_path, write_text_atomic
@@ -59,7 +60,8 @@ def read_store(path: Path, kind: Kind = CANDLES) -> pd.DataFrame:
     try:
         df = pd.read_parquet(path)
     except Exception as e:  # pyarrow raises many types for a damaged file
-        raise DataError(f"{kind.name} file {path} is unreadable ({type(e).__name__}); delete it and fetch again") from e
+        raise DataError(f"{kind.name} file {path} is unreadable (damaged, or not parquet); delete it and fetch again"
+                        ) from e
     return kind.clean(df)
 
 
@@ -146,6 +148,16 @@ def journal_parts(path: Path) -> list[Path]:
     return sorted(j.glob("*.parquet")) if j.exists() else []
 
 
+UNREADABLE = ".unreadable"  # the suffix of a journal page that could not be read, set aside (never deleted)
+
+
+def set_aside_pages(path: Path) -> list[Path]:
+    """Journal pages of the store file at `path` that could not be read and were set aside: their rows are
+    not in the store (a fetch reports them; the user deletes them once checked)."""
+    j = journal_dir(path)
+    return sorted(j.glob(f"*{UNREADABLE}")) if j.exists() else []
+
+
 STALE_TEMP_S = 600.0  # a journal temp file this old belongs to a killed writer
 
 
@@ -181,7 +193,7 @@ def consolidate(path: Path, kind: Kind = CANDLES) -> pd.DataFrame:
                 read.append(p)
             except Exception:
                 with contextlib.suppress(OSError):
-                    p.rename(p.with_suffix(".unreadable"))
+                    p.rename(p.with_suffix(UNREADABLE))  # reported by set_aside_pages (fetch says so)
         merged = merge(*pieces, kind=kind)
         write_atomic(merged, path)
         for p in read:
@@ -244,7 +256,7 @@ def load_candles(cfg: Config) -> pd.DataFrame:
     """The candles an experiment uses: data.file, or the store, cut to [data.since, data.until)."""
     own = user_file(cfg.data)
     if own is not None:
-        df = read_user_file(own, cfg.data.timeframe)
+        df = read_user_file(own, cfg.data.timeframe, cfg.data.time_format)
     else:
         path = candle_path(cfg)
         if not path.exists() and not journal_parts(path):
@@ -278,18 +290,29 @@ def have_candles(cfg: Config) -> bool:
     return True
 
 
-def load_funding(cfg: Config) -> pd.DataFrame | None:
+def load_funding(cfg: Config, bars: np.ndarray | pd.Series | None = None) -> pd.DataFrame | None:
     """A swap's funding rates (timestamp, rate): data.funding_file, the freqtrade folder's funding_rate file,
     or the store (fetched beside the candles). None for spot. Rates are not cut to data.since/until: the
-    bars' positions need the funding times around them."""
+    bars' positions need the funding times around them. With `bars` (candle open times), rates that do not
+    cover them, or miss funding times inside their span, are refused (`check_coverage`)."""
     data = cfg.data
     if data.market != "swap":
         return None
-    from cryptonorm.data import freqtrade
+    from cryptonorm.data.funding import check_coverage
+
+    source, rates = _read_funding(cfg)
+    if bars is not None:
+        check_coverage(rates, np.asarray(bars, dtype="int64"), timeframe_ms(data.timeframe), source)
+    return rates
+
+
+def _read_funding(cfg: Config) -> tuple[str, pd.DataFrame]:
+    """(what names the funding rates in a message, the rates)."""
     from cryptonorm.data.funding import funding_path, read_funding_file
 
+    data = cfg.data
     if data.funding_file:
-        return read_funding_file(data.funding_file)
+        return f"data.funding_file {data.funding_file!r}", read_funding_file(data.funding_file, data.time_format)
     if data.freqtrade_dir:
         folder = Path(data.freqtrade_dir) / "futures"
         stem = freqtrade.pair_to_filename(_one_symbol(data))
@@ -297,9 +320,10 @@ def load_funding(cfg: Config) -> pd.DataFrame | None:
         if not found:
             raise DataError(f"no freqtrade funding_rate file for {_one_symbol(data)} in {folder}; download it with "
                             "freqtrade (download-data --trading-mode futures) or give data.funding_file")
-        return read_funding_file(found[0])
+        return f"funding file {str(found[0])!r}", read_funding_file(found[0], data.time_format)
     path = funding_path(data.dir, store_folder(data), _one_symbol(data))
     if not path.exists() and not journal_parts(path):
         raise DataError(f"no funding rates stored at {path}; run `cryptonorm fetch -c CONFIG` (data.market: swap "
                         "fetches them with the candles) or give data.funding_file")
-    return consolidate(path, FUNDING) if journal_parts(path) else read_store(path, FUNDING)
+    rates = consolidate(path, FUNDING) if journal_parts(path) else read_store(path, FUNDING)
+    return f"funding file {str(path)!r}", rates

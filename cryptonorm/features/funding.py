@@ -20,11 +20,6 @@ from numpy.lib.stride_tricks import sliding_window_view
 FLAT = 1e-12  # a window whose std is below FLAT x mean |rate| counts as flat (z = 0)
 
 
-def funding_columns(periods: list[int]) -> list[str]:
-    """The feature names, in order."""
-    return ["funding_rate", *(c for n in periods for c in (f"funding_mean_{n}", f"funding_z_{n}"))]
-
-
 def funding_features(timestamps: np.ndarray, step: int, funding: pd.DataFrame,
                      periods: list[int]) -> dict[str, np.ndarray]:
     """{name: (N,) float64} for bars with open times `timestamps` (see the module docstring)."""

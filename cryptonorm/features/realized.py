@@ -94,11 +94,6 @@ def forward_variance(m: np.ndarray, horizon: int) -> np.ndarray:
     return out
 
 
-def trailing_mean(m: np.ndarray, n: int) -> np.ndarray:
-    """(N,) mean(m[t-n+1 .. t]), NaN until n values exist (or where one of them is NaN)."""
-    return pd.Series(m).rolling(int(n), min_periods=int(n)).mean().to_numpy()
-
-
 def to_form(var: np.ndarray, form: str) -> np.ndarray:
     """Variance -> what the network predicts (`target.vol_form`); zero variance -> NaN (undefined)."""
     v = np.asarray(var, dtype="float64")

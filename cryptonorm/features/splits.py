@@ -92,7 +92,19 @@ def split(prep: Prepared, cfg: Config) -> Dataset:
     for name, p in zip(("train", "val", "test"), purged, strict=True):
         if len(p) == 0:
             raise _empty_error(name, parts, len(v), embargo, by_dates, prep)
+    check_target_varies(prep, purged[0])
     return _build(prep, cfg, purged, embargo)
+
+
+def check_target_varies(prep: Prepared, train_idx: np.ndarray, samples: str = "training samples") -> None:
+    """Refuse a target that takes one value on every training sample (constant-price candles give a return
+    target of exactly 0): a model fitted to it learns nothing, and its forecasts are the noise of its init.
+    `samples` names the rows in the message."""
+    y = prep.y[train_idx]
+    if len(y) and float(np.nanmax(y)) == float(np.nanmin(y)):
+        raise DataError(f"the {prep.kind} target is {float(y[0]):g} on all {len(y):,} {samples} (zero "
+                        "variance: do the candles' prices move?); check the data, or move the split to where "
+                        "the market trades")
 
 
 def fold(prep: Prepared, train: slice, val: slice, test: slice, cfg: Config) -> Dataset:
@@ -111,6 +123,7 @@ def fold(prep: Prepared, train: slice, val: slice, test: slice, cfg: Config) -> 
         raise ValueError(f"fold slices must be ordered and disjoint: train {train}, val {val}, test {test}")
     v = np.flatnonzero(prep.valid)
     parts = [v[(v >= a) & (v < b)] for a, b, _ in rngs]
+    check_target_varies(prep, parts[0])
     return _build(prep, cfg, _purge(parts, embargo_bars(prep, cfg)), embargo_bars(prep, cfg))
 
 

@@ -50,7 +50,7 @@ def funding_of(cfg: Config, ts: np.ndarray) -> np.ndarray | None:
         return None
     from cryptonorm.trade.funding import funding_per_bar
 
-    rates = load_funding(cfg)
+    rates = load_funding(cfg, ts)
     assert rates is not None  # a swap always has funding (or load_funding raised)
     return funding_per_bar(ts, timeframe_ms(cfg.data.timeframe), rates["timestamp"].to_numpy(),
                            rates["rate"].to_numpy())

@@ -53,7 +53,7 @@ def export_onnx(run_dir: Path, out: Path) -> ExportSummary:
             "target": cfg.target.kind, "horizon": str(cfg.target.horizon), "timeframe": cfg.data.timeframe,
             "symbol": cfg.data.symbols[0], "input": "features: (batch, window, features) float32 raw values",
             "output": "forecast: (batch,) " + ("P(up)" if cfg.target.kind == "direction" else cfg.target.kind),
-            "walk_forward": "last fold's model" if cfg.backtest.walk_forward.enabled else "no"}
+            "walk_forward": "last fold's model" if cfg.split.walk_forward.enabled else "no"}
     write_onnx(model, scaler["center"], scaler["scale"], scaler.get("clip"), window, out, info)
     return ExportSummary(out, window, names, cfg.target.kind)
 

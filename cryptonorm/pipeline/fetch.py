@@ -24,6 +24,7 @@ from cryptonorm.data.store import (
     filter_range,
     journal_dir,
     read_pending,
+    set_aside_pages,
     store_folder,
     store_path,
     user_file,
@@ -52,6 +53,18 @@ class Stored:
     first: int | None
     last: int | None
     gaps: list[Gap] = field(default_factory=list)
+    set_aside: list[Path] = field(default_factory=list)  # journal pages that could not be read (store.py)
+
+    @property
+    def set_aside_note(self) -> str | None:
+        """One line about journal pages set aside as unreadable (their rows are missing), or None."""
+        if not self.set_aside:
+            return None
+        n = len(self.set_aside)
+        return (f"note: {n} downloaded page(s) for {self.path} could not be read and were set aside "
+                f"({self.set_aside[0]}{', ...' if n > 1 else ''}); their rows are missing from the store (they show "
+                "as gaps): to download them anew, delete the store file and fetch again; delete the set-aside "
+                "page(s) once checked")
 
     @classmethod
     def of(cls, path: Path, frame: pd.DataFrame, before: int, gaps: list[Gap], **more: Any) -> Any:
@@ -85,15 +98,10 @@ def fetch(cfg: Config, *, progress: ProgressFn | None = None, retry: Retry | Non
     from cryptonorm.data.exchange import Retry, check_symbol, open_source, pages
 
     data = cfg.data
-    uni = data.universe
-    if uni is not None and (uni.synthetic is not None or uni.files is not None or uni.files_dir is not None):
-        raise ConfigError("nothing to fetch: data.universe reads "
-                          + ("the offline synthetic universe, generated on demand" if uni.synthetic is not None
-                             else "local files (data.universe.files / files_dir)")
-                          + "; run `cryptonorm panel CONFIG` directly")
+    _check_fetchable(data)
     own = user_file(data)
     if own is not None:
-        df = filter_range(read_user_file(own, data.timeframe), cfg)
+        df = filter_range(read_user_file(own, data.timeframe, data.time_format), cfg)
         if len(df) == 0:
             raise DataError(f"{own} has no candles between data.since and data.until")
         gaps = find_gaps(df["timestamp"].to_numpy(), data.timeframe)
@@ -133,13 +141,24 @@ def fetch(cfg: Config, *, progress: ProgressFn | None = None, retry: Retry | Non
         with contextlib.suppress(OSError):
             journal.rmdir()
         summary = FetchSummary.of(path, final, before, find_gaps(final["timestamp"].to_numpy(), data.timeframe),
-                                  exchange=source.id, symbol=symbol, timeframe=data.timeframe)
+                                  exchange=source.id, symbol=symbol, timeframe=data.timeframe,
+                                  set_aside=set_aside_pages(path))
         ts = final["timestamp"].to_numpy()
         if data.market == "swap" and not data.funding_file:
             start = int(ts[0]) if len(ts) else since
             summary.funding = fetch_funding(source, symbol, data, start, until, retry, progress)
         out.append(summary)
     return out
+
+
+def _check_fetchable(data: DataConfig) -> None:
+    """A universe of local files or the synthetic universe has nothing to download."""
+    uni = data.universe
+    if uni is not None and (uni.synthetic is not None or uni.files is not None or uni.files_dir is not None):
+        raise ConfigError("nothing to fetch: data.universe reads "
+                          + ("the offline synthetic universe, generated on demand" if uni.synthetic is not None
+                             else "local files (data.universe.files / files_dir)")
+                          + "; run `cryptonorm panel CONFIG` directly")
 
 
 def fetch_funding(source: Any, symbol: str, data: DataConfig, since: int, until: int | None, retry: Retry,
@@ -163,7 +182,8 @@ def fetch_funding(source: Any, symbol: str, data: DataConfig, since: int, until:
     final = consolidate(path, FUNDING)
     with contextlib.suppress(OSError):
         journal_dir(path).rmdir()
-    return FundingSummary.of(path, final, before, funding_gaps(final["timestamp"].to_numpy()))
+    return FundingSummary.of(path, final, before, funding_gaps(final["timestamp"].to_numpy()),
+                             set_aside=set_aside_pages(path))
 
 
 def _plan(stored: pd.DataFrame, since: int, until: int | None, step: int,

@@ -39,7 +39,9 @@ def predict(run_dir: Path, data_file: Path | None = None, out: Path | None = Non
         if data_file is not None:  # another file: all of it, not the run's date range
             data = {**cfg.to_dict()["data"], "file": str(data_file), "since": None, "until": None}
             cfg = build_config({**cfg.to_dict(), "data": data})
-        ds = splits.apply(dataset.prepare(load_candles(cfg), cfg, load_funding(cfg)), scaler, meta["features"])
+        candles = load_candles(cfg)
+        ds = splits.apply(dataset.prepare(candles, cfg, load_funding(cfg, candles["timestamp"])), scaler,
+                          meta["features"])
         idx = ds.test_idx  # every bar with a complete, clean input window, the latest one included
         pred = np.full(len(ds.close), np.nan)
         if len(idx):

@@ -103,14 +103,15 @@ def load_inputs(run_dir: Path, data_file: Path) -> MonitorInputs:
         model.to(resolve_device(cfg.train.device))  # where `predict` runs it
     check_model_fits(run_dir, cfg, meta, ckpt)
     names = list(meta["features"])
-    own = dataset.prepare(load_candles(cfg), cfg, load_funding(cfg))
+    candles = load_candles(cfg)
+    own = dataset.prepare(candles, cfg, load_funding(cfg, candles["timestamp"]))
     train_rows = splits.apply(own, scaler, names).X[splits.split(own, cfg).train_idx]  # (n_train, F)
     data = {**cfg.to_dict()["data"], "file": str(data_file), "since": None, "until": None}
     new_cfg = build_config({**cfg.to_dict(), "data": data})
     try:  # a --data file that cannot give the run's features is a usage error (exit 2)
         candles = load_candles(new_cfg)
         _check_timeframe(candles, cfg, data_file)
-        ds = splits.apply(dataset.prepare(candles, new_cfg, load_funding(new_cfg)), scaler, names)
+        ds = splits.apply(dataset.prepare(candles, new_cfg, load_funding(new_cfg, candles["timestamp"])), scaler, names)
     except DataError as e:
         raise ConfigError(str(e)) from None
     return MonitorInputs(cfg=cfg, model=model, forecast=forecast, ds=ds, train_rows=train_rows, features=names,
@@ -171,7 +172,7 @@ def monitor(run_dir: Path, data_file: Path, window: int, out: Path | None = None
         frame, signal, layers = drift_frame(inp, window, batch_size)
         notes = [] if layers else [f"the model has no BatchNorm layer (model.norm={inp.cfg.model.norm}): the "
                                    "alarm is the mean input PSI"]
-        if inp.cfg.backtest.walk_forward.enabled:
+        if inp.cfg.split.walk_forward.enabled:
             notes.append("a walk-forward run: the input PSI/KS compare with the rows of the run's single split, "
                          "not with the training rows of the fold its model.pt comes from")
         out = Path(out) if out is not None else run_dir / MONITOR_DIR

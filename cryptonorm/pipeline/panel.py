@@ -218,7 +218,7 @@ def run_panel(cfg: Config, out: Path) -> PanelResult:
     if cfg.backtest.portfolio is not None:  # before training, not after
         check_k(cfg.backtest.portfolio, int(u.present().sum(axis=1).max()))
     prep = prepare_panel(u, cfg)
-    if cfg.backtest.walk_forward.enabled:
+    if cfg.split.walk_forward.enabled:
         from cryptonorm.pipeline.panel_walkforward import walk_forward
 
         forecast, test_t, training_info = walk_forward(prep, cfg)

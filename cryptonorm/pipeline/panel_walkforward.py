@@ -1,4 +1,4 @@
-"""Walk-forward on a universe (`backtest.walk_forward`): retrain every `step` bars, forecast the next
+"""Walk-forward on a universe (`split.walk_forward`): retrain every `step` bars, forecast the next
 `step` bars of every coin out of sample.
 
 For fold k with test bars [s, s + step) of the universe grid (s from the first sample time + train_bars +
@@ -23,7 +23,7 @@ from cryptonorm.timeframes import format_ms
 
 def fold_times(prep: PanelPrepared, cfg: Config) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(train, validation, test) (T,) timestamp masks of every fold (module docstring)."""
-    wf = cfg.backtest.walk_forward
+    wf = cfg.split.walk_forward
     t_n = len(prep.timestamps)
     times = np.flatnonzero(prep.valid.any(axis=1))
     if not len(times):
@@ -41,7 +41,7 @@ def fold_times(prep: PanelPrepared, cfg: Config) -> list[tuple[np.ndarray, np.nd
         test = (grid >= s) & (grid < s + wf.step)
         folds.append((train, val, test))
     if not folds:
-        raise DataError(f"backtest.walk_forward.train_bars ({wf.train_bars}) + the embargo ({embargo}) leave no "
+        raise DataError(f"split.walk_forward.train_bars ({wf.train_bars}) + the embargo ({embargo}) leave no "
                         f"bar to test in the universe's {last - first + 1} bars with samples; lower train_bars")
     return folds
 

@@ -19,8 +19,9 @@ def features(cfg: Config, out: Path) -> tuple[Path, int, int]:
     suffix = out.suffix.lower()
     if suffix not in (".parquet", ".csv"):
         raise ConfigError(f"-o {out}: use a .parquet or .csv file name")
-    table = compute_features(load_candles(cfg), cfg.features)
-    funding = load_funding(cfg)
+    candles = load_candles(cfg)
+    table = compute_features(candles, cfg.features)
+    funding = load_funding(cfg, candles["timestamp"])
     if funding is not None:  # a swap: the funding features beside the indicators
         from cryptonorm.features.funding import funding_features
 
@@ -45,4 +46,5 @@ def audit(cfg: Config) -> Any:
 
         return audit_panel(load_universe(cfg), cfg)
 
-    return run_audit(load_candles(cfg), cfg, funding=load_funding(cfg))
+    candles = load_candles(cfg)
+    return run_audit(candles, cfg, funding=load_funding(cfg, candles["timestamp"]))

@@ -205,7 +205,7 @@ def grid(run_dir: Path, values: Mapping[str, Sequence[Any]], out: Path | None = 
     run_dir = Path(run_dir)
     base = backtest_overrides(RunDir(run_dir).finished_config(), overrides or {})
     keys = [_leaf(k, "--grid") for k in values]
-    if base.backtest.walk_forward.enabled:
+    if base.split.walk_forward.enabled:
         raise ConfigError(f"--grid chooses settings on the validation split, and {run_dir} is a walk-forward run "
                           "whose saved forecasts are all test forecasts; grid a single-split run instead")
     combos = [dict(zip(keys, c, strict=True)) for c in itertools.product(*(list(v) for v in values.values()))]

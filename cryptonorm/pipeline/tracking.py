@@ -7,7 +7,8 @@ cells, trained in worker processes, are logged the same way by the parent):
              forecast metrics (metrics.json), bt.* strategy and bh.* buy-and-hold backtest metrics
   artifacts  config.yaml, metrics.json, backtest/metrics.json, backtest/equity.png
 MLflow: one run per run directory, under an experiment named after the config (or the sweep); tracking
-URI from MLFLOW_TRACKING_URI, else ./mlruns. TensorBoard: event files in
+URI from MLFLOW_TRACKING_URI, else the SQLite store ./mlruns.db (`mlflow ui --backend-store-uri
+sqlite:///mlruns.db` shows it). TensorBoard: event files in
 CRYPTONORM_TENSORBOARD_DIR (default ./tensorboard)/<experiment>/<run name>/.
 A run already logged with the same files is not logged twice (a resumed sweep logs only what changed).
 """
@@ -105,15 +106,26 @@ def _first_line(e: BaseException) -> str:
 # ---------------------------------------------------------------- backends
 
 
+MLFLOW_DB = "mlruns.db"  # the default MLflow store: a SQLite file in the working directory
+
+
 def mlflow_uri() -> str:
-    """MLFLOW_TRACKING_URI if set (any store MLflow supports: sqlite:///..., http://...), else a file store
-    in ./mlruns. MLflow 3 keeps file stores in maintenance mode behind MLFLOW_ALLOW_FILE_STORE; the default
-    opts in, since a folder beside the runs is what a local notebook user wants (`mlflow ui` reads it)."""
+    """MLFLOW_TRACKING_URI if set (any store MLflow supports: sqlite:///..., http://..., a file store), else
+    a SQLite store ./mlruns.db: what MLflow 3 recommends (its ./mlruns file store is deprecated and needs
+    MLFLOW_ALLOW_FILE_STORE)."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
-    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    return Path("mlruns").resolve().as_uri()
+    return f"sqlite:///{Path(MLFLOW_DB).resolve()}"
+
+
+def logged_note(backend: str, experiment: str) -> str:
+    """The line printed after logging: where it went and how to look at it."""
+    if backend == "mlflow":
+        uri = mlflow_uri()
+        see = f"mlflow ui --backend-store-uri {uri}" if not uri.startswith("http") else f"open {uri}"
+        return f"logged to mlflow (experiment {experiment}, store {uri}); see it with: {see}"
+    return f"logged to tensorboard (experiment {experiment}); see it with: tensorboard --logdir {tensorboard_dir()}"
 
 
 def _log_mlflow(experiment: str, name: str, rec: dict[str, Any]) -> bool:

@@ -76,11 +76,12 @@ def train(cfg: Config, out: Path | None = None, *, force: bool = False, progress
         if cfg.data.exchange == "synthetic" and not cfg.data.file and not have_candles(cfg):
             fetch(cfg)  # the offline market is generated on demand: no network, deterministic
         candles = load_candles(cfg)
-    from cryptonorm.features import dataset
+    from cryptonorm.features import dataset, splits
     from cryptonorm.learn import device as device_mod  # torch is imported only once there is data to train on
     from cryptonorm.pipeline.walkforward import walk_forward
 
-    prep = dataset.prepare(candles, cfg, load_funding(cfg))  # funding: None unless a swap
+    prep = dataset.prepare(candles, cfg, load_funding(cfg, candles["timestamp"]))  # funding: None unless a swap
+    splits.check_target_varies(prep, np.flatnonzero(prep.valid), "samples")  # before a run dir; the split: again
     device = device_mod.resolve_device(cfg.train.device)
     rd = RunDir(Path(out) if out is not None else new_run_dir(cfg))
     rd.check_out(force)
@@ -91,7 +92,7 @@ def train(cfg: Config, out: Path | None = None, *, force: bool = False, progress
             write_text_atomic(rd / CONFIG, dump_yaml(stored))
         ck = Checkpointer(run_dir, candle_hash, resuming)
         device_mod.seed_everything(cfg.seed, cfg.train.deterministic)
-        if cfg.backtest.walk_forward.enabled:
+        if cfg.split.walk_forward.enabled:
             ds, res, forecasts, split_of, folds = walk_forward(prep, cfg, device, progress, run_dir, ck)
         else:
             ds, res, forecasts, split_of = _single_split(prep, cfg, device, progress, run_dir, ck)
@@ -149,9 +150,9 @@ def _write_outputs(run_dir: Path, cfg: Config, prep: Any, ds: Any, res: Any, for
         note = vol.floor_note(split_of)
         metrics["message"] = "; ".join([res.message, note]) if note else res.message
     if folds:
-        metrics["walk_forward"] = {"folds": len(folds), "mode": cfg.backtest.walk_forward.mode,
-                                   "step": cfg.backtest.walk_forward.step,
-                                   "train_bars": cfg.backtest.walk_forward.train_bars}
+        metrics["walk_forward"] = {"folds": len(folds), "mode": cfg.split.walk_forward.mode,
+                                   "step": cfg.split.walk_forward.step,
+                                   "train_bars": cfg.split.walk_forward.train_bars}
         write_csv(run_dir / FOLDS, pd.DataFrame(folds), times=("train_start", "train_end", "test_start",
                                                                       "test_end"))
     write_json(run_dir / METRICS, metrics)

@@ -36,13 +36,13 @@ def walk_forward(prep: Any, cfg: Config, device: Any, progress: ProgressFn | Non
     """
     from cryptonorm.features import splits
 
-    wf = cfg.backtest.walk_forward
+    wf = cfg.split.walk_forward
     n = len(prep.timestamps)
     embargo = embargo_bars(prep, cfg)
     if wf.train_bars + 2 * embargo + wf.step > n:
-        raise ConfigError(f"backtest.walk_forward needs train_bars + 2 x embargo + step = "
+        raise ConfigError(f"split.walk_forward needs train_bars + 2 x embargo + step = "
                           f"{wf.train_bars + 2 * embargo + wf.step} bars, the data has {n}; lower "
-                          "backtest.walk_forward.train_bars/step or use more data")
+                          "split.walk_forward.train_bars/step or use more data")
     forecasts = np.full(n, np.nan)
     split_of = np.full(n, "", dtype=object)
     folds: list[dict[str, Any]] = []
@@ -75,7 +75,7 @@ def walk_forward(prep: Any, cfg: Config, device: Any, progress: ProgressFn | Non
         start = stop
     if ds is None or res is None:
         raise DataError("walk-forward produced no fold with training, validation and test samples; "
-                        "use more data or a smaller backtest.walk_forward.train_bars")
+                        "use more data or a smaller split.walk_forward.train_bars")
     return ds, res, forecasts, split_of, folds
 
 

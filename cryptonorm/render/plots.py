@@ -129,6 +129,10 @@ def metrics_caption(metrics: dict[str, Any]) -> str:
                f"({metrics.get('timeframe', '?')}); fees {costs.get('fee_bps', float('nan')):g} + slippage "
                f"{costs.get('slippage_bps', float('nan')):g} bps per side; {metrics.get('gap_bars', 0)} bar(s) "
                "span gaps")
+    ruin = metrics.get("ruin")
+    if ruin:
+        caption += (f"\nRUINED at bar {ruin.get('bar')} ({ruin.get('time')}): the strategy's equity was wiped out "
+                    "there and stays at 0 (a return, drawdown and CAGR of -100%)")
     fc = metrics.get("forecast") or {}
     if metrics.get("mode") == "vol_target":
         caption += (f"\nvol target {fmt(metrics.get('target_vol'), 'pct')} (ann.), position = target / forecast vol "

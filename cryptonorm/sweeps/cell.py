@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from cryptonorm.config import Config, build_config, dump_yaml
-from cryptonorm.errors import DataError
+from cryptonorm.errors import CryptonormError, DataError
 from cryptonorm.pipeline.rebacktest import settings_hash
 from cryptonorm.pipeline.resume import resumable
 from cryptonorm.sweeps.results import RESULT_FILE, read_result
@@ -37,9 +37,12 @@ class CellTask:
 
 
 def one_line(e: BaseException) -> str:
-    """'ValueError: first line of the message': an error as one line of a table."""
+    """An error as one line of a table: the project's errors by their message alone (what a person reads
+    on the command line too); anything else, a bug, as 'ValueError: first line of the message'."""
     text = str(e).strip().splitlines()
     msg = text[0] if text else ""
+    if isinstance(e, CryptonormError) and msg:
+        return msg
     return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
 

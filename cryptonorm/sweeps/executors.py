@@ -184,13 +184,17 @@ def run_pool(todo: list[CellTask], candles: pd.DataFrame, jobs: int, threads: in
 
 
 def check_executor(executor: str, address: str | None, gpus_per_cell: float = 0.0) -> None:
-    """UsageError (one line) for an unknown executor, an --address without Ray or a negative --gpus-per-cell."""
+    """UsageError (one line) for an unknown executor, an --address without Ray or a negative --gpus-per-cell;
+    a CryptonormError, before any work, when nothing listens at the Ray address."""
     if executor not in ("local", "ray"):
         raise UsageError(f"--executor must be local or ray, got {executor!r}")
     if address and executor != "ray":
         raise UsageError("--address is for --executor ray")
     if gpus_per_cell < 0:
         raise UsageError(f"--gpus-per-cell must be >= 0, got {gpus_per_cell:g}")
+    if address:
+        import_ray()  # "Ray is not installed" first: no cluster can help then
+        check_reachable(address)
 
 
 def import_ray() -> ModuleType:
@@ -220,12 +224,34 @@ def ray_session(ray: ModuleType, address: str | None, jobs: int) -> Iterator[Non
         if address and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":  # token auth: Ray >= 2.52
             hint = ("; if the cluster uses token authentication, set RAY_AUTH_MODE=token here, with its token in "
                     "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token")
+        first = (str(e).strip().splitlines() or ["no reason given"])[0]  # Ray's words, not its class names
         raise CryptonormError(f"cannot start or reach Ray{f' at {address}' if address else ''}: "
-                              f"{one_line(e)}{hint}") from e
+                              f"{first}{hint}") from e
     try:
         yield
     finally:
         ray.shutdown()
+
+
+CONNECT_TIMEOUT_S = 10.0  # a Ray head that does not accept a TCP connection in this time is not there
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """A CryptonormError in at most `timeout` seconds when nothing listens at a Ray address HOST:PORT (or
+    ray://HOST:PORT): ray.init itself retries an unreachable head for minutes. 'auto' and addresses without
+    a port are left to Ray."""
+    import socket
+
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return
+    except OSError as e:
+        why = "no answer" if isinstance(e, TimeoutError) else (e.strerror or "connection refused").lower()
+        raise CryptonormError(f"cannot reach Ray at {address}: {why} (tried for up to {timeout:g} s); start the "
+                              "head with `ray start --head --port PORT` there, or check --address") from None
 
 
 def ray_gpus(ray: ModuleType, gpus_per_cell: float) -> float:

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cryptonorm.config import Config, apply_overrides, build_config, parse_override, read_yaml, set_dotted
 from cryptonorm.config.experiment import check_name
+from cryptonorm.config.loader import MOVED
 from cryptonorm.config.model import DEPRECATED_KEYS
 from cryptonorm.errors import ConfigError
 from cryptonorm.evaluate.metrics import DEFAULT_METRICS, check_metrics
@@ -248,10 +249,14 @@ def _spec_error(e: ValidationError) -> str:
 
 def _check_key(key: str, where: str) -> None:
     """A dotted key must name a field of Config; a dict field (exchange_options) takes any sub-key. Old model
-    keys (config/model.py DEPRECATED_KEYS) are still accepted: the config moves them, with a note."""
+    keys (config/model.py DEPRECATED_KEYS) are still accepted: the config moves them, with a note; so is a
+    key at the place it moved from (config.loader.MOVED, e.g. backtest.walk_forward), checked at its new one."""
     parts = key.split(".")
     if parts[0] == "model" and len(parts) == 2 and parts[1] in DEPRECATED_KEYS:
         return
+    for (old_sec, old_key), (new_sec, new_key) in MOVED.items():
+        if parts[:2] == [old_sec, old_key]:
+            parts = [new_sec, new_key, *parts[2:]]
     model: type[BaseModel] = Config
     for i, part in enumerate(parts):
         fields = model.model_fields
@@ -279,7 +284,8 @@ def config_hash(cfg: Config) -> str:
     """Hash of everything that changes what a cell TRAINS (not its name or thread count, nor the backtest
     settings other than walk_forward: a re-run with new backtest settings re-backtests the trained cell)."""
     d = cfg.to_dict()
-    d["backtest"] = {"walk_forward": d["backtest"]["walk_forward"]}
+    # walk_forward moved from backtest to split: hashed where it was, so cells trained before the move match
+    d["backtest"] = {"walk_forward": d["split"].pop("walk_forward")}
     for path in UNHASHED_KEYS:
         node = d
         for p in path[:-1]:

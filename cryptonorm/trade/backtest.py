@@ -37,7 +37,7 @@ from cryptonorm.errors import ConfigError, DataError
 from cryptonorm.evaluate.forecast import forecast_metrics
 from cryptonorm.timeframes import format_ms, timeframe_ms
 from cryptonorm.trade.performance import drawdown, flat_performance, per_year, performance, performance_of
-from cryptonorm.trade.positions import Book, book, realized_vol, target_positions
+from cryptonorm.trade.positions import Book, book, realized_vol, ruin_row, target_positions, wipe_out
 from cryptonorm.trade.trades import TRADE_COLUMNS, Trades, find_trades, trade_bounds, trade_frame, trade_returns
 
 # the public names of the backtest, wherever they live (callers import them from here)
@@ -146,7 +146,7 @@ def _simulate(
     strategy, gross, trades = _strategy_metrics(run, ts, timeframe)
     bh_ret, bh_factor, bh_eq, bh_metrics = _buy_and_hold(bar_ret, ts, cost_rate, timeframe, carry)
     years = per_year(ts[1:], run.ret[1:], timeframe, factor=run.factor[1:], bh_factor=bh_factor[1:])
-    pos, cost, ret, eq = run.pos, run.cost, run.ret, run.equity
+    pos, cost, ret, eq, ruin = run.pos, run.cost, run.ret, run.equity, run.ruin
     del run, bh_factor, bh_ret
     metrics: dict[str, Any] = {
         "strategy": strategy,
@@ -167,6 +167,7 @@ def _simulate(
         "sizing": cfg.sizing,
         "start": format_ms(int(ts[0])),
         "end": format_ms(int(ts[-1])),
+        "ruin": ruin_info(ruin, ts),
     }
     if carry is not None:
         add_funding(metrics, ts, pos * carry, eq, np.r_[0.0, carry[1:]], bh_eq)  # buy-and-hold: 0, then 1
@@ -178,6 +179,11 @@ def _simulate(
     equity = pd.DataFrame(columns, copy=False)
     size = min(1.0, cfg.max_leverage) if cfg.sizing == "fixed" else None  # every trade's |position|
     return Backtest(equity=equity, trades=trade_frame(ts, px, pos, trades, size=size), metrics=metrics)
+
+
+def ruin_info(row: int | None, ts: np.ndarray) -> dict[str, Any] | None:
+    """metrics["ruin"]: where the strategy's equity was wiped out ({"bar", "time"}; it stays 0 after), or None."""
+    return None if row is None else {"bar": row, "time": format_ms(int(ts[row]))}
 
 
 def run_metrics(run: Book, ts: np.ndarray, timeframe: str) -> tuple[dict[str, float], Trades]:
@@ -196,9 +202,13 @@ def _strategy_metrics(run: Book, ts: np.ndarray, timeframe: str) -> tuple[dict[s
     strategy, trades = run_metrics(run, ts, timeframe)
     held, first, last = run.pos[1:], trades.first, trades.last
     factor = run.gross + 1.0  # row 0: 1
-    gross_trades = Trades(first, last, trade_returns(held, run.gross[1:], None, first, last, factor=factor[1:]))
+    ret = run.gross
+    if ruin_row(factor) is not None:  # without costs a leveraged run can be wiped out too (at another bar)
+        ret = run.gross.copy()
+        wipe_out(factor, ret)
+    gross_trades = Trades(first, last, trade_returns(held, ret[1:], None, first, last, factor=factor[1:]))
     equity = np.cumprod(factor, out=factor)  # the factors are spent: the equity takes their memory
-    gross = performance_of(run.gross[1:], held, None, ts, timeframe, gross_trades, equity=equity,
+    gross = performance_of(ret[1:], held, None, ts, timeframe, gross_trades, equity=equity,
                            turnover=float(run.turn[1:].sum()))
     return strategy, gross, trades
 

@@ -48,14 +48,3 @@ def funding_per_bar(timestamps: np.ndarray, step: int, funding_ts: np.ndarray, r
     upto = np.searchsorted(fts, ts + step, side="right")  # count of funding times <= ts[t] + step
     carry[1:] = csum[upto[1:]] - csum[upto[:-1]]
     return carry
-
-
-def missing_funding_times(funding_ts: np.ndarray, start: int, end: int) -> int:
-    """Funding times absent inside [start, end] (spacings longer than the market's interval)."""
-    fts = np.asarray(funding_ts, dtype="int64")
-    fts = fts[(fts >= start) & (fts <= end)]
-    if len(fts) < 2:
-        return 0
-    d = np.diff(fts)
-    interval = int(np.median(d))
-    return int(np.maximum(d // interval - 1, 0).sum())

@@ -78,11 +78,23 @@ def simulate_grid(
                              np.array([(configs[i].fee_bps + configs[i].slippage_bps) / 1e4 for i in idx]),
                              timeframe, kind)
             for i, m in zip(idx, metrics, strict=True):
-                out[i] = m
+                out[i] = m if m is not None else _ruined(timestamps, close, forecast, configs[i], timeframe, kind,
+                                                          funding)
             chunk = []
         if members:
             chunk.append(members)
     return [m for m in out if m is not None]
+
+
+def _ruined(timestamps: np.ndarray, close: np.ndarray, forecast: np.ndarray, cfg: BacktestConfig, timeframe: str,
+            kind: str, funding: np.ndarray | None) -> dict[str, float]:
+    """A combination whose equity is wiped out: its metrics from `simulate`, which stops the book at the ruin
+    (rare at the configs' bounds, so one at a time)."""
+    from cryptonorm.trade.backtest import simulate
+
+    metrics: dict[str, float] = simulate(timestamps, close, forecast, cfg, timeframe, kind,
+                                         funding=funding).metrics["strategy"]
+    return metrics
 
 
 def _position_key(cfg: BacktestConfig) -> str:
@@ -92,10 +104,10 @@ def _position_key(cfg: BacktestConfig) -> str:
 
 def _block(ts: np.ndarray, px: np.ndarray, fc: np.ndarray, bar_ret: np.ndarray, carry: np.ndarray | None,
            strategies: list[BacktestConfig], which: np.ndarray, rate: np.ndarray, timeframe: str,
-           kind: str) -> list[dict[str, float]]:
-    """The book and the metrics of C combinations: P `strategies` (their positions), `which` (C,) the
-    strategy of each combination, `rate` (C,) its cost per unit traded. Row 0 of every combination is the
-    start (nothing held); the steps are `trade.positions.book`'s, row-wise, in the same order."""
+           kind: str) -> list[dict[str, float] | None]:
+    """The metrics of C combinations: P `strategies` (their positions), `which` (C,) the strategy of each,
+    `rate` (C,) its cost per unit traded; `trade.positions.book`'s steps, row-wise, in the same order (row 0:
+    nothing held). None for a combination wiped out: the caller applies the ruin rule through `simulate`."""
     p_rows, n = len(strategies), len(bar_ret)
     pos, turn = _positions(ts, px, fc, strategies, timeframe, kind)
     cost, ret = _book(pos, turn, bar_ret, carry, which, rate)
@@ -113,8 +125,12 @@ def _block(ts: np.ndarray, px: np.ndarray, fc: np.ndarray, bar_ret: np.ndarray, 
     root = math.sqrt(bars_per_year(timeframe))
     total, mean, sd, downside, losses, n_up = _moments(r, in_mkt[which])
     dd = _drawdowns(eq, ts)
-    out = []
+    ruined = np.asarray((factor[:, 1:] <= 0.0).any(axis=1), dtype=bool)
+    out: list[dict[str, float] | None] = []
     for i, j in enumerate(which.tolist()):
+        if ruined[i]:
+            out.append(None)
+            continue
         first, last = bounds[j]
         returns = trade_returns(pos[j, 1:], r[i], f[i], first, last, factor=factor[i, 1:], turn=turn[j, 1:])
         k = len(first)

@@ -69,6 +69,7 @@ class Book(NamedTuple):
     ret: np.ndarray  # gross - cost - pos x carry: the strategy return
     factor: np.ndarray  # 1 + ret
     equity: np.ndarray  # cumprod(factor), equity[0] = 1
+    ruin: int | None = None  # the row at whose close the equity was wiped out (0 from there on), or None
 
 
 def book(target: np.ndarray, bar_ret: np.ndarray, cost_rate: float, carry: np.ndarray | None = None) -> Book:
@@ -89,4 +90,28 @@ def book(target: np.ndarray, bar_ret: np.ndarray, cost_rate: float, carry: np.nd
     if carry is not None:
         ret -= pos * carry
     factor = ret + 1.0
-    return Book(pos, turn, cost, gross, ret, factor, np.cumprod(factor))
+    ruin = wipe_out(factor, pos, turn, cost, gross, ret)
+    return Book(pos, turn, cost, gross, ret, factor, np.cumprod(factor), ruin)
+
+
+def ruin_row(factor: np.ndarray) -> int | None:
+    """The first row whose return loses the whole equity or more (1 + return <= 0), or None."""
+    bust = factor <= 0.0
+    return int(np.argmax(bust)) if bust.any() else None
+
+
+def wipe_out(factor: np.ndarray, *after: np.ndarray) -> int | None:
+    """A run whose equity is wiped out stops there: the row's factor becomes 0 (its return -1: the loss
+    beyond the equity is not carried as negative equity) and every later row holds nothing (factor 1, 0 in
+    each array of `after`, the return of the ruin row set to -1 in the last one), so the equity stays at 0.
+    Returns the ruin row, or None (nothing changed: every run that is not ruined keeps its numbers)."""
+    t = ruin_row(factor)
+    if t is None:
+        return None
+    factor[t] = 0.0
+    factor[t + 1:] = 1.0
+    for a in after:
+        a[t + 1:] = 0.0
+    if after:
+        after[-1][t] = -1.0
+    return t

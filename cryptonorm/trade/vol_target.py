@@ -30,7 +30,7 @@ import pandas as pd
 from cryptonorm.config import BacktestConfig
 from cryptonorm.errors import DataError
 from cryptonorm.timeframes import bars_per_year, format_ms, timeframe_ms
-from cryptonorm.trade.backtest import Backtest, add_funding, check_arrays, run_metrics
+from cryptonorm.trade.backtest import Backtest, add_funding, check_arrays, ruin_info, run_metrics
 from cryptonorm.trade.performance import per_year
 from cryptonorm.trade.positions import Book, book
 from cryptonorm.trade.trades import Trades, trade_frame
@@ -106,7 +106,7 @@ def simulate_vol_target(timestamps: np.ndarray, close: np.ndarray, forecast_var:
         "missing_bars": int(np.maximum(np.diff(ts) // step - 1, 0).sum()),
         "timeframe": timeframe, "kind": "volatility", "mode": "vol_target", "sizing": "vol_target",
         "target_vol": cfg.target_vol, "max_leverage": cfg.max_leverage, "vol_lookback": cfg.vol_lookback,
-        "start": format_ms(int(ts[0])), "end": format_ms(int(ts[-1])),
+        "start": format_ms(int(ts[0])), "end": format_ms(int(ts[-1])), "ruin": ruin_info(sb.ruin, ts),
     }
     columns = {"timestamp": ts, "close": px, "forecast": fvol, "position": pos, "strategy_return": ret,
                "equity": eq, "bh_equity": bh_eq, "cost": cost, "gap": gap}
