@@ -98,10 +98,10 @@ class TargetConfig(Section):
 class WalkForwardConfig(Section):
     """Retrain every `step` bars on a rolling or expanding window; forecasts stay out of sample."""
 
-    enabled: bool = False
+    enabled: bool = False  # refit every `step` bars instead of one train/val/test split
     step: int = Field(720, ge=1, le=100_000_000)  # bars predicted per refit
     train_bars: int = Field(8760, ge=10, le=100_000_000)  # training window (rolling) or its minimum (expanding)
-    mode: Literal["rolling", "expanding"] = "rolling"
+    mode: Literal["rolling", "expanding"] = "rolling"  # slide the training window, or grow it from the start
     val_fraction: float = Field(0.15, gt=0, lt=1)  # tail of each training window used for early stopping
 
 
@@ -140,11 +140,11 @@ class SplitConfig(Section):
 class TrainConfig(Section):
     """Optimization and device."""
 
-    epochs: int = Field(20, ge=1, le=1_000_000)
-    batch_size: int = Field(256, ge=1, le=2**24)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    schedule: Literal["cosine", "plateau", "none"] = "cosine"
+    epochs: int = Field(20, ge=1, le=1_000_000)  # passes over the training split (with train.budget: epochs)
+    batch_size: int = Field(256, ge=1, le=2**24)  # samples per optimizer step
+    lr: float = Field(1e-3, gt=0)  # AdamW learning rate (at lr_reference_batch, see lr_scaling)
+    weight_decay: float = Field(1e-4, ge=0)  # AdamW decoupled weight decay; none on biases and norm gains
+    schedule: Literal["cosine", "plateau", "none"] = "cosine"  # learning-rate schedule
     grad_clip: float | None = Field(1.0, gt=0)  # max gradient norm; null = no clipping
     patience: int = Field(5, ge=1, le=1_000_000)  # early stopping on validation loss
     device: str = "auto"  # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps
@@ -215,12 +215,12 @@ class BacktestConfig(Section):
     # target_vol / forecast vol, capped by max_leverage (volatility targets)
     mode: Literal["auto", "direction", "vol_target"] = "auto"
     threshold: float = Field(0.0, ge=0)  # long if forecast > threshold, short if < -threshold
-    allow_short: bool = True
-    sizing: Literal["fixed", "forecast", "volatility"] = "fixed"
+    allow_short: bool = True  # false: flat instead of short
+    sizing: Literal["fixed", "forecast", "volatility"] = "fixed"  # size: 1, by forecast strength, or to target_vol
     target_vol: float = Field(0.5, gt=0, le=MAX_TARGET_VOL)  # annualized, for sizing: volatility and mode: vol_target
     # bars, for sizing: volatility (and vol_target's trailing baseline)
     vol_lookback: int = Field(24 * 7, ge=2, le=1_000_000)
-    max_leverage: float = Field(1.0, gt=0, le=MAX_LEVERAGE)
+    max_leverage: float = Field(1.0, gt=0, le=MAX_LEVERAGE)  # cap on the absolute position, in units of equity
     fee_bps: float = Field(10.0, ge=0, le=MAX_COST_BPS)  # per side on traded notional (a spot taker fee)
     slippage_bps: float = Field(0.0, ge=0, le=MAX_COST_BPS)  # per side on traded notional
     funding: Literal["auto", "off"] = "auto"  # auto: a swap's positions pay/earn funding; off: ignore it
@@ -243,7 +243,7 @@ def check_name(v: str, names: str) -> str:
 class Config(Section):
     """A whole experiment."""
 
-    name: str = "experiment"
+    name: str = "experiment"  # names the run directory (runs/<name>-<time>/) and tracking experiments
     seed: int = Field(0, ge=0, le=2**32 - 1)  # seeds model init, dropout and batch order; recorded in every run
     data: DataConfig = DataConfig()
     features: FeaturesConfig = FeaturesConfig()
