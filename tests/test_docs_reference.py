@@ -85,13 +85,6 @@ def test_config_descriptions_come_from_the_comments_beside_each_field() -> None:
     assert comments["rv"].endswith("(features/realized.py)")  # continued after the last field too
 
 
-def test_a_field_description_takes_precedence_over_a_comment() -> None:
-    page = _gen_ref().config_page()
-    described = [(k, i) for k, i, _ in _gen_ref().config_keys() if i.description]
-    for key, info in described:  # none today; the rule holds for those that move to Field(description=...)
-        assert info.description in page, key
-
-
 def _options(cmd: object, path: str) -> list[tuple[str, str]]:
     out = [(path, opt) for p in getattr(cmd, "params", []) if not getattr(p, "hidden", False) for opt in p.opts]
     for name, sub in getattr(cmd, "commands", {}).items():
