@@ -26,10 +26,10 @@ def sets(d: dict[str, Any]) -> list[str]:
     return [a for k, v in d.items() for a in ("--set", f"{k}={json.dumps(v)}")]
 
 
-def cli(*args: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `cryptonorm ARGS`; stdout and stderr are not terminals here, as in a
-    pipe or a log."""
-    r = runner.invoke(app, list(args))
+def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `cryptonorm ARGS` (with `env` added to the environment); stdout and
+    stderr are not terminals here, as in a pipe or a log. The one CLI helper of the tests."""
+    r = runner.invoke(app, list(args), env=env)
     return r.exit_code, r.stdout, r.stderr
 
 

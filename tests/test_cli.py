@@ -11,17 +11,14 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cryptonorm.cli import app
 from cryptonorm.data.candles import find_gaps
 from cryptonorm.data.store import read_store
+from tests.cli_run import cli
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 runner = CliRunner()
 
 
-def cli(*args: str) -> tuple[int, str, str]:
-    r = runner.invoke(app, list(args))
-    return r.exit_code, r.stdout, r.stderr
 
 
 def test_version_and_help() -> None:

@@ -22,7 +22,6 @@ import pytest
 from cli_run import QUICK, ROOT, SMALL, cli, fetch_store, sets
 
 import cryptonorm as cn
-from cryptonorm import api
 from cryptonorm.errors import ConfigError
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -404,24 +403,6 @@ def test_export_writes_a_swaps_funding_file_and_reads_back(tmp_path: Path) -> No
     merged = b.merge(a, on="timestamp", suffixes=("", "_back"))
     assert len(merged) == len(a) and (merged["rate"] == merged["rate_back"]).all()
     assert not (tmp_path / "other").exists()  # --data-dir is where the store would be read; a file config needs none
-
-
-# api.sweep, not cn.sweep: once the cryptonorm.sweep package is imported, it shadows cn.sweep (reported)
-@pytest.mark.parametrize(("call", "says"), [
-    (lambda: cn.load_config(QUICK, ["train.epochs=3"]), "overrides must be a mapping"),
-    (lambda: cn.load_config(5), "path must be the path of a config file"),
-    (lambda: cn.train(["a.yaml"]), "cfg must be the path of a config file"),
-    (lambda: cn.fetch({"symbol": "BTC/USDT"}), "cfg must be a config file's path or a Config"),
-    (lambda: api.sweep("s.yaml", jobs="two"), "jobs must be a whole number"),
-    (lambda: api.sweep("s.yaml", jobs=0), "jobs must be a whole number"),
-    (lambda: api.sweep(3), "path must be the path of a sweep file"),
-    (lambda: api.sweep("s.yaml", overrides=["seed=1"]), "overrides must be a mapping"),
-    (lambda: cn.load_run(None), "run_dir must be the path of a folder"),
-    (lambda: cn.backtest(7), "run must be the path of a folder"),
-])
-def test_the_api_names_a_wrongly_typed_argument(call: Any, says: str) -> None:
-    with pytest.raises(ConfigError, match=says):  # the project's error, not AttributeError/TypeError
-        call()
 
 
 def test_clearing_a_killed_backtest_swap_keeps_the_users_file(tmp_path: Path) -> None:

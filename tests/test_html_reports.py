@@ -34,6 +34,8 @@ from cryptonorm.trade.backtest import simulate
 sys.path.insert(0, str(Path(__file__).parent))
 from browser import INSTALL, Browser, Seen, find_chromium  # noqa: E402
 
+from tests.cli_run import cli
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "BTC_USDT-1h.csv.gz"
 SKIPPED_NO_BROWSER = f"no headless Chromium + chromedriver found; install them: {INSTALL}"
 
@@ -296,13 +298,6 @@ SWEEP = "name: tiny\nbase: base.yaml\ngrid:\n  model.norm: [none, layer]\n  seed
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cli(*args: str) -> tuple[int, str, str]:
-    from typer.testing import CliRunner
-
-    from cryptonorm.cli import app
-
-    r = CliRunner().invoke(app, list(args))
-    return r.exit_code, r.stdout, r.stderr
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cryptonorm.cli import app
+from tests.cli_run import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = str(ROOT / "configs" / "quickstart.yaml")
@@ -18,9 +18,6 @@ runner = CliRunner()
 SMALL = ["--set", "train.epochs=3", "--set", "model.hidden=[32, 16]", "--set", "train.threads=1"]
 
 
-def cli(*args: str) -> tuple[int, str, str]:
-    r = runner.invoke(app, list(args))
-    return r.exit_code, r.stdout, r.stderr
 
 
 @pytest.fixture(scope="module")

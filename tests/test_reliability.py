@@ -31,6 +31,7 @@ from cryptonorm.config import build_config, load_config, read_yaml
 from cryptonorm.data.candles import clean
 from cryptonorm.data.store import read_store, store_path
 from cryptonorm.pipeline.rundir import MARKER
+from tests.cli_run import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = str(ROOT / "configs" / "quickstart.yaml")
@@ -277,9 +278,6 @@ def test_stale_temp_files_are_cleaned_up(tmp_path: Path) -> None:
     assert not any(p.exists() for p in stale) and not journal.exists()
 
 
-def cli(*args: str) -> tuple[int, str, str]:
-    r = runner.invoke(app, list(args))
-    return r.exit_code, r.stdout, r.stderr
 
 
 def test_rerun_after_a_kill_while_config_yaml_was_written(tmp_path: Path, store: Path) -> None:

@@ -11,16 +11,13 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cryptonorm.cli import app
+from tests.cli_run import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 BTC_4H = ROOT.parent / "shared" / "data" / "BTC_USDT-4h.csv.gz"
 runner = CliRunner()
 
 
-def cli(*args: str) -> tuple[int, str, str]:
-    r = runner.invoke(app, list(args))
-    return r.exit_code, r.stdout, r.stderr
 
 
 def _config(tmp: Path, candles: Path, input_norm: str) -> Path:

@@ -24,12 +24,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from cryptonorm.cli import app
 from cryptonorm.config import DataConfig, build_config
 from cryptonorm.data import store
 from cryptonorm.data.exchange import Retry, call, open_source, pages, redact
 from cryptonorm.data.store import store_path
 from cryptonorm.errors import ConfigError, CryptonormError, ExchangeError, TransientExchangeError
+from tests.cli_run import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = str(ROOT / "configs" / "quickstart.yaml")
@@ -51,9 +51,6 @@ def secret_forms() -> list[str]:
     return sorted(out)
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    r = runner.invoke(app, list(args), env=env)
-    return r.exit_code, r.stdout, r.stderr
 
 
 def one_line_error(err: str, out: str = "") -> str:

@@ -21,12 +21,12 @@ import pytest
 from scipy import stats
 from typer.testing import CliRunner
 
-from cryptonorm.cli import app
 from cryptonorm.errors import ConfigError
 from cryptonorm.evaluate import stats as st
 from cryptonorm.sweeps import outputs as so
 from cryptonorm.sweeps import report as sr
 from cryptonorm.sweeps import spec as sw
+from tests.cli_run import cli
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,9 +83,6 @@ def write_sweep(tmp_path: Path, data_dir: Path, sweep: str = SWEEP, base: str = 
     return path
 
 
-def cli(*args: str) -> tuple[int, str, str]:
-    r = runner.invoke(app, list(args))
-    return r.exit_code, r.stdout, r.stderr
 
 
 def snapshot(sweep_dir: Path) -> dict[str, tuple[int, str]]:

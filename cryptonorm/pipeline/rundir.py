@@ -288,14 +288,7 @@ class RunDir:
 
     def info(self) -> dict[str, Any]:
         """run.json as a mapping (DataError when it is unreadable or not one)."""
-        path = self.path / RUN_JSON
-        try:
-            info = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise DataError(f"{path} cannot be read ({e}); train the run again") from None
-        if not isinstance(info, dict):
-            raise DataError(f"{path} is not a JSON object: it was edited; train the run again")
-        return info
+        return _json_object(self.path / RUN_JSON)
 
     def recorded_hashes(self) -> dict[str, str]:
         """{file name: SHA-256} recorded in run.json ({} for runs from before hashes were recorded)."""
@@ -344,14 +337,18 @@ class RunDir:
 
     def metrics(self) -> dict[str, Any]:
         """metrics.json: forecast metrics of the validation and test splits."""
-        path = self.path / METRICS
-        try:
-            out = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise DataError(f"{path} cannot be read ({e}); train the run again") from None
-        if not isinstance(out, dict):
-            raise DataError(f"{path} is not a JSON object: it was edited; train the run again")
-        return out
+        return _json_object(self.path / METRICS)
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    """A run file holding one JSON object (DataError, saying to train again, when unreadable or not one)."""
+    try:
+        out = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path} cannot be read ({e}); train the run again") from None
+    if not isinstance(out, dict):
+        raise DataError(f"{path} is not a JSON object: it was edited; train the run again")
+    return out
 
 
 def read_table(path: Path, columns: Sequence[str], fix: str) -> pd.DataFrame:
