@@ -80,7 +80,8 @@ def real_runs(path: str, kinds: list[str], epochs: int | None, threads: int | No
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N, mps")
-    ap.add_argument("--kinds", default=",".join(KINDS), help="model kinds, comma-separated")
+    ap.add_argument("--kinds", default=",".join(k for k, f in KINDS.items() if f.network),
+                    help="model kinds, comma-separated (networks; ridge and LightGBM: bench_baselines.py)")
     ap.add_argument("--norms", default="all", help="'all' (every norm the kind allows), 'default', or a list")
     ap.add_argument("--epochs", type=int, default=3, help="epochs per run (the first is not counted)")
     ap.add_argument("--repeats", type=int, default=1, help="runs of each method, round-robin")
