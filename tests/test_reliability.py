@@ -182,7 +182,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_train_killed_at_random_moments_leaves_complete_files_and_reruns(tmp_path: Path, store: Path) -> None:
     run_dir = tmp_path / "run"
-    over = {**SMALL, "data.until": "2022-04-01", "train.epochs": 40, "train.patience": 100, "data.dir": str(store)}
+    # long enough (1,500 tiny epochs, ~10 s of training on an idle 2-core machine) that every kill lands before the end
+    over = {**SMALL, "data.until": "2022-04-01", "train.epochs": 1500, "train.patience": 2000, "data.dir": str(store)}
     args = ["train", QUICK, *sets(over), "--out", str(run_dir)]
     rng = np.random.default_rng(11)
     landed = 0
@@ -206,7 +207,7 @@ def test_train_killed_at_random_moments_leaves_complete_files_and_reruns(tmp_pat
     for name in ("config.yaml", "model.pt", "scaler.json", "history.csv", "metrics.json", "forecasts.csv",
                  "run.json"):
         assert (run_dir / name).stat().st_size > 0, name
-    assert len(pd.read_csv(run_dir / "history.csv")) == 40
+    assert len(pd.read_csv(run_dir / "history.csv")) == 1500
 
 
 # ---------------------------------------------------------------- kills: sweep
